@@ -1,0 +1,1 @@
+"""Impedance control for torque-controlled arms: control laws, reference pipeline, safety, loop."""

@@ -1,0 +1,54 @@
+"""Gain sets for the impedance laws, with units in every name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def _vec(values: list[float]) -> np.ndarray:
+    return np.asarray(values, dtype=float)
+
+
+@dataclass(frozen=True)
+class CartesianGains:
+    """Cartesian impedance gains. Six-vectors are (x, y, z, rx, ry, rz), base frame.
+
+    stiffness: N/m (linear) and Nm/rad (angular).
+    damping_ratio: 1.0 is critical damping against the task-space inertia at the current pose.
+    error_clip: per-axis bound on the pose error (m, rad); it bounds the spring force in contact to
+        about stiffness * clip, as SERL does.
+    nullspace_*: joint-space posture spring acting only in the task's nullspace, capped per joint.
+    """
+
+    stiffness: np.ndarray = field(
+        default_factory=lambda: _vec([2000.0, 2000.0, 2000.0, 150.0, 150.0, 150.0])
+    )
+    damping_ratio: np.ndarray = field(default_factory=lambda: _vec([1.0] * 6))
+    error_clip: np.ndarray = field(default_factory=lambda: _vec([0.01, 0.01, 0.01, 0.1, 0.1, 0.1]))
+    nullspace_stiffness_nm_per_rad: float = 10.0
+    nullspace_damping_ratio: float = 1.0
+    nullspace_torque_cap_nm: float = 5.0
+
+    # Largest stiffness a target may ask for; beyond this the loop rejects the gains.
+    MAX_STIFFNESS = (5000.0, 300.0)  # (N/m, Nm/rad)
+
+
+@dataclass(frozen=True)
+class JointGains:
+    """Joint impedance gains, (7,) each: stiffness Nm/rad, damping ratio (1.0 = critical)."""
+
+    stiffness_nm_per_rad: np.ndarray = field(
+        default_factory=lambda: _vec([600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0])
+    )
+    damping_ratio: np.ndarray = field(default_factory=lambda: _vec([1.0] * 7))
+
+
+@dataclass(frozen=True)
+class DampingGains:
+    """Pure joint damping used to bring the arm to rest (watchdog, NaN fallback), Nm s/rad."""
+
+    damping_nm_s_per_rad: np.ndarray = field(
+        default_factory=lambda: _vec([20.0, 20.0, 20.0, 20.0, 4.0, 4.0, 2.0])
+    )

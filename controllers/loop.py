@@ -1,0 +1,280 @@
+"""Fixed-rate control loop over any ``Robot``: targets in, safe torques out, telemetry kept.
+
+Each tick: read state and model -> take the newest target (if any) -> watchdog decides the mode ->
+reference pipeline + impedance law (or pure damping) -> torque safety -> command the robot.
+Lockstep mode steps a simulated robot once per tick; wall-clock mode runs on monotonic deadlines for a
+real arm. ``set_*_target`` may be called from any thread; a bad target raises InvalidTargetError in the
+caller and the loop runs on with its previous target.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from controllers.cartesian_impedance import cartesian_impedance_torque
+from controllers.gains import CartesianGains, JointGains
+from controllers.joint_impedance import damping_torque, joint_impedance_torque
+from controllers.reference import CartesianReferenceGenerator, JointReferenceGenerator, ReferenceConfig
+from controllers.targets import (
+    CartesianTarget,
+    InvalidTargetError,
+    JointTarget,
+    validate_cartesian_target,
+    validate_joint_target,
+)
+from controllers.telemetry import TelemetryRing
+from controllers.torque_safety import SafetyConfig, TorqueSafety
+from controllers.watchdog import ControlMode, WatchdogConfig, watchdog_mode
+from robot_rl.interfaces import LockstepRobot, Robot, RobotState
+
+log = logging.getLogger(__name__)
+
+# Panda "ready" posture, used as the nullspace posture target.
+PANDA_READY_Q_RAD = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)
+MAX_GRIPPER_WIDTH_M = 0.08
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Everything the loop needs besides the robot."""
+
+    period_s: float = 0.001
+    clock: Literal["lockstep", "wallclock"] = "lockstep"
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    cartesian_gains: CartesianGains = field(default_factory=CartesianGains)
+    joint_gains: JointGains = field(default_factory=JointGains)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    posture_q_rad: tuple[float, ...] = PANDA_READY_Q_RAD
+    joint_speed_fraction: float = 0.5
+    telemetry_capacity: int = 60_000
+
+
+@dataclass(frozen=True)
+class LoopStatus:
+    """What the loop did on its latest tick; ``target_age_s`` is the age of the newest target."""
+
+    mode: ControlMode
+    target_age_s: float
+    stamp_s: float
+    safety_flags: int
+    tau_nm: np.ndarray
+    law: Literal["cartesian", "joint"]
+    rejected_targets: int
+    faults: int
+
+
+class ControlLoop:
+    """Runs impedance control at a fixed rate over a robot (see module docstring)."""
+
+    def __init__(self, robot: Robot, config: LoopConfig | None = None):
+        self.robot = robot
+        self.config = config = config or LoopConfig()
+        if config.clock == "lockstep" and not isinstance(robot, LockstepRobot):
+            raise TypeError("lockstep clock needs a robot with step() (the twin); use 'wallclock'")
+        self.limits = robot.limits
+        # Checked once: a runtime Protocol isinstance check is too slow for every tick.
+        self._lockstep = config.clock == "lockstep"
+        self.telemetry = TelemetryRing(config.telemetry_capacity)
+        self.safety = TorqueSafety(self.limits, config.period_s, config.safety)
+        self.cartesian = CartesianReferenceGenerator(
+            config.reference, config.period_s, config.cartesian_gains
+        )
+        self.joint = JointReferenceGenerator(
+            self.limits.joint_pos_min_rad + config.safety.joint_margin_rad,
+            self.limits.joint_pos_max_rad - config.safety.joint_margin_rad,
+            config.joint_speed_fraction * self.limits.joint_vel_max_rad_s,
+            config.period_s,
+        )
+        self._posture = np.asarray(config.posture_q_rad, dtype=float)
+        self._lock = threading.Lock()
+        self._pending: CartesianTarget | JointTarget | None = None
+        self._law: Literal["cartesian", "joint"] = "cartesian"
+        self._mode = ControlMode.HOLD
+        self._last_target_s: float | None = None
+        self._start_s: float | None = None
+        self._last_tick_wall: float | None = None
+        self.rejected_targets = 0
+        self.faults = 0
+        self.status: LoopStatus | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.thread_error: BaseException | None = None
+
+    # -- inputs (any thread) -----------------------------------------------------------------
+    def set_cartesian_target(self, target: CartesianTarget) -> None:
+        """Validate and queue a Cartesian target; raises InvalidTargetError (logged) if bad."""
+        try:
+            checked = validate_cartesian_target(target)
+        except InvalidTargetError as exc:
+            self.rejected_targets += 1
+            log.warning("rejected Cartesian target: %s", exc)
+            raise
+        with self._lock:
+            self._pending = checked
+
+    def set_joint_target(self, target: JointTarget) -> None:
+        """Validate and queue a joint target; raises InvalidTargetError (logged) if bad."""
+        try:
+            checked = validate_joint_target(target)
+        except InvalidTargetError as exc:
+            self.rejected_targets += 1
+            log.warning("rejected joint target: %s", exc)
+            raise
+        with self._lock:
+            self._pending = checked
+
+    def gripper_move(self, width_m: float, speed_m_s: float = 0.1) -> None:
+        """Start a gripper motion (non-blocking); raises InvalidTargetError for bad values."""
+        self._check_gripper(width_m, speed_m_s)
+        self.robot.gripper_move(float(width_m), float(speed_m_s))
+
+    def gripper_grasp(self, width_m: float, force_n: float, speed_m_s: float = 0.1) -> None:
+        """Start a grasp (non-blocking); raises InvalidTargetError for bad values."""
+        self._check_gripper(width_m, speed_m_s)
+        if not (np.isfinite(force_n) and 0.0 <= force_n <= 140.0):
+            raise InvalidTargetError(f"grasp force_n={force_n!r}; allowed 0..140 N")
+        self.robot.gripper_grasp(float(width_m), float(force_n), float(speed_m_s))
+
+    @staticmethod
+    def _check_gripper(width_m: float, speed_m_s: float) -> None:
+        if not (np.isfinite(width_m) and 0.0 <= width_m <= MAX_GRIPPER_WIDTH_M):
+            raise InvalidTargetError(f"gripper width_m={width_m!r}; allowed 0..{MAX_GRIPPER_WIDTH_M} m")
+        if not (np.isfinite(speed_m_s) and 0.0 < speed_m_s <= 0.2):
+            raise InvalidTargetError(f"gripper speed_m_s={speed_m_s!r}; allowed (0, 0.2] m/s")
+
+    # -- the tick ------------------------------------------------------------------------------
+    def _now(self, state: RobotState) -> float:
+        return state.stamp_s if self._lockstep else time.monotonic()
+
+    def _begin(self, state: RobotState, now_s: float) -> None:
+        self._start_s = now_s
+        self._last_target_s = now_s  # starting counts as a target: hold where the arm is
+        self.cartesian.reset(state.ee_pos_m, state.ee_quat_xyzw, now_s)
+        self.joint.reset(state.q_rad)
+        self.safety.reset()
+
+    def tick(self) -> LoopStatus:
+        """Run one control period. In lockstep mode the robot is stepped once."""
+        wall0 = time.perf_counter()
+        state = self.robot.read_state()
+        model = self.robot.model()
+        wall1 = time.perf_counter()
+        now = self._now(state)
+        if self._start_s is None:
+            self._begin(state, now)
+
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            if self._mode != ControlMode.ACTIVE:  # resume from where the arm is, not a stale pose
+                self.cartesian.reset(state.ee_pos_m, state.ee_quat_xyzw, now)
+                self.joint.reset(state.q_rad)
+            if isinstance(pending, JointTarget):
+                self._law = "joint"
+                self.joint.set_goal(pending.q_rad)
+            else:
+                if self._law == "joint":
+                    self.cartesian.reset(state.ee_pos_m, state.ee_quat_xyzw, now)
+                self._law = "cartesian"
+                self.cartesian.set_goal(pending, now)
+            self._last_target_s = now
+
+        age = now - self._last_target_s
+        mode = watchdog_mode(age, self.config.watchdog)
+        if mode == ControlMode.HOLD and self._mode == ControlMode.ACTIVE:
+            log.warning("no target for %.0f ms: holding the current pose", age * 1e3)
+            self.cartesian.reset(state.ee_pos_m, state.ee_quat_xyzw, now)
+            self.joint.reset(state.q_rad)
+        elif mode == ControlMode.DAMP and self._mode != ControlMode.DAMP:
+            log.warning("no target for %.0f ms: damping the arm to rest", age * 1e3)
+
+        try:
+            if mode == ControlMode.DAMP:
+                tau = damping_torque(state.dq_rad_s, self.config.safety.damping)
+            elif self._law == "cartesian":
+                ref = self.cartesian.step(now)
+                tau = cartesian_impedance_torque(
+                    state, model, ref, self.cartesian.gains, self._posture
+                )
+            else:
+                q_ref, dq_ref = self.joint.step()
+                tau = joint_impedance_torque(state, model, q_ref, dq_ref, self.config.joint_gains)
+        except Exception:  # a controller failure must not kill the loop: damp and report
+            self.faults += 1
+            if self.faults == 1 or self.faults % 1000 == 0:
+                log.exception("controller failed (%d so far); damping this tick", self.faults)
+            mode = ControlMode.FAULT
+            tau = damping_torque(np.nan_to_num(state.dq_rad_s), self.config.safety.damping)
+        self._mode = mode
+
+        tau, flags = self.safety.process(tau, state.q_rad, state.dq_rad_s)
+        wall2 = time.perf_counter()
+        self.robot.command_torque(tau)
+        if self._lockstep:
+            self.robot.step()
+        wall3 = time.perf_counter()
+
+        period_us = 0.0 if self._last_tick_wall is None else (wall0 - self._last_tick_wall) * 1e6
+        self._last_tick_wall = wall0
+        missed = not self._lockstep and period_us > 1.5e6 * self.config.period_s
+        self.telemetry.record(
+            now, (wall2 - wall1) * 1e6, ((wall1 - wall0) + (wall3 - wall2)) * 1e6, period_us,
+            missed, int(mode), age, flags, tau,
+        )
+        self.status = LoopStatus(
+            mode, age, now, flags, tau, self._law, self.rejected_targets, self.faults
+        )
+        return self.status
+
+    # -- running ---------------------------------------------------------------------------------
+    def run_for(self, duration_s: float) -> LoopStatus | None:
+        """Run ticks for ``duration_s`` of robot time (lockstep) or wall time (wall-clock)."""
+        n = max(1, round(duration_s / self.config.period_s))
+        if self.config.clock == "lockstep":
+            for _ in range(n):
+                self.tick()
+            return self.status
+        deadline = time.monotonic()
+        for _ in range(n):
+            self.tick()
+            deadline += self.config.period_s
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -10 * self.config.period_s:  # far behind: re-anchor instead of bursting
+                deadline = time.monotonic()
+        return self.status
+
+    def start(self) -> None:
+        """Run in a background thread on wall-clock deadlines until ``stop()``."""
+        if self.config.clock != "wallclock":
+            raise RuntimeError("start() runs on the wall clock; use run_for() in lockstep mode")
+        if self._thread is not None:
+            raise RuntimeError("control loop already started")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run_thread, name="control-loop", daemon=True)
+        self._thread.start()
+
+    def _run_thread(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.run_for(0.1)
+        except BaseException as exc:  # surfaced through thread_error and the log, never swallowed
+            self.thread_error = exc
+            log.exception("control loop stopped on an error")
+
+    def stop(self, timeout_s: float = 1.0) -> None:
+        """Stop the background thread; re-raises the error that stopped it, if any."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        if self.thread_error is not None:
+            raise RuntimeError("control loop thread failed") from self.thread_error

@@ -1,0 +1,92 @@
+"""Torque post-processing: the last stage before a torque reaches the arm.
+
+Order, each stage seeing the previous one's output:
+1. non-finite guard: a NaN/inf torque is replaced by pure joint damping (flagged);
+2. joint-limit repulsion: a spring-damper pushes joints back from position limits, and damping
+   opposes joint speed beyond a fraction of the velocity limit;
+3. per-joint clamp to the torque limits;
+4. torque-rate limit against the torque sent on the previous tick (last, so nothing undoes it).
+The output is checked once more; if it is still not finite the previous torque is reused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from controllers.gains import DampingGains
+from controllers.joint_impedance import damping_torque
+from robot_rl.interfaces import ArmLimits
+
+# Bits of SafetyFlags.bits, per tick.
+FLAG_NONFINITE = 1
+FLAG_REPULSION = 2
+FLAG_CLAMPED = 4
+FLAG_RATE_LIMITED = 8
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    """How close to a limit the repulsion starts, and how hard it pushes."""
+
+    joint_margin_rad: float = 0.1
+    repulsion_stiffness_nm_per_rad: float = 40.0
+    repulsion_damping_nm_s_per_rad: float = 5.0
+    velocity_guard_fraction: float = 0.85
+    velocity_guard_damping_nm_s_per_rad: float = 20.0
+    damping: DampingGains = field(default_factory=DampingGains)
+
+
+class TorqueSafety:
+    """Stateful post-processor (remembers the last torque for the rate limit)."""
+
+    def __init__(self, limits: ArmLimits, period_s: float, config: SafetyConfig | None = None):
+        self.limits = limits
+        self.config = config or SafetyConfig()
+        # A hair under the arm's limit so that rounding never puts a command over it.
+        self.max_step_nm = limits.torque_rate_max_nm_per_s * period_s * (1.0 - 1e-6)
+        self.last_tau_nm = np.zeros(len(limits.joint_torque_max_nm))
+        c = self.config
+        self._soft_min = limits.joint_pos_min_rad + c.joint_margin_rad
+        self._soft_max = limits.joint_pos_max_rad - c.joint_margin_rad
+        self._vel_guard = c.velocity_guard_fraction * limits.joint_vel_max_rad_s
+
+    def reset(self, tau_nm: np.ndarray | None = None) -> None:
+        """Forget the rate-limit history (only when the arm is known to carry this torque)."""
+        self.last_tau_nm = np.zeros_like(self.last_tau_nm) if tau_nm is None else tau_nm.copy()
+
+    def process(self, tau_nm: np.ndarray, q_rad: np.ndarray, dq_rad_s: np.ndarray) -> tuple[np.ndarray, int]:
+        """Return (safe torque (7,) Nm, flag bits)."""
+        flags = 0
+        c = self.config
+        if not np.isfinite(tau_nm).all():
+            flags |= FLAG_NONFINITE
+            tau_nm = damping_torque(np.nan_to_num(dq_rad_s), c.damping)
+        else:
+            tau_nm = tau_nm.copy()
+
+        below = q_rad < self._soft_min
+        above = q_rad > self._soft_max
+        if (below | above | (np.abs(dq_rad_s) > self._vel_guard)).any():
+            flags |= FLAG_REPULSION
+            k, d = c.repulsion_stiffness_nm_per_rad, c.repulsion_damping_nm_s_per_rad
+            tau_nm += np.where(below, k * (self._soft_min - q_rad) - d * np.minimum(dq_rad_s, 0), 0)
+            tau_nm += np.where(above, k * (self._soft_max - q_rad) - d * np.maximum(dq_rad_s, 0), 0)
+            excess = dq_rad_s - np.clip(dq_rad_s, -self._vel_guard, self._vel_guard)
+            tau_nm -= c.velocity_guard_damping_nm_s_per_rad * excess
+
+        limit = self.limits.joint_torque_max_nm
+        clamped = np.minimum(np.maximum(tau_nm, -limit), limit)
+        if (clamped != tau_nm).any():
+            flags |= FLAG_CLAMPED
+        m = self.max_step_nm
+        step = np.minimum(np.maximum(clamped - self.last_tau_nm, -m), m)
+        out = self.last_tau_nm + step
+        if (out != clamped).any():
+            flags |= FLAG_RATE_LIMITED
+        if not np.isfinite(out).all():  # only reachable if the state itself was not finite
+            flags |= FLAG_NONFINITE
+            out = self.last_tau_nm.copy()
+        self.last_tau_nm = out
+        return out, flags
