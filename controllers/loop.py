@@ -149,6 +149,18 @@ class ControlLoop:
         if not (np.isfinite(speed_m_s) and 0.0 < speed_m_s <= 0.2):
             raise InvalidTargetError(f"gripper speed_m_s={speed_m_s!r}; allowed (0, 0.2] m/s")
 
+    def restart(self) -> None:
+        """Forget targets and history; the next tick starts holding wherever the arm is.
+
+        For scene resets (the twin was teleported); on a real arm the loop simply keeps running.
+        """
+        with self._lock:
+            self._pending = None
+        self._start_s = None
+        self._last_tick_wall = None
+        self._mode = ControlMode.HOLD
+        self._law = "cartesian"
+
     # -- the tick ------------------------------------------------------------------------------
     def _now(self, state: RobotState) -> float:
         return state.stamp_s if self._lockstep else time.monotonic()

@@ -1,0 +1,1 @@
+"""Data files for the PyBullet twin (robot descriptions); see panda/README.md."""
