@@ -98,6 +98,7 @@ class ControlLoop:
         self._law: Literal["cartesian", "joint"] = "cartesian"
         self._mode = ControlMode.HOLD
         self._last_target_s: float | None = None
+        self._targets_seen = False
         self._start_s: float | None = None
         self._last_tick_wall: float | None = None
         self.rejected_targets = 0
@@ -168,6 +169,7 @@ class ControlLoop:
     def _begin(self, state: RobotState, now_s: float) -> None:
         self._start_s = now_s
         self._last_target_s = now_s  # starting counts as a target: hold where the arm is
+        self._targets_seen = False
         self.cartesian.reset(state.ee_pos_m, state.ee_quat_xyzw, now_s)
         self.joint.reset(state.q_rad)
         self.safety.reset()
@@ -197,11 +199,14 @@ class ControlLoop:
                 self._law = "cartesian"
                 self.cartesian.set_goal(pending, now)
             self._last_target_s = now
+            self._targets_seen = True
 
         age = now - self._last_target_s
         mode = watchdog_mode(age, self.config.watchdog)
         if mode == ControlMode.HOLD and self._mode == ControlMode.ACTIVE:
-            log.warning("no target for %.0f ms: holding the current pose", age * 1e3)
+            # A stalled stream is worth a warning; idling after a (re)start without targets is not.
+            level = logging.WARNING if self._targets_seen else logging.DEBUG
+            log.log(level, "no target for %.0f ms: holding the current pose", age * 1e3)
             self.cartesian.reset(state.ee_pos_m, state.ee_quat_xyzw, now)
             self.joint.reset(state.q_rad)
         elif mode == ControlMode.DAMP and self._mode != ControlMode.DAMP:

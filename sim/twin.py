@@ -114,6 +114,13 @@ class PandaTwin:
         for j in self.finger_idx:
             c.changeDynamics(rid, j, lateralFriction=self.config.gripper.finger_friction,
                              spinningFriction=0.001, frictionAnchor=1)
+        # The real hand couples its fingers mechanically; PyBullet ignores <mimic>, so a gear
+        # constraint keeps the fingers symmetric (otherwise a grasped object slides sideways).
+        gear = c.createConstraint(
+            rid, self.finger_idx[0], rid, self.finger_idx[1], pybullet.JOINT_GEAR, [0, 1, 0],
+            [0, 0, 0], [0, 0, 0],
+        )
+        c.changeConstraint(gear, gearRatio=-1, erp=0.1, maxForce=2 * self.config.gripper.max_grasp_force_n)
         # Switch off the default velocity motors so commanded torques are not fought.
         c.setJointMotorControlArray(rid, self.arm_idx, pybullet.VELOCITY_CONTROL, forces=[0.0] * 7)
         tcp_com = c.getLinkState(rid, self.tcp_link)[2]
