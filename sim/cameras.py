@@ -24,8 +24,8 @@ class CameraSpec:
 
     camera_id: str
     mount: str = "world"
-    eye_m: tuple[float, float, float] = (1.0, 0.35, 0.5)
-    target_m: tuple[float, float, float] = (0.45, 0.0, 0.1)
+    eye_m: tuple[float, float, float] = (1.0, 0.3, 0.42)
+    target_m: tuple[float, float, float] = (0.5, 0.0, 0.15)
     up: tuple[float, float, float] = (0.0, 0.0, 1.0)
     width: int = 128
     height: int = 128
