@@ -2,8 +2,9 @@
 
 tau = J^T (K e - D (xdot - xdot_ref)) + C(q, dq) dq + N^T tau_posture
 
-e is the pose error (position, then log-map orientation error), clipped per axis. D is chosen per axis
-as 2 * zeta * sqrt(K * Lambda_ii), with Lambda the task-space inertia, so damping_ratio 1 is critical.
+e is the pose error (position, then log-map orientation error), clipped per axis. D is chosen per
+axis as 2 * zeta * sqrt(K * Lambda_ii), with Lambda the task-space inertia, so damping_ratio 1 is
+critical.
 The posture term is projected through the dynamically consistent nullspace N^T = I - J^T Jbar^T,
 Jbar = M^-1 J^T Lambda, so it produces no force at the tool. Gravity is left to the robot.
 """

@@ -2,9 +2,9 @@
 
 Each tick: read state and model -> take the newest target (if any) -> watchdog decides the mode ->
 reference pipeline + impedance law (or pure damping) -> torque safety -> command the robot.
-Lockstep mode steps a simulated robot once per tick; wall-clock mode runs on monotonic deadlines for a
-real arm. ``set_*_target`` may be called from any thread; a bad target raises InvalidTargetError in the
-caller and the loop runs on with its previous target.
+Lockstep mode steps a simulated robot once per tick; wall-clock mode runs on monotonic deadlines for
+a real arm. ``set_*_target`` may be called from any thread; a bad target raises InvalidTargetError
+in the caller and the loop runs on with its previous target.
 """
 
 from __future__ import annotations
@@ -20,7 +20,11 @@ import numpy as np
 from controllers.cartesian_impedance import cartesian_impedance_torque
 from controllers.gains import CartesianGains, JointGains
 from controllers.joint_impedance import damping_torque, joint_impedance_torque
-from controllers.reference import CartesianReferenceGenerator, JointReferenceGenerator, ReferenceConfig
+from controllers.reference import (
+    CartesianReferenceGenerator,
+    JointReferenceGenerator,
+    ReferenceConfig,
+)
 from controllers.targets import (
     CartesianTarget,
     InvalidTargetError,
@@ -146,7 +150,9 @@ class ControlLoop:
     @staticmethod
     def _check_gripper(width_m: float, speed_m_s: float) -> None:
         if not (np.isfinite(width_m) and 0.0 <= width_m <= MAX_GRIPPER_WIDTH_M):
-            raise InvalidTargetError(f"gripper width_m={width_m!r}; allowed 0..{MAX_GRIPPER_WIDTH_M} m")
+            raise InvalidTargetError(
+                f"gripper width_m={width_m!r}; allowed 0..{MAX_GRIPPER_WIDTH_M} m"
+            )
         if not (np.isfinite(speed_m_s) and 0.0 < speed_m_s <= 0.2):
             raise InvalidTargetError(f"gripper speed_m_s={speed_m_s!r}; allowed (0, 0.2] m/s")
 
@@ -242,8 +248,15 @@ class ControlLoop:
         self._last_tick_wall = wall0
         missed = not self._lockstep and period_us > 1.5e6 * self.config.period_s
         self.telemetry.record(
-            now, (wall2 - wall1) * 1e6, ((wall1 - wall0) + (wall3 - wall2)) * 1e6, period_us,
-            missed, int(mode), age, flags, tau,
+            now,
+            (wall2 - wall1) * 1e6,
+            ((wall1 - wall0) + (wall3 - wall2)) * 1e6,
+            period_us,
+            missed,
+            int(mode),
+            age,
+            flags,
+            tau,
         )
         self.status = LoopStatus(
             mode, age, now, flags, tau, self._law, self.rejected_targets, self.faults

@@ -22,7 +22,7 @@ import numpy as np
 
 from controllers.cartesian_impedance import CartesianReference
 from controllers.gains import CartesianGains
-from controllers.rotations import quat_exp, quat_log, quat_mul, quat_conj
+from controllers.rotations import quat_conj, quat_exp, quat_log, quat_mul
 from controllers.targets import CartesianTarget, InvalidTargetError
 
 # Nominal orientation: tool z axis pointing down (rotation of pi about base x).
@@ -72,7 +72,9 @@ class ReferenceConfig:
     workspace: Workspace = field(default_factory=Workspace)
 
 
-def _hermite(s: float, p0: np.ndarray, v0: np.ndarray, p1: np.ndarray, v1: np.ndarray, T: float) -> np.ndarray:
+def _hermite(
+    s: float, p0: np.ndarray, v0: np.ndarray, p1: np.ndarray, v1: np.ndarray, T: float
+) -> np.ndarray:
     s2, s3 = s * s, s * s * s
     return (
         (2 * s3 - 3 * s2 + 1) * p0
@@ -83,7 +85,7 @@ def _hermite(s: float, p0: np.ndarray, v0: np.ndarray, p1: np.ndarray, v1: np.nd
 
 
 class CartesianReferenceGenerator:
-    """Turns sparse Cartesian targets into a per-tick reference (pose + twist) and smoothed gains."""
+    """Turns sparse Cartesian targets into a per-tick reference (pose, twist) and smoothed gains."""
 
     def __init__(self, config: ReferenceConfig, period_s: float, gains: CartesianGains):
         self.config = config
@@ -180,7 +182,9 @@ class CartesianReferenceGenerator:
         self._twist = np.concatenate((lin_step, rot_step)) / dt
 
         if (self.gains.stiffness != self._stiffness_goal).any():
-            k = self.gains.stiffness + self._gain_alpha * (self._stiffness_goal - self.gains.stiffness)
+            k = self.gains.stiffness + self._gain_alpha * (
+                self._stiffness_goal - self.gains.stiffness
+            )
             if np.abs(k - self._stiffness_goal).max() < 1e-6:
                 k = self._stiffness_goal.copy()
             self.gains = dataclasses.replace(self.gains, stiffness=k)
@@ -192,9 +196,15 @@ class CartesianReferenceGenerator:
 
 
 class JointReferenceGenerator:
-    """Linear interpolation of joint targets with a per-joint speed limit and soft position limits."""
+    """Linear interpolation of joint targets with per-joint speed limits and soft joint limits."""
 
-    def __init__(self, q_min_rad: np.ndarray, q_max_rad: np.ndarray, max_speed_rad_s: np.ndarray, period_s: float):
+    def __init__(
+        self,
+        q_min_rad: np.ndarray,
+        q_max_rad: np.ndarray,
+        max_speed_rad_s: np.ndarray,
+        period_s: float,
+    ):
         self.q_min_rad = q_min_rad
         self.q_max_rad = q_max_rad
         self.max_step_rad = max_speed_rad_s * period_s

@@ -1,7 +1,8 @@
 """Quaternion and rotation-vector helpers.
 
 Quaternions are (x, y, z, w) numpy arrays; rotation vectors are axis * angle (rad). Written with
-scalar arithmetic because these run on 3- and 4-vectors at 1 kHz, where numpy call overhead dominates.
+scalar arithmetic because these run on 3- and 4-vectors at 1 kHz, where numpy call overhead
+dominates.
 """
 
 from __future__ import annotations

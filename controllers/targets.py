@@ -45,7 +45,9 @@ def _as_vector(name: str, value: object, size: int) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=float)
     except (TypeError, ValueError) as exc:
-        raise InvalidTargetError(f"{name}={value!r} is not numeric; expected {size} floats") from exc
+        raise InvalidTargetError(
+            f"{name}={value!r} is not numeric; expected {size} floats"
+        ) from exc
     if arr.shape != (size,):
         raise InvalidTargetError(f"{name} has shape {arr.shape}; expected ({size},)")
     if not np.isfinite(arr).all():
@@ -54,7 +56,7 @@ def _as_vector(name: str, value: object, size: int) -> np.ndarray:
 
 
 def validate_cartesian_target(target: CartesianTarget) -> CartesianTarget:
-    """Checked copy of ``target`` with a normalized quaternion (w >= 0); raises InvalidTargetError."""
+    """Checked copy of ``target``, quaternion normalized (w >= 0); raises InvalidTargetError."""
     if not isinstance(target, CartesianTarget):
         raise InvalidTargetError(f"expected a CartesianTarget, got {type(target).__name__}")
     pos = _as_vector("pos_m", target.pos_m, 3)

@@ -56,7 +56,9 @@ class TorqueSafety:
         """Forget the rate-limit history (only when the arm is known to carry this torque)."""
         self.last_tau_nm = np.zeros_like(self.last_tau_nm) if tau_nm is None else tau_nm.copy()
 
-    def process(self, tau_nm: np.ndarray, q_rad: np.ndarray, dq_rad_s: np.ndarray) -> tuple[np.ndarray, int]:
+    def process(
+        self, tau_nm: np.ndarray, q_rad: np.ndarray, dq_rad_s: np.ndarray
+    ) -> tuple[np.ndarray, int]:
         """Return (safe torque (7,) Nm, flag bits)."""
         flags = 0
         c = self.config

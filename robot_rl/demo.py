@@ -32,6 +32,7 @@ def run_demo(task: str = "all", seed: int = 0, episodes: int = 2) -> int:
     print(header)
     print("-" * len(header))
     failures = 0
+    limit_hits = 0  # commands the twin itself had to clamp: the loop's safety should leave none
     for name in names:
         scene = TwinScene(SceneConfig(task=name, seed=seed))
         for episode in range(episodes):
@@ -47,8 +48,10 @@ def run_demo(task: str = "all", seed: int = 0, episodes: int = 2) -> int:
             print(
                 f"{name:<11} {episode_seed:>4} {'yes' if run.success else 'NO':>7} "
                 f"{run.time_s:>6.1f} {wall:>6.2f} {run.time_s / wall:>5.1f} {tau_fraction:>11.2f} "
-                f"{scene.twin.max_command_rate_nm_per_s:>8.0f} Nm/s {scene.twin.limit_violations:>7d}"
+                f"{scene.twin.max_command_rate_nm_per_s:>8.0f} Nm/s "
+                f"{scene.twin.limit_violations:>7d}"
             )
+            limit_hits += scene.twin.limit_violations
         frames = scene.render()
         described = ", ".join(
             f"{cam} {f.image.shape[1]}x{f.image.shape[0]} mean {f.image.mean():.0f}"
@@ -57,8 +60,11 @@ def run_demo(task: str = "all", seed: int = 0, episodes: int = 2) -> int:
         print(f"{'':<11} cameras: {described}")
         scene.close()
     total = len(names) * episodes
-    print(
-        f"\n{total - failures}/{total} episodes solved by the scripted experts; the 1 kHz impedance "
-        f"loop kept every torque within the Panda limits (87/12 Nm, 1000 Nm/s)."
-    )
-    return 0 if failures == 0 else 1
+    print(f"\n{total - failures}/{total} episodes solved by the scripted experts.")
+    if limit_hits:
+        print(
+            f"WARNING: the twin clamped {limit_hits} commands that passed the loop's torque safety."
+        )
+    else:
+        print("Every torque the loop sent was within the Panda limits (87/12 Nm, 1000 Nm/s).")
+    return 0 if failures == 0 and limit_hits == 0 else 1

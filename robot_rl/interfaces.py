@@ -131,7 +131,7 @@ class Camera(Protocol):
 
 @dataclass(frozen=True)
 class TeleopCommand:
-    """Operator input: twist (6,) in the base frame, gripper in [-1 close, +1 open], engaged flag."""
+    """Operator input: twist (6,) base frame, gripper in [-1 close, +1 open], engaged flag."""
 
     twist: np.ndarray
     gripper: float

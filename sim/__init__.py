@@ -1,1 +1,1 @@
-"""PyBullet twin of a Franka Panda: the arm at the torque level, task scenes, cameras, scripted experts."""
+"""PyBullet twin of a Franka Panda: the arm at torque level, task scenes, cameras, experts."""

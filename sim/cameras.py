@@ -35,7 +35,9 @@ class CameraSpec:
 
     def __post_init__(self) -> None:
         if self.mount not in ("world", "hand"):
-            raise ValueError(f"camera {self.camera_id}: mount={self.mount!r}; allowed 'world', 'hand'")
+            raise ValueError(
+                f"camera {self.camera_id}: mount={self.mount!r}; allowed 'world', 'hand'"
+            )
         if not (8 <= self.width <= 1920 and 8 <= self.height <= 1080):
             raise ValueError(
                 f"camera {self.camera_id}: {self.width}x{self.height}; allowed 8..1920 x 8..1080"
@@ -45,8 +47,14 @@ class CameraSpec:
 FRONT = CameraSpec("front")
 # Wrist camera: behind and above the fingers on the hand, looking down the gripper's z axis.
 WRIST = CameraSpec(
-    "wrist", mount="hand", eye_m=(0.09, 0.0, 0.03), target_m=(0.0, 0.0, 0.2), up=(1.0, 0.0, 0.0),
-    fov_deg=70.0, near_m=0.01, far_m=2.0,
+    "wrist",
+    mount="hand",
+    eye_m=(0.09, 0.0, 0.03),
+    target_m=(0.0, 0.0, 0.2),
+    up=(1.0, 0.0, 0.0),
+    fov_deg=70.0,
+    near_m=0.01,
+    far_m=2.0,
 )
 DEFAULT_CAMERAS = (FRONT, WRIST)
 
@@ -86,8 +94,12 @@ class SimCamera:
         """Render now. Takes tens of ms at 128x128 on a laptop CPU: call at the policy rate."""
         s = self.spec
         _, _, rgba, _, _ = pybullet.getCameraImage(
-            s.width, s.height, self._view_matrix(), self._projection,
-            renderer=pybullet.ER_TINY_RENDERER, flags=pybullet.ER_NO_SEGMENTATION_MASK,
+            s.width,
+            s.height,
+            self._view_matrix(),
+            self._projection,
+            renderer=pybullet.ER_TINY_RENDERER,
+            flags=pybullet.ER_NO_SEGMENTATION_MASK,
             physicsClientId=self.twin.cid,
         )
         image = np.asarray(rgba, dtype=np.uint8).reshape(s.height, s.width, 4)[:, :, :3].copy()

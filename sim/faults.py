@@ -19,7 +19,9 @@ class FaultConfig:
 
     def __post_init__(self) -> None:
         if self.latency_s < 0 or self.jitter_s < 0:
-            raise ValueError(f"latency_s={self.latency_s}, jitter_s={self.jitter_s}; both must be >= 0")
+            raise ValueError(
+                f"latency_s={self.latency_s}, jitter_s={self.jitter_s}; both must be >= 0"
+            )
         if not 0.0 <= self.drop_probability <= 1.0:
             raise ValueError(f"drop_probability={self.drop_probability}; allowed 0..1")
 

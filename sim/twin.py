@@ -5,7 +5,8 @@
   torque on top of it. Commands are clamped to the Panda torque limits and rate-limited to
   1000 Nm/s; the twin counts every command that needed either, so tests can prove the controller
   never relied on it. Joint position limits come from the URDF, velocity limits are set per joint.
-- PyBullet's default velocity motors are switched off and all damping zeroed, so torques are not fought.
+- PyBullet's default velocity motors are switched off and all damping zeroed, so torques are not
+  fought.
 - The gripper (Franka Hand) moves or grasps on its own over later steps; calls never block.
 - The base of the arm is the world origin; the table top is the plane z = 0.
 """
@@ -71,14 +72,17 @@ class PandaTwin:
         )
         plane = c.createCollisionShape(pybullet.GEOM_PLANE)
         plane_visual = c.createVisualShape(
-            pybullet.GEOM_BOX, halfExtents=[1.0, 1.0, 0.005], rgbaColor=[0.55, 0.5, 0.45, 1.0],
+            pybullet.GEOM_BOX,
+            halfExtents=[1.0, 1.0, 0.005],
+            rgbaColor=[0.55, 0.5, 0.45, 1.0],
             visualFramePosition=[0.0, 0.0, -0.005],
         )
         self.table_id = c.createMultiBody(0.0, plane, plane_visual)
         self.robot_id = c.loadURDF(
             str(panda_urdf_path()),
             useFixedBase=True,
-            flags=pybullet.URDF_USE_INERTIA_FROM_FILE | pybullet.URDF_USE_SELF_COLLISION
+            flags=pybullet.URDF_USE_INERTIA_FROM_FILE
+            | pybullet.URDF_USE_SELF_COLLISION
             | pybullet.URDF_USE_SELF_COLLISION_EXCLUDE_ALL_PARENTS,
         )
         self._index = self._resolve_names()
@@ -112,15 +116,28 @@ class PandaTwin:
         for j, vmax in zip(self.arm_idx, self.limits.joint_vel_max_rad_s, strict=True):
             c.changeDynamics(rid, j, maxJointVelocity=float(vmax))
         for j in self.finger_idx:
-            c.changeDynamics(rid, j, lateralFriction=self.config.gripper.finger_friction,
-                             spinningFriction=0.001, frictionAnchor=1)
+            c.changeDynamics(
+                rid,
+                j,
+                lateralFriction=self.config.gripper.finger_friction,
+                spinningFriction=0.001,
+                frictionAnchor=1,
+            )
         # The real hand couples its fingers mechanically; PyBullet ignores <mimic>, so a gear
         # constraint keeps the fingers symmetric (otherwise a grasped object slides sideways).
         gear = c.createConstraint(
-            rid, self.finger_idx[0], rid, self.finger_idx[1], pybullet.JOINT_GEAR, [0, 1, 0],
-            [0, 0, 0], [0, 0, 0],
+            rid,
+            self.finger_idx[0],
+            rid,
+            self.finger_idx[1],
+            pybullet.JOINT_GEAR,
+            [0, 1, 0],
+            [0, 0, 0],
+            [0, 0, 0],
         )
-        c.changeConstraint(gear, gearRatio=-1, erp=0.1, maxForce=2 * self.config.gripper.max_grasp_force_n)
+        c.changeConstraint(
+            gear, gearRatio=-1, erp=0.1, maxForce=2 * self.config.gripper.max_grasp_force_n
+        )
         # Switch off the default velocity motors so commanded torques are not fought.
         c.setJointMotorControlArray(rid, self.arm_idx, pybullet.VELOCITY_CONTROL, forces=[0.0] * 7)
         tcp_com = c.getLinkState(rid, self.tcp_link)[2]
@@ -155,7 +172,11 @@ class PandaTwin:
         self._q_all = [s[0] for s in js]
         self._dq_all = [s[1] for s in js]
         ls = p.getLinkState(
-            rid, self.tcp_link, computeLinkVelocity=1, computeForwardKinematics=1, physicsClientId=cid
+            rid,
+            self.tcp_link,
+            computeLinkVelocity=1,
+            computeForwardKinematics=1,
+            physicsClientId=cid,
         )
         self._ee_pos = np.array(ls[4])
         self._ee_quat = np.array(ls[5])
@@ -189,7 +210,7 @@ class PandaTwin:
         )
 
     def model(self) -> RobotModel:
-        """Jacobian (TCP), mass matrix and Coriolis torque at the current state (cached per step)."""
+        """Jacobian (TCP), mass matrix and Coriolis torque now (cached per step)."""
         if self._model is None:
             p, cid, rid, q = pybullet, self.cid, self.robot_id, self._q_all
             zeros = [0.0] * len(self.all_idx)
@@ -205,7 +226,7 @@ class PandaTwin:
 
     # -- commands --------------------------------------------------------------------------------
     def command_torque(self, tau_nm: np.ndarray) -> None:
-        """Queue a torque (7,) Nm on top of gravity; applied from the next step (after any faults)."""
+        """Queue a torque (7,) Nm on top of gravity; applied from the next step (after faults)."""
         tau = np.asarray(tau_nm, dtype=float)
         if tau.shape != (7,):
             raise ValueError(f"tau_nm has shape {tau.shape}; expected (7,)")
@@ -253,24 +274,32 @@ class PandaTwin:
 
     # -- time --------------------------------------------------------------------------------------
     def step(self) -> None:
-        """Advance physics by one period: deliver commands, apply torque + gravity, move the gripper."""
+        """Advance physics one period: deliver commands, apply torque + gravity, move fingers."""
         p, cid, rid = pybullet, self.cid, self.robot_id
         if self.config.faults.active:
             tau, due = self._channel.receive(self.time_s)
             if tau is not None:
                 self._accept(tau, due)
         p.setJointMotorControlArray(
-            rid, self.arm_idx, p.TORQUE_CONTROL, forces=(self._tau_cmd + self._gravity).tolist(),
+            rid,
+            self.arm_idx,
+            p.TORQUE_CONTROL,
+            forces=(self._tau_cmd + self._gravity).tolist(),
             physicsClientId=cid,
         )
-        # Gripper: ramp the width setpoint at the commanded speed; fingers track it with bounded force.
+        # Gripper: ramp the width setpoint at the commanded speed; fingers track it, force bounded.
         step_m = self._gripper_speed_m_s * self.config.period_s
         diff = self._gripper_target_m - self._gripper_setpoint_m
         self._gripper_setpoint_m += math.copysign(min(abs(diff), step_m), diff)
         half = self._gripper_setpoint_m / 2
         p.setJointMotorControlArray(
-            rid, self.finger_idx, p.POSITION_CONTROL, targetPositions=[half, half],
-            forces=[self._gripper_force_n] * 2, positionGains=[0.2, 0.2], physicsClientId=cid,
+            rid,
+            self.finger_idx,
+            p.POSITION_CONTROL,
+            targetPositions=[half, half],
+            forces=[self._gripper_force_n] * 2,
+            positionGains=[0.2, 0.2],
+            physicsClientId=cid,
         )
         p.stepSimulation(physicsClientId=cid)
         self.time_s += self.config.period_s

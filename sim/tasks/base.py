@@ -1,4 +1,4 @@
-"""What a task is: a scene on the twin with a seeded reset, a success predicate and a scripted expert.
+"""What a task is: a scene on the twin with a seeded reset, a success predicate and an expert.
 
 Tasks own their bodies (built once per twin) and re-place them on every reset. Experts read ground
 truth (object poses) and answer with TCP targets at the policy rate; they exist to prove each task
@@ -23,7 +23,7 @@ GripperAction = Literal["open", "close"] | None
 
 @dataclass(frozen=True)
 class ExpertAction:
-    """What a scripted expert wants this policy step: a TCP target and optionally a gripper command."""
+    """What a scripted expert wants this policy step: a TCP target and maybe a gripper command."""
 
     target: CartesianTarget
     gripper: GripperAction = None
@@ -36,7 +36,7 @@ class Expert(Protocol):
 
 
 class Task(Protocol):
-    """A task scene. ``build`` adds bodies once; ``reset`` re-randomizes them and the arm from ``rng``.
+    """A task scene. ``build`` adds bodies once; ``reset`` re-places them and the arm from ``rng``.
 
     ``grasp_at_reset`` asks the scene to close the gripper on whatever is between the fingers right
     after a reset (the peg starts in the hand).
@@ -57,17 +57,21 @@ class Task(Protocol):
 
 def gripper_down_quat(yaw_rad: float = 0.0) -> np.ndarray:
     """TCP pointing down (x, y, z, w), turned by ``yaw_rad`` about the world z axis."""
-    return quat_mul(quat_from_euler_xyz(0.0, 0.0, yaw_rad), np.asarray(GRIPPER_DOWN_QUAT_XYZW, float))
+    return quat_mul(
+        quat_from_euler_xyz(0.0, 0.0, yaw_rad), np.asarray(GRIPPER_DOWN_QUAT_XYZW, float)
+    )
 
 
 def step_toward(current_m: np.ndarray, goal_m: np.ndarray, max_step_m: float) -> np.ndarray:
-    """``goal_m`` if within ``max_step_m`` of ``current_m``, else the point that far along the way."""
+    """``goal_m`` if within ``max_step_m`` of ``current_m``, else the point that far toward it."""
     delta = goal_m - current_m
     dist = float(np.linalg.norm(delta))
     return goal_m.copy() if dist <= max_step_m else current_m + delta * (max_step_m / dist)
 
 
-def sample_box(rng: np.random.Generator, low: tuple[float, ...], high: tuple[float, ...]) -> np.ndarray:
+def sample_box(
+    rng: np.random.Generator, low: tuple[float, ...], high: tuple[float, ...]
+) -> np.ndarray:
     """A uniform sample in the axis-aligned box [low, high]."""
     return rng.uniform(np.asarray(low, float), np.asarray(high, float))
 
@@ -103,7 +107,8 @@ def reset_arm_to_pose(
     """Teleport the arm (at rest) to joint angles that put the TCP at the pose (scene setup only).
 
     Damped least-squares IK on the twin's own Jacobian, started from the ready posture and pulled
-    toward it in the nullspace; raises RuntimeError if the pose is not reached within 0.1 mm / 1 mrad.
+    toward it in the nullspace; raises RuntimeError if the pose is not reached within 0.1 mm and
+    1 mrad.
     """
     lim = twin.limits
     lo, hi = lim.joint_pos_min_rad + 0.05, lim.joint_pos_max_rad - 0.05
@@ -124,6 +129,7 @@ def reset_arm_to_pose(
         nullspace = (np.eye(7) - jac_pinv @ jac) @ (ready - q)
         q = np.clip(q + jac_pinv @ np.clip(err, -0.1, 0.1) + 0.1 * nullspace, lo, hi)
     raise RuntimeError(
-        f"cannot reach TCP pose {pos_m.tolist()} {quat_xyzw.tolist()} (error {pos_err * 1e3:.1f} mm, "
+        f"cannot reach TCP pose {pos_m.tolist()} {quat_xyzw.tolist()} "
+        f"(error {pos_err * 1e3:.1f} mm, "
         f"{np.degrees(rot_err):.2f} deg); choose a pose inside the workspace"
     )

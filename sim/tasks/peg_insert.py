@@ -72,7 +72,9 @@ class PegInsertTask:
         ]
         centres = [[offset, 0, 0], [-offset, 0, 0], [0, offset, 0], [0, -offset, 0]]
         types = [pybullet.GEOM_BOX] * 4
-        shape = c.createCollisionShapeArray(types, halfExtents=halves, collisionFramePositions=centres)
+        shape = c.createCollisionShapeArray(
+            types, halfExtents=halves, collisionFramePositions=centres
+        )
         visual = c.createVisualShapeArray(types, halfExtents=halves, visualFramePositions=centres)
         self.block_id = c.createMultiBody(0.0, shape, visual, basePosition=[0.0, 0.0, -1.0])
         c.changeVisualShape(self.block_id, -1, rgbaColor=[0.4, 0.4, 0.45, 1.0])
@@ -82,7 +84,9 @@ class PegInsertTask:
         peg_visual = c.createVisualShape(
             pybullet.GEOM_BOX, halfExtents=peg_half, rgbaColor=[0.9, 0.6, 0.1, 1.0]
         )
-        self.peg_id = c.createMultiBody(cfg.peg_mass_kg, peg_shape, peg_visual, basePosition=[0, 0, -2])
+        self.peg_id = c.createMultiBody(
+            cfg.peg_mass_kg, peg_shape, peg_visual, basePosition=[0, 0, -2]
+        )
         c.changeDynamics(self.peg_id, -1, lateralFriction=1.0, spinningFriction=0.001)
 
     def reset(self, twin: PandaTwin, rng: np.random.Generator) -> None:
@@ -126,7 +130,7 @@ class PegInsertTask:
 
 
 class PegInsertExpert:
-    """Line the peg up over the hole, then push it straight down, correcting xy from the peg pose."""
+    """Line the peg up over the hole, then push it down, correcting xy from the peg pose."""
 
     def __init__(self, task: PegInsertTask, step_m: float = 0.02, insert_step_m: float = 0.003):
         self.task = task

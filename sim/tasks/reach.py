@@ -8,7 +8,13 @@ import numpy as np
 import pybullet
 
 from controllers.targets import CartesianTarget
-from sim.tasks.base import ExpertAction, gripper_down_quat, reset_arm_to_pose, sample_box, step_toward
+from sim.tasks.base import (
+    ExpertAction,
+    gripper_down_quat,
+    reset_arm_to_pose,
+    sample_box,
+    step_toward,
+)
 from sim.twin import PandaTwin
 
 
@@ -35,7 +41,9 @@ class ReachTask:
 
     def build(self, twin: PandaTwin) -> None:
         c = twin.client
-        visual = c.createVisualShape(pybullet.GEOM_SPHERE, radius=0.02, rgbaColor=[0.9, 0.1, 0.1, 1])
+        visual = c.createVisualShape(
+            pybullet.GEOM_SPHERE, radius=0.02, rgbaColor=[0.9, 0.1, 0.1, 1]
+        )
         self._goal_id = c.createMultiBody(0.0, -1, visual, basePosition=[0.0, 0.0, -1.0])
 
     def reset(self, twin: PandaTwin, rng: np.random.Generator) -> None:
@@ -47,7 +55,9 @@ class ReachTask:
                 break
         yaw = rng.uniform(-cfg.max_start_yaw_rad, cfg.max_start_yaw_rad)
         reset_arm_to_pose(twin, start, gripper_down_quat(yaw))
-        twin.client.resetBasePositionAndOrientation(self._goal_id, self.goal_m.tolist(), [0, 0, 0, 1])
+        twin.client.resetBasePositionAndOrientation(
+            self._goal_id, self.goal_m.tolist(), [0, 0, 0, 1]
+        )
 
     def success(self, twin: PandaTwin) -> bool:
         dist = np.linalg.norm(twin.read_state().ee_pos_m - self.goal_m)

@@ -107,7 +107,7 @@ def test_lifted_cube_not_held_is_not_success() -> None:
 
 
 def test_peg_cannot_enter_hole_when_misaligned() -> None:
-    """The hole is real: offset by 2 mm (more than the 0.75 mm per side), the peg stops on the rim."""
+    """The hole is real: 2 mm off (clearance is 0.75 mm per side), the peg stops on the rim."""
     s = TwinScene(SceneConfig(task="peg_insert", seed=0))
     task: PegInsertTask = s.task  # type: ignore[assignment]
     offset = np.array([0.002, 0.0])

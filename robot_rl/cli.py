@@ -1,0 +1,167 @@
+"""The ``robot-rl`` command line: ``robot-rl bench control --json out.json``, ``robot-rl demo``.
+
+Each subcommand is one ``_add_<name>`` function that adds its parser and sets ``handler``; add a
+new one to ``SUBCOMMANDS``. Benchmarks are registered in ``BENCHES`` by name as "module:function"
+and imported only when run, so ``--help`` stays fast and works whatever optional parts are missing.
+A benchmark function takes ``seed: int`` and ``quick: bool`` and returns a flat dict of metrics.
+
+Usage errors (unknown bench, unwritable path, bad arguments) are logged and give exit code 2; the
+CLI routes log records to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from robot_rl.bench.report import print_table, write_json
+
+log = logging.getLogger(__name__)
+
+BenchFn = Callable[..., dict[str, float]]
+
+# name -> "module:function"; the function is called as fn(seed=..., quick=...).
+BENCHES: dict[str, str] = {
+    "control": "robot_rl.bench.control:run_control_bench",
+}
+
+USAGE_ERROR = 2
+
+
+class CliError(Exception):
+    """A usage error: reported through the log, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises CliError instead of exiting, so main() logs it and returns 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise CliError(message)
+
+
+# -- bench ----------------------------------------------------------------------------------------
+def _add_bench(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="run a benchmark, print a table and optionally write flat JSON",
+        description=f"Run a benchmark. Known benchmarks: {', '.join(BENCHES)}.",
+    )
+    parser.add_argument("name", help=f"which benchmark ({', '.join(BENCHES)})")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write the results here")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--quick", action="store_true", help="a much shorter run (for tests)")
+    parser.set_defaults(handler=_run_bench)
+
+
+def _load_bench(name: str) -> BenchFn:
+    module_name, _, attr = BENCHES[name].partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before a long run if ``path`` cannot be written (a folder, or no writable ancestor)."""
+    if path.is_dir():
+        raise CliError(f"--json {str(path)!r} is a folder; give a file path")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise CliError(
+            f"--json {str(path)!r} cannot be written: {str(ancestor)!r} is not a writable folder"
+        )
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    if args.name not in BENCHES:
+        raise CliError(f"unknown bench {args.name!r}; known benches: {', '.join(sorted(BENCHES))}")
+    if args.json is not None:  # checked before the (long) run, not after it
+        _check_writable(args.json)
+    results = _load_bench(args.name)(seed=args.seed, quick=args.quick)
+    print_table(
+        results, title=f"bench {args.name} (seed {args.seed}{', quick' if args.quick else ''})"
+    )
+    if args.json is not None:
+        try:
+            write_json(args.json, results)
+        except OSError as exc:
+            raise CliError(f"could not write --json {str(args.json)!r}: {exc}") from exc
+        log.info("wrote %s", args.json)
+    return 0
+
+
+# -- demo -----------------------------------------------------------------------------------------
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo", help="run a task on the twin with its scripted expert")
+    parser.add_argument("--task", default="reach", help="task name (default reach)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    try:
+        from robot_rl.demo import run_demo  # lazily: it pulls in the twin and the tasks
+    except ModuleNotFoundError as exc:
+        if exc.name != "robot_rl.demo":
+            raise
+        raise CliError("the demo is not available: robot_rl.demo is missing") from exc
+    return int(run_demo(args.task, args.seed))
+
+
+# -- entry point ----------------------------------------------------------------------------------
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_bench, _add_demo)
+
+
+def _configure_logging() -> bool:
+    """Send log records to stderr, unless the caller (an app, pytest) has set up logging already."""
+    if logging.getLogger().handlers:
+        return False
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="robot-rl: %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand in ``SUBCOMMANDS``."""
+    parser = _Parser(
+        prog="robot-rl",
+        description="Human-in-the-loop RL for robot arms, with a PyBullet twin of a Panda.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 usage error, else the subcommand's code)."""
+    owns_logging = _configure_logging()
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help / --version exit through argparse
+        return exc.code if isinstance(exc.code, int) else 0
+    except CliError as exc:
+        log.error("%s", exc)
+        return USAGE_ERROR
+    if owns_logging and args.verbose:
+        logging.getLogger().setLevel(logging.INFO)
+    try:
+        return args.handler(args)
+    except CliError as exc:
+        log.error("%s", exc)
+        return USAGE_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Tests for the robot-rl command line and the benchmark report helpers.
+
+Benchmarks are swapped for a fake registered under ``BENCHES`` so these tests run in milliseconds;
+the real control benchmark is exercised in tests/bench.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import types
+
+import pytest
+
+from robot_rl import cli
+from robot_rl.bench.report import check_flat, format_table, write_json
+
+FAKE_RESULTS = {"seed": 0, "latency_us_p50": 12.5, "ok": True}
+fake_calls: list[dict] = []
+
+
+def fake_bench(seed: int = 0, quick: bool = False) -> dict[str, float]:
+    fake_calls.append({"seed": seed, "quick": quick})
+    return {**FAKE_RESULTS, "seed": seed}
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    fake_calls.clear()
+    monkeypatch.setitem(cli.BENCHES, "fake", f"{__name__}:fake_bench")
+    return fake_calls
+
+
+# -- help and parsing -----------------------------------------------------------------------------
+def test_help_exits_0_and_lists_subcommands(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "bench" in out
+    assert "demo" in out
+
+
+def test_bench_help_lists_registered_benches(capsys):
+    assert cli.main(["bench", "--help"]) == 0
+    assert "control" in capsys.readouterr().out
+
+
+def test_every_registered_bench_resolves_to_a_function():
+    for name in cli.BENCHES:
+        assert callable(cli._load_bench(name)), name
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],  # a subcommand is required
+        ["frobnicate"],
+        ["bench"],  # the bench name is required
+        ["bench", "control", "--seed", "one"],
+        ["demo", "--seed", "1.5"],
+    ],
+)
+def test_bad_arguments_are_usage_errors(argv, caplog):
+    with caplog.at_level(logging.ERROR, logger="robot_rl.cli"):
+        assert cli.main(argv) == cli.USAGE_ERROR
+    assert caplog.records, "the error must be logged"
+
+
+# -- bench ----------------------------------------------------------------------------------------
+def test_unknown_bench_names_the_known_ones(caplog, fake):
+    with caplog.at_level(logging.ERROR, logger="robot_rl.cli"):
+        assert cli.main(["bench", "nope"]) == 2
+    assert "unknown bench 'nope'" in caplog.text
+    assert "control" in caplog.text
+    assert fake == []
+
+
+def test_bench_writes_flat_json_and_prints_a_table(tmp_path, capsys, fake):
+    out = tmp_path / "new" / "folder" / "fake.json"
+    assert cli.main(["bench", "fake", "--json", str(out), "--seed", "7", "--quick"]) == 0
+    assert fake == [{"seed": 7, "quick": True}]
+    assert json.loads(out.read_text()) == {**FAKE_RESULTS, "seed": 7}
+    table = capsys.readouterr().out
+    assert "latency_us_p50" in table
+    assert "12.500" in table
+
+
+def test_bench_without_json_only_prints(capsys, fake):
+    assert cli.main(["bench", "fake"]) == 0
+    assert "latency_us_p50" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["parent_is_a_file", "path_is_a_folder"])
+def test_unwritable_json_path_fails_before_the_run(tmp_path, caplog, fake, kind):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    path = blocker / "out.json" if kind == "parent_is_a_file" else tmp_path
+    with caplog.at_level(logging.ERROR, logger="robot_rl.cli"):
+        assert cli.main(["bench", "fake", "--json", str(path)]) == 2
+    assert str(path) in caplog.text
+    assert fake == [], "the bench must not run when its output cannot be written"
+
+
+# -- demo -----------------------------------------------------------------------------------------
+def test_demo_calls_run_demo_with_task_and_seed(monkeypatch):
+    calls = []
+
+    def run_demo(task: str, seed: int) -> int:
+        calls.append((task, seed))
+        return 3
+
+    fake_module = types.ModuleType("robot_rl.demo")
+    fake_module.run_demo = run_demo
+    monkeypatch.setitem(sys.modules, "robot_rl.demo", fake_module)
+    assert cli.main(["demo", "--task", "pick_cube", "--seed", "5"]) == 3
+    assert cli.main(["demo"]) == 3
+    assert calls == [("pick_cube", 5), ("reach", 0)]
+
+
+def test_demo_missing_module_is_a_clear_error(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "robot_rl.demo", None)  # import now fails
+    with caplog.at_level(logging.ERROR, logger="robot_rl.cli"):
+        assert cli.main(["demo"]) == 2
+    assert "robot_rl.demo" in caplog.text
+
+
+# -- report helpers -------------------------------------------------------------------------------
+def test_write_json_creates_parents_and_round_trips(tmp_path):
+    results = {"b_us": 1.25, "a_count": 3, "name": "x", "flag": False}
+    path = write_json(tmp_path / "x" / "y" / "r.json", results)
+    assert json.loads(path.read_text()) == results
+
+
+@pytest.mark.parametrize(
+    ("results", "message"),
+    [
+        ({"nested": {"a": 1.0}}, "nested"),
+        ({"values": [1.0, 2.0]}, "values"),
+        ({"bad_us": math.nan}, "bad_us"),
+        ({"big_us": math.inf}, "big_us"),
+        ({3: 1.0}, "3"),
+    ],
+)
+def test_non_flat_or_non_finite_results_are_rejected(tmp_path, results, message):
+    with pytest.raises(ValueError, match=message):
+        check_flat(results)
+    with pytest.raises(ValueError, match=message):
+        write_json(tmp_path / "r.json", results)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_format_table_aligns_two_columns_in_order():
+    text = format_table({"short": 1.0, "a_much_longer_key": 123456.789, "n": 7}, title="T")
+    lines = text.splitlines()
+    assert lines[0] == "T"
+    rows = lines[2:]
+    assert [r.split()[0] for r in rows] == ["short", "a_much_longer_key", "n"]
+    assert len({len(r) for r in rows}) == 1, "values are right-aligned to one width"
+    assert rows[1].endswith("123456.789")
+    assert rows[2].endswith("7")
