@@ -1,6 +1,6 @@
 """Cartesian impedance law: (state, model, reference, gains) -> joint torque. Pure, no clock or I/O.
 
-tau = J^T (K e - D (xdot - xdot_ref)) + C(q, dq) dq + N^T tau_posture
+tau = J^T (K e - D (xdot - xdot_ref) + Lambda xddot_ref) + C(q, dq) dq + N^T M (w^2 (q0 - q) - 2 z w dq)
 
 e is the pose error (position, then log-map orientation error), clipped per axis. D is chosen per
 axis as 2 * zeta * sqrt(K * Lambda_ii), with Lambda the task-space inertia, so damping_ratio 1 is
@@ -11,7 +11,7 @@ Jbar = M^-1 J^T Lambda, so it produces no force at the tool. Gravity is left to 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,6 +30,7 @@ class CartesianReference:
     pos_m: np.ndarray  # (3,)
     quat_xyzw: np.ndarray  # (4,) unit
     twist: np.ndarray  # (6,) m/s, rad/s: velocity feedforward
+    accel: np.ndarray = field(default_factory=lambda: np.zeros(6))  # (6,) m/s^2, rad/s^2
 
 
 def pose_error(reference: CartesianReference, state: RobotState) -> np.ndarray:
@@ -61,15 +62,20 @@ def cartesian_impedance_torque(
 
     damping = 2.0 * gains.damping_ratio * np.sqrt(gains.stiffness * task_inertia.flat[::7])
     twist_error = J @ dq - reference.twist
-    wrench = gains.stiffness * error - damping * twist_error
+    # Acceleration feedforward Lambda a_ref (the force a moving reference needs, e.g. centripetal).
+    wrench = gains.stiffness * error - damping * twist_error + task_inertia @ reference.accel
     tau_task = J.T @ wrench
 
-    # Posture spring in joint space, damped (unit-inertia critical), capped, then projected.
-    k_ns = gains.nullspace_stiffness_nm_per_rad
-    d_ns = 2.0 * gains.nullspace_damping_ratio * np.sqrt(k_ns)
-    tau_posture = k_ns * (posture_q_rad - state.q_rad) - d_ns * dq
+    # Posture spring-damper in joint space, scaled by M: a fixed gain in Nm/rad would be stiff and
+    # fast on light modes (a joint-1/joint-3 counter-rotation near q2 = 0 weighs ~0.02 kg m^2) and
+    # set off a limit cycle against the 1000 Nm/s rate limit. Capped, then projected.
+    omega = gains.nullspace_natural_freq_rad_s
+    accel_posture = (
+        omega * omega * (posture_q_rad - state.q_rad)
+        - (2.0 * gains.nullspace_damping_ratio * omega) * dq
+    )
     cap = gains.nullspace_torque_cap_nm
-    tau_posture = np.minimum(np.maximum(tau_posture, -cap), cap)
+    tau_posture = np.minimum(np.maximum(model.mass_matrix @ accel_posture, -cap), cap)
     # N^T = I - J^T Jbar^T, with Jbar^T = Lambda J M^-1.
     tau_null = tau_posture - J.T @ (task_inertia @ (JMinv @ tau_posture))
 

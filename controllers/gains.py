@@ -19,7 +19,9 @@ class CartesianGains:
     damping_ratio: 1.0 is critical damping against the task-space inertia at the current pose.
     error_clip: per-axis bound on the pose error (m, rad); it bounds the spring force in contact to
         about stiffness * clip, as SERL does.
-    nullspace_*: joint-space posture spring acting only in the task's nullspace, capped per joint.
+    nullspace_*: joint-space posture spring-damper acting only in the task's nullspace, scaled by
+        the mass matrix (so every posture mode has this natural frequency and damping ratio, however
+        light it is) and capped per joint.
     """
 
     stiffness: np.ndarray = field(
@@ -27,7 +29,7 @@ class CartesianGains:
     )
     damping_ratio: np.ndarray = field(default_factory=lambda: _vec([1.0] * 6))
     error_clip: np.ndarray = field(default_factory=lambda: _vec([0.01, 0.01, 0.01, 0.1, 0.1, 0.1]))
-    nullspace_stiffness_nm_per_rad: float = 10.0
+    nullspace_natural_freq_rad_s: float = 3.0
     nullspace_damping_ratio: float = 1.0
     nullspace_torque_cap_nm: float = 5.0
 

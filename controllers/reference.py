@@ -65,6 +65,8 @@ class ReferenceConfig:
 
     max_linear_speed_m_s: float = 0.5
     max_angular_speed_rad_s: float = 1.5
+    max_linear_accel_m_s2: float = 5.0  # bound on the acceleration feedforward
+    max_angular_accel_rad_s2: float = 20.0
     nominal_target_period_s: float = 0.1
     min_target_period_s: float = 0.01
     max_target_period_s: float = 0.1
@@ -131,7 +133,9 @@ class CartesianReferenceGenerator:
             estimate = min(max(dt, cfg.min_target_period_s), cfg.max_target_period_s)
             self._target_period_s = 0.5 * self._target_period_s + 0.5 * estimate
         self._last_goal_time_s = now_s
-        self._seg_t0 = now_s
+        # The segment starts where the reference was on the previous tick, so the reference keeps
+        # moving on the tick a target arrives (starting at now_s would stall it for one tick).
+        self._seg_t0 = now_s - self.period_s
         self._seg_T = self._target_period_s
         self._seg_p0 = self._pos.copy()
         self._seg_q0 = self._quat.copy()
@@ -179,7 +183,21 @@ class CartesianReferenceGenerator:
             rot_step *= rot_max / rot_norm
         self._pos = self._pos + lin_step
         self._quat = quat_mul(quat_exp(rot_step), self._quat)
-        self._twist = np.concatenate((lin_step, rot_step)) / dt
+        twist = np.concatenate((lin_step, rot_step)) / dt
+        # Acceleration feedforward only along smooth (twist-given) segments; a linear segment's
+        # velocity steps, and a speed-limited one is not the planned path.
+        limited = lin_norm > lin_max or rot_norm > rot_max
+        if self._seg_hermite and not limited:
+            accel = (twist - self._twist) / dt
+            accel[:3] = np.minimum(
+                np.maximum(accel[:3], -cfg.max_linear_accel_m_s2), cfg.max_linear_accel_m_s2
+            )
+            accel[3:] = np.minimum(
+                np.maximum(accel[3:], -cfg.max_angular_accel_rad_s2), cfg.max_angular_accel_rad_s2
+            )
+        else:
+            accel = np.zeros(6)
+        self._twist = twist
 
         if (self.gains.stiffness != self._stiffness_goal).any():
             k = self.gains.stiffness + self._gain_alpha * (
@@ -188,7 +206,7 @@ class CartesianReferenceGenerator:
             if np.abs(k - self._stiffness_goal).max() < 1e-6:
                 k = self._stiffness_goal.copy()
             self.gains = dataclasses.replace(self.gains, stiffness=k)
-        return CartesianReference(self._pos, self._quat, self._twist)
+        return CartesianReference(self._pos, self._quat, self._twist, accel)
 
     @property
     def goal_pos_m(self) -> np.ndarray:

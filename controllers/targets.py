@@ -43,11 +43,12 @@ class JointTarget:
 
 def _as_vector(name: str, value: object, size: int) -> np.ndarray:
     try:
-        arr = np.asarray(value, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise InvalidTargetError(
-            f"{name}={value!r} is not numeric; expected {size} floats"
-        ) from exc
+        raw = np.asarray(value)
+    except ValueError:  # ragged nesting
+        raise InvalidTargetError(f"{name}={value!r} is ragged; expected {size} floats") from None
+    if raw.dtype.kind not in "iuf":  # strings, booleans, objects: never guess a number
+        raise InvalidTargetError(f"{name}={value!r} is not numeric; expected {size} floats")
+    arr = raw.astype(float)
     if arr.shape != (size,):
         raise InvalidTargetError(f"{name} has shape {arr.shape}; expected ({size},)")
     if not np.isfinite(arr).all():

@@ -83,9 +83,10 @@ class TorqueSafety:
         if (clamped != tau_nm).any():
             flags |= FLAG_CLAMPED
         m = self.max_step_nm
-        step = np.minimum(np.maximum(clamped - self.last_tau_nm, -m), m)
+        wanted = clamped - self.last_tau_nm
+        step = np.minimum(np.maximum(wanted, -m), m)
         out = self.last_tau_nm + step
-        if (out != clamped).any():
+        if (np.abs(wanted) > m).any():  # compare steps, not sums: rounding alone must not flag
             flags |= FLAG_RATE_LIMITED
         if not np.isfinite(out).all():  # only reachable if the state itself was not finite
             flags |= FLAG_NONFINITE
