@@ -117,6 +117,8 @@ class ControlLoop:
         """Validate and queue a Cartesian target; raises InvalidTargetError (logged) if bad."""
         try:
             checked = validate_cartesian_target(target)
+            # Far outside the workspace is an error for the caller, not for the 1 kHz tick.
+            self.config.reference.workspace.clip(checked.pos_m, checked.quat_xyzw)
         except InvalidTargetError as exc:
             self.rejected_targets += 1
             log.warning("rejected Cartesian target: %s", exc)
@@ -197,6 +199,8 @@ class ControlLoop:
                 self.cartesian.reset(state.ee_pos_m, state.ee_quat_xyzw, now)
                 self.joint.reset(state.q_rad)
             if isinstance(pending, JointTarget):
+                if self._law == "cartesian":  # start the joint reference from where the arm is
+                    self.joint.reset(state.q_rad)
                 self._law = "joint"
                 self.joint.set_goal(pending.q_rad)
             else:

@@ -236,13 +236,14 @@ class PandaTwin:
             self._accept(tau, self.time_s)
 
     def _accept(self, tau: np.ndarray, arrived_s: float) -> None:
-        if self._last_arrived is not None:
-            rate = float(np.abs(tau - self._last_arrived).max()) / self.config.period_s
-            self.max_command_rate_nm_per_s = max(self.max_command_rate_nm_per_s, rate)
-        self._last_arrived = tau
         if not np.isfinite(tau).all():
-            self.limit_violations += 1
+            self.limit_violations += 1  # counted here; rates are tracked over finite commands
             tau = np.zeros(7)  # the real arm would stop; the twin applies nothing extra
+        else:
+            if self._last_arrived is not None:
+                rate = float(np.abs(tau - self._last_arrived).max()) / self.config.period_s
+                self.max_command_rate_nm_per_s = max(self.max_command_rate_nm_per_s, rate)
+            self._last_arrived = tau
         lim = PANDA_LIMITS.joint_torque_max_nm
         clamped = np.clip(tau, -lim, lim)
         max_step = PANDA_LIMITS.torque_rate_max_nm_per_s * self.config.period_s

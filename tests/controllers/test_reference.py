@@ -1,0 +1,291 @@
+"""Reference pipeline: workspace clipping, speed limits of the 1 kHz reference, gain smoothing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controllers.gains import CartesianGains
+from controllers.reference import (
+    GRIPPER_DOWN_QUAT_XYZW,
+    CartesianReferenceGenerator,
+    JointReferenceGenerator,
+    ReferenceConfig,
+    Workspace,
+)
+from controllers.rotations import quat_conj, quat_exp, quat_log, quat_mul
+from controllers.targets import CartesianTarget, InvalidTargetError
+
+PERIOD_S = 0.001
+WS = Workspace()
+LO, HI = np.asarray(WS.pos_min_m), np.asarray(WS.pos_max_m)
+NOMINAL = np.asarray(GRIPPER_DOWN_QUAT_XYZW, dtype=float)
+CENTRE = 0.5 * (LO + HI)
+
+
+def down_rotated(rotvec_nominal: np.ndarray) -> np.ndarray:
+    """The gripper-down orientation turned by a rotation vector expressed in its own frame."""
+    return quat_mul(NOMINAL, quat_exp(np.asarray(rotvec_nominal, dtype=float)))
+
+
+def rotation_from_nominal(quat: np.ndarray) -> np.ndarray:
+    return quat_log(quat_mul(quat_conj(NOMINAL), quat))
+
+
+def rotation_angle(a: np.ndarray, b: np.ndarray) -> float:
+    """Angle (rad) of the rotation from b to a; via the log map, which stays precise near 0."""
+    return float(np.linalg.norm(quat_log(quat_mul(a, quat_conj(b)))))
+
+
+def generator(config: ReferenceConfig | None = None, gains: CartesianGains | None = None):
+    gen = CartesianReferenceGenerator(
+        config or ReferenceConfig(), PERIOD_S, gains or CartesianGains()
+    )
+    gen.reset(CENTRE, NOMINAL, 0.0)
+    return gen
+
+
+# -- workspace -----------------------------------------------------------------------------------
+
+
+def test_pose_inside_the_workspace_is_unchanged():
+    quat = down_rotated([0.3, -0.2, 1.0])
+    pos, q, clipped = WS.clip(CENTRE, quat)
+    assert not clipped
+    np.testing.assert_array_equal(pos, CENTRE)
+    np.testing.assert_array_equal(q, quat)
+
+
+@pytest.mark.parametrize("axis", range(3), ids=["x", "y", "z"])
+@pytest.mark.parametrize("side", [-1, 1], ids=["below", "above"])
+def test_position_outside_the_box_is_clipped_onto_its_face(axis, side):
+    pos = CENTRE.copy()
+    pos[axis] = (LO if side < 0 else HI)[axis] + side * 0.1  # 10 cm out, inside the reject margin
+    clipped_pos, _, clipped = WS.clip(pos, NOMINAL)
+    assert clipped
+    expected = CENTRE.copy()
+    expected[axis] = (LO if side < 0 else HI)[axis]
+    np.testing.assert_array_equal(clipped_pos, expected)
+
+
+def test_position_just_inside_the_reject_margin_is_clipped():
+    pos = np.array([HI[0] + WS.reject_margin_m - 0.01, 0.0, 0.3])
+    clipped_pos, _, clipped = WS.clip(pos, NOMINAL)
+    assert clipped
+    np.testing.assert_array_equal(clipped_pos, [HI[0], 0.0, 0.3])
+
+
+@pytest.mark.parametrize(
+    "pos",
+    [
+        [HI[0] + WS.reject_margin_m + 0.01, 0.0, 0.3],
+        [0.5, LO[1] - 1.0, 0.3],
+        [0.5, 0.0, -1.0],  # under the table
+        [5.0, 5.0, 5.0],  # a position given in the wrong unit
+    ],
+)
+def test_position_beyond_the_reject_margin_is_rejected(pos):
+    with pytest.raises(InvalidTargetError, match=r"pos_m=.* outside the workspace box"):
+        WS.clip(np.asarray(pos), NOMINAL)
+
+
+@pytest.mark.parametrize("axis", range(2), ids=["about-x", "about-y"])
+def test_tilt_beyond_the_bound_is_clipped_to_the_bound(axis):
+    rot = np.zeros(3)
+    rot[axis] = -1.2  # beyond the 0.7 rad bound
+    _, quat, clipped = WS.clip(CENTRE, down_rotated(rot))
+    assert clipped
+    expected = np.zeros(3)
+    expected[axis] = -WS.rot_bound_rad[axis]
+    np.testing.assert_allclose(rotation_from_nominal(quat), expected, atol=1e-12)
+
+
+def test_yaw_is_free_up_to_a_half_turn():
+    _, quat, clipped = WS.clip(CENTRE, down_rotated([0.0, 0.0, 3.0]))
+    assert not clipped
+    np.testing.assert_allclose(rotation_from_nominal(quat), [0.0, 0.0, 3.0], atol=1e-12)
+
+
+_unit = st.floats(-1.0, 1.0)
+
+
+@given(
+    st.lists(st.floats(-0.24, 0.24), min_size=3, max_size=3),
+    st.lists(_unit, min_size=4, max_size=4).filter(lambda v: np.linalg.norm(v) > 0.1),
+)
+def test_clipped_pose_always_lies_inside_the_workspace(outside, quat_values):
+    pos = np.where(np.asarray(outside) >= 0, HI + np.asarray(outside), LO + np.asarray(outside))
+    quat = np.asarray(quat_values) / np.linalg.norm(quat_values)
+    clipped_pos, clipped_quat, _ = WS.clip(pos, quat)
+    assert ((clipped_pos >= LO) & (clipped_pos <= HI)).all()
+    assert (
+        np.abs(rotation_from_nominal(clipped_quat)) <= np.asarray(WS.rot_bound_rad) + 1e-9
+    ).all()
+    assert np.linalg.norm(clipped_quat) == pytest.approx(1.0, abs=1e-12)
+
+
+# -- the 1 kHz reference ------------------------------------------------------------------------
+
+
+@st.composite
+def target_streams(draw: st.DrawFn) -> list[tuple[int, CartesianTarget]]:
+    """(ticks until the next target, target) pairs: random jumps, tilts, and twists."""
+    stream = []
+    for _ in range(draw(st.integers(1, 6))):
+        gap = draw(st.integers(1, 150))
+        pos = np.array([draw(st.floats(lo - 0.2, hi + 0.2)) for lo, hi in zip(LO, HI, strict=True)])
+        rot = np.array([draw(st.floats(-2.0, 2.0)) for _ in range(3)])
+        twist = None
+        if draw(st.booleans()):
+            twist = np.array([draw(st.floats(-3.0, 3.0)) for _ in range(6)])
+        stream.append((gap, CartesianTarget(pos, down_rotated(rot), twist)))
+    return stream
+
+
+@settings(max_examples=40)
+@given(target_streams())
+def test_reference_never_exceeds_the_speed_and_acceleration_limits(stream):
+    config = ReferenceConfig()
+    gen = generator(config)
+    prev_pos, prev_quat = CENTRE.copy(), NOMINAL.copy()
+    k = 0
+    for gap, target in [*stream, (200, None)]:  # 200 more ticks after the last target
+        if target is not None:
+            gen.set_goal(target, k * PERIOD_S)
+        for _ in range(gap):
+            k += 1
+            ref = gen.step(k * PERIOD_S)
+            lin_step = np.linalg.norm(ref.pos_m - prev_pos)
+            ang_step = rotation_angle(ref.quat_xyzw, prev_quat)
+            assert lin_step <= config.max_linear_speed_m_s * PERIOD_S * (1 + 1e-9)
+            assert ang_step <= config.max_angular_speed_rad_s * PERIOD_S * (1 + 1e-9)
+            assert np.linalg.norm(ref.twist[:3]) <= config.max_linear_speed_m_s * (1 + 1e-9)
+            assert np.linalg.norm(ref.twist[3:]) <= config.max_angular_speed_rad_s * (1 + 1e-9)
+            assert (np.abs(ref.accel[:3]) <= config.max_linear_accel_m_s2).all()
+            assert (np.abs(ref.accel[3:]) <= config.max_angular_accel_rad_s2).all()
+            # the reference twist is the finite difference of the reference pose
+            np.testing.assert_allclose(ref.twist[:3] * PERIOD_S, ref.pos_m - prev_pos, atol=1e-12)
+            assert np.linalg.norm(ref.twist[3:]) * PERIOD_S == pytest.approx(ang_step, abs=1e-12)
+            assert np.linalg.norm(ref.quat_xyzw) == pytest.approx(1.0, abs=1e-9)
+            prev_pos, prev_quat = ref.pos_m.copy(), ref.quat_xyzw.copy()
+
+
+def test_reference_reaches_a_clipped_goal_and_stays():
+    gen = generator()
+    goal = CartesianTarget(np.array([HI[0] + 0.1, 0.1, 0.2]), down_rotated([0.0, 1.0, 0.5]))
+    assert gen.set_goal(goal, 0.0)
+    assert gen.clipped_count == 1
+    # 0.43 m at 0.5 m/s and 0.86 rad at 1.5 rad/s: under a second; give it two.
+    for k in range(1, 2001):
+        ref = gen.step(k * PERIOD_S)
+    np.testing.assert_allclose(ref.pos_m, [HI[0], 0.1, 0.2], atol=1e-12)
+    np.testing.assert_allclose(
+        rotation_from_nominal(ref.quat_xyzw), [0.0, WS.rot_bound_rad[1], 0.5], atol=1e-9
+    )
+    np.testing.assert_allclose(ref.twist, np.zeros(6), atol=1e-9)
+
+
+def test_reference_holds_still_without_targets():
+    gen = generator()
+    for k in range(1, 500):
+        ref = gen.step(k * PERIOD_S)
+        np.testing.assert_array_equal(ref.pos_m, CENTRE)
+        assert rotation_angle(ref.quat_xyzw, NOMINAL) == 0.0
+        np.testing.assert_array_equal(ref.twist, np.zeros(6))
+
+
+def test_far_target_is_rejected_and_the_reference_keeps_its_goal():
+    gen = generator()
+    with pytest.raises(InvalidTargetError, match="outside the workspace box"):
+        gen.set_goal(CartesianTarget(np.array([2.0, 0.0, 0.3]), NOMINAL), 0.0)
+    np.testing.assert_array_equal(gen.goal_pos_m, CENTRE)
+    np.testing.assert_array_equal(gen.step(PERIOD_S).pos_m, CENTRE)
+
+
+# -- gain smoothing ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "new_stiffness",
+    [
+        [5000.0, 5000.0, 5000.0, 300.0, 300.0, 300.0],
+        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        [100.0, 4000.0, 2000.0, 10.0, 290.0, 150.0],
+    ],
+    ids=["to-max", "to-zero", "mixed"],
+)
+def test_stiffness_changes_follow_a_first_order_filter(new_stiffness):
+    config = ReferenceConfig()
+    gen = generator(config)
+    goal = np.asarray(new_stiffness)
+    gen.set_goal(CartesianTarget(CENTRE, NOMINAL, stiffness=goal), 0.0)
+    # Discrete first-order filter: each tick closes alpha = dt / (tau + dt) of the remaining gap.
+    alpha = PERIOD_S / (config.gain_time_constant_s + PERIOD_S)
+    k_prev = CartesianGains().stiffness
+    tau_ticks = round(config.gain_time_constant_s / PERIOD_S)
+    for k in range(1, 5 * tau_ticks + 1):
+        gen.step(k * PERIOD_S)
+        k_now = gen.gains.stiffness
+        gap = np.abs(goal - k_prev)
+        assert (np.abs(k_now - k_prev) <= alpha * gap + 1e-6).all()  # no jump bigger than alpha
+        assert (np.abs(goal - k_now) <= gap).all()  # monotone: never overshoots the new value
+        k_prev = k_now
+    # After five time constants at most e^-5 (0.7 %) of the step is left.
+    step = np.abs(goal - CartesianGains().stiffness)
+    assert (np.abs(goal - gen.gains.stiffness) <= 0.01 * step + 1e-9).all()
+
+
+def test_stiffness_settles_exactly_on_the_goal():
+    gen = generator()
+    goal = np.array([1000.0, 1000.0, 1000.0, 50.0, 50.0, 50.0])
+    gen.set_goal(CartesianTarget(CENTRE, NOMINAL, stiffness=goal), 0.0)
+    for k in range(1, 3001):
+        gen.step(k * PERIOD_S)
+    np.testing.assert_array_equal(gen.gains.stiffness, goal)
+
+
+def test_target_without_stiffness_keeps_the_gains():
+    gen = generator()
+    gen.set_goal(CartesianTarget(CENTRE + 0.01, NOMINAL), 0.0)
+    for k in range(1, 100):
+        gen.step(k * PERIOD_S)
+    np.testing.assert_array_equal(gen.gains.stiffness, CartesianGains().stiffness)
+
+
+# -- joint reference -----------------------------------------------------------------------------
+
+Q_MIN = np.array([-2.8, -1.6, -2.8, -3.0, -2.8, 0.1, -2.8])
+Q_MAX = np.array([2.8, 1.6, 2.8, -0.2, 2.8, 3.6, 2.8])
+MAX_SPEED = np.array([1.0, 1.0, 1.0, 1.0, 1.5, 1.5, 1.5])
+
+
+@settings(max_examples=20)
+@given(st.lists(st.lists(st.floats(-4.0, 4.0), min_size=7, max_size=7), min_size=1, max_size=4))
+def test_joint_reference_respects_speed_and_position_limits(goals):
+    gen = JointReferenceGenerator(Q_MIN, Q_MAX, MAX_SPEED, PERIOD_S)
+    start = 0.5 * (Q_MIN + Q_MAX)
+    gen.reset(start)
+    prev = start
+    for goal in goals:
+        gen.set_goal(np.asarray(goal))
+        for _ in range(300):
+            q, dq = gen.step()
+            assert (np.abs(q - prev) <= MAX_SPEED * PERIOD_S * (1 + 1e-12)).all()
+            np.testing.assert_allclose(dq * PERIOD_S, q - prev, atol=1e-15)
+            assert ((q >= Q_MIN - 1e-12) & (q <= Q_MAX + 1e-12)).all()
+            prev = q
+
+
+def test_joint_reference_reaches_a_clipped_goal():
+    gen = JointReferenceGenerator(Q_MIN, Q_MAX, MAX_SPEED, PERIOD_S)
+    gen.reset(np.zeros(7) + np.array([0, 0, 0, -1.0, 0, 1.0, 0]))
+    gen.set_goal(np.array([0.5, -0.5, 3.5, 0.0, 0.2, 0.5, -3.5]))
+    for _ in range(5000):
+        q, dq = gen.step()
+    np.testing.assert_allclose(q, [0.5, -0.5, 2.8, -0.2, 0.2, 0.5, -2.8], atol=1e-12)
+    np.testing.assert_array_equal(dq, np.zeros(7))
+    assert math.isclose(float(np.abs(q).max()), 2.8)

@@ -1,0 +1,229 @@
+"""Torque safety: whatever goes in, what comes out is finite, within the torque limits, and within
+the 1000 Nm/s rate limit of the previous output, on every call."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controllers.gains import DampingGains
+from controllers.torque_safety import (
+    FLAG_CLAMPED,
+    FLAG_NONFINITE,
+    FLAG_RATE_LIMITED,
+    FLAG_REPULSION,
+    SafetyConfig,
+    TorqueSafety,
+)
+from robot_rl.interfaces import PANDA_LIMITS
+
+PERIOD_S = 0.001
+TAU_MAX = PANDA_LIMITS.joint_torque_max_nm
+# The arm's limit: 1000 Nm/s, i.e. 1 Nm per 1 ms tick.
+MAX_STEP_NM = PANDA_LIMITS.torque_rate_max_nm_per_s * PERIOD_S
+Q_MID = 0.5 * (PANDA_LIMITS.joint_pos_min_rad + PANDA_LIMITS.joint_pos_max_rad)
+AT_REST = np.zeros(7)
+
+
+def safety() -> TorqueSafety:
+    return TorqueSafety(PANDA_LIMITS, PERIOD_S)
+
+
+# Torques: anything a broken controller might produce, from tiny to absurd, NaN and inf included.
+torque_values = st.one_of(
+    st.floats(-200.0, 200.0),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -1e308, 0.0]),
+)
+torques = st.lists(torque_values, min_size=7, max_size=7).map(np.array)
+
+
+@st.composite
+def arm_states(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
+    """(q, dq): positions up to 0.3 rad past the limits, speeds up to 1.5x the limits."""
+    q = np.array(
+        [
+            draw(st.floats(lo - 0.3, hi + 0.3))
+            for lo, hi in zip(
+                PANDA_LIMITS.joint_pos_min_rad, PANDA_LIMITS.joint_pos_max_rad, strict=True
+            )
+        ]
+    )
+    dq = np.array([draw(st.floats(-1.5 * v, 1.5 * v)) for v in PANDA_LIMITS.joint_vel_max_rad_s])
+    return q, dq
+
+
+# For an infinite speed nan_to_num gives 1.8e308 and the damping torque overflows to inf; numpy
+# warns about that. Expected for such input: what these tests check is the output guard after it.
+OVERFLOW_OK = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+
+
+def assert_safe(out: np.ndarray, previous: np.ndarray) -> None:
+    assert out.shape == (7,)
+    assert np.isfinite(out).all()
+    assert (np.abs(out) <= TAU_MAX).all()
+    assert (np.abs(out - previous) / PERIOD_S <= PANDA_LIMITS.torque_rate_max_nm_per_s).all()
+
+
+@settings(max_examples=150)
+@given(st.lists(st.tuples(arm_states(), torques), min_size=1, max_size=40))
+def test_output_is_always_within_torque_and_rate_limits(calls):
+    s = safety()
+    previous = np.zeros(7)
+    for (q, dq), tau in calls:
+        out, flags = s.process(tau, q, dq)
+        assert_safe(out, previous)
+        if not np.isfinite(tau).all():
+            assert flags & FLAG_NONFINITE
+        previous = out
+
+
+@settings(max_examples=50)
+@given(torques, st.integers(1, 300))
+def test_a_held_torque_is_reached_at_the_rate_limit_then_clamped(tau, ticks):
+    s = safety()
+    previous = np.zeros(7)
+    for _ in range(ticks):
+        out, _ = s.process(tau, Q_MID, AT_REST)
+        assert_safe(out, previous)
+        previous = out
+    if np.isfinite(tau).all():
+        # After n ticks each joint has moved min(n * 1 Nm, |clamped goal|) toward the clamped goal.
+        goal = np.clip(tau, -TAU_MAX, TAU_MAX)
+        reachable = np.minimum(np.abs(goal), ticks * MAX_STEP_NM)
+        np.testing.assert_allclose(out, np.sign(goal) * reachable, atol=ticks * MAX_STEP_NM * 1e-6)
+
+
+def test_huge_torque_is_clamped_to_the_limits_and_flagged():
+    s = safety()
+    flags = 0
+    for _ in range(100):  # 87 Nm at 1 Nm per tick
+        out, flags = s.process(np.full(7, 1e6), Q_MID, AT_REST)
+    np.testing.assert_allclose(out, TAU_MAX, rtol=1e-4)
+    assert flags & FLAG_CLAMPED
+    assert (out <= TAU_MAX).all()
+
+
+def test_torque_step_is_rate_limited_and_flagged():
+    s = safety()
+    out, flags = s.process(np.full(7, 5.0), Q_MID, AT_REST)
+    assert flags & FLAG_RATE_LIMITED
+    assert (out > 0).all()
+    assert (out <= MAX_STEP_NM).all()
+
+
+def test_small_torque_passes_unchanged():
+    s = safety()
+    tau = np.array([0.5, -0.5, 0.25, -0.25, 0.1, -0.1, 0.05])
+    out, flags = s.process(tau, Q_MID, AT_REST)
+    np.testing.assert_array_equal(out, tau)
+    assert flags == 0
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_nonfinite_torque_becomes_pure_damping(bad):
+    dq = np.array([0.5, -0.4, 0.3, -0.2, 0.6, -0.5, 0.4])  # well inside the velocity guard
+    damping = -DampingGains().damping_nm_s_per_rad * dq
+    s = safety()
+    s.reset(damping)  # the arm already carries the damping torque, so no rate limit applies
+    tau = np.zeros(7)
+    tau[2] = bad
+    out, flags = s.process(tau, Q_MID, dq)
+    assert flags & FLAG_NONFINITE
+    np.testing.assert_allclose(out, damping, rtol=1e-12)
+    assert (out * dq < 0).all()  # opposes motion
+
+
+@OVERFLOW_OK
+@settings(max_examples=50)
+@given(
+    arm_states(),
+    st.sampled_from([math.nan, math.inf, -math.inf]),
+    st.booleans(),
+    st.integers(0, 6),
+    st.sampled_from([math.nan, 1.0, 1e6]),
+)
+def test_nonfinite_state_never_gives_a_nonfinite_torque(state, bad, in_velocity, joint, tau_value):
+    q, dq = (a.copy() for a in state)
+    (dq if in_velocity else q)[joint] = bad
+    out, _ = safety().process(np.full(7, tau_value), q, dq)
+    assert_safe(out, np.zeros(7))
+
+
+@OVERFLOW_OK
+def test_infinite_velocity_with_nan_torque_brakes_within_the_rate_limit():
+    s = safety()
+    previous = np.full(7, 2.0)
+    s.reset(previous)
+    dq = np.zeros(7)
+    dq[0] = math.inf
+    out, flags = s.process(np.full(7, math.nan), Q_MID, dq)
+    assert flags & FLAG_NONFINITE
+    assert_safe(out, previous)
+    assert out[0] < previous[0]  # braking against the (absurd) positive speed
+
+
+# -- joint-limit repulsion -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("joint", range(7))
+@pytest.mark.parametrize("side", ["min", "max"])
+def test_repulsion_pushes_a_joint_away_from_its_limit(joint, side):
+    config = SafetyConfig()
+    q = Q_MID.copy()
+    inside = config.joint_margin_rad / 2  # inside the margin, not past the hard limit
+    if side == "min":
+        q[joint] = PANDA_LIMITS.joint_pos_min_rad[joint] + inside
+    else:
+        q[joint] = PANDA_LIMITS.joint_pos_max_rad[joint] - inside
+    s = safety()
+    for _ in range(10):  # let the rate limit pass the push through
+        out, flags = s.process(np.zeros(7), q, AT_REST)
+    assert flags & FLAG_REPULSION
+    away = 1.0 if side == "min" else -1.0
+    # spring: k * (margin / 2) toward the inside of the range; nothing on the other joints
+    expected = config.repulsion_stiffness_nm_per_rad * inside
+    assert out[joint] * away == pytest.approx(expected, rel=1e-9)
+    assert np.delete(out, joint) == pytest.approx(np.zeros(6))
+
+
+def test_repulsion_damps_motion_toward_the_limit_only():
+    config = SafetyConfig()
+    q = Q_MID.copy()
+    q[0] = PANDA_LIMITS.joint_pos_max_rad[0] - config.joint_margin_rad / 2
+    toward = np.zeros(7)
+    toward[0] = 0.5
+    push_toward = TorqueSafety(PANDA_LIMITS, PERIOD_S)
+    push_away = TorqueSafety(PANDA_LIMITS, PERIOD_S)
+    for _ in range(30):
+        out_toward, _ = push_toward.process(np.zeros(7), q, toward)
+        out_away, _ = push_away.process(np.zeros(7), q, -toward)
+    # moving into the limit is braked harder than moving out of it
+    assert out_toward[0] < out_away[0] < 0.0
+
+
+@pytest.mark.parametrize("joint", range(7))
+def test_velocity_guard_brakes_a_joint_near_its_speed_limit(joint):
+    config = SafetyConfig()
+    dq = np.zeros(7)
+    dq[joint] = 0.95 * PANDA_LIMITS.joint_vel_max_rad_s[joint]  # past the 85 % guard
+    s = safety()
+    for _ in range(10):
+        out, flags = s.process(np.zeros(7), Q_MID, dq)
+    assert flags & FLAG_REPULSION
+    assert out[joint] < 0.0
+    excess = dq[joint] - config.velocity_guard_fraction * PANDA_LIMITS.joint_vel_max_rad_s[joint]
+    assert out[joint] == pytest.approx(-config.velocity_guard_damping_nm_s_per_rad * excess)
+
+
+def test_reset_forgets_the_rate_history():
+    s = safety()
+    for _ in range(50):
+        s.process(np.full(7, 10.0), Q_MID, AT_REST)
+    s.reset()
+    out, _ = s.process(np.zeros(7), Q_MID, AT_REST)
+    np.testing.assert_array_equal(out, np.zeros(7))
