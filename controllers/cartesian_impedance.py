@@ -1,6 +1,7 @@
 """Cartesian impedance law: (state, model, reference, gains) -> joint torque. Pure, no clock or I/O.
 
-tau = J^T (K e - D (xdot - xdot_ref) + Lambda xddot_ref) + C(q, dq) dq + N^T M (w^2 (q0 - q) - 2 z w dq)
+tau = J^T (K e - D (xdot - xdot_ref) + Lambda xddot_ref) + C(q, dq) dq
+      + N^T M (w^2 (q0 - q) - 2 z w dq)
 
 e is the pose error (position, then log-map orientation error), clipped per axis. D is chosen per
 axis as 2 * zeta * sqrt(K * Lambda_ii), with Lambda the task-space inertia, so damping_ratio 1 is
