@@ -98,23 +98,23 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 # -- demo -----------------------------------------------------------------------------------------
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="run a task on the twin with its scripted expert")
-    parser.add_argument("--task", default="reach", help="task name (default reach)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser = subparsers.add_parser(
+        "demo", help="solve the twin's tasks with the scripted experts and report what happened"
+    )
+    parser.add_argument("--task", default="all", help="a task name, or all (default)")
+    parser.add_argument("--seed", type=int, default=0, help="first episode seed (default 0)")
+    parser.add_argument("--episodes", type=int, default=2, help="episodes per task (default 2)")
     parser.set_defaults(handler=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    try:
-        from robot_rl.demo import run_demo  # lazily: it pulls in the twin and the tasks
-    except ModuleNotFoundError as exc:
-        if exc.name != "robot_rl.demo":
-            raise
-        raise CliError("the demo is not available: robot_rl.demo is missing") from exc
-    return int(run_demo(args.task, args.seed))
+    from robot_rl.demo import run_demo  # lazily: it pulls in the twin and the tasks
+
+    if args.episodes < 1:
+        raise CliError(f"--episodes={args.episodes}; need at least 1")
+    return int(run_demo(args.task, args.seed, args.episodes))
 
 
-# -- entry point ----------------------------------------------------------------------------------
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_bench, _add_demo)
 
 

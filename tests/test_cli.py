@@ -103,26 +103,32 @@ def test_unwritable_json_path_fails_before_the_run(tmp_path, caplog, fake, kind)
 
 
 # -- demo -----------------------------------------------------------------------------------------
-def test_demo_calls_run_demo_with_task_and_seed(monkeypatch):
+def test_demo_calls_run_demo_with_task_seed_and_episodes(monkeypatch):
     calls = []
 
-    def run_demo(task: str, seed: int) -> int:
-        calls.append((task, seed))
+    def run_demo(task: str, seed: int, episodes: int) -> int:
+        calls.append((task, seed, episodes))
         return 3
 
     fake_module = types.ModuleType("robot_rl.demo")
     fake_module.run_demo = run_demo
     monkeypatch.setitem(sys.modules, "robot_rl.demo", fake_module)
-    assert cli.main(["demo", "--task", "pick_cube", "--seed", "5"]) == 3
+    assert cli.main(["demo", "--task", "pick_cube", "--seed", "5", "--episodes", "1"]) == 3
     assert cli.main(["demo"]) == 3
-    assert calls == [("pick_cube", 5), ("reach", 0)]
+    assert calls == [("pick_cube", 5, 1), ("all", 0, 2)]
+    assert cli.main(["demo", "--episodes", "0"]) == 2
 
 
-def test_demo_missing_module_is_a_clear_error(monkeypatch, caplog):
-    monkeypatch.setitem(sys.modules, "robot_rl.demo", None)  # import now fails
-    with caplog.at_level(logging.ERROR, logger="robot_rl.cli"):
-        assert cli.main(["demo"]) == 2
-    assert "robot_rl.demo" in caplog.text
+def test_demo_runs_one_real_episode(capsys):
+    assert cli.main(["demo", "--task", "reach", "--episodes", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "1/1 episodes solved" in out
+    assert "within the Panda limits" in out
+
+
+def test_demo_unknown_task_names_the_known_ones(capsys):
+    assert cli.main(["demo", "--task", "stack"]) == 2
+    assert "pick_cube" in capsys.readouterr().out
 
 
 # -- report helpers -------------------------------------------------------------------------------
