@@ -52,6 +52,10 @@ class Task(Protocol):
 
     def success(self, twin: PandaTwin) -> bool: ...
 
+    def features(self, twin: PandaTwin) -> np.ndarray:
+        """Ground-truth task features (float, (F,)) for learning from state, e.g. object - TCP."""
+        ...
+
     def expert(self) -> Expert: ...
 
 

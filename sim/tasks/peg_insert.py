@@ -36,7 +36,9 @@ class PegInsertConfig:
     start_offset_m: float = 0.08  # start TCP within this xy distance of the hole
     start_height_low_m: float = 0.16
     start_height_high_m: float = 0.24
-    max_start_yaw_rad: float = 0.3
+    # 0: the env's default actions move the TCP without turning it, so a turned start could not be
+    # lined up with the hole; raise it together with TwinEnvConfig.rotation_actions.
+    max_start_yaw_rad: float = 0.0
     peg_below_tcp_m: float = 0.02  # peg centre below the TCP when held
     success_depth_m: float = 0.025
 
@@ -124,6 +126,11 @@ class PegInsertTask:
         depth = self.config.hole_depth_m - bottom[2]
         inside = np.abs(bottom[:2] - self.hole_xy_m).max() <= self.config.hole_side_m / 2
         return bool(inside and depth >= self.config.success_depth_m)
+
+    def features(self, twin: PandaTwin) -> np.ndarray:
+        """(3,) m: hole mouth centre minus the peg's lower face centre."""
+        mouth = np.array([*self.hole_xy_m, self.config.hole_depth_m])
+        return mouth - self.peg_bottom_m(twin)
 
     def expert(self) -> PegInsertExpert:
         return PegInsertExpert(self)

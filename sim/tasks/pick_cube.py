@@ -68,6 +68,17 @@ class PickCubeTask:
         lifted = self.cube_pos_m(twin)[2] - self.config.cube_size_m / 2 >= self.config.lift_m
         return bool(lifted and held_by_both_fingers(twin, self.cube_id))
 
+    def features(self, twin: PandaTwin) -> np.ndarray:
+        """(5,): cube minus TCP position (m), cube height above its rest (m), both fingers touching."""
+        cube = self.cube_pos_m(twin)
+        return np.array(
+            [
+                *(cube - twin.read_state().ee_pos_m),
+                cube[2] - self.config.cube_size_m / 2,
+                float(held_by_both_fingers(twin, self.cube_id)),
+            ]
+        )
+
     def expert(self) -> PickCubeExpert:
         return PickCubeExpert(self)
 

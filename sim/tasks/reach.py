@@ -63,6 +63,10 @@ class ReachTask:
         dist = np.linalg.norm(twin.read_state().ee_pos_m - self.goal_m)
         return bool(dist <= self.config.success_radius_m)
 
+    def features(self, twin: PandaTwin) -> np.ndarray:
+        """(3,) m: goal minus TCP position, base frame."""
+        return self.goal_m - twin.read_state().ee_pos_m
+
     def expert(self) -> ReachExpert:
         return ReachExpert(self)
 

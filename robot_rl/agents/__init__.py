@@ -1,0 +1,1 @@
+"""SAC/RLPD agent: encoders, actor, critic ensemble, hybrid gripper critic."""

@@ -1,0 +1,1 @@
+"""Replay buffers, episodes on disk, demos."""

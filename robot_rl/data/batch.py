@@ -1,0 +1,100 @@
+"""What flows between roles: a transition (env -> buffer) and a batch (buffer -> learner).
+
+Observation convention (every env, every buffer, every agent):
+  a dict with one uint8 (H, W, 3) RGB image per camera name ("front", "wrist", ...) and
+  "state": float32 (D,) proprioception (and, for state-only tasks, task features).
+Actions: float32 (A,) in [-1, 1]. For the hybrid gripper agent the last entry is the gripper
+command, read as close (< -0.5), stay, or open (> 0.5); see ``robot_rl.agents.gripper``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+STATE_KEY = "state"
+
+
+def image_keys(obs: dict[str, np.ndarray] | dict[str, torch.Tensor]) -> list[str]:
+    """Camera names in an observation, sorted (everything except ``state``)."""
+    return sorted(k for k in obs if k != STATE_KEY)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One env step as the actor records it (numpy, unbatched).
+
+    reward: the task reward; gripper_penalty: >= 0, charged to the gripper critic when the
+    gripper toggled this step; terminated: a true terminal state (success, failure);
+    truncated: a time limit, which is not terminal (bootstrap from next_obs);
+    intervened: the action came from the operator / scripted intervener, not the policy.
+    """
+
+    obs: dict[str, np.ndarray]
+    action: np.ndarray
+    reward: float
+    next_obs: dict[str, np.ndarray]
+    terminated: bool
+    truncated: bool
+    intervened: bool = False
+    gripper_penalty: float = 0.0
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A training batch of B samples as torch tensors on one device.
+
+    obs, next_obs: camera -> uint8 (B, H, W, 3); "state" -> float32 (B, D). next_obs is n steps on.
+    actions: float32 (B, A). rewards: float32 (B,) n-step discounted sum of rewards.
+    discounts: float32 (B,) gamma^n, times 0 if a terminal state was reached within the n steps
+        (the target is rewards + discounts * V(next_obs)).
+    gripper_penalties: float32 (B,) the penalty of the first step (for the gripper critic).
+    intervened: bool (B,).
+    """
+
+    obs: dict[str, torch.Tensor]
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    next_obs: dict[str, torch.Tensor]
+    discounts: torch.Tensor
+    gripper_penalties: torch.Tensor
+    intervened: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        return int(self.actions.shape[0])
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        def move(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {k: v.to(device, non_blocking=non_blocking) for k, v in d.items()}
+
+        return Batch(
+            move(self.obs),
+            self.actions.to(device, non_blocking=non_blocking),
+            self.rewards.to(device, non_blocking=non_blocking),
+            move(self.next_obs),
+            self.discounts.to(device, non_blocking=non_blocking),
+            self.gripper_penalties.to(device, non_blocking=non_blocking),
+            self.intervened.to(device, non_blocking=non_blocking),
+        )
+
+
+def concat_batches(a: Batch, b: Batch) -> Batch:
+    """One batch holding a's samples then b's (used for the 50/50 demo/online mix)."""
+
+    def cat(x: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if x.keys() != y.keys():
+            raise ValueError(f"batches have different observation keys: {sorted(x)} vs {sorted(y)}")
+        return {k: torch.cat([x[k], y[k]]) for k in x}
+
+    return Batch(
+        cat(a.obs, b.obs),
+        torch.cat([a.actions, b.actions]),
+        torch.cat([a.rewards, b.rewards]),
+        cat(a.next_obs, b.next_obs),
+        torch.cat([a.discounts, b.discounts]),
+        torch.cat([a.gripper_penalties, b.gripper_penalties]),
+        torch.cat([a.intervened, b.intervened]),
+    )

@@ -1,0 +1,1 @@
+"""Gymnasium environments over a robot (the twin or a real arm) with cameras and a reward."""

@@ -1,0 +1,209 @@
+"""A gymnasium env over the twin: 10 Hz end-effector delta actions through the 1 kHz controller.
+
+Observation: Dict with one uint8 (H, W, 3) image per camera (pixel mode) and "state", float32:
+  TCP position relative to the reset pose, in the reset frame (3, m); TCP rotation relative to the
+  reset orientation (3, rotation vector, rad); TCP twist (6, m/s and rad/s, base frame); gripper
+  width (1, m); joint angles (7, rad); in "state" mode also the task's ground-truth features.
+Action: Box(-1, 1, (A,)): TCP position delta (3) in the reset frame scaled by
+  ``xyz_step_m``, optionally a rotation delta (3) scaled by ``rot_step_rad``, and last the gripper
+  (< -0.5 close, > 0.5 open, else stay). The target is the *measured* pose plus the delta,
+  clipped to the task box, then sent through the controller's workspace, speed and torque limits.
+Reward: a function of the env (default: the task's success predicate, sparse 0/1). Success
+  terminates the episode; the step limit truncates it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import gymnasium as gym
+import numpy as np
+
+from controllers.rotations import orientation_error, quat_exp, quat_mul, quat_to_matrix
+from controllers.targets import CartesianTarget
+from robot_rl.agents.gripper import gripper_value_to_index
+from robot_rl.data.batch import STATE_KEY
+from sim.cameras import DEFAULT_CAMERAS
+from sim.scene import SceneConfig, TwinScene
+from sim.tasks import GripperAction
+from sim.tasks.base import ExpertAction
+
+GRIPPER_ACTIONS: tuple[GripperAction, ...] = ("close", None, "open")  # by discrete index
+PROPRIO_DIM = 3 + 3 + 6 + 1 + 7
+
+
+@dataclass(frozen=True)
+class TwinEnvConfig:
+    """task: a name from ``sim.tasks.TASKS``. obs: "pixels" (cameras + proprioception) or "state"
+    (proprioception + the task's ground-truth features, no rendering)."""
+
+    task: str = "reach"
+    obs: Literal["pixels", "state"] = "pixels"
+    image_width: int = 128
+    image_height: int = 128
+    cameras: tuple[str, ...] = ("front", "wrist")
+    policy_period_s: float = 0.1
+    max_episode_steps: int | None = None  # None: the task's max_episode_s / policy_period_s
+    xyz_step_m: float = 0.03
+    rotation_actions: bool = False
+    rot_step_rad: float = 0.1
+    gripper_penalty: float = 0.0  # charged to the gripper critic per open/close toggle
+    box_low_m: tuple[float, float, float] = (0.3, -0.3, 0.005)
+    box_high_m: tuple[float, float, float] = (0.7, 0.3, 0.45)
+
+    def __post_init__(self) -> None:
+        known = {spec.camera_id for spec in DEFAULT_CAMERAS}
+        unknown = sorted(set(self.cameras) - known)
+        if unknown:
+            raise ValueError(f"cameras {unknown} unknown; allowed: {sorted(known)}")
+        if not 0.0 < self.xyz_step_m <= 0.05:
+            raise ValueError(f"xyz_step_m={self.xyz_step_m}; allowed (0, 0.05] m per step")
+        if self.max_episode_steps is not None and self.max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps={self.max_episode_steps}; must be >= 1")
+
+
+RewardFn = Callable[["TwinEnv"], float]
+
+
+def success_reward(env: TwinEnv) -> float:
+    """Sparse reward: 1 when the task's ground-truth success predicate holds, else 0."""
+    return float(env.scene.success())
+
+
+class TwinEnv(gym.Env):
+    """See the module docstring. ``info`` carries ``success``, ``gripper_penalty`` and ``seed``."""
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"]}
+
+    def __init__(
+        self, config: TwinEnvConfig | None = None, reward_fn: RewardFn = success_reward
+    ) -> None:
+        self.config = config = config or TwinEnvConfig()
+        specs = tuple(
+            dataclasses.replace(spec, width=config.image_width, height=config.image_height)
+            for spec in DEFAULT_CAMERAS
+            if spec.camera_id in config.cameras and config.obs == "pixels"
+        )
+        self.scene = TwinScene(
+            SceneConfig(task=config.task, policy_period_s=config.policy_period_s, cameras=specs)
+        )
+        self.task = self.scene.task
+        self.reward_fn = reward_fn
+        self.max_episode_steps = config.max_episode_steps or round(
+            self.task.max_episode_s / config.policy_period_s
+        )
+        state_dim = PROPRIO_DIM + (
+            len(self.task.features(self.scene.twin)) if config.obs == "state" else 0
+        )
+        spaces: dict[str, gym.Space] = {
+            STATE_KEY: gym.spaces.Box(-np.inf, np.inf, (state_dim,), np.float32)
+        }
+        for spec in specs:
+            spaces[spec.camera_id] = gym.spaces.Box(0, 255, (spec.height, spec.width, 3), np.uint8)
+        self.observation_space = gym.spaces.Dict(spaces)
+        action_dim = 3 + (3 if config.rotation_actions else 0) + 1
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
+        self._steps = 0
+        self._reset_pos = np.zeros(3)
+        self._reset_quat = np.array([0.0, 0.0, 0.0, 1.0])
+        self._reset_rot = np.eye(3)
+        self._gripper_index = 2  # open
+
+    # -- gymnasium API -------------------------------------------------------------------------
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        episode_seed = int(self.np_random.integers(2**31 - 1))
+        self.scene.reset(episode_seed)
+        state = self.scene.state()
+        self._reset_pos = state.ee_pos_m.copy()
+        self._reset_quat = state.ee_quat_xyzw.copy()
+        self._reset_rot = quat_to_matrix(self._reset_quat)
+        self._gripper_index = 0 if self.task.grasp_at_reset else 2
+        self._steps = 0
+        return self._observation(), {"success": self.scene.success(), "seed": episode_seed}
+
+    def step(
+        self, action: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != self.action_space.shape or not np.isfinite(action).all():
+            raise ValueError(
+                f"action {action.tolist()} must be {self.action_space.shape[0]} finite values"
+            )
+        action = np.clip(action, -1.0, 1.0)
+        cfg = self.config
+        state = self.scene.state()
+        pos = state.ee_pos_m + self._reset_rot @ (action[:3] * cfg.xyz_step_m)
+        pos = np.clip(pos, cfg.box_low_m, cfg.box_high_m)
+        if cfg.rotation_actions:
+            rot = self._reset_rot @ (action[3:6] * cfg.rot_step_rad)
+            quat = quat_mul(quat_exp(rot), state.ee_quat_xyzw)
+        else:
+            quat = self._reset_quat
+        index = int(gripper_value_to_index(float(action[-1])))
+        toggled = index != 1 and index != self._gripper_index
+        if index != 1:
+            self._gripper_index = index
+        self.scene.step(CartesianTarget(pos, quat), GRIPPER_ACTIONS[index])
+        self._steps += 1
+        success = self.scene.success()
+        reward = float(self.reward_fn(self))
+        terminated = success
+        truncated = not terminated and self._steps >= self.max_episode_steps
+        info = {
+            "success": success,
+            "gripper_penalty": cfg.gripper_penalty if toggled else 0.0,
+        }
+        return self._observation(), reward, terminated, truncated, info
+
+    def render(self) -> np.ndarray:
+        """The first camera's current frame (renders even in state mode)."""
+        return next(iter(self.scene.render().values())).image
+
+    def close(self) -> None:
+        self.scene.close()
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _observation(self) -> dict[str, np.ndarray]:
+        state = self.scene.state()
+        rot_t = self._reset_rot.T
+        parts = [
+            rot_t @ (state.ee_pos_m - self._reset_pos),
+            rot_t @ orientation_error(state.ee_quat_xyzw, self._reset_quat),
+            state.ee_twist,
+            [state.gripper_width_m],
+            state.q_rad,
+        ]
+        if self.config.obs == "state":
+            parts.append(self.task.features(self.scene.twin))
+        obs = {STATE_KEY: np.concatenate(parts).astype(np.float32)}
+        if self.config.obs == "pixels":
+            for name, frame in self.scene.render().items():
+                obs[name] = frame.image
+        return obs
+
+    def expert_action(self, expert_action: ExpertAction) -> np.ndarray:
+        """The env action that moves toward a scripted expert's target (clipped to [-1, 1])."""
+        cfg = self.config
+        state = self.scene.state()
+        delta = self._reset_rot.T @ (expert_action.target.pos_m - state.ee_pos_m) / cfg.xyz_step_m
+        parts = [delta]
+        if cfg.rotation_actions:
+            rot = orientation_error(expert_action.target.quat_xyzw, state.ee_quat_xyzw)
+            parts.append(self._reset_rot.T @ rot / cfg.rot_step_rad)
+        gripper = {"close": -1.0, None: 0.0, "open": 1.0}[expert_action.gripper]
+        parts.append([gripper])
+        return np.clip(np.concatenate(parts), -1.0, 1.0).astype(np.float32)
+
+
+def make_env(config: TwinEnvConfig, reward_fn: RewardFn = success_reward) -> TwinEnv:
+    """The twin env for ``config`` (kept as a function so sessions can swap in a real-arm env)."""
+    return TwinEnv(config, reward_fn)
+
+
+__all__ = ["TwinEnv", "TwinEnvConfig", "make_env", "success_reward"]

@@ -1,0 +1,1 @@
+"""Actor loop, learner loop, session launcher."""
