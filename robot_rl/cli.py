@@ -29,6 +29,7 @@ BenchFn = Callable[..., dict[str, float]]
 # name -> "module:function"; the function is called as fn(seed=..., quick=...).
 BENCHES: dict[str, str] = {
     "control": "robot_rl.bench.control:run_control_bench",
+    "learner": "robot_rl.bench.learner:run_learner_bench",
 }
 
 USAGE_ERROR = 2
@@ -115,7 +116,109 @@ def _run_demo(args: argparse.Namespace) -> int:
     return int(run_demo(args.task, args.seed, args.episodes))
 
 
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_bench, _add_demo)
+# -- train / eval / record ---------------------------------------------------------------------
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="run a sim training session (SAC/RLPD with demos and interventions)"
+    )
+    parser.add_argument("--task", help="task name (sets env.task)")
+    parser.add_argument("--obs", choices=("pixels", "state"), help="observation mode (env.obs)")
+    parser.add_argument("--steps", type=int, help="env steps to train for (env_steps)")
+    parser.add_argument("--seed", type=int, help="random seed")
+    parser.add_argument("--name", help="run name under runs/ (default <task>-<obs>-<seed>)")
+    parser.add_argument("--config", type=Path, help="YAML file with TrainConfig fields")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config field, e.g. --set agent.utd_ratio=2 (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--resume", action="store_true", help="continue the run in its directory")
+    parser.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from robot_rl.config import ConfigError, load_config
+    from robot_rl.runtime.train import TrainConfig, TrainingSession, load_train_config
+
+    overrides = list(args.set)
+    for flag, key in (("task", "env.task"), ("obs", "env.obs"), ("steps", "env_steps"),
+                      ("seed", "seed"), ("name", "name")):  # fmt: skip
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    try:
+        config = load_config(TrainConfig, args.config, overrides)
+        if args.resume:  # the run's own config wins; only the step budget may grow
+            run_dir = Path(config.run_dir) / config.run_name
+            steps = [f"env_steps={args.steps}"] if args.steps else []
+            load_train_config(run_dir)  # clear error if it is not a run
+            config = load_config(TrainConfig, run_dir / "config.yaml", steps)
+        session = TrainingSession(config, resume=args.resume)
+    except (ConfigError, FileNotFoundError, FileExistsError) as exc:
+        raise CliError(str(exc)) from None
+    result = session.run()
+    print(f"final evaluation: {result}")
+    print(f"run directory: {session.dir}")
+    return 0
+
+
+def _add_eval(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("eval", help="evaluate a checkpoint over seeded episodes")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoints/latest.pt")
+    parser.add_argument("--episodes", type=int, default=20, help="episodes (default 20)")
+    parser.add_argument("--seed", type=int, default=100_000, help="first episode seed")
+    parser.set_defaults(handler=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from robot_rl.agents.checkpoint import load_checkpoint
+    from robot_rl.agents.sac import SACAgent
+    from robot_rl.envs.twin_env import make_env
+    from robot_rl.runtime.train import evaluate_policy, load_train_config
+
+    if not args.checkpoint.is_file():
+        raise CliError(f"checkpoint {args.checkpoint} not found; pass runs/<name>/checkpoints/...")
+    config = load_train_config(args.checkpoint.parent.parent)
+    env = make_env(config.env)
+    agent = SACAgent(env.observation_space, env.action_space, config.agent, config.seed)
+    load_checkpoint(args.checkpoint, agent)
+    result = evaluate_policy(agent, env, args.episodes, args.seed)
+    print_table(f"eval {args.checkpoint}", result)
+    return 0
+
+
+def _add_record(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("record", help="record scripted-expert demos to episode files")
+    parser.add_argument("--task", required=True, help="task name")
+    parser.add_argument("--episodes", type=int, default=20, help="successful episodes to record")
+    parser.add_argument("--obs", choices=("pixels", "state"), default="pixels")
+    parser.add_argument("--out", type=Path, help="directory (default runs/demos/<task>-<obs>)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(handler=_run_record)
+
+
+def _run_record(args: argparse.Namespace) -> int:
+    from robot_rl.envs.twin_env import TwinEnvConfig, make_env
+    from robot_rl.runtime.record import record_demos
+
+    if args.episodes < 1:
+        raise CliError(f"--episodes={args.episodes}; need at least 1")
+    try:
+        env = make_env(TwinEnvConfig(task=args.task, obs=args.obs))
+    except KeyError as exc:
+        raise CliError(str(exc.args[0])) from None
+    out = args.out or Path("runs") / "demos" / f"{args.task}-{args.obs}"
+    paths = record_demos(env, args.episodes, out, seed=args.seed)
+    print(f"recorded {len(paths)} episodes into {out}")
+    return 0
+
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_bench,
+    _add_demo,
+    _add_train,
+    _add_eval,
+    _add_record,
+)
 
 
 def _configure_logging() -> bool:

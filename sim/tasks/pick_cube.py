@@ -69,7 +69,7 @@ class PickCubeTask:
         return bool(lifted and held_by_both_fingers(twin, self.cube_id))
 
     def features(self, twin: PandaTwin) -> np.ndarray:
-        """(5,): cube minus TCP position (m), cube height above its rest (m), both fingers touching."""
+        """(5,): cube minus TCP (m), cube height above its rest (m), both fingers touching."""
         cube = self.cube_pos_m(twin)
         return np.array(
             [

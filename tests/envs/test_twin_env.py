@@ -1,4 +1,4 @@
-"""The twin env: spaces, seeding, action handling, the scripted expert through the env, interventions."""
+"""The twin env: spaces, seeding, actions, the scripted expert through the env, interventions."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_pixel_observations_match_the_space(pixel_env: TwinEnv) -> None:
     # At the reset pose the relative pose part of the state is zero.
     np.testing.assert_allclose(obs["state"][:6], 0.0, atol=1e-5)
     for _ in range(3):
-        obs, reward, terminated, truncated, info = pixel_env.step(pixel_env.action_space.sample())
+        obs, reward, *_ = pixel_env.step(pixel_env.action_space.sample())
         assert space.contains(obs)
         assert reward in (0.0, 1.0)
         assert np.isfinite(obs["state"]).all()
@@ -49,11 +49,11 @@ def test_same_seed_same_observations(pixel_env: TwinEnv) -> None:
 
 def test_action_moves_the_tcp_by_the_scaled_delta() -> None:
     env = TwinEnv(TwinEnvConfig(task="reach", obs="state", xyz_step_m=0.02))
-    obs, _ = env.reset(seed=1)
+    env.reset(seed=1)
     start = env.scene.state().ee_pos_m.copy()
     for _ in range(10):  # hold still, then one step +x in the reset frame
         env.step(np.zeros(4, dtype=np.float32))
-    obs, *_ = env.step(np.array([1.0, 0, 0, 0], dtype=np.float32))
+    env.step(np.array([1.0, 0, 0, 0], dtype=np.float32))
     for _ in range(5):
         env.step(np.zeros(4, dtype=np.float32))
     moved_in_reset_frame = env._reset_rot.T @ (env.scene.state().ee_pos_m - start)

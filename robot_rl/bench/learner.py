@@ -1,0 +1,93 @@
+"""`robot-rl bench learner`: the cost of one learner step and of one stored transition.
+
+update_ms_p50: one ``SACAgent.update`` (``utd_ratio`` = 2 critic updates of ``batch_size`` samples
+each, then one actor and temperature update) with two 128x128 cameras and a 21-dim state, on the
+CPU with 2 threads (or on CUDA when ``device="cuda"``), default conv encoder, median over runs after
+warm-up. replay_bytes_per_transition: bytes the replay buffer holds per step for 200-step episodes
+with two 128x128 cameras (the floor is 2 x 128 x 128 x 3 = 98 304 bytes).
+"""
+
+from __future__ import annotations
+
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from robot_rl.agents.config import SACConfig
+from robot_rl.agents.sac import SACAgent
+from robot_rl.data.batch import Transition
+from robot_rl.data.replay import ReplayBuffer, bytes_per_transition
+
+CAMERAS = ("front", "wrist")
+
+
+def _spaces(size: int, state_dim: int, action_dim: int) -> tuple[gym.spaces.Dict, gym.spaces.Box]:
+    obs = {name: gym.spaces.Box(0, 255, (size, size, 3), np.uint8) for name in CAMERAS}
+    obs["state"] = gym.spaces.Box(-np.inf, np.inf, (state_dim,), np.float32)
+    return gym.spaces.Dict(obs), gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
+
+
+def _fill(buffer: ReplayBuffer, rng: np.random.Generator, steps: int, episode_len: int,
+          size: int, state_dim: int, action_dim: int) -> None:  # fmt: skip
+    def obs() -> dict[str, np.ndarray]:
+        o = {n: rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for n in CAMERAS}
+        o["state"] = rng.standard_normal(state_dim).astype(np.float32)
+        return o
+
+    current = obs()
+    for step in range(steps):
+        nxt = obs()
+        last = (step + 1) % episode_len == 0
+        action = rng.uniform(-1, 1, action_dim).astype(np.float32)
+        buffer.add(Transition(current, action, 0.0, nxt, False, last, bool(step % 7 == 0)))
+        current = obs() if last else nxt
+
+
+def run_learner_bench(
+    seed: int = 0, quick: bool = False, device: str = "cpu", threads: int = 2
+) -> dict[str, float]:
+    """Measure (see module docstring); ``quick`` shrinks the run for tests."""
+    torch.set_num_threads(threads)
+    size, state_dim, action_dim, batch_size, utd = 128, 21, 4, 256, 2
+    rng = np.random.default_rng(seed)
+    buffer = ReplayBuffer(capacity=100_000, gamma=0.97, seed=seed)
+    steps = 400 if quick else 2_000
+    _fill(buffer, rng, steps, 200, size, state_dim, action_dim)
+    bytes_per_step = bytes_per_transition(buffer)
+
+    sample_times = []
+    for _ in range(5 if quick else 20):
+        start = time.perf_counter()
+        batch = buffer.sample(batch_size * utd)
+        sample_times.append(time.perf_counter() - start)
+
+    obs_space, act_space = _spaces(size, state_dim, action_dim)
+    config = SACConfig(utd_ratio=utd, device=device)
+    agent = SACAgent(obs_space, act_space, config, seed)
+    warmup, runs = (1, 2) if quick else (2, 7)
+    update_times = []
+    for i in range(warmup + runs):
+        batch = buffer.sample(batch_size * utd)
+        if agent.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        agent.update(batch)
+        if agent.device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            update_times.append(time.perf_counter() - start)
+    return {
+        "update_ms_p50": float(np.median(update_times) * 1e3),
+        "update_ms_min": float(np.min(update_times) * 1e3),
+        "replay_bytes_per_transition": float(bytes_per_step),
+        "replay_bytes_floor": float(len(CAMERAS) * size * size * 3),
+        "replay_bytes_ratio": float(bytes_per_step / (len(CAMERAS) * size * size * 3)),
+        "sample_ms_p50": float(np.median(sample_times) * 1e3),
+        "batch_size": float(batch_size),
+        "utd_ratio": float(utd),
+        "torch_threads": float(torch.get_num_threads()),
+        "device": 1.0 if agent.device.type == "cuda" else 0.0,
+        "seed": float(seed),
+    }

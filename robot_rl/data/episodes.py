@@ -1,0 +1,402 @@
+"""Episodes on disk: one compressed ``.npz`` file per episode, written atomically.
+
+File format (version 1), readable by any numpy (``np.load(path, allow_pickle=False)``); an episode
+of T >= 1 steps with observation keys as in ``robot_rl.data.batch``:
+
+  ``obs.<camera>``     uint8   (T+1, H, W, 3)  RGB frames obs_0 .. obs_T, one entry per camera
+  ``obs.state``        float32 (T+1, D)        state vectors obs_0 .. obs_T
+  ``action``           float32 (T, A)          action taken at step t, in [-1, 1]
+  ``reward``           float32 (T,)            task reward of step t
+  ``terminated``       bool    (T,)            true terminal state reached at step t (last only)
+  ``truncated``        bool    (T,)            time limit at step t (last only; not terminal)
+  ``intervened``       bool    (T,)            the operator / intervener chose the action
+  ``gripper_penalty``  float32 (T,)            gripper toggle penalty of step t, >= 0
+  ``meta``             str     ()              JSON object: ``format_version`` (1), ``task``,
+                                               ``created_utc`` (ISO 8601), ``num_steps`` (T),
+                                               plus any JSON keys the writer adds
+
+Step t is (obs_t, action_t, reward_t, obs_{t+1}); the final frame obs_T is the environment's true
+last observation (also after a time limit), never a reset frame. An episode may end without either
+flag (saved when recording stopped); loading it gives an open episode.
+
+Files are named ``episode_000042.npz``, numbered after the highest number present. A file is
+written to a hidden temporary name in the same directory (``.episode_000042.npz.<random>.tmp``),
+flushed and fsynced, then renamed with ``os.replace``, so a crash leaves either the complete file
+or a temporary file that ``load_episodes`` skips with a warning; earlier episodes are never touched.
+One writer per directory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robot_rl.data.batch import STATE_KEY, Transition, image_keys
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+EPISODE_RE = re.compile(r"^episode_(\d{6,})\.npz$")
+TMP_SUFFIX = ".tmp"
+RESERVED_META = ("format_version", "created_utc", "num_steps")
+STEP_KEYS = {  # per-step entries: dtype and trailing shape after (T,)
+    "action": (np.float32, None),  # (T, A), A from the file
+    "reward": (np.float32, ()),
+    "terminated": (np.bool_, ()),
+    "truncated": (np.bool_, ()),
+    "intervened": (np.bool_, ()),
+    "gripper_penalty": (np.float32, ()),
+}
+
+
+class EpisodeFormatError(ValueError):
+    """An episode file that is unreadable or breaks the format; the message names file and key."""
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One loaded episode: where it came from, its steps in order, and its meta."""
+
+    path: Path
+    transitions: list[Transition]
+    meta: dict[str, Any]
+
+
+def episode_path(directory: str | Path, number: int) -> Path:
+    """``directory / episode_{number:06d}.npz``."""
+    return Path(directory) / f"episode_{number:06d}.npz"
+
+
+def _numbered(directory: Path) -> list[tuple[int, Path]]:
+    found = []
+    for p in directory.iterdir():
+        m = EPISODE_RE.match(p.name)
+        if m and p.is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def _is_temp(p: Path) -> bool:
+    return p.name.startswith(".episode_") and p.name.endswith(TMP_SUFFIX)
+
+
+def episode_arrays(transitions: list[Transition]) -> dict[str, np.ndarray]:
+    """The format's per-step arrays for a list of consecutive steps (without ``meta``).
+
+    Raises ValueError when the list is empty, a step does not continue the previous one (state
+    differs from the previous next_obs), only a non-final step ends the episode, or keys/shapes
+    change inside the episode.
+    """
+    if not transitions:
+        raise ValueError("an episode needs at least one transition")
+    keys = sorted(transitions[0].obs)
+    if STATE_KEY not in keys:
+        raise ValueError(f"obs has keys {keys}; a '{STATE_KEY}' entry is required")
+    for i, t in enumerate(transitions):
+        for name, obs in (("obs", t.obs), ("next_obs", t.next_obs)):
+            if sorted(obs) != keys:
+                raise ValueError(f"step {i}: {name} has keys {sorted(obs)}; step 0 has {keys}")
+        if i + 1 < len(transitions) and (t.terminated or t.truncated):
+            raise ValueError(f"step {i} of {len(transitions)} ends the episode; only the last may")
+        if i > 0 and not np.array_equal(
+            np.asarray(t.obs[STATE_KEY], dtype=np.float32),
+            np.asarray(transitions[i - 1].next_obs[STATE_KEY], dtype=np.float32),
+            equal_nan=True,
+        ):
+            raise ValueError(f"step {i}: obs['{STATE_KEY}'] is not step {i - 1}'s next_obs")
+    frames = [transitions[0].obs] + [t.next_obs for t in transitions]
+    arrays: dict[str, np.ndarray] = {}
+    for k in image_keys(transitions[0].obs):
+        try:
+            arrays[f"obs.{k}"] = np.stack([np.asarray(f[k]) for f in frames])
+        except ValueError as e:
+            raise ValueError(f"obs[{k!r}] changes shape inside the episode: {e}") from None
+        images = arrays[f"obs.{k}"]
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(
+                f"obs[{k!r}] has dtype {images.dtype} and shape {images.shape[1:]}; "
+                "expected uint8 (H, W, 3)"
+            )
+    arrays["obs.state"] = _stack_vectors("obs.state", [f[STATE_KEY] for f in frames])
+    arrays["action"] = _stack_vectors("action", [t.action for t in transitions])
+    arrays["reward"] = np.array([t.reward for t in transitions], dtype=np.float32)
+    for key in ("action", "reward"):
+        if not np.all(np.isfinite(arrays[key])):
+            raise ValueError(f"{key} has NaN or inf values; the episode is not saved")
+    arrays["terminated"] = np.array([t.terminated for t in transitions], dtype=np.bool_)
+    arrays["truncated"] = np.array([t.truncated for t in transitions], dtype=np.bool_)
+    arrays["intervened"] = np.array([t.intervened for t in transitions], dtype=np.bool_)
+    arrays["gripper_penalty"] = np.array([t.gripper_penalty for t in transitions], dtype=np.float32)
+    return arrays
+
+
+def _stack_vectors(key: str, rows: list[np.ndarray]) -> np.ndarray:
+    """(N, D) float32 from N numeric (D,) vectors; ValueError naming ``key`` otherwise."""
+    try:
+        values = np.stack([np.asarray(r) for r in rows])
+    except ValueError as e:
+        raise ValueError(f"{key} changes shape inside the episode: {e}") from None
+    if values.dtype.kind not in "fiu" or values.ndim != 2:
+        raise ValueError(
+            f"{key} has dtype {values.dtype} and shape {values.shape[1:]}; expected float32 (D,)"
+        )
+    return values.astype(np.float32)
+
+
+def check_meta(meta: dict) -> None:
+    """ValueError unless ``meta`` names a task and leaves the keys save_episode sets alone."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"meta is a {type(meta).__name__}; expected a dict")
+    if not isinstance(meta.get("task"), str) or not meta["task"]:
+        raise ValueError(f"meta['task']={meta.get('task')!r}; a non-empty task name is required")
+    reserved = [k for k in RESERVED_META if k in meta]
+    if reserved:
+        raise ValueError(f"meta keys {reserved} are set by save_episode; remove them")
+
+
+def save_episode(directory: str | Path, transitions: list[Transition], meta: dict) -> Path:
+    """Write one episode atomically as the next ``episode_NNNNNN.npz`` in ``directory``.
+
+    meta: JSON-serializable dict with at least ``task`` (str); ``format_version``,
+    ``created_utc`` and ``num_steps`` are filled in here and may not be given.
+    Creates ``directory`` if needed. Returns the final path. On any error the temporary file is
+    removed and nothing else in the directory changes.
+    """
+    check_meta(meta)
+    arrays = episode_arrays(transitions)
+    full_meta = {
+        **meta,
+        "format_version": FORMAT_VERSION,
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "num_steps": len(transitions),
+    }
+    try:
+        meta_json = json.dumps(full_meta, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"meta is not JSON-serializable: {e}") from None
+    arrays["meta"] = np.array(meta_json)
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    existing = _numbered(directory)
+    number = existing[-1][0] + 1 if existing else 0
+    final = episode_path(directory, number)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=directory)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; episodes are ordinary readable files
+        if final.exists():  # a second writer got here first: never overwrite an episode
+            raise FileExistsError(f"{final} appeared while writing; one writer per directory")
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(directory)
+    return final
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:  # some filesystems refuse fsync on a directory; the rename is done
+        log.debug("fsync of directory %s failed: %s", directory, e)
+    finally:
+        os.close(fd)
+
+
+def _entry(data: Any, path: Path, key: str) -> np.ndarray:
+    if key not in data.files:
+        raise EpisodeFormatError(f"{path}: missing key {key!r} (has {sorted(data.files)})")
+    try:
+        arr = data[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise EpisodeFormatError(f"{path}: key {key!r} is unreadable: {e}") from None
+    arr.flags.writeable = False  # transitions share these arrays; keep them immutable
+    return arr
+
+
+def _check(arr: np.ndarray, path: Path, key: str, dtype: type, shape: tuple) -> None:
+    """Shape entries of None match anything."""
+    if arr.dtype != np.dtype(dtype):
+        raise EpisodeFormatError(
+            f"{path}: key {key!r} has dtype {arr.dtype}; expected {np.dtype(dtype)}"
+        )
+    if arr.ndim != len(shape) or any(
+        s is not None and a != s for a, s in zip(arr.shape, shape, strict=True)
+    ):
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise EpisodeFormatError(f"{path}: key {key!r} has shape {arr.shape}; expected {want}")
+
+
+def load_episode(path: str | Path) -> tuple[list[Transition], dict[str, Any]]:
+    """Read and validate one episode file; returns its steps and its meta dict.
+
+    Raises EpisodeFormatError naming the file and the offending key for a missing key, a wrong
+    dtype or shape, bad meta, or a corrupt/truncated file; OSError if it cannot be opened.
+    """
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise EpisodeFormatError(f"{path}: not a readable .npz file: {e}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise EpisodeFormatError(f"{path}: holds a single array, not an episode .npz")
+    with data:
+        meta_arr = _entry(data, path, "meta")
+        if meta_arr.dtype.kind != "U" or meta_arr.ndim != 0:
+            raise EpisodeFormatError(
+                f"{path}: key 'meta' has dtype {meta_arr.dtype} and shape {meta_arr.shape}; "
+                "expected a 0-d str (JSON)"
+            )
+        try:
+            meta = json.loads(str(meta_arr))
+        except json.JSONDecodeError as e:
+            raise EpisodeFormatError(f"{path}: key 'meta' is not JSON: {e}") from None
+        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+            version = meta.get("format_version") if isinstance(meta, dict) else None
+            raise EpisodeFormatError(
+                f"{path}: key 'meta' has format_version={version!r}; "
+                f"this reader supports {FORMAT_VERSION}"
+            )
+        steps = {k: _entry(data, path, k) for k in STEP_KEYS}
+        _check(steps["reward"], path, "reward", np.float32, (None,))
+        T = steps["reward"].shape[0]
+        for k, (dtype, trailing) in STEP_KEYS.items():
+            _check(steps[k], path, k, dtype, (T, None) if trailing is None else (T, *trailing))
+        if T < 1 or meta.get("num_steps") != T:
+            raise EpisodeFormatError(
+                f"{path}: key 'meta' has num_steps={meta.get('num_steps')!r} but 'reward' has "
+                f"{T} steps (need >= 1 and equal)"
+            )
+        cams = sorted(k[4:] for k in data.files if k.startswith("obs.") and k != "obs.state")
+        frames = {STATE_KEY: _entry(data, path, "obs.state")}
+        _check(frames[STATE_KEY], path, "obs.state", np.float32, (T + 1, None))
+        for cam in cams:
+            frames[cam] = _entry(data, path, f"obs.{cam}")
+            _check(frames[cam], path, f"obs.{cam}", np.uint8, (T + 1, None, None, 3))
+    ends = steps["terminated"][:-1] | steps["truncated"][:-1]
+    if bool(ends.any()):
+        raise EpisodeFormatError(
+            f"{path}: keys 'terminated'/'truncated' end the episode at step "
+            f"{int(np.argmax(ends))} of {T}; only the last step may"
+        )
+    obs = [{k: v[i] for k, v in frames.items()} for i in range(T + 1)]
+    transitions = [
+        Transition(
+            obs=obs[i],
+            action=steps["action"][i],
+            reward=float(steps["reward"][i]),
+            next_obs=obs[i + 1],
+            terminated=bool(steps["terminated"][i]),
+            truncated=bool(steps["truncated"][i]),
+            intervened=bool(steps["intervened"][i]),
+            gripper_penalty=float(steps["gripper_penalty"][i]),
+        )
+        for i in range(T)
+    ]
+    return transitions, meta
+
+
+def load_episodes(directory: str | Path, strict: bool = False) -> Iterator[Episode]:
+    """Yield the episodes of ``directory`` in number order, each read when reached.
+
+    Leftover temporary files from an interrupted write are skipped with a logged warning. A file
+    that is corrupt, truncated or breaks the format is logged as an error naming the file and
+    skipped; with ``strict=True`` it raises EpisodeFormatError instead.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"episode directory {directory} does not exist")
+    for p in sorted(directory.iterdir()):
+        if _is_temp(p):
+            log.warning("skipping %s: temporary file left by an interrupted write", p)
+    for _, path in _numbered(directory):
+        try:
+            transitions, meta = load_episode(path)
+        except EpisodeFormatError as e:
+            if strict:
+                raise
+            log.error("skipping episode file %s: %s", path, e)
+            continue
+        yield Episode(path, transitions, meta)
+
+
+class EpisodeRecorder:
+    """Collects the steps of the current episode and saves them when it ends.
+
+    Used by the actor: each finished episode (terminated or truncated) is on disk before the next
+    begins, so a crash loses at most the current one. max_steps bounds memory for an episode that
+    never ends (a missing time limit): at that length the steps so far are saved as an open
+    episode (no end flag) with a logged warning, and recording goes on in a new file.
+    """
+
+    def __init__(self, directory: str | Path, meta: dict, max_steps: int = 10_000) -> None:
+        check_meta(meta)
+        if max_steps < 1:
+            raise ValueError(f"max_steps={max_steps}; expected >= 1")
+        self.directory = Path(directory)
+        self.meta = dict(meta)
+        self.max_steps = max_steps
+        self._steps: list[Transition] = []
+
+    @property
+    def num_pending(self) -> int:
+        """Steps of the current, unsaved episode."""
+        return len(self._steps)
+
+    def add(self, t: Transition) -> Path | None:
+        """Record one step; returns the saved file's path when ``t`` ends the episode.
+
+        Raises ValueError, recording nothing, when ``t.obs`` does not continue the current episode
+        (call ``flush()`` or ``discard()`` first). If saving fails (e.g. disk full) the error is
+        raised and that episode's steps are dropped, so the next episode starts clean.
+        """
+        if self._steps and not np.array_equal(
+            np.asarray(t.obs[STATE_KEY], dtype=np.float32),
+            np.asarray(self._steps[-1].next_obs[STATE_KEY], dtype=np.float32),
+            equal_nan=True,
+        ):
+            raise ValueError(
+                f"obs['{STATE_KEY}'] does not continue the current episode of {len(self._steps)} "
+                "steps; call flush() or discard() before starting a new one"
+            )
+        self._steps.append(t)
+        if t.terminated or t.truncated:
+            return self.flush()
+        if len(self._steps) >= self.max_steps:
+            log.warning(
+                "episode reached max_steps=%d without terminated/truncated; saving it open",
+                self.max_steps,
+            )
+            return self.flush()
+        return None
+
+    def flush(self) -> Path | None:
+        """Save the current steps now (an open episode if the last did not end); None if none."""
+        steps, self._steps = self._steps, []
+        return save_episode(self.directory, steps, self.meta) if steps else None
+
+    def discard(self) -> None:
+        """Drop the current episode's steps (e.g. the operator aborted it)."""
+        self._steps = []

@@ -1,0 +1,360 @@
+"""Replay buffer for image + state transitions: frames stored once, exact episode ends, n-step.
+
+Storage. Each observation key ("front", "wrist", ..., "state") is one column of frames; an episode
+of T steps stores T + 1 frames per key (obs_0 .. obs_T), shared between ``obs`` and ``next_obs``.
+Per step the buffer keeps the action, reward, gripper penalty, terminated and intervened flags, the
+index of its obs frame (its next_obs frame is the one after) and its episode number. Columns grow in
+chunks as data arrives (see ``_chunked``), never reserved for the full capacity; once more than
+``capacity`` steps are held the oldest steps are dropped first (FIFO) and their frames freed.
+
+Episodes. Steps arrive in order. A step with terminated or truncated ends its episode and the next
+``add`` starts a new one; ``close_episode()`` ends one without a final flag (used for demo segments
+and after an actor restart). Inside an episode each step's obs must be the previous step's next_obs;
+the state vectors are compared and a mismatch raises ValueError instead of storing a wrong frame.
+
+Targets. For a sampled step i the n-step window is i .. i+k-1 with k = min(n_step, steps left in
+its episode, including steps not yet received). rewards = sum_j gamma^j r_{i+j} and
+discounts = gamma^k, times 0 only if step i+k-1 terminated. Truncation (a time limit) is not
+terminal: the target bootstraps from the episode's true final observation, the last stored frame.
+So an open episode's newest steps get a shorter window (k < n_step) until more steps arrive.
+
+Threads: ``add``, ``sample`` and ``close_episode`` take a per-buffer lock, so a thread receiving
+transitions and the learner's update thread may share a buffer (one process; no shared memory).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from robot_rl.data._chunked import ChunkedColumn
+from robot_rl.data.batch import STATE_KEY, Batch, Transition, image_keys
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ObsSpec:
+    """What one buffer stores: image shapes (H, W, 3) per camera, state and action sizes."""
+
+    image_shapes: dict[str, tuple[int, int, int]]
+    state_dim: int
+    action_dim: int
+
+    @property
+    def keys(self) -> list[str]:
+        """Observation keys, cameras sorted then "state"."""
+        return [*sorted(self.image_shapes), STATE_KEY]
+
+    @staticmethod
+    def from_transition(t: Transition) -> ObsSpec:
+        """The spec of the first transition a buffer sees (validated afterwards like any other)."""
+        if STATE_KEY not in t.obs:
+            raise ValueError(f"obs has keys {sorted(t.obs)}; a '{STATE_KEY}' entry is required")
+        shapes: dict[str, tuple[int, int, int]] = {}
+        for k in image_keys(t.obs):
+            shape = np.shape(t.obs[k])
+            if len(shape) != 3 or shape[2] != 3:
+                raise ValueError(f"obs[{k!r}] has shape {shape}; images must be (H, W, 3)")
+            shapes[k] = (int(shape[0]), int(shape[1]), 3)
+        state_shape = np.shape(t.obs[STATE_KEY])
+        action_shape = np.shape(t.action)
+        if len(state_shape) != 1:
+            raise ValueError(f"obs['{STATE_KEY}'] has shape {state_shape}; expected (D,)")
+        if len(action_shape) != 1:
+            raise ValueError(f"action has shape {action_shape}; expected (A,)")
+        return ObsSpec(shapes, int(state_shape[0]), int(action_shape[0]))
+
+
+def _check_obs(obs: dict[str, np.ndarray], name: str, spec: ObsSpec) -> dict[str, np.ndarray]:
+    """Validate one observation against ``spec``; returns arrays (state cast to float32)."""
+    if sorted(obs) != sorted(spec.keys):
+        raise ValueError(f"{name} has keys {sorted(obs)}; this buffer stores {sorted(spec.keys)}")
+    out: dict[str, np.ndarray] = {}
+    for k, shape in spec.image_shapes.items():
+        img = np.asarray(obs[k])
+        if img.dtype != np.uint8:
+            raise ValueError(f"{name}[{k!r}] has dtype {img.dtype}; images must be uint8")
+        if img.shape != shape:
+            raise ValueError(f"{name}[{k!r}] has shape {img.shape}; this buffer stores {shape}")
+        out[k] = img
+    state = np.asarray(obs[STATE_KEY])
+    if state.dtype.kind not in "fiu":
+        raise ValueError(f"{name}['{STATE_KEY}'] has dtype {state.dtype}; expected float32")
+    if state.shape != (spec.state_dim,):
+        raise ValueError(
+            f"{name}['{STATE_KEY}'] has shape {state.shape}; this buffer stores ({spec.state_dim},)"
+        )
+    out[STATE_KEY] = state.astype(np.float32, copy=False)
+    return out
+
+
+def _finite_float(value: object, name: str) -> float:
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} is not a number") from None
+    if not math.isfinite(x):
+        raise ValueError(f"{name}={x} is not finite")
+    return x
+
+
+def _checked_step(
+    t: Transition, spec: ObsSpec
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], tuple]:
+    """Validate ``t`` against ``spec``: (obs, next_obs, the step's stored fields but frame and
+    episode). Raises ValueError naming the field."""
+    obs = _check_obs(t.obs, "obs", spec)
+    next_obs = _check_obs(t.next_obs, "next_obs", spec)
+    action = np.asarray(t.action)
+    if action.dtype.kind not in "fiu" or action.shape != (spec.action_dim,):
+        raise ValueError(
+            f"action has dtype {action.dtype} and shape {action.shape}; this buffer stores "
+            f"float32 ({spec.action_dim},)"
+        )
+    if not np.all(np.isfinite(action)):
+        raise ValueError(f"action={action} is not finite")
+    reward = _finite_float(t.reward, "reward")
+    penalty = _finite_float(t.gripper_penalty, "gripper_penalty")
+    return obs, next_obs, (action, reward, penalty, bool(t.terminated), bool(t.intervened))
+
+
+def _step_dtype(action_dim: int) -> np.dtype:
+    """One stored step: the row of the per-step column (about 30 + 4 A bytes)."""
+    return np.dtype(
+        [
+            ("action", np.float32, (action_dim,)),
+            ("reward", np.float32),
+            ("gripper_penalty", np.float32),
+            ("terminated", np.bool_),
+            ("intervened", np.bool_),
+            ("frame", np.int64),  # global index of the obs frame; next_obs is frame + 1
+            ("episode", np.int64),  # episode (or demo segment) number, consecutive
+        ]
+    )
+
+
+class ReplayBuffer:
+    """FIFO replay of at most ``capacity`` steps with shared frames and n-step targets.
+
+    capacity: the most steps held (>= 1); gamma: discount per step in [0, 1];
+    n_step: steps summed into a target (>= 1); seed: seeds the sampling generator.
+    """
+
+    def __init__(self, capacity: int, gamma: float = 0.97, n_step: int = 1, seed: int = 0) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"capacity={capacity!r}; expected an int >= 1")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma={gamma!r}; expected 0 <= gamma <= 1")
+        if isinstance(n_step, bool) or not isinstance(n_step, int) or n_step < 1:
+            raise ValueError(f"n_step={n_step!r}; expected an int >= 1")
+        self.capacity = capacity
+        self.gamma = float(gamma)
+        self.n_step = n_step
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.spec: ObsSpec | None = None
+        self._frames: dict[str, ChunkedColumn] = {}
+        self._steps: ChunkedColumn | None = None
+        self._tail = 0  # global index of the oldest live step
+        self._open = False  # the newest episode awaits more steps
+        self._episode = -1  # number of the newest episode
+
+    def __len__(self) -> int:
+        """Steps (transitions) held."""
+        return 0 if self._steps is None else self._steps.end - self._tail
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all stored arrays, chunks counted as allocated (what the process holds)."""
+        steps = 0 if self._steps is None else self._steps.nbytes
+        return steps + sum(c.nbytes for c in self._frames.values())
+
+    @property
+    def num_episodes(self) -> int:
+        """Episodes (or demo segments) with at least one step held, the open one included."""
+        if len(self) == 0 or self._steps is None:
+            return 0
+        return self._episode - int(self._steps.row(self._tail)["episode"]) + 1
+
+    @property
+    def episode_open(self) -> bool:
+        """True while the newest episode has not ended: the next add must continue it."""
+        return self._open
+
+    def clear(self) -> None:
+        """Drop everything (steps, frames, spec); the sampling generator keeps its state."""
+        with self._lock:
+            self._reset()
+
+    def close_episode(self) -> None:
+        """End the open episode without a terminal flag (its last next_obs stays the bootstrap).
+
+        For demo segments that stop when the operator lets go, and to resume after an actor
+        restart lost the end of an episode. No-op when no episode is open.
+        """
+        with self._lock:
+            self._open = False
+
+    def add(self, t: Transition) -> None:
+        """Store one step. Raises ValueError (and stores nothing) for a bad or out-of-order step."""
+        with self._lock:
+            spec = self.spec if self.spec is not None else ObsSpec.from_transition(t)
+            obs, next_obs, row = _checked_step(t, spec)
+            if self._open:
+                stored = self._frames[STATE_KEY].row(self._frames[STATE_KEY].end - 1)
+                if not np.array_equal(stored, obs[STATE_KEY], equal_nan=True):
+                    raise ValueError(
+                        f"obs['{STATE_KEY}']={obs[STATE_KEY]} does not continue the open episode "
+                        f"(its last next_obs['{STATE_KEY}']={stored}); end the episode with "
+                        "terminated/truncated, or call close_episode() before starting a new one"
+                    )
+            steps = self._steps if self._steps is not None else self._allocate(spec)
+            if self._open:
+                frame = self._frames[STATE_KEY].end - 1  # obs is the stored last next_obs
+            else:
+                self._episode += 1
+                frame = self._frames[STATE_KEY].end
+                for k, col in self._frames.items():
+                    col.append(obs[k])
+            for k, col in self._frames.items():
+                col.append(next_obs[k])
+            steps.append((*row, frame, self._episode))
+            self._open = not (t.terminated or t.truncated)
+            if steps.end - self._tail > self.capacity:  # FIFO: drop the oldest step
+                self._tail = steps.end - self.capacity
+                steps.release_before(self._tail)
+                first_frame = int(steps.row(self._tail)["frame"])
+                for col in self._frames.values():
+                    col.release_before(first_frame)
+
+    def _allocate(self, spec: ObsSpec) -> ChunkedColumn:
+        """Create the (empty) columns for ``spec``; returns the per-step column."""
+        self.spec = spec
+        self._frames = {k: ChunkedColumn(shape, np.uint8) for k, shape in spec.image_shapes.items()}
+        self._frames[STATE_KEY] = ChunkedColumn((spec.state_dim,), np.float32)
+        self._steps = ChunkedColumn((), _step_dtype(spec.action_dim))
+        return self._steps
+
+    def sample(
+        self, batch_size: int, device: str | torch.device = "cpu", pin_memory: bool = False
+    ) -> Batch:
+        """``batch_size`` steps drawn uniformly with replacement, as a Batch on ``device``.
+
+        Images stay uint8 (B, H, W, 3). Samples come ordered by storage position (gathering in
+        order is faster), so a caller that splits a batch should shuffle it first.
+        pin_memory: gather into page-locked memory and copy to ``device`` without blocking
+        (ignored, with a warning, when no CUDA device is present).
+        """
+        return sample_many([(self, batch_size)], device=device, pin_memory=pin_memory)
+
+    def _sample_into(self, count: int, out: dict[str, np.ndarray], start: int) -> None:
+        """Gather ``count`` samples into rows start .. start+count of the arrays in ``out``."""
+        with self._lock:
+            if len(self) == 0 or self._steps is None:
+                raise ValueError("cannot sample from an empty replay buffer")
+            head = self._steps.end
+            first = np.sort(self._rng.integers(self._tail, head, size=count))
+            window = first[:, None] + np.arange(self.n_step)  # (count, n) step indices
+            steps = np.empty(window.size, dtype=self._steps.dtype)
+            self._steps.gather(np.minimum(window, head - 1).ravel(), steps)
+            steps = steps.reshape(window.shape)
+            # The window stops at its episode's end (or at the newest step): a prefix mask.
+            inside = (window < head) & (steps["episode"] == steps["episode"][:, :1])
+            k = inside.sum(axis=1)  # (count,) >= 1
+            powers = self.gamma ** np.arange(self.n_step, dtype=np.float64)
+            returns = np.where(inside, steps["reward"] * powers, 0.0).sum(axis=1)
+            last = steps[np.arange(count), k - 1]
+            discounts = self.gamma ** k.astype(np.float64) * ~last["terminated"]
+            rows = slice(start, start + count)
+            out["actions"][rows] = steps["action"][:, 0]
+            out["rewards"][rows] = returns
+            out["discounts"][rows] = discounts
+            out["gripper_penalties"][rows] = steps["gripper_penalty"][:, 0]
+            out["intervened"][rows] = steps["intervened"][:, 0]
+            for key, col in self._frames.items():
+                col.gather(steps["frame"][:, 0], out["obs." + key][rows])
+                col.gather(last["frame"] + 1, out["next_obs." + key][rows])
+
+
+_warned_no_pin = False
+
+
+def sample_many(
+    parts: Sequence[tuple[ReplayBuffer, int]],
+    device: str | torch.device = "cpu",
+    pin_memory: bool = False,
+) -> Batch:
+    """One Batch holding ``count`` samples from each ``(buffer, count)`` in turn.
+
+    All buffers asked for samples must store the same observation keys and shapes. The batch is
+    gathered straight into one set of tensors (pinned if asked), with no concatenation copy.
+    """
+    global _warned_no_pin
+    for _, n in parts:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"sample count {n!r}; expected an int >= 0")
+    active = [(buf, int(n)) for buf, n in parts if n > 0]
+    for buf, _ in active:
+        if len(buf) == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+    total = sum(n for _, n in active)
+    if total < 1:
+        raise ValueError(f"batch size {total}; expected >= 1")
+    spec = active[0][0].spec
+    specs = [buf.spec for buf, _ in active]
+    if spec is None or any(other != spec for other in specs):
+        raise ValueError(f"buffers store different observations: {specs}")
+    if pin_memory and not torch.cuda.is_available():
+        if not _warned_no_pin:
+            log.warning("pin_memory=True but no CUDA device is present; not pinning")
+            _warned_no_pin = True
+        pin_memory = False
+
+    def empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        return torch.empty(shape, dtype=dtype, pin_memory=pin_memory)
+
+    tensors: dict[str, torch.Tensor] = {
+        "actions": empty((total, spec.action_dim), torch.float32),
+        "rewards": empty((total,), torch.float32),
+        "discounts": empty((total,), torch.float32),
+        "gripper_penalties": empty((total,), torch.float32),
+        "intervened": empty((total,), torch.bool),
+    }
+    for prefix in ("obs.", "next_obs."):
+        for k, shape in spec.image_shapes.items():
+            tensors[prefix + k] = empty((total, *shape), torch.uint8)
+        tensors[prefix + STATE_KEY] = empty((total, spec.state_dim), torch.float32)
+    arrays = {name: t.numpy() for name, t in tensors.items()}
+    start = 0
+    for buf, n in active:
+        buf._sample_into(n, arrays, start)
+        start += n
+    batch = Batch(
+        obs={k: tensors["obs." + k] for k in spec.keys},
+        actions=tensors["actions"],
+        rewards=tensors["rewards"],
+        next_obs={k: tensors["next_obs." + k] for k in spec.keys},
+        discounts=tensors["discounts"],
+        gripper_penalties=tensors["gripper_penalties"],
+        intervened=tensors["intervened"],
+    )
+    if torch.device(device).type != "cpu":
+        batch = batch.to(device, non_blocking=pin_memory)
+    return batch
+
+
+def bytes_per_transition(buffer: ReplayBuffer) -> float:
+    """``buffer.nbytes / len(buffer)``: bytes held per stored step (replay_bytes_per_transition)."""
+    if len(buffer) == 0:
+        raise ValueError("bytes_per_transition of an empty buffer is undefined")
+    return buffer.nbytes / len(buffer)

@@ -1,0 +1,382 @@
+"""A training session in one process: an actor thread and a learner thread around shared replay.
+
+The actor steps the env with a snapshot of the policy (synced from the learner every
+``policy_sync_every`` updates), lets the intervener take over when configured, stores every step in
+the online buffer (interventions in the demo buffer too, as HIL-SERL does) and writes each episode
+to disk. The learner samples 50/50 demo/online batches and updates the agent, holding the
+update-to-data ratio: it never runs ahead of the data, and the actor waits when the learner falls
+more than ``utd_slack`` updates behind (so results in env steps do not depend on the CPU's speed).
+
+Run directory layout (``runs/<name>/``): config.yaml, checkpoints/latest.pt, demos/ and episodes/
+(one .npz per episode, see ``robot_rl.data.episodes``), tb/ (TensorBoard), eval.jsonl,
+learning_curve.png.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from robot_rl.agents.checkpoint import load_checkpoint, save_checkpoint
+from robot_rl.agents.config import SACConfig
+from robot_rl.agents.sac import SACAgent
+from robot_rl.config import from_dict, to_dict
+from robot_rl.data.batch import Transition
+from robot_rl.data.episodes import load_episodes, save_episode
+from robot_rl.data.mixing import route, sample_mixed
+from robot_rl.data.replay import ReplayBuffer
+from robot_rl.envs.intervention import InterventionWrapper, ScriptedIntervener
+from robot_rl.envs.twin_env import TwinEnv, TwinEnvConfig, make_env
+from robot_rl.runtime.record import record_demos
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One sim training session (the env config names the task and the observation mode)."""
+
+    env: TwinEnvConfig = field(default_factory=TwinEnvConfig)
+    agent: SACConfig = field(default_factory=SACConfig)
+    seed: int = 0
+    env_steps: int = 20_000
+    demos: int = 20  # scripted-expert demos recorded into the run before training (0: none)
+    interventions: bool = True  # the scripted intervener stands in for the operator
+    learning_starts: int = 100  # online steps before the first update
+    batch_size: int = 256
+    replay_capacity: int = 200_000
+    n_step: int = 1
+    utd_slack: int = 20  # updates the learner may lag before the actor waits
+    policy_sync_every: int = 10  # learner updates between actor policy snapshots
+    eval_every: int = 2_000  # env steps between deterministic evaluations (0: only at the end)
+    eval_episodes: int = 10
+    checkpoint_every: int = 2_000
+    run_dir: str = "runs"
+    name: str = ""  # default: <task>-<obs>-<seed>
+
+    def __post_init__(self) -> None:
+        for name in ("env_steps", "batch_size", "replay_capacity", "n_step", "eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}; must be >= 1")
+        if self.demos < 0 or self.learning_starts < 0:
+            raise ValueError("demos and learning_starts must be >= 0")
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.env.task}-{self.env.obs}-{self.seed}"
+
+
+@dataclass
+class Counters:
+    env_steps: int = 0
+    updates: int = 0
+    episodes: int = 0
+    interventions: int = 0
+
+
+class TrainingSession:
+    """Builds everything for a ``TrainConfig`` and runs it (``run()``); resumable from its dir."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+        self.config = config
+        self.dir = Path(config.run_dir) / config.run_name
+        self._prepare_dir(resume)
+        torch.manual_seed(config.seed)
+        self.env = make_env(config.env)
+        self.eval_env = make_env(config.env)
+        self.agent = SACAgent(
+            self.env.observation_space, self.env.action_space, config.agent, config.seed
+        )
+        self.demo = ReplayBuffer(config.replay_capacity, config.agent.discount, config.n_step)
+        self.online = ReplayBuffer(config.replay_capacity, config.agent.discount, config.n_step)
+        self.counters = Counters()
+        self.recent_success: deque[float] = deque(maxlen=20)
+        self.recent_return: deque[float] = deque(maxlen=20)
+        self.recent_interventions: deque[float] = deque(maxlen=20)
+        self.evaluations: list[dict[str, float]] = []
+        self._lock = threading.Lock()  # replay buffers and counters
+        self._agent_lock = threading.Lock()  # the learner's agent while snapshotting
+        self._stop = threading.Event()
+        self._learner_error: BaseException | None = None
+        self._policy = copy.deepcopy(self.agent)
+        self._writer = None
+        if resume:
+            self._resume()
+        else:
+            self._load_or_record_demos()
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _prepare_dir(self, resume: bool) -> None:
+        cfg_path = self.dir / "config.yaml"
+        if resume:
+            if not (self.dir / "checkpoints" / "latest.pt").is_file():
+                raise FileNotFoundError(
+                    f"nothing to resume in {self.dir}: no checkpoints/latest.pt; start without "
+                    "--resume"
+                )
+        elif cfg_path.exists():
+            raise FileExistsError(
+                f"{self.dir} already holds a run; pass --resume to continue it or choose --name"
+            )
+        for sub in ("checkpoints", "demos", "episodes", "tb"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        if not resume:
+            cfg_path.write_text(yaml.safe_dump(to_dict(self.config), sort_keys=False))
+
+    def _load_or_record_demos(self) -> None:
+        demo_dir = self.dir / "demos"
+        if self.config.demos > 0:
+            record_demos(self.env, self.config.demos, demo_dir, seed=self.config.seed + 10_000)
+        self._replay_dir(demo_dir, into_demo_only=True)
+
+    def _replay_dir(self, directory: Path, into_demo_only: bool) -> None:
+        for episode in load_episodes(directory):
+            for t in episode.transitions:
+                if into_demo_only:
+                    self.demo.add(t)
+                else:
+                    route(t, self.demo, self.online)
+
+    def _resume(self) -> None:
+        extra = load_checkpoint(self.dir / "checkpoints" / "latest.pt", self.agent)
+        self.counters = Counters(**extra["counters"])
+        self.evaluations = list(extra.get("evaluations", []))
+        self._replay_dir(self.dir / "demos", into_demo_only=True)
+        self._replay_dir(self.dir / "episodes", into_demo_only=False)
+        self._policy = copy.deepcopy(self.agent)
+        log.info(
+            "resumed %s at %d env steps, %d updates; replay %d demo + %d online transitions",
+            self.dir, self.counters.env_steps, self.counters.updates, len(self.demo),
+            len(self.online),
+        )  # fmt: skip
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self) -> dict[str, float]:
+        """Train until ``env_steps``; returns the final evaluation."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(str(self.dir / "tb"))
+        learner = threading.Thread(target=self._learner_thread, name="learner", daemon=True)
+        learner.start()
+        try:
+            self._actor_loop()
+        finally:
+            self._stop.set()
+            learner.join()
+        if self._learner_error is not None:
+            raise RuntimeError("the learner failed; see the log") from self._learner_error
+        final = self.evaluate(self.config.eval_episodes)
+        self._checkpoint()
+        self._plot()
+        self._writer.close()
+        return final
+
+    def _actor_loop(self) -> None:
+        cfg = self.config
+        env = InterventionWrapper(self.env, ScriptedIntervener()) if cfg.interventions else self.env
+        rng = np.random.default_rng([cfg.seed, self.counters.env_steps])  # fresh seeds on resume
+        obs, _ = env.reset(seed=int(rng.integers(2**31 - 1)))
+        episode: list[Transition] = []
+        episode_return = 0.0
+        episode_interventions = 0
+        start = time.perf_counter()
+        start_steps = self.counters.env_steps
+        with tqdm(
+            total=cfg.env_steps, initial=self.counters.env_steps, desc="train", unit="step"
+        ) as bar:
+            while self.counters.env_steps < cfg.env_steps:
+                self._wait_for_learner()
+                if self._learner_error is not None:
+                    return
+                action = self._policy.act(obs, deterministic=False)
+                next_obs, reward, terminated, truncated, info = env.step(action)
+                intervened = bool(info.get("intervened", False))
+                executed = np.asarray(info.get("action", action), dtype=np.float32)
+                t = Transition(
+                    obs, executed, float(reward), next_obs, terminated, truncated,
+                    intervened, float(info["gripper_penalty"]),
+                )  # fmt: skip
+                with self._lock:
+                    route(t, self.demo, self.online)
+                    self.counters.env_steps += 1
+                    self.counters.interventions += intervened
+                episode.append(t)
+                episode_return += reward
+                episode_interventions += intervened
+                obs = next_obs
+                bar.update(1)
+                if terminated or truncated:
+                    save_episode(self.dir / "episodes", episode, {"task": cfg.env.task})
+                    self._end_episode(info, episode_return, episode_interventions, len(episode))
+                    episode, episode_return, episode_interventions = [], 0.0, 0
+                    obs, _ = env.reset(seed=int(rng.integers(2**31 - 1)))
+                steps = self.counters.env_steps
+                if steps % 100 == 0:
+                    rate = (steps - start_steps) / (time.perf_counter() - start)
+                    self._scalar("actor/env_steps_per_s", rate)
+                    bar.set_postfix(
+                        success=f"{np.mean(self.recent_success or [0]):.2f}",
+                        upd=self.counters.updates,
+                    )
+                if cfg.eval_every and steps % cfg.eval_every == 0:
+                    self.evaluate(cfg.eval_episodes)
+                if cfg.checkpoint_every and steps % cfg.checkpoint_every == 0:
+                    self._checkpoint()
+
+    def _end_episode(self, info: dict[str, Any], ret: float, interventions: int, n: int) -> None:
+        self.counters.episodes += 1
+        self.recent_success.append(float(info["success"]))
+        self.recent_return.append(ret)
+        self.recent_interventions.append(interventions / n)
+        self._scalar("actor/success_rate", float(np.mean(self.recent_success)))
+        self._scalar("actor/return", float(np.mean(self.recent_return)))
+        self._scalar("actor/intervention_rate", float(np.mean(self.recent_interventions)))
+        self._scalar("actor/episode_steps", n)
+
+    def _wait_for_learner(self) -> None:
+        """Hold the update-to-data ratio: wait while the learner lags by more than the slack."""
+        cfg = self.config
+        while not self._stop.is_set() and self._learner_error is None:
+            online = self.counters.env_steps
+            behind = (online - cfg.learning_starts) - self.counters.updates
+            if online < cfg.learning_starts or behind <= cfg.utd_slack:
+                return
+            time.sleep(0.001)
+
+    def _learner_thread(self) -> None:
+        cfg = self.config
+        last_log = time.perf_counter()
+        updates_at_log = self.counters.updates
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    allowed = self.counters.env_steps - cfg.learning_starts
+                    ready = allowed > self.counters.updates and len(self.demo) + len(self.online)
+                    batch = (
+                        sample_mixed(
+                            self.demo,
+                            self.online,
+                            cfg.batch_size * cfg.agent.utd_ratio,
+                            self.agent.device,
+                        )
+                        if ready
+                        else None
+                    )
+                if batch is None:
+                    time.sleep(0.002)  # never run ahead of the data
+                    continue
+                with self._agent_lock:
+                    metrics = self.agent.update(batch)
+                self.counters.updates += 1
+                if self.counters.updates % cfg.policy_sync_every == 0:
+                    with self._agent_lock:
+                        policy = copy.deepcopy(self.agent)
+                    self._policy = policy
+                if self.counters.updates % 50 == 0:
+                    now = time.perf_counter()
+                    for key, value in metrics.items():
+                        self._scalar(f"learner/{key}", value)
+                    self._scalar(
+                        "learner/updates_per_s",
+                        (self.counters.updates - updates_at_log) / (now - last_log),
+                    )
+                    utd = (
+                        self.counters.updates
+                        * self.agent.config.utd_ratio
+                        / max(1, self.counters.env_steps)
+                    )
+                    self._scalar("learner/utd", utd)
+                    last_log, updates_at_log = now, self.counters.updates
+        except BaseException as exc:  # surfaced by run(); the actor stops waiting on it
+            log.exception("learner failed")
+            self._learner_error = exc
+
+    # -- evaluation, checkpoints, plots --------------------------------------------------------
+    def evaluate(self, episodes: int) -> dict[str, float]:
+        """Deterministic policy on ``episodes`` seeded episodes of the eval env."""
+        with self._agent_lock:
+            policy = copy.deepcopy(self.agent)
+        result = evaluate_policy(policy, self.eval_env, episodes, seed=self.config.seed + 50_000)
+        result["env_steps"] = float(self.counters.env_steps)
+        self.evaluations.append(result)
+        self._scalar("eval/success_rate", result["success_rate"])
+        self._scalar("eval/return", result["return"])
+        with (self.dir / "eval.jsonl").open("a") as fh:
+            fh.write(json.dumps(result) + "\n")
+        log.info("eval at %d steps: %s", self.counters.env_steps, result)
+        return result
+
+    def _checkpoint(self) -> None:
+        with self._agent_lock:
+            save_checkpoint(
+                self.dir / "checkpoints" / "latest.pt",
+                self.agent,
+                {
+                    "counters": dict(vars(self.counters)),
+                    "evaluations": self.evaluations,
+                    "config": to_dict(self.config),
+                },
+            )
+
+    def _scalar(self, tag: str, value: float) -> None:
+        if self._writer is not None:
+            self._writer.add_scalar(tag, value, self.counters.env_steps)
+
+    def _plot(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        steps = [e["env_steps"] for e in self.evaluations]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(steps, [e["success_rate"] for e in self.evaluations], marker="o")
+        ax.set(xlabel="env steps", ylabel="eval success rate", ylim=(-0.05, 1.05))
+        ax.set_title(f"{self.config.env.task} ({self.config.env.obs})")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(self.dir / "learning_curve.png", dpi=100)
+        plt.close(fig)
+
+
+def evaluate_policy(agent: SACAgent, env: TwinEnv, episodes: int, seed: int) -> dict[str, float]:
+    """Success rate and mean return of the deterministic policy over seeded episodes."""
+    successes, returns, lengths = [], [], []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        total, steps, done = 0.0, 0, False
+        info: dict[str, Any] = {"success": False}
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(agent.act(obs, deterministic=True))
+            total += reward
+            steps += 1
+            done = terminated or truncated
+        successes.append(float(info["success"]))
+        returns.append(total)
+        lengths.append(steps)
+    return {
+        "success_rate": float(np.mean(successes)),
+        "return": float(np.mean(returns)),
+        "episode_steps": float(np.mean(lengths)),
+        "episodes": float(episodes),
+    }
+
+
+def load_train_config(run_dir: Path) -> TrainConfig:
+    """The config a run was started with (its config.yaml)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} a training run directory?")
+    return from_dict(TrainConfig, yaml.safe_load(path.read_text()))

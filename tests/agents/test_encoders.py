@@ -1,0 +1,140 @@
+"""DrQ random shift, image encoders, pretrained backbone weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from robot_rl.agents import encoders
+from robot_rl.agents.encoders import (
+    ConvBackbone,
+    ObservationEncoder,
+    ResNet10Backbone,
+    load_backbone_weights,
+    random_shift,
+    save_backbone_weights,
+)
+
+
+def coordinate_images(batch_size: int, side: int = 16) -> torch.Tensor:
+    """(B, side, side, 3) uint8 where pixel (h, w) holds h * 16 + w in every channel."""
+    h, w = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+    pattern = (h * 16 + w).astype(np.uint8)
+    return torch.from_numpy(np.repeat(pattern[None, :, :, None], 3, axis=-1)).repeat(
+        batch_size, 1, 1, 1
+    )
+
+
+def test_random_shift_is_an_edge_replicated_shifted_copy():
+    pad = 4
+    images = coordinate_images(64)
+    out = random_shift(images, pad, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    shifts = set()
+    for b in range(64):
+        # An interior pixel (8, 8) moved by (dy, dx) holds (8 + dy) * 16 + (8 + dx).
+        centre = int(out[b, 8, 8, 0])
+        dy, dx = centre // 16 - 8, centre % 16 - 8
+        assert abs(dy) <= pad and abs(dx) <= pad
+        shifts.add((dy, dx))
+        # Reference: replicate padding == clipping the source coordinates to the image.
+        rows = np.clip(np.arange(16) + dy, 0, 15)
+        cols = np.clip(np.arange(16) + dx, 0, 15)
+        expected = (rows[:, None] * 16 + cols[None, :]).astype(np.uint8)
+        for c in range(3):
+            assert np.array_equal(out[b, :, :, c].numpy(), expected)
+    assert len(shifts) > 10, "each sample gets its own shift"
+
+
+def test_random_shift_pad_zero_is_identity():
+    images = coordinate_images(4)
+    assert torch.equal(random_shift(images, 0), images)
+
+
+def test_random_shift_same_generator_state_same_shifts():
+    images = coordinate_images(8)
+    a = random_shift(images, 2, torch.Generator().manual_seed(3))
+    b = random_shift(images, 2, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_random_shift_rejects_unbatched_images():
+    with pytest.raises(ValueError, match=r"\(B, H, W, C\)"):
+        random_shift(torch.zeros(16, 16, 3, dtype=torch.uint8), 4)
+
+
+@pytest.mark.parametrize("encoder", ["conv", "resnet10"])
+def test_observation_encoder_shape_and_range(encoder):
+    torch.manual_seed(0)
+    shapes = {"wrist": (32, 32, 3), "front": (40, 32, 3)}
+    net = ObservationEncoder(
+        shapes, state_dim=5, encoder=encoder, latent_dim=16, state_latent_dim=8
+    )
+    assert net.camera_names == ["front", "wrist"]
+    assert net.out_dim == 2 * 16 + 8
+    obs = {name: torch.randint(0, 256, (3, *s), dtype=torch.uint8) for name, s in shapes.items()}
+    obs["state"] = torch.randn(3, 5)
+    z = net(obs)
+    assert z.shape == (3, 40)
+    assert torch.isfinite(z).all() and z.abs().max() <= 1.0  # every part ends in tanh
+
+
+def test_conv_backbone_at_128_gives_a_16x16_map():
+    out = ConvBackbone()(torch.zeros(1, 3, 128, 128))
+    assert out.shape == (1, 32, 16, 16)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth"])
+def test_backbone_weights_round_trip(tmp_path, suffix):
+    torch.manual_seed(0)
+    source = ResNet10Backbone()
+    path = tmp_path / f"resnet10{suffix}"
+    save_backbone_weights(source, path)
+    torch.manual_seed(1)
+    target = ResNet10Backbone()
+    load_backbone_weights(target, path)
+    for (name, a), b in zip(source.state_dict().items(), target.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_missing_weights_file_says_what_to_do(tmp_path):
+    path = tmp_path / "nowhere.pt"
+    with pytest.raises(FileNotFoundError, match="pretrained_encoder_path") as info:
+        load_backbone_weights(ResNet10Backbone(), path)
+    assert str(path) in str(info.value)
+    assert "never downloaded" in str(info.value)
+
+
+def test_weights_of_another_backbone_are_rejected(tmp_path):
+    path = tmp_path / "conv.pt"
+    save_backbone_weights(ConvBackbone(), path)
+    with pytest.raises(ValueError, match="do not fit the ResNet10Backbone") as info:
+        load_backbone_weights(ResNet10Backbone(), path)
+    assert "missing keys" in str(info.value) and "save_backbone_weights" in str(info.value)
+
+
+def test_wrong_shapes_are_rejected(tmp_path):
+    path = tmp_path / "wide.pt"
+    save_backbone_weights(ConvBackbone(channels=(8, 32, 32)), path)
+    with pytest.raises(ValueError, match=r"wrong shapes \['net.0"):
+        load_backbone_weights(ConvBackbone(), path)
+
+
+def test_unreadable_weights_file_is_rejected(tmp_path):
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_backbone_weights(ConvBackbone(), path)
+
+
+def test_chunked_cpu_encoding_equals_one_pass(monkeypatch):
+    torch.manual_seed(0)
+    net = ObservationEncoder({"front": (16, 16, 3)}, state_dim=2, latent_dim=8, state_latent_dim=4)
+    obs = {"front": torch.randint(0, 256, (10, 16, 16, 3), dtype=torch.uint8)}
+    obs["state"] = torch.randn(10, 2)
+    whole = net(obs)
+    # 3 images (3 * 16 * 16 * 3 * 4 bytes) per chunk: chunks of 3, 3, 3, 1.
+    monkeypatch.setattr(encoders, "_CPU_CHUNK_BYTES", 3 * 16 * 16 * 3 * 4)
+    chunked = net(obs)
+    assert torch.allclose(whole, chunked, atol=1e-6)
