@@ -170,7 +170,9 @@ class SACAgent:
     def update(self, batch: Batch) -> dict[str, float]:
         """``utd_ratio`` critic steps on equal minibatches, then one actor + temperature step.
 
-        batch: see ``robot_rl.data.batch.Batch``; its size must be a multiple of utd_ratio.
+        batch: see ``robot_rl.data.batch.Batch``; its size must be a multiple of utd_ratio. The
+        critic steps take consecutive slices, so lay the batch out as ``utd_ratio`` minibatches
+        (``sample_mixed`` and ``ReplayBuffer.sample`` do, given ``minibatches=utd_ratio``).
         Returns means over the critic steps of critic_loss, q_mean, td_error (mean |Q - target|),
         gripper_loss; the actor step's actor_loss, temperature_loss, entropy; the temperature
         after the update; and the critic_steps / actor_steps counters.
@@ -497,7 +499,7 @@ def _frozen_copy(module: nn.Module) -> nn.Module:
 
 
 def _split(batch: Batch, parts: int) -> list[Batch]:
-    """``parts`` consecutive minibatches of equal size (samples are already in random order)."""
+    """``parts`` consecutive minibatches of equal size (see ``SACAgent.update`` on layout)."""
 
     def split(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return x.tensor_split(parts)

@@ -60,7 +60,7 @@ def run_learner_bench(
     sample_times = []
     for _ in range(5 if quick else 20):
         start = time.perf_counter()
-        batch = buffer.sample(batch_size * utd)
+        batch = buffer.sample(batch_size * utd, minibatches=utd)
         sample_times.append(time.perf_counter() - start)
 
     obs_space, act_space = _spaces(size, state_dim, action_dim)
@@ -69,7 +69,7 @@ def run_learner_bench(
     warmup, runs = (1, 2) if quick else (2, 7)
     update_times = []
     for i in range(warmup + runs):
-        batch = buffer.sample(batch_size * utd)
+        batch = buffer.sample(batch_size * utd, minibatches=utd)
         if agent.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()

@@ -25,12 +25,26 @@ def sample_mixed(
     batch_size: int,
     device: str | torch.device = "cpu",
     pin_memory: bool = False,
+    minibatches: int = 1,
 ) -> Batch:
-    """A batch of ``batch_size``: the first ``batch_size // 2`` samples from ``demo``, the rest
-    from ``online``; all from one buffer when the other is empty. ValueError if both are empty.
+    """A batch of ``batch_size``: half from ``demo`` and half from ``online``; all from one
+    buffer when the other is empty. ValueError if both are empty.
+
+    minibatches: the batch is laid out as that many consecutive equal slices, each mixed 50/50
+    on its own (demo rows first within a slice), so a learner that splits the batch for its
+    update-to-data ratio gives every critic step an RLPD batch. Must divide ``batch_size``.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}; expected an int >= 1")
+    if (
+        isinstance(minibatches, bool)
+        or not isinstance(minibatches, int)
+        or minibatches < 1
+        or batch_size % minibatches
+    ):
+        raise ValueError(
+            f"minibatches={minibatches!r}; expected an int >= 1 that divides {batch_size}"
+        )
     if len(demo) == 0 and len(online) == 0:
         raise ValueError("cannot sample: the demo and online buffers are both empty")
     if len(online) == 0:
@@ -39,9 +53,12 @@ def sample_mixed(
         n_demo = 0
     else:
         n_demo = batch_size // 2
-    return sample_many(
-        [(demo, n_demo), (online, batch_size - n_demo)], device=device, pin_memory=pin_memory
-    )
+    size = batch_size // minibatches
+    parts = []
+    for i in range(minibatches):  # spread n_demo as evenly as possible over the slices
+        k = (n_demo * (i + 1)) // minibatches - (n_demo * i) // minibatches
+        parts += [(demo, k), (online, size - k)]
+    return sample_many(parts, device=device, pin_memory=pin_memory)
 
 
 def route(t: Transition, demo: ReplayBuffer, online: ReplayBuffer) -> None:

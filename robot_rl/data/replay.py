@@ -246,16 +246,30 @@ class ReplayBuffer:
         return self._steps
 
     def sample(
-        self, batch_size: int, device: str | torch.device = "cpu", pin_memory: bool = False
+        self,
+        batch_size: int,
+        device: str | torch.device = "cpu",
+        pin_memory: bool = False,
+        minibatches: int = 1,
     ) -> Batch:
         """``batch_size`` steps drawn uniformly with replacement, as a Batch on ``device``.
 
         Images stay uint8 (B, H, W, 3). Samples come ordered by storage position (gathering in
-        order is faster), so a caller that splits a batch should shuffle it first.
+        order is faster), so a caller that splits a batch into minibatches should ask for them:
+        ``minibatches`` consecutive slices, each an independent uniform draw (must divide
+        ``batch_size``).
         pin_memory: gather into page-locked memory and copy to ``device`` without blocking
         (ignored, with a warning, when no CUDA device is present).
         """
-        return sample_many([(self, batch_size)], device=device, pin_memory=pin_memory)
+        if isinstance(minibatches, bool) or not isinstance(minibatches, int) or minibatches < 1:
+            raise ValueError(f"minibatches={minibatches!r}; expected an int >= 1")
+        if not isinstance(batch_size, bool) and isinstance(batch_size, int):
+            if batch_size % minibatches:
+                raise ValueError(f"minibatches={minibatches} does not divide {batch_size}")
+            parts = [(self, batch_size // minibatches)] * minibatches
+        else:
+            parts = [(self, batch_size)]  # sample_many explains what is wrong with it
+        return sample_many(parts, device=device, pin_memory=pin_memory)
 
     def _sample_into(self, count: int, out: dict[str, np.ndarray], start: int) -> None:
         """Gather ``count`` samples into rows start .. start+count of the arrays in ``out``."""

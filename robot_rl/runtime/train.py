@@ -270,6 +270,7 @@ class TrainingSession:
                             self.online,
                             cfg.batch_size * cfg.agent.utd_ratio,
                             self.agent.device,
+                            minibatches=cfg.agent.utd_ratio,
                         )
                         if ready
                         else None

@@ -30,6 +30,17 @@ def test_half_of_each_batch_comes_from_the_demos(batch_size: int, n_demo: int):
     assert from_demo == [True] * n_demo + [False] * (batch_size - n_demo)
 
 
+@pytest.mark.parametrize("minibatches", [2, 4])
+def test_each_minibatch_is_mixed_half_and_half(minibatches: int):
+    demo, online = filled(0, reward=1.0), filled(100, reward=0.0)
+    b = sample_mixed(demo, online, 64, minibatches=minibatches)
+    assert b.size == 64
+    for piece in b.rewards.tensor_split(minibatches):
+        assert piece.sum().item() == len(piece) / 2  # demo rewards are 1, online 0
+    with pytest.raises(ValueError, match="minibatches=3"):
+        sample_mixed(demo, online, 64, minibatches=3)
+
+
 def test_an_empty_side_gives_its_half_to_the_other():
     demo, online, empty = filled(0, 1.0), filled(100, 0.0), ReplayBuffer(10)
     assert torch.all(sample_mixed(demo, empty, 16).rewards == 1.0)
