@@ -3,7 +3,8 @@
 Each subcommand is one ``_add_<name>`` function that adds its parser and sets ``handler``; add a
 new one to ``SUBCOMMANDS``. Benchmarks are registered in ``BENCHES`` by name as "module:function"
 and imported only when run, so ``--help`` stays fast and works whatever optional parts are missing.
-A benchmark function takes ``seed: int`` and ``quick: bool`` and returns a flat dict of metrics.
+A benchmark function takes ``seed: int`` and ``quick: bool`` (and, if it declares them, ``task``,
+``obs``, ``steps``, ``run_dir`` from the matching flags) and returns a flat dict of metrics.
 
 Usage errors (unknown bench, unwritable path, bad arguments) are logged and give exit code 2; the
 CLI routes log records to stderr.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -30,6 +32,7 @@ BenchFn = Callable[..., dict[str, float]]
 BENCHES: dict[str, str] = {
     "control": "robot_rl.bench.control:run_control_bench",
     "learner": "robot_rl.bench.learner:run_learner_bench",
+    "learning": "robot_rl.bench.learning:run_learning_bench",
 }
 
 USAGE_ERROR = 2
@@ -58,6 +61,10 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results here")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--quick", action="store_true", help="a much shorter run (for tests)")
+    parser.add_argument("--task", help="task to train (learning)")
+    parser.add_argument("--obs", choices=("state", "pixels"), help="observations (learning)")
+    parser.add_argument("--steps", type=int, help="env step budget (learning)")
+    parser.add_argument("--run-dir", help="keep the training run here (learning)")
     parser.set_defaults(handler=_run_bench)
 
 
@@ -84,7 +91,25 @@ def _run_bench(args: argparse.Namespace) -> int:
         raise CliError(f"unknown bench {args.name!r}; known benches: {', '.join(sorted(BENCHES))}")
     if args.json is not None:  # checked before the (long) run, not after it
         _check_writable(args.json)
-    results = _load_bench(args.name)(seed=args.seed, quick=args.quick)
+    bench = _load_bench(args.name)
+    options = {
+        key: value
+        for key, value in (
+            ("task", args.task),
+            ("obs", args.obs),
+            ("steps", args.steps),
+            ("run_dir", args.run_dir),
+        )
+        if value is not None
+    }
+    accepted = inspect.signature(bench).parameters
+    unknown = [f"--{key.replace('_', '-')}" for key in options if key not in accepted]
+    if unknown:
+        raise CliError(f"bench {args.name} takes no {', '.join(unknown)}")
+    try:
+        results = bench(seed=args.seed, quick=args.quick, **options)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     print_table(
         results, title=f"bench {args.name} (seed {args.seed}{', quick' if args.quick else ''})"
     )
@@ -170,19 +195,25 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from robot_rl.agents.checkpoint import load_checkpoint
+    from robot_rl.agents.checkpoint import CheckpointError, load_checkpoint
     from robot_rl.agents.sac import SACAgent
+    from robot_rl.config import ConfigError
     from robot_rl.envs.twin_env import make_env
     from robot_rl.runtime.train import evaluate_policy, load_train_config
 
     if not args.checkpoint.is_file():
         raise CliError(f"checkpoint {args.checkpoint} not found; pass runs/<name>/checkpoints/...")
-    config = load_train_config(args.checkpoint.parent.parent)
-    env = make_env(config.env)
-    agent = SACAgent(env.observation_space, env.action_space, config.agent, config.seed)
-    load_checkpoint(args.checkpoint, agent)
+    if args.episodes < 1:
+        raise CliError(f"--episodes={args.episodes}; need at least 1")
+    try:
+        config = load_train_config(args.checkpoint.parent.parent)
+        env = make_env(config.env)
+        agent = SACAgent(env.observation_space, env.action_space, config.agent, config.seed)
+        load_checkpoint(args.checkpoint, agent)
+    except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as exc:
+        raise CliError(str(exc)) from None
     result = evaluate_policy(agent, env, args.episodes, args.seed)
-    print_table(f"eval {args.checkpoint}", result)
+    print_table(result, title=f"eval {args.checkpoint}")
     return 0
 
 
@@ -204,8 +235,8 @@ def _run_record(args: argparse.Namespace) -> int:
         raise CliError(f"--episodes={args.episodes}; need at least 1")
     try:
         env = make_env(TwinEnvConfig(task=args.task, obs=args.obs))
-    except KeyError as exc:
-        raise CliError(str(exc.args[0])) from None
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     out = args.out or Path("runs") / "demos" / f"{args.task}-{args.obs}"
     paths = record_demos(env, args.episodes, out, seed=args.seed)
     print(f"recorded {len(paths)} episodes into {out}")

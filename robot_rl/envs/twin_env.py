@@ -1,9 +1,15 @@
 """A gymnasium env over the twin: 10 Hz end-effector delta actions through the 1 kHz controller.
 
-Observation: Dict with one uint8 (H, W, 3) image per camera (pixel mode) and "state", float32:
-  TCP position relative to the reset pose, in the reset frame (3, m); TCP rotation relative to the
-  reset orientation (3, rotation vector, rad); TCP twist (6, m/s and rad/s, base frame); gripper
-  width (1, m); joint angles (7, rad); in "state" mode also the task's ground-truth features.
+Observation: Dict with one uint8 (H, W, 3) image per camera (pixel mode) and "state", float32,
+  in units of the action's step so that every entry is of order one (the learner does not
+  normalize observations):
+  TCP position relative to the reset pose, in the reset frame, in ``xyz_step_m`` (3); TCP
+  rotation relative to the reset orientation (3, rotation vector, in ``rot_step_rad``); TCP twist
+  in the reset frame (6, steps per policy period); gripper opening (1, fraction of fully open);
+  in "state" mode also the task's ground-truth features, whose leading displacement (3, m, base
+  frame) is rotated into the reset frame and given in ``xyz_step_m`` like the TCP position.
+  Joint angles are left out, as in HIL-SERL: the policy acts in TCP space, and seven large,
+  task-irrelevant inputs slow learning markedly (measured on ``reach``).
 Action: Box(-1, 1, (A,)): TCP position delta (3) in the reset frame scaled by
   ``xyz_step_m``, optionally a rotation delta (3) scaled by ``rot_step_rad``, and last the gripper
   (< -0.5 close, > 0.5 open, else stay). The target is the *measured* pose plus the delta,
@@ -28,11 +34,12 @@ from robot_rl.agents.gripper import gripper_value_to_index
 from robot_rl.data.batch import STATE_KEY
 from sim.cameras import DEFAULT_CAMERAS
 from sim.scene import SceneConfig, TwinScene
-from sim.tasks import GripperAction
+from sim.tasks import TASKS, GripperAction
 from sim.tasks.base import ExpertAction
 
 GRIPPER_ACTIONS: tuple[GripperAction, ...] = ("close", None, "open")  # by discrete index
-PROPRIO_DIM = 3 + 3 + 6 + 1 + 7
+PROPRIO_DIM = 3 + 3 + 6 + 1
+GRIPPER_OPEN_M = 0.08  # the Franka Hand's full opening
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,10 @@ class TwinEnvConfig:
     box_high_m: tuple[float, float, float] = (0.7, 0.3, 0.45)
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task {self.task!r} unknown; known tasks: {sorted(TASKS)}")
+        if self.obs not in ("pixels", "state"):
+            raise ValueError(f"obs {self.obs!r}; allowed: pixels, state")
         known = {spec.camera_id for spec in DEFAULT_CAMERAS}
         unknown = sorted(set(self.cameras) - known)
         if unknown:
@@ -170,17 +181,20 @@ class TwinEnv(gym.Env):
 
     # -- helpers -------------------------------------------------------------------------------
     def _observation(self) -> dict[str, np.ndarray]:
+        cfg = self.config
         state = self.scene.state()
         rot_t = self._reset_rot.T
+        per_period = cfg.policy_period_s
         parts = [
-            rot_t @ (state.ee_pos_m - self._reset_pos),
-            rot_t @ orientation_error(state.ee_quat_xyzw, self._reset_quat),
-            state.ee_twist,
-            [state.gripper_width_m],
-            state.q_rad,
+            rot_t @ (state.ee_pos_m - self._reset_pos) / cfg.xyz_step_m,
+            rot_t @ orientation_error(state.ee_quat_xyzw, self._reset_quat) / cfg.rot_step_rad,
+            rot_t @ state.ee_twist[:3] * (per_period / cfg.xyz_step_m),
+            rot_t @ state.ee_twist[3:] * (per_period / cfg.rot_step_rad),
+            [state.gripper_width_m / GRIPPER_OPEN_M],
         ]
-        if self.config.obs == "state":
-            parts.append(self.task.features(self.scene.twin))
+        if cfg.obs == "state":
+            features = np.asarray(self.task.features(self.scene.twin), dtype=np.float64)
+            parts += [rot_t @ features[:3] / cfg.xyz_step_m, features[3:]]
         obs = {STATE_KEY: np.concatenate(parts).astype(np.float32)}
         if self.config.obs == "pixels":
             for name, frame in self.scene.render().items():

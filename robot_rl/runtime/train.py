@@ -6,6 +6,8 @@ the online buffer (interventions in the demo buffer too, as HIL-SERL does) and w
 to disk. The learner samples 50/50 demo/online batches and updates the agent, holding the
 update-to-data ratio: it never runs ahead of the data, and the actor waits when the learner falls
 more than ``utd_slack`` updates behind (so results in env steps do not depend on the CPU's speed).
+With ``concurrent: false`` the actor makes the learner step itself between env steps: slower in
+wall time, but a seed fixes the whole run (tests and benchmarks use it).
 
 Run directory layout (``runs/<name>/``): config.yaml, checkpoints/latest.pt, demos/ and episodes/
 (one .npz per episode, see ``robot_rl.data.episodes``), tb/ (TensorBoard), eval.jsonl,
@@ -58,6 +60,7 @@ class TrainConfig:
     batch_size: int = 256
     replay_capacity: int = 200_000
     n_step: int = 1
+    concurrent: bool = True  # learner in its own thread; False: update between env steps
     utd_slack: int = 20  # updates the learner may lag before the actor waits
     policy_sync_every: int = 10  # learner updates between actor policy snapshots
     eval_every: int = 2_000  # env steps between deterministic evaluations (0: only at the end)
@@ -148,6 +151,8 @@ class TrainingSession:
                     self.demo.add(t)
                 else:
                     route(t, self.demo, self.online)
+            self.demo.close_episode()  # an episode cut off by a crash ends with its file
+            self.online.close_episode()
 
     def _resume(self) -> None:
         extra = load_checkpoint(self.dir / "checkpoints" / "latest.pt", self.agent)
@@ -168,13 +173,17 @@ class TrainingSession:
         from torch.utils.tensorboard import SummaryWriter
 
         self._writer = SummaryWriter(str(self.dir / "tb"))
-        learner = threading.Thread(target=self._learner_thread, name="learner", daemon=True)
-        learner.start()
+        self._last_log, self._updates_at_log = time.perf_counter(), self.counters.updates
+        learner = None
+        if self.config.concurrent:
+            learner = threading.Thread(target=self._learner_thread, name="learner", daemon=True)
+            learner.start()
         try:
             self._actor_loop()
         finally:
             self._stop.set()
-            learner.join()
+            if learner is not None:
+                learner.join()
         if self._learner_error is not None:
             raise RuntimeError("the learner failed; see the log") from self._learner_error
         final = self.evaluate(self.config.eval_episodes)
@@ -197,7 +206,10 @@ class TrainingSession:
             total=cfg.env_steps, initial=self.counters.env_steps, desc="train", unit="step"
         ) as bar:
             while self.counters.env_steps < cfg.env_steps:
-                self._wait_for_learner()
+                if cfg.concurrent:
+                    self._wait_for_learner()
+                else:
+                    self._learn_once()  # in step: deterministic for a seed
                 if self._learner_error is not None:
                     return
                 action = self._policy.act(obs, deterministic=False)
@@ -256,53 +268,47 @@ class TrainingSession:
             time.sleep(0.001)
 
     def _learner_thread(self) -> None:
-        cfg = self.config
-        last_log = time.perf_counter()
-        updates_at_log = self.counters.updates
         try:
             while not self._stop.is_set():
-                with self._lock:
-                    allowed = self.counters.env_steps - cfg.learning_starts
-                    ready = allowed > self.counters.updates and len(self.demo) + len(self.online)
-                    batch = (
-                        sample_mixed(
-                            self.demo,
-                            self.online,
-                            cfg.batch_size * cfg.agent.utd_ratio,
-                            self.agent.device,
-                            minibatches=cfg.agent.utd_ratio,
-                        )
-                        if ready
-                        else None
-                    )
-                if batch is None:
+                if not self._learn_once():
                     time.sleep(0.002)  # never run ahead of the data
-                    continue
-                with self._agent_lock:
-                    metrics = self.agent.update(batch)
-                self.counters.updates += 1
-                if self.counters.updates % cfg.policy_sync_every == 0:
-                    with self._agent_lock:
-                        policy = copy.deepcopy(self.agent)
-                    self._policy = policy
-                if self.counters.updates % 50 == 0:
-                    now = time.perf_counter()
-                    for key, value in metrics.items():
-                        self._scalar(f"learner/{key}", value)
-                    self._scalar(
-                        "learner/updates_per_s",
-                        (self.counters.updates - updates_at_log) / (now - last_log),
-                    )
-                    utd = (
-                        self.counters.updates
-                        * self.agent.config.utd_ratio
-                        / max(1, self.counters.env_steps)
-                    )
-                    self._scalar("learner/utd", utd)
-                    last_log, updates_at_log = now, self.counters.updates
         except BaseException as exc:  # surfaced by run(); the actor stops waiting on it
             log.exception("learner failed")
             self._learner_error = exc
+
+    def _learn_once(self) -> bool:
+        """One learner step (``utd_ratio`` critic updates) if the data allows it; False if not."""
+        cfg = self.config
+        with self._lock:
+            allowed = self.counters.env_steps - cfg.learning_starts
+            if allowed <= self.counters.updates or len(self.demo) + len(self.online) == 0:
+                return False
+            batch = sample_mixed(
+                self.demo,
+                self.online,
+                cfg.batch_size * cfg.agent.utd_ratio,
+                self.agent.device,
+                minibatches=cfg.agent.utd_ratio,
+            )
+        with self._agent_lock:
+            metrics = self.agent.update(batch)
+        self.counters.updates += 1
+        if self.counters.updates % cfg.policy_sync_every == 0:
+            with self._agent_lock:
+                policy = copy.deepcopy(self.agent)
+            self._policy = policy
+        if self.counters.updates % 50 == 0:
+            now = time.perf_counter()
+            for key, value in metrics.items():
+                self._scalar(f"learner/{key}", value)
+            self._scalar(
+                "learner/updates_per_s",
+                (self.counters.updates - self._updates_at_log) / (now - self._last_log),
+            )
+            utd = self.counters.updates * cfg.agent.utd_ratio / max(1, self.counters.env_steps)
+            self._scalar("learner/utd", utd)
+            self._last_log, self._updates_at_log = now, self.counters.updates
+        return True
 
     # -- evaluation, checkpoints, plots --------------------------------------------------------
     def evaluate(self, episodes: int) -> dict[str, float]:
@@ -379,5 +385,7 @@ def load_train_config(run_dir: Path) -> TrainConfig:
     """The config a run was started with (its config.yaml)."""
     path = run_dir / "config.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {run_dir} a training run directory?")
+        raise FileNotFoundError(
+            f"{path} not found: {run_dir} is not a training run directory (or never started)"
+        )
     return from_dict(TrainConfig, yaml.safe_load(path.read_text()))

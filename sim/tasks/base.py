@@ -53,7 +53,12 @@ class Task(Protocol):
     def success(self, twin: PandaTwin) -> bool: ...
 
     def features(self, twin: PandaTwin) -> np.ndarray:
-        """Ground-truth task features (float, (F,)) for learning from state, e.g. object - TCP."""
+        """Ground-truth task features (float, (F >= 3,)) for learning from state.
+
+        The first three are a displacement in metres in the base frame (what the TCP must close,
+        e.g. object minus TCP); observers may rotate and rescale them like the TCP position. The
+        rest should be of order one.
+        """
         ...
 
     def expert(self) -> Expert: ...

@@ -69,12 +69,12 @@ class PickCubeTask:
         return bool(lifted and held_by_both_fingers(twin, self.cube_id))
 
     def features(self, twin: PandaTwin) -> np.ndarray:
-        """(5,): cube minus TCP (m), cube height above its rest (m), both fingers touching."""
+        """(5,): cube minus TCP (m), lift as a fraction of ``lift_m``, both fingers touching."""
         cube = self.cube_pos_m(twin)
         return np.array(
             [
                 *(cube - twin.read_state().ee_pos_m),
-                cube[2] - self.config.cube_size_m / 2,
+                (cube[2] - self.config.cube_size_m / 2) / self.config.lift_m,
                 float(held_by_both_fingers(twin, self.cube_id)),
             ]
         )

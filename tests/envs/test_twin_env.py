@@ -62,6 +62,23 @@ def test_action_moves_the_tcp_by_the_scaled_delta() -> None:
     env.close()
 
 
+def test_state_is_in_step_units_and_in_the_reset_frame() -> None:
+    cfg = TwinEnvConfig(task="reach", obs="state", xyz_step_m=0.02)
+    env = TwinEnv(cfg)
+    obs, _ = env.reset(seed=3)
+    assert obs["state"].shape == (PROPRIO_DIM + 3,)  # no joint angles, reach's goal offset
+    for _ in range(4):
+        obs, *_ = env.step(np.array([1.0, -0.5, 0.5, 0.0], dtype=np.float32))
+    tcp = env.scene.state().ee_pos_m
+    rot_t = env._reset_rot.T
+    np.testing.assert_allclose(obs["state"][:3], rot_t @ (tcp - env._reset_pos) / 0.02, atol=1e-4)
+    # The goal offset is seen in the same frame and units, so the two add up to the goal.
+    goal_offset = obs["state"][PROPRIO_DIM:]
+    np.testing.assert_allclose(goal_offset, rot_t @ (env.task.goal_m - tcp) / 0.02, atol=1e-4)
+    assert obs["state"][12] == pytest.approx(env.scene.state().gripper_width_m / 0.08, abs=1e-5)
+    env.close()
+
+
 @pytest.mark.parametrize("bad", [[np.nan, 0, 0, 0], [0, 0, 0], [0, 0, 0, 0, 0]])
 def test_bad_actions_are_rejected(bad: list[float]) -> None:
     env = TwinEnv(TwinEnvConfig(task="reach", obs="state"))

@@ -1,0 +1,109 @@
+"""Training sessions: the run directory, the update-to-data ratio, determinism, resume, learning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from robot_rl.agents.config import SACConfig
+from robot_rl.data.episodes import load_episodes
+from robot_rl.envs.twin_env import TwinEnvConfig
+from robot_rl.runtime.train import TrainConfig, TrainingSession
+
+
+def tiny(tmp_path: Path, **changes) -> TrainConfig:
+    """A reach-from-state session small enough for a few seconds of CPU."""
+    fields = dict(
+        env=TwinEnvConfig(task="reach", obs="state", max_episode_steps=15),
+        agent=SACConfig(utd_ratio=2, hidden_dims=(32, 32)),
+        env_steps=40,
+        demos=1,
+        learning_starts=10,
+        batch_size=16,
+        eval_every=20,
+        eval_episodes=1,
+        checkpoint_every=20,
+        run_dir=str(tmp_path),
+        name="tiny",
+    )
+    fields.update(changes)
+    return TrainConfig(**fields)
+
+
+def params(session: TrainingSession) -> list[torch.Tensor]:
+    agent = session.agent
+    modules = (agent.encoder, agent.actor, agent.critic)
+    return [p.detach().clone() for m in modules for p in m.parameters()]
+
+
+def test_a_session_fills_its_run_directory_and_holds_the_utd(tmp_path: Path) -> None:
+    session = TrainingSession(tiny(tmp_path))
+    before = params(session)
+    final = session.run()
+    run = tmp_path / "tiny"
+    for name in ("config.yaml", "checkpoints/latest.pt", "eval.jsonl", "learning_curve.png"):
+        assert (run / name).is_file(), f"{name} missing from the run directory"
+    assert list((run / "tb").iterdir()), "no TensorBoard events written"
+    assert session.counters.env_steps == 40
+    # Updates never run ahead of the data: at most one learner step per online step past the start.
+    assert 0 < session.counters.updates <= 40 - 10
+    assert any(not torch.equal(a, b) for a, b in zip(before, params(session), strict=True))
+    # Every finished episode is on disk, and the steps on disk are the steps taken (or fewer: the
+    # episode open at the end is not written).
+    episodes = list(load_episodes(run / "episodes"))
+    assert sum(len(e.transitions) for e in episodes) <= 40
+    assert len(episodes) == session.counters.episodes
+    evals = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
+    assert [e["env_steps"] for e in evals] == [20.0, 40.0, 40.0]  # periodic, periodic, final
+    assert 0.0 <= final["success_rate"] <= 1.0
+
+
+def test_in_step_mode_is_deterministic_for_a_seed(tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        session = TrainingSession(tiny(tmp_path, concurrent=False, name=name, eval_every=0))
+        session.run()
+        runs.append(params(session))
+    for a, b in zip(*runs, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_an_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(tmp_path: Path) -> None:
+    TrainingSession(tiny(tmp_path, env_steps=20, concurrent=False)).run()
+    with pytest.raises(FileExistsError, match="--resume"):
+        TrainingSession(tiny(tmp_path))
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        TrainingSession(tiny(tmp_path, name="never-ran"), resume=True)
+
+
+def test_resume_restores_weights_counters_and_replay(tmp_path: Path) -> None:
+    first = TrainingSession(tiny(tmp_path, env_steps=30, concurrent=False))
+    first.run()
+    resumed = TrainingSession(tiny(tmp_path, env_steps=50, concurrent=False), resume=True)
+    for a, b in zip(params(first), params(resumed), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert vars(resumed.counters) == vars(first.counters)
+    run = tmp_path / "tiny"
+    online = [t for e in load_episodes(run / "episodes") for t in e.transitions]
+    demos = [t for e in load_episodes(run / "demos") for t in e.transitions]
+    assert len(resumed.online) == len(online)  # every step of every finished episode
+    # Demo steps, plus every intervention step, which goes into both buffers.
+    assert len(resumed.demo) == len(demos) + sum(t.intervened for t in online)
+    resumed.run()
+    assert resumed.counters.env_steps == 50
+    assert resumed.counters.updates > first.counters.updates
+
+
+@pytest.mark.slow
+def test_reach_from_state_learns_to_80_percent(tmp_path: Path) -> None:
+    """The learning correctness test: a fixed step budget, success by deterministic evaluation."""
+    from robot_rl.bench.learning import run_learning_bench
+
+    result = run_learning_bench(seed=0, task="reach", obs="state", run_dir=str(tmp_path))
+    assert result["env_steps"] == 2_000
+    assert result["success_rate"] >= 0.8, result
+    assert np.isfinite(result["eval_return"])
