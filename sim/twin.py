@@ -21,6 +21,7 @@ import pybullet
 from pybullet_utils import bullet_client
 
 from robot_rl.interfaces import PANDA_LIMITS, ArmLimits, RobotModel, RobotState
+from sim import quiet_c_stdout
 from sim.faults import FaultConfig, FaultyChannel
 from sim.panda_description import panda_urdf_path
 
@@ -59,7 +60,8 @@ class PandaTwin:
     def __init__(self, config: TwinConfig | None = None):
         self.config = config = config or TwinConfig()
         self.rng = np.random.default_rng(config.seed)
-        self.client = bullet_client.BulletClient(connection_mode=pybullet.DIRECT)
+        with quiet_c_stdout():
+            self.client = bullet_client.BulletClient(connection_mode=pybullet.DIRECT)
         # Hot paths call pybullet directly with this id: BulletClient's attribute wrapper costs
         # microseconds per call at 1 kHz. (pybullet is pinned, so the attribute is stable.)
         self.cid: int = self.client._client

@@ -21,7 +21,7 @@ from robot_rl.runtime.train import TrainConfig, TrainingSession
 
 # Per-task defaults: env steps, demos, update-to-data ratio.
 BUDGETS: dict[str, tuple[int, int, int]] = {
-    "reach": (2_000, 5, 4),
+    "reach": (2_000, 20, 4),
     "pick_cube": (20_000, 20, 2),
     "peg_insert": (20_000, 20, 2),
 }
