@@ -243,12 +243,35 @@ def _run_record(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- keys -----------------------------------------------------------------------------------------
+def _add_keys(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("keys", help="manage ZMQ CURVE keys for actors and learners")
+    actions = parser.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    gen = actions.add_parser("generate", help="create NAME.key (public) and NAME.key_secret")
+    gen.add_argument("--dir", type=Path, default=Path("keys"), help="folder (default keys/)")
+    gen.add_argument("--name", required=True, help="e.g. learner, actor-1")
+    gen.set_defaults(handler=_run_keys_generate)
+
+
+def _run_keys_generate(args: argparse.Namespace) -> int:
+    from robot_rl.transport.security import generate_keys
+
+    try:
+        public, secret = generate_keys(args.dir, args.name)
+    except (FileExistsError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    print(f"public key: {public} (copy it to the peers that must trust {args.name})")
+    print(f"secret key: {secret} (keep it on this machine; mode 0600)")
+    return 0
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_bench,
     _add_demo,
     _add_train,
     _add_eval,
     _add_record,
+    _add_keys,
 )
 
 
