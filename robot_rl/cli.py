@@ -265,6 +265,31 @@ def _run_keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- cameras --------------------------------------------------------------------------------------
+def _add_cameras(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("cameras", help="list connected RealSense cameras")
+    actions = parser.add_subparsers(dest="cameras_command", metavar="ACTION", required=True)
+    actions.add_parser("list", help="serial, model and firmware of each camera").set_defaults(
+        handler=_run_cameras_list
+    )
+
+
+def _run_cameras_list(args: argparse.Namespace) -> int:
+    from hardware import realsense
+
+    try:
+        devices = realsense.list_devices(realsense.load_backend())
+    except realsense.CameraUnavailableError as exc:
+        print(f"cameras: {exc}")
+        return 1
+    if not devices:
+        print("cameras: no RealSense camera connected (check the USB 3 cable and `lsusb`)")
+        return 1
+    for device in devices:
+        print(f"{device['serial']}  {device['name']}  firmware {device['firmware']}")
+    return 0
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_bench,
     _add_demo,
@@ -272,6 +297,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_eval,
     _add_record,
     _add_keys,
+    _add_cameras,
 )
 
 
