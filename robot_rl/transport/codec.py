@@ -225,25 +225,47 @@ def _dtypes() -> str:
 
 
 def weights_to_bytes(state_dict: Mapping[str, Any], half: bool = False) -> bytes:
-    """A torch state dict as safetensors bytes (floats as float16 when ``half``)."""
+    """A (possibly nested) torch state dict as safetensors bytes; nested keys are joined with
+    "/" ("actor/net.0.weight"). Floats become float16 when ``half``."""
     import torch
     from safetensors.torch import save
 
-    tensors = {}
-    for key, value in state_dict.items():
+    tensors: dict[str, Any] = {}
+
+    def add(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if "/" in str(key):
+                    raise CodecError(f"state dict key {key!r} contains '/'")
+                add(f"{prefix}/{key}" if prefix else str(key), item)
+            return
+        if not isinstance(value, torch.Tensor):
+            raise CodecError(f"state dict entry {prefix!r} is a {type(value).__name__}")
         tensor = value.detach().to("cpu").contiguous()
         if half and tensor.is_floating_point():
             tensor = tensor.to(torch.float16)
-        tensors[key] = tensor
+        tensors[prefix] = tensor
+
+    add("", state_dict)
     return save(tensors)
 
 
 def weights_from_bytes(data: bytes | memoryview | np.ndarray) -> dict[str, Any]:
-    """The state dict in safetensors ``data``; CodecError if it is not valid safetensors."""
+    """The state dict in safetensors ``data``, nested again at "/"; CodecError if invalid."""
     from safetensors.torch import load
 
     raw = data.tobytes() if isinstance(data, np.ndarray | memoryview) else bytes(data)
     try:
-        return load(raw)
+        flat = load(raw)
     except Exception as exc:  # safetensors raises its own error types
         raise CodecError(f"weights are not valid safetensors: {exc}") from None
+    nested: dict[str, Any] = {}
+    for key, tensor in flat.items():
+        *groups, leaf = key.split("/")
+        node = nested
+        for group in groups:
+            node = node.setdefault(group, {})
+            if not isinstance(node, dict):
+                raise CodecError(f"weights key {key!r} clashes with a tensor of the same name")
+        node[leaf] = tensor
+    return nested

@@ -164,3 +164,18 @@ def test_weights_round_trip_through_safetensors_and_optionally_half() -> None:
     assert len(weights_to_bytes(state, half=True)) < len(data)
     with pytest.raises(CodecError, match="safetensors"):
         weights_from_bytes(b"\x00" * 16)
+
+
+def test_nested_policy_weights_round_trip_into_an_acting_agent() -> None:
+    from tests.agents.fakes import make_agent
+
+    learner, actor = make_agent(seed=1), make_agent(seed=2)
+    data = weights_to_bytes(learner.policy_state_dict())
+    actor.load_policy_state_dict(weights_from_bytes(data))
+    for group, state in learner.policy_state_dict().items():
+        for key, value in state.items():
+            torch.testing.assert_close(
+                actor.policy_state_dict()[group][key], value, rtol=0, atol=0
+            )
+    with pytest.raises(CodecError, match="contains '/'"):
+        weights_to_bytes({"a/b": torch.zeros(1)})
