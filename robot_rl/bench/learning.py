@@ -19,11 +19,14 @@ from robot_rl.agents.config import SACConfig
 from robot_rl.envs.twin_env import TwinEnvConfig
 from robot_rl.runtime.train import TrainConfig, TrainingSession
 
-# Per-task defaults: env steps, demos, update-to-data ratio.
-BUDGETS: dict[str, tuple[int, int, int]] = {
-    "reach": (2_000, 20, 4),
-    "pick_cube": (20_000, 20, 2),
-    "peg_insert": (20_000, 20, 2),
+# Per-task settings: env steps, demos, update-to-data ratio, discount. Reach is won or lost in
+# the last centimetre, where one step more costs only 1 - gamma of value: at 0.97 the critic
+# cannot tell a step toward the goal from a stop (the deterministic policy stalls 1-2 cm short),
+# at 0.8 it can (2k steps, seeds 0/1: 0.97 -> 70%/-, 0.9 -> 90%/70%, 0.8 -> 95%/85%).
+BUDGETS: dict[str, tuple[int, int, int, float]] = {
+    "reach": (2_000, 20, 4, 0.8),
+    "pick_cube": (20_000, 20, 2, 0.97),
+    "peg_insert": (20_000, 20, 2, 0.97),
 }
 
 
@@ -40,13 +43,13 @@ def run_learning_bench(
         raise ValueError(f"task {task!r} unknown; choose from {sorted(BUDGETS)}")
     if obs not in ("state", "pixels"):
         raise ValueError(f"obs {obs!r}; choose state or pixels")
-    budget, demos, utd = BUDGETS[task]
+    budget, demos, utd, discount = BUDGETS[task]
     env_steps = steps or (60 if quick else budget)
     eval_episodes = 2 if quick else 20
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(
             env=TwinEnvConfig(task=task, obs=obs),  # type: ignore[arg-type]
-            agent=SACConfig(utd_ratio=utd),
+            agent=SACConfig(utd_ratio=utd, discount=discount),
             seed=seed,
             env_steps=env_steps,
             demos=1 if quick else demos,
@@ -72,6 +75,7 @@ def run_learning_bench(
             "env_steps": float(session.counters.env_steps),
             "updates": float(session.counters.updates),
             "utd_ratio": float(utd),
+            "discount": discount,
             "wall_s": wall,
             "s_per_env_step": wall / max(1, session.counters.env_steps),
             "demos": float(config.demos),

@@ -174,8 +174,6 @@ def test_nested_policy_weights_round_trip_into_an_acting_agent() -> None:
     actor.load_policy_state_dict(weights_from_bytes(data))
     for group, state in learner.policy_state_dict().items():
         for key, value in state.items():
-            torch.testing.assert_close(
-                actor.policy_state_dict()[group][key], value, rtol=0, atol=0
-            )
+            torch.testing.assert_close(actor.policy_state_dict()[group][key], value, rtol=0, atol=0)
     with pytest.raises(CodecError, match="contains '/'"):
         weights_to_bytes({"a/b": torch.zeros(1)})
