@@ -33,6 +33,7 @@ BENCHES: dict[str, str] = {
     "control": "robot_rl.bench.control:run_control_bench",
     "learner": "robot_rl.bench.learner:run_learner_bench",
     "learning": "robot_rl.bench.learning:run_learning_bench",
+    "transport": "robot_rl.bench.transport:run_transport_bench",
 }
 
 USAGE_ERROR = 2

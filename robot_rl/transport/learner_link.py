@@ -77,8 +77,10 @@ class LearnerLink:
         task: str,
         max_message_bytes: int = 64 * 1024 * 1024,
         context: zmq.Context | None = None,
+        compress: bool = False,
     ) -> None:
         self.store_dir = Path(store_dir)
+        self.compress = compress  # deflating 128x128 frames would cap intake near 300 steps/s
         self.sink = sink
         self.task = task
         self.max_message_bytes = max_message_bytes
@@ -203,7 +205,7 @@ class LearnerLink:
     def _persist(self, actor_id: str, state: ActorState, last_seq: int) -> None:
         meta = {"task": self.task, "actor_id": actor_id, "first_seq": state.open_first_seq,
                 "last_seq": last_seq, "source": "actor"}  # fmt: skip
-        save_episode(self.store_dir, state.open_steps, meta)
+        save_episode(self.store_dir, state.open_steps, meta, compress=self.compress)
         state.durable = last_seq
         state.open_steps = []
         state.open_first_seq = last_seq + 1

@@ -81,6 +81,14 @@ def test_round_trip_is_exact_and_meta_is_complete(tmp_path: Path):
     assert_same_steps(loaded[1].transitions, second)
 
 
+def test_uncompressed_episodes_round_trip_the_same(tmp_path: Path):
+    steps = noisy_episode(2, 6, "terminated")
+    packed = save_episode(tmp_path / "z", steps, META)
+    plain = save_episode(tmp_path / "plain", steps, META, compress=False)
+    assert_same_steps(load_episode(plain)[0], steps)
+    assert plain.stat().st_size > packed.stat().st_size  # really stored without deflate
+
+
 def test_file_is_plain_npz_with_the_documented_keys(tmp_path: Path):
     path = save_episode(tmp_path, noisy_episode(0, 4), META)
     with np.load(path, allow_pickle=False) as data:
