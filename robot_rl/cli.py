@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from robot_rl.bench.report import print_table, write_json
 
@@ -244,6 +244,92 @@ def _run_record(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- learner / actor ------------------------------------------------------------------------------
+def _add_network_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML file with TrainConfig fields")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a TrainConfig field (repeatable)")  # fmt: skip
+    parser.add_argument("--transitions", default="tcp://127.0.0.1:5555",
+                        help="transitions endpoint (learner binds, actors connect)")  # fmt: skip
+    parser.add_argument("--weights", default="tcp://127.0.0.1:5556", help="weights endpoint")
+    parser.add_argument("--keys", default="keys", help="CURVE keys folder (robot-rl keys)")
+    parser.add_argument("--key", help="this process's key name (default: learner / actor id)")
+    parser.add_argument("--server-key", default="learner", help="the learner's key name")
+    parser.add_argument("--plaintext", action="store_true",
+                        help="no CURVE (refused unless every endpoint is loopback)")  # fmt: skip
+
+
+def _network_configs(
+    args: argparse.Namespace, default_key: str, actor_id: str = "actor-0"
+) -> tuple[Any, Any]:
+    from robot_rl.config import ConfigError, load_config
+    from robot_rl.runtime.distributed import DistributedConfig
+    from robot_rl.runtime.train import TrainConfig
+    from robot_rl.transport.learner_link import LinkEndpoints
+    from robot_rl.transport.security import SecurityConfig
+
+    try:
+        train = load_config(TrainConfig, args.config, list(args.set))
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    security = SecurityConfig(
+        keys_dir=args.keys, name=args.key or default_key, server_name=args.server_key,
+        plaintext=args.plaintext,
+    )  # fmt: skip
+    net = DistributedConfig(LinkEndpoints(args.transitions, args.weights), security, actor_id)
+    return train, net
+
+
+def _add_learner(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("learner", help="run the learner process (actors connect)")
+    _add_network_flags(parser)
+    parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    parser.add_argument("--resume", action="store_true", help="load checkpoints/latest.pt")
+    parser.set_defaults(handler=_run_learner)
+
+
+def _run_learner(args: argparse.Namespace) -> int:
+    from robot_rl.runtime.distributed import Learner
+    from robot_rl.transport.security import SecurityError
+
+    train, net = _network_configs(args, "learner")
+    try:
+        learner = Learner(train, net, resume=args.resume)
+    except SecurityError as exc:
+        raise CliError(str(exc)) from None
+    learner.run(args.duration)
+    print(f"learner: {learner.updates} updates on {learner.steps_received} received steps")
+    return 0
+
+
+def _add_actor(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("actor", help="run an actor process against a learner")
+    _add_network_flags(parser)
+    parser.add_argument("--actor-id", default="actor-0", help="unique per actor")
+    parser.add_argument("--steps", type=int, default=1_000_000, help="env steps to act")
+    parser.add_argument("--spool", type=Path, help="held transitions (default runs/spool/ID)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(handler=_run_actor)
+
+
+def _run_actor(args: argparse.Namespace) -> int:
+    from robot_rl.runtime.distributed import Actor
+    from robot_rl.transport.security import SecurityError
+
+    train, net = _network_configs(args, args.actor_id, args.actor_id)
+    spool = args.spool or Path("runs") / "spool" / args.actor_id
+    try:
+        actor = Actor(train, net, spool)
+    except SecurityError as exc:
+        raise CliError(str(exc)) from None
+    stats = actor.run(args.steps, args.seed)
+    delivered = actor.close()
+    print(f"actor {args.actor_id}: {stats}")
+    if not delivered:
+        print(f"actor {args.actor_id}: some steps are still held in {spool}; they go out next run")
+    return 0
+
+
 # -- keys -----------------------------------------------------------------------------------------
 def _add_keys(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("keys", help="manage ZMQ CURVE keys for actors and learners")
@@ -299,6 +385,8 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_record,
     _add_keys,
     _add_cameras,
+    _add_learner,
+    _add_actor,
 )
 
 

@@ -94,6 +94,7 @@ class ActorLink:
         self.resends = 0
         self.acks = 0
         self.weights_version = -1
+        self._learner_id = ""
         self.weights_received_at = 0.0
         self._ctx = context or zmq.Context.instance()
         self._dealer = self._ctx.socket(zmq.DEALER)
@@ -163,23 +164,30 @@ class ActorLink:
     # -- sending -------------------------------------------------------------------------------
     def add(self, step: Transition) -> None:
         """Queue one env step (in order); raises BackpressureError when holding too much."""
+        # A full batch is sealed when the next step arrives (or its episode ends), so an open
+        # episode always has pending steps that end_episode() can mark as closing it.
+        if len(self._pending) >= self.config.batch_steps:
+            self._seal()
         self._pending.append(step)
         self._pending_starts.append(self._starts_next)
         self._starts_next = step.terminated or step.truncated
-        if len(self._pending) >= self.config.batch_steps or self._starts_next:
+        if self._starts_next:
             self._seal()
         self.pump()
 
     def end_episode(self) -> None:
-        """The episode stopped without an end flag (an operator reset): seal what is pending."""
-        self._seal()
+        """The episode stops here without an end flag (an operator reset, a shutdown): seal what
+        is pending and tell the learner to store the episode as unfinished."""
+        if not self._starts_next:  # an episode is open
+            self._seal(closes_episode=True)
         self._starts_next = True
 
-    def _seal(self) -> None:
+    def _seal(self, closes_episode: bool = False) -> None:
         if not self._pending:
             return
         first = self._next_seq
-        frames = encode_steps(self.config.actor_id, first, self._pending, self._pending_starts)
+        frames = encode_steps(self.config.actor_id, first, self._pending, self._pending_starts,
+                              closes_episode=closes_episode)  # fmt: skip
         batch = _Batch(first, first + len(self._pending) - 1, [bytes(f) for f in frames])
         self._next_seq = batch.last_seq + 1
         self._write_seq()
@@ -292,6 +300,11 @@ class ActorLink:
         return not self._batches
 
     @property
+    def next_seq(self) -> int:
+        """The seq the next sealed step will get (persists across actor restarts)."""
+        return self._next_seq
+
+    @property
     def unacknowledged_steps(self) -> int:
         return sum(b.last_seq - b.first_seq + 1 for b in self._batches) + len(self._pending)
 
@@ -310,10 +323,13 @@ class ActorLink:
         try:
             message = decode(newest, self.config.max_weights_bytes, frozenset({"weights"}))
             version = int(message.meta["version"])
+            learner_id = str(message.meta.get("learner_id", ""))
             state = weights_from_bytes(message.arrays["safetensors"])
         except (CodecError, KeyError, TypeError, ValueError) as exc:
             log.warning("actor link: dropped malformed weights: %s", exc)
             return None
+        if learner_id != self._learner_id:  # a (re)started learner numbers from its own start
+            self._learner_id, self.weights_version = learner_id, -1
         if version <= self.weights_version:
             return None
         self.weights_version = version

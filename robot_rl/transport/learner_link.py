@@ -17,6 +17,7 @@ Delivery contract (with ``actor_link.ActorLink``):
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -89,6 +90,7 @@ class LearnerLink:
         self.duplicates = 0
         self.steps_received = 0
         self.weights_version = -1
+        self.learner_id = secrets.token_hex(4)  # tells actors a restarted learner's versions
         self._restore()
         self._ctx = context or zmq.Context.instance()
         self._router = self._ctx.socket(zmq.ROUTER)
@@ -198,6 +200,8 @@ class LearnerLink:
             state.open_steps.append(step)
             if step.terminated or step.truncated:
                 self._persist(actor_id, state, seq)
+        if message.meta.get("closes_episode") is True:
+            self._close_open(actor_id, state)
         state.received = first_seq + len(steps) - 1
         self.steps_received += len(steps)
         return len(steps)
@@ -232,7 +236,7 @@ class LearnerLink:
         """Broadcast ``state_dict`` as version ``version``; returns the bytes sent."""
         data = weights_to_bytes(state_dict, half=half)
         frames = encode(
-            "weights", version, {"version": version, "half": half},
+            "weights", version, {"version": version, "half": half, "learner_id": self.learner_id},
             {"safetensors": np.frombuffer(data, np.uint8)},
         )  # fmt: skip
         try:

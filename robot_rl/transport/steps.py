@@ -7,7 +7,7 @@ only the ``obs`` of steps that start an episode: each camera frame crosses the n
 uint8 (about 8x less than pickling float32 obs and next_obs, as peers do).
 
 Message layout (``codec`` "transitions"):
-  meta   actor_id (str), first_seq (int), count (int)
+  meta   actor_id (str), first_seq (int), count (int), closes_episode (bool), holds_from (int)
   arrays action (k, A) float32, reward (k,) float32, gripper_penalty (k,) float32,
          terminated / truncated / intervened / starts_episode (k,) bool,
          next_obs/<key> (k, ...) for every observation key,
@@ -37,8 +37,13 @@ def encode_steps(
     steps: Sequence[Transition],
     starts_episode: Sequence[bool],
     msg_seq: int | None = None,
+    closes_episode: bool = False,
 ) -> list[Any]:
-    """Frames of one "transitions" message for consecutive ``steps`` of an actor's stream."""
+    """Frames of one "transitions" message for consecutive ``steps`` of an actor's stream.
+
+    closes_episode: the actor stops this episode here without an end flag (shutdown, an
+    operator reset); the learner stores it as unfinished instead of waiting for more steps.
+    """
     if not steps or len(steps) != len(starts_episode):
         raise CodecError("encode_steps needs >= 1 step and one starts_episode flag per step")
     keys = sorted(steps[0].next_obs)
@@ -56,7 +61,8 @@ def encode_steps(
         firsts = [t.obs[key] for t, first in zip(steps, starts_episode, strict=True) if first]
         if firsts:
             arrays[f"obs/{key}"] = np.stack(firsts)
-    meta = {"actor_id": actor_id, "first_seq": first_seq, "count": len(steps)}
+    meta = {"actor_id": actor_id, "first_seq": first_seq, "count": len(steps),
+            "closes_episode": closes_episode}  # fmt: skip
     return encode("transitions", first_seq if msg_seq is None else msg_seq, meta, arrays)
 
 

@@ -134,12 +134,12 @@ def test_learner_restart_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     learner = start_learner(ep, store, Sink())
     actor = ActorLink(actor_config(ep, tmp_path / "spool"), PLAIN)
     sent = episode_steps(0, 6) + episode_steps(50, 9)
-    for step in sent[:10]:  # the first episode and part of the second
+    for step in sent[:11]:  # the first episode and part of the second
         actor.add(step)
-    run_until(learner, actor, lambda: actor.received >= 7)
+    run_until(learner, actor, lambda: actor.received >= 9)
     learner.close()  # crash: the open episode's steps were received but not durable
 
-    for step in sent[10:] + episode_steps(80, 4):  # the actor keeps acting meanwhile
+    for step in sent[11:] + episode_steps(80, 4):  # the actor keeps acting meanwhile
         actor.add(step)
     sent += episode_steps(80, 4)
     assert actor.unacknowledged_steps > 0
@@ -161,9 +161,9 @@ def test_actor_restart_continues_its_numbering_and_the_learner_carries_on(tmp_pa
     sink = Sink()
     learner = start_learner(ep, store, sink)
     actor = ActorLink(actor_config(ep, spool), PLAIN)
-    for step in episode_steps(0, 5) + episode_steps(10, 6)[:4]:  # crash mid-episode
+    for step in episode_steps(0, 5) + episode_steps(10, 6)[:5]:  # crash mid-episode
         actor.add(step)
-    run_until(learner, actor, lambda: actor.received >= 7)
+    run_until(learner, actor, lambda: actor.received >= 8)  # the 5th step was never sent
     actor.close()
 
     actor = ActorLink(actor_config(ep, spool), PLAIN)  # fresh process, same spool

@@ -1,0 +1,231 @@
+"""Actor and learner as separate processes over ZMQ (``robot-rl actor`` / ``robot-rl learner``).
+
+The learner owns the agent, the replay buffers and the run directory: it records or loads the
+demos, takes every actor's steps through a ``LearnerLink`` (stored durably in
+``<run>/episodes/``, routed into the online buffer and, when intervened, the demo buffer), runs
+updates while holding the update-to-data ratio against the steps received (it never runs ahead of
+the data; it cannot make a robot wait), publishes the policy weights every ``weights_period_s``,
+and writes checkpoints. The actor owns the env (and the intervener): it acts with its newest
+weights, swaps new ones in between steps, and streams every step through an ``ActorLink``,
+which holds what the learner has not stored yet. Either side can restart; see the links.
+
+Both read the same ``TrainConfig`` (the run's config.yaml) plus a ``DistributedConfig``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from robot_rl.agents.checkpoint import load_checkpoint, save_checkpoint
+from robot_rl.agents.sac import SACAgent
+from robot_rl.config import to_dict
+from robot_rl.data.batch import Transition
+from robot_rl.data.episodes import load_episodes
+from robot_rl.data.mixing import route, sample_mixed
+from robot_rl.data.replay import ReplayBuffer
+from robot_rl.envs.intervention import InterventionWrapper, ScriptedIntervener
+from robot_rl.envs.twin_env import make_env
+from robot_rl.runtime.record import record_demos
+from robot_rl.runtime.train import TrainConfig
+from robot_rl.transport.actor_link import ActorLink, ActorLinkConfig
+from robot_rl.transport.learner_link import LearnerLink, LinkEndpoints
+from robot_rl.transport.security import SecurityConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """Network settings shared by ``robot-rl learner`` and ``robot-rl actor``."""
+
+    endpoints: LinkEndpoints = field(default_factory=LinkEndpoints)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    actor_id: str = "actor-0"
+    weights_period_s: float = 2.0
+    weights_half: bool = False  # fp16 weights on the wire (half the bytes)
+    checkpoint_period_s: float = 300.0
+    status_period_s: float = 10.0
+
+
+class Learner:
+    """The learner process (see module docstring). ``run(duration_s)`` serves until stopped."""
+
+    def __init__(self, train: TrainConfig, net: DistributedConfig, resume: bool = False) -> None:
+        self.train, self.net = train, net
+        self.dir = Path(train.run_dir) / train.run_name
+        for sub in ("checkpoints", "demos", "episodes"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        cfg_path = self.dir / "config.yaml"
+        if not cfg_path.exists():
+            cfg_path.write_text(yaml.safe_dump(to_dict(train), sort_keys=False))
+        torch.manual_seed(train.seed)
+        env = make_env(train.env)  # for the spaces, and to record demos
+        self.agent = SACAgent(env.observation_space, env.action_space, train.agent, train.seed)
+        self.demo = ReplayBuffer(train.replay_capacity, train.agent.discount, train.n_step)
+        self.online = ReplayBuffer(train.replay_capacity, train.agent.discount, train.n_step)
+        self.updates = 0
+        checkpoint = self.dir / "checkpoints" / "latest.pt"
+        if resume and checkpoint.is_file():
+            extra = load_checkpoint(checkpoint, self.agent)
+            self.updates = int(extra.get("updates", 0))
+            log.info("learner: resumed at %d updates", self.updates)
+        demo_dir = self.dir / "demos"
+        if train.demos > 0 and not any(demo_dir.glob("episode_*.npz")):
+            record_demos(env, train.demos, demo_dir, seed=train.seed + 10_000)
+        env.close()
+        for episode in load_episodes(demo_dir):
+            for t in episode.transitions:
+                self.demo.add(t)
+            self.demo.close_episode()
+        self._lock = threading.Lock()
+        self._last_actor: str | None = None
+        # The link restores what earlier runs stored; replay them into the buffers first.
+        for episode in load_episodes(self.dir / "episodes"):
+            for t in episode.transitions:
+                route(t, self.demo, self.online)
+            self.online.close_episode()
+            self.demo.close_episode()
+        self.link = LearnerLink(
+            net.endpoints, net.security, self.dir / "episodes", self._sink, train.env.task
+        )
+        self.steps_received = len(self.online)
+        log.info("learner: %d demo and %d online steps; listening on %s (weights %s)",
+                 len(self.demo), len(self.online), self.link.transitions_endpoint,
+                 self.link.weights_endpoint)  # fmt: skip
+
+    def _sink(self, actor_id: str, steps: list[Transition], discontinuity: bool) -> None:
+        with self._lock:
+            if discontinuity or actor_id != self._last_actor:  # interleaved actors, restarts
+                self.online.close_episode()
+                self.demo.close_episode()
+            self._last_actor = actor_id
+            for t in steps:
+                route(t, self.demo, self.online)
+            self.steps_received += len(steps)
+
+    def _update_once(self) -> bool:
+        cfg = self.train
+        with self._lock:
+            allowed = self.steps_received - cfg.learning_starts
+            if allowed <= self.updates or len(self.demo) + len(self.online) == 0:
+                return False
+            batch = sample_mixed(self.demo, self.online, cfg.batch_size * cfg.agent.utd_ratio,
+                                 self.agent.device, minibatches=cfg.agent.utd_ratio)  # fmt: skip
+        self.agent.update(batch)
+        self.updates += 1
+        return True
+
+    def publish(self) -> int:
+        return self.link.publish_weights(
+            self.agent.policy_state_dict(), self.updates, half=self.net.weights_half
+        )
+
+    def checkpoint(self) -> None:
+        extra = {"updates": self.updates, "steps_received": self.steps_received}
+        save_checkpoint(self.dir / "checkpoints" / "latest.pt", self.agent, extra)
+
+    def run(self, duration_s: float | None = None, stop: threading.Event | None = None) -> None:
+        """Serve and learn until ``duration_s`` passes, ``stop`` is set, or Ctrl-C."""
+        stop = stop or threading.Event()
+        start = last_weights = last_ckpt = last_status = time.monotonic()
+        self.publish()
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if duration_s is not None and now - start >= duration_s:
+                    break
+                self.link.poll(timeout_ms=0 if self._update_once() else 5)
+                if now - last_weights >= self.net.weights_period_s:
+                    self.publish()
+                    last_weights = now
+                if now - last_ckpt >= self.net.checkpoint_period_s:
+                    self.checkpoint()
+                    last_ckpt = now
+                if now - last_status >= self.net.status_period_s:
+                    log.info("learner: %d updates, %d steps received, actors %s",
+                             self.updates, self.steps_received, self.link.status())  # fmt: skip
+                    last_status = now
+        except KeyboardInterrupt:
+            log.info("learner: interrupted; saving a checkpoint")
+        finally:
+            self.checkpoint()
+            self.link.close()
+
+
+class Actor:
+    """The actor process: acts on the env, streams steps, swaps in the newest weights."""
+
+    def __init__(self, train: TrainConfig, net: DistributedConfig, spool_dir: str | Path) -> None:
+        self.train, self.net = train, net
+        self.env = make_env(train.env)
+        self.agent = SACAgent(
+            self.env.observation_space, self.env.action_space, train.agent, train.seed
+        )
+        self.wrapped = (
+            InterventionWrapper(self.env, ScriptedIntervener()) if train.interventions else self.env
+        )
+        self.link = ActorLink(
+            ActorLinkConfig(actor_id=net.actor_id, transitions_endpoint=net.endpoints.transitions,
+                            weights_endpoint=net.endpoints.weights, spool_dir=str(spool_dir)),
+            net.security,
+        )  # fmt: skip
+        self.episodes = 0
+        self.successes: list[float] = []
+
+    def run(self, steps: int, seed: int = 0) -> dict[str, float]:
+        """Act for ``steps`` env steps (finishing at a step boundary); returns episode stats."""
+        rng = np.random.default_rng([seed, self.link.next_seq])
+        obs, _ = self.wrapped.reset(seed=int(rng.integers(2**31 - 1)))
+        try:
+            for _ in range(steps):
+                weights = self.link.latest_weights()
+                if weights is not None:  # between steps, never mid-step
+                    self.agent.load_policy_state_dict(weights[1])
+                action = self.agent.act(obs, deterministic=False)
+                next_obs, reward, terminated, truncated, info = self.wrapped.step(action)
+                executed = np.asarray(info.get("action", action), dtype=np.float32)
+                self.link.add(
+                    Transition(
+                        obs,
+                        executed,
+                        float(reward),
+                        next_obs,
+                        terminated,
+                        truncated,
+                        bool(info.get("intervened", False)),
+                        float(info["gripper_penalty"]),
+                    )
+                )
+                obs = next_obs
+                if terminated or truncated:
+                    self.episodes += 1
+                    self.successes.append(float(info["success"]))
+                    log.info("actor: episode %d %s; weights v%d (%.1f s old); %d steps held",
+                             self.episodes, "success" if info["success"] else "failure",
+                             self.link.weights_version, self.link.weights_age_s,
+                             self.link.unacknowledged_steps)  # fmt: skip
+                    obs, _ = self.wrapped.reset(seed=int(rng.integers(2**31 - 1)))
+        except KeyboardInterrupt:
+            log.info("actor: interrupted")
+        return {
+            "episodes": float(self.episodes),
+            "success_rate": float(np.mean(self.successes)) if self.successes else 0.0,
+            "weights_version": float(self.link.weights_version),
+            "unacknowledged_steps": float(self.link.unacknowledged_steps),
+        }
+
+    def close(self, flush_timeout_s: float = 10.0) -> bool:
+        """Hand over what is held (up to the timeout), then close; True if nothing is left."""
+        self.link.end_episode()  # the learner stores the open episode as unfinished
+        done = self.link.flush(flush_timeout_s)
+        self.link.close()
+        self.env.close()
+        return done
