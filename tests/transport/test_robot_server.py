@@ -1,0 +1,129 @@
+"""The robot server over the twin on loopback: state stream, targets move the arm, bad targets
+are rejected, requests honour deadlines, and the watchdog holds then damps a silent arm."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from controllers.targets import CartesianTarget
+from controllers.watchdog import ControlMode
+from robot_rl.transport.codec import encode
+from robot_rl.transport.robot_server import (
+    RobotClient,
+    RobotEndpoints,
+    RobotServer,
+    SceneBackend,
+)
+from robot_rl.transport.security import SecurityConfig
+from sim.scene import SceneConfig, TwinScene
+
+pytestmark = pytest.mark.timeout(120)
+PLAIN = SecurityConfig(plaintext=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served():
+    scene = TwinScene(SceneConfig(task="reach", cameras=()))
+    endpoints = RobotEndpoints(f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}")
+    server = RobotServer(SceneBackend(scene), endpoints, PLAIN)
+    server.start()
+    client = RobotClient(endpoints, PLAIN)
+    client.latest(timeout_s=10.0)  # the subscription has joined
+    yield server, client
+    client.close()
+    server.stop()
+    scene.close()
+
+
+def test_state_streams_with_task_extras(served) -> None:
+    server, client = served
+    first = client.latest(timeout_s=2.0)
+    later = client.latest(timeout_s=2.0, newer_than_seq=first.seq + 10)
+    assert later.seq > first.seq + 10
+    assert later.state.q_rad.shape == (7,) and np.isfinite(later.state.ee_pos_m).all()
+    assert later.features is not None and later.features.shape == (3,)  # reach: goal - TCP
+    assert later.meta["success"] in (True, False)
+    assert later.state.stamp_s > first.state.stamp_s
+
+
+def test_targets_move_the_arm_and_the_watchdog_holds_then_damps(served) -> None:
+    server, client = served
+    client.reset(seed=3)
+    start = client.latest(timeout_s=2.0)
+    goal = start.state.ee_pos_m + np.array([0.05, 0.0, 0.0])
+    target = CartesianTarget(goal, start.state.ee_quat_xyzw)
+    t_end = time.monotonic() + 1.5
+    while time.monotonic() < t_end:  # a 20 Hz target stream
+        assert client.send_target(target)
+        time.sleep(0.05)
+    moved = client.latest(timeout_s=2.0)
+    assert moved.meta["mode"] == ControlMode.ACTIVE
+    assert np.linalg.norm(moved.state.ee_pos_m - start.state.ee_pos_m) > 0.02
+    # Silence: hold after 100 ms, damp after 500 ms (sim time, which the server paces).
+    seen = set()
+    t_end = time.monotonic() + 3.0
+    while time.monotonic() < t_end and ControlMode.DAMP not in seen:
+        s = client.latest(timeout_s=1.0, newer_than_seq=client.latest().seq)
+        seen.add(ControlMode(s.meta["mode"]))
+    assert {ControlMode.HOLD, ControlMode.DAMP} <= seen
+    assert s.meta["target_age_s"] >= 0.5
+
+
+def test_bad_targets_and_messages_are_rejected_and_the_server_runs_on(served) -> None:
+    server, client = served
+    before = client.latest(timeout_s=2.0).meta["rejected_targets"]
+    pose = client.latest().state
+    client.send_target(CartesianTarget(np.array([np.nan, 0.0, 0.3]), pose.ee_quat_xyzw))
+    client.send_target(CartesianTarget(pose.ee_pos_m, np.array([0.0, 0.0, 0.0, 3.0])))
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    raw.linger = 0
+    raw.connect(server.commands_endpoint)
+    raw.send_multipart([b"not a message"])
+    raw.send_multipart(encode("robot_target", 1, {"gripper": "open"}))  # no pose arrays
+    deadline = time.monotonic() + 3
+    while server.stats.rejected_messages < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    raw.close()
+    assert server.stats.rejected_messages >= 3
+    after = client.latest(timeout_s=2.0, newer_than_seq=client.latest().seq).meta
+    assert after["rejected_targets"] >= before + 2  # NaN and non-unit quaternion
+    assert client.request("ping")["ok"]
+
+
+def test_requests_have_deadlines_and_clear_refusals(served) -> None:
+    server, client = served
+    assert client.reset(seed=7)["seed"] == 7
+    with pytest.raises(RuntimeError, match="seed"):
+        client.request("reset", options={"seed": "x"})
+    with pytest.raises(RuntimeError, match="unknown op"):
+        client.request("fly")
+    # A request that is already late when the server reads it is refused, not run late.
+    client._dealer.send_multipart(encode("request", 999, {"op": "reset", "deadline": 1.0}))
+    reply = client._dealer.recv_multipart()
+    from robot_rl.transport.codec import decode
+
+    assert "deadline" in decode(reply).meta["error"]
+    assert client.request("status")["ticks"] > 0
+
+
+def test_client_without_a_server_times_out_clearly() -> None:
+    endpoints = RobotEndpoints(f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}")
+    client = RobotClient(endpoints, PLAIN)
+    try:
+        with pytest.raises(TimeoutError, match="robot server"):
+            client.request("ping", timeout_s=0.2)
+        with pytest.raises(TimeoutError, match="publishing"):
+            client.latest(timeout_s=0.2)
+    finally:
+        client.close()
