@@ -251,8 +251,12 @@ class RobotServer:
         features = getattr(self.backend, "features", None)
         if features is not None:
             arrays["features"] = features()
-        meta = {"gripper_width_m": float(s.gripper_width_m), "command_age_s":
-                float(s.command_age_s), "stamp_s": float(s.stamp_s), **self.backend.status()}  # fmt: skip
+        meta = {
+            "gripper_width_m": float(s.gripper_width_m),
+            "command_age_s": float(s.command_age_s),
+            "stamp_s": float(s.stamp_s),
+            **self.backend.status(),
+        }
         self._state_seq += 1
         try:
             self._pub.send_multipart(encode("robot_state", self._state_seq, meta, arrays),
@@ -294,6 +298,10 @@ class RobotClient:
         self._seq = 0
         self._latest: RemoteState | None = None
         self.states_received = 0
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive, name="robot-client", daemon=True)
+        self._thread.start()
 
     def send_target(self, target: CartesianTarget, gripper: GripperCommand = None) -> bool:
         """Queue a target (False if the link is full; the server's watchdog then holds)."""
@@ -337,42 +345,47 @@ class RobotClient:
         """The newest state (waiting up to ``timeout_s`` for one newer than ``newer_than_seq``).
         TimeoutError if none arrives."""
         deadline = time.monotonic() + timeout_s
-        while True:
-            self._drain()
-            if self._latest is not None and self._latest.seq > newer_than_seq:
-                return self._latest
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(
-                    f"no robot state within {timeout_s} s; is the robot server publishing?"
-                )
-            self._sub.poll(int(left * 1000) + 1)
+        with self._cond:
+            while self._latest is None or self._latest.seq <= newer_than_seq:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"no robot state within {timeout_s} s; is the robot server publishing?"
+                    )
+                self._cond.wait(left)
+            return self._latest
 
-    def _drain(self) -> None:
-        newest = None
-        while True:
+    def _receive(self) -> None:
+        """Background thread: keep only the newest state (a reader never sees a stale queue)."""
+        while not self._stop.is_set():
+            if not self._sub.poll(50):
+                continue
             try:
-                newest = self._sub.recv_multipart(flags=zmq.NOBLOCK)
+                frames = self._sub.recv_multipart(flags=zmq.NOBLOCK)
             except zmq.Again:
-                break
+                continue
+            except zmq.ZMQError:
+                return
             self.states_received += 1
-        if newest is None:
-            return
-        try:
-            msg = decode(newest, 1 << 20, frozenset({"robot_state"}))
-            a, m = msg.arrays, msg.meta
-            state = RobotState(
-                q_rad=a["q"], dq_rad_s=a["dq"], tau_measured_nm=a["tau"], ee_pos_m=a["ee_pos"],
-                ee_quat_xyzw=a["ee_quat"], ee_twist=a["ee_twist"],
-                gripper_width_m=float(m["gripper_width_m"]),
-                command_age_s=float(m["command_age_s"]), stamp_s=float(m["stamp_s"]),
-            )  # fmt: skip
-        except (CodecError, KeyError, TypeError, ValueError) as exc:
-            log.warning("robot client: dropped a malformed state: %s", exc)
-            return
-        self._latest = RemoteState(state, dict(msg.meta), a.get("features"), time.monotonic(),
-                                   msg.seq)  # fmt: skip
+            try:
+                msg = decode(frames, 1 << 20, frozenset({"robot_state"}))
+                a, m = msg.arrays, msg.meta
+                state = RobotState(
+                    q_rad=a["q"], dq_rad_s=a["dq"], tau_measured_nm=a["tau"],
+                    ee_pos_m=a["ee_pos"], ee_quat_xyzw=a["ee_quat"], ee_twist=a["ee_twist"],
+                    gripper_width_m=float(m["gripper_width_m"]),
+                    command_age_s=float(m["command_age_s"]), stamp_s=float(m["stamp_s"]),
+                )  # fmt: skip
+            except (CodecError, KeyError, TypeError, ValueError) as exc:
+                log.warning("robot client: dropped a malformed state: %s", exc)
+                continue
+            remote = RemoteState(state, dict(m), a.get("features"), time.monotonic(), msg.seq)
+            with self._cond:
+                self._latest = remote
+                self._cond.notify_all()
 
     def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
         self._dealer.close(linger=0)
         self._sub.close(linger=0)
