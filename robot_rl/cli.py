@@ -18,6 +18,7 @@ import inspect
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -330,6 +331,57 @@ def _run_actor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_robot_server(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "robot-server", help="serve the twin's controller loop over ZMQ (targets in, state out)"
+    )
+    parser.add_argument("--task", default="reach", help="task scene (default reach)")
+    parser.add_argument("--commands", default="tcp://127.0.0.1:5560", help="ROUTER endpoint")
+    parser.add_argument("--state", default="tcp://127.0.0.1:5561", help="state PUB endpoint")
+    parser.add_argument("--keys", default="keys", help="CURVE keys folder")
+    parser.add_argument("--key", default="robot", help="this server's key name")
+    parser.add_argument("--plaintext", action="store_true", help="loopback only, no CURVE")
+    parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    parser.set_defaults(handler=_run_robot_server)
+
+
+def _run_robot_server(args: argparse.Namespace) -> int:
+    from robot_rl.envs.twin_env import TwinEnvConfig
+    from robot_rl.transport.robot_server import RobotEndpoints, RobotServer, SceneBackend
+    from robot_rl.transport.security import SecurityConfig, SecurityError
+    from sim.scene import SceneConfig, TwinScene
+
+    try:
+        TwinEnvConfig(task=args.task)  # names the known tasks if this one is not
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    scene = TwinScene(SceneConfig(task=args.task, cameras=()))
+    security = SecurityConfig(keys_dir=args.keys, name=args.key, plaintext=args.plaintext)
+    try:
+        server = RobotServer(
+            SceneBackend(scene), RobotEndpoints(args.commands, args.state), security
+        )
+    except SecurityError as exc:
+        scene.close()
+        raise CliError(str(exc)) from None
+    server.start()
+    print(f"robot server: {args.task} twin on {server.commands_endpoint}, state on "
+          f"{server.state_endpoint}; Ctrl-C stops")  # fmt: skip
+    try:
+        start = time.monotonic()
+        while args.duration is None or time.monotonic() - start < args.duration:
+            time.sleep(0.2)
+            if server.error is not None:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        scene.close()
+    print(f"robot server: {server.stats.ticks} ticks, {server.stats.targets} targets")
+    return 0
+
+
 # -- keys -----------------------------------------------------------------------------------------
 def _add_keys(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("keys", help="manage ZMQ CURVE keys for actors and learners")
@@ -387,6 +439,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_cameras,
     _add_learner,
     _add_actor,
+    _add_robot_server,
 )
 
 

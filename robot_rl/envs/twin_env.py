@@ -32,6 +32,7 @@ from controllers.rotations import orientation_error, quat_exp, quat_mul, quat_to
 from controllers.targets import CartesianTarget
 from robot_rl.agents.gripper import gripper_value_to_index
 from robot_rl.data.batch import STATE_KEY
+from robot_rl.interfaces import RobotState
 from sim.cameras import DEFAULT_CAMERAS
 from sim.scene import SceneConfig, TwinScene
 from sim.tasks import TASKS, GripperAction
@@ -79,6 +80,64 @@ class TwinEnvConfig:
 RewardFn = Callable[["TwinEnv"], float]
 
 
+@dataclass(frozen=True)
+class ResetFrame:
+    """The TCP pose at the episode's reset: actions and observations are relative to it."""
+
+    pos_m: np.ndarray
+    quat_xyzw: np.ndarray
+
+    @property
+    def rot(self) -> np.ndarray:
+        return quat_to_matrix(self.quat_xyzw)
+
+    @staticmethod
+    def of(state: RobotState) -> ResetFrame:
+        return ResetFrame(state.ee_pos_m.copy(), state.ee_quat_xyzw.copy())
+
+
+def state_vector(
+    cfg: TwinEnvConfig, state: RobotState, reset: ResetFrame, features: np.ndarray | None
+) -> np.ndarray:
+    """The observation's "state" entry (see the module docstring for units and frames)."""
+    rot_t = reset.rot.T
+    per_period = cfg.policy_period_s
+    parts = [
+        rot_t @ (state.ee_pos_m - reset.pos_m) / cfg.xyz_step_m,
+        rot_t @ orientation_error(state.ee_quat_xyzw, reset.quat_xyzw) / cfg.rot_step_rad,
+        rot_t @ state.ee_twist[:3] * (per_period / cfg.xyz_step_m),
+        rot_t @ state.ee_twist[3:] * (per_period / cfg.rot_step_rad),
+        [state.gripper_width_m / GRIPPER_OPEN_M],
+    ]
+    if features is not None:
+        features = np.asarray(features, dtype=np.float64)
+        parts += [rot_t @ features[:3] / cfg.xyz_step_m, features[3:]]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def check_action(action: np.ndarray, space: gym.spaces.Box) -> np.ndarray:
+    """``action`` as float64 clipped to [-1, 1]; ValueError for a wrong shape or non-finite."""
+    action = np.asarray(action, dtype=np.float64)
+    if action.shape != space.shape or not np.isfinite(action).all():
+        raise ValueError(f"action {action.tolist()} must be {space.shape[0]} finite values")
+    return np.clip(action, -1.0, 1.0)
+
+
+def action_to_target(
+    cfg: TwinEnvConfig, state: RobotState, reset: ResetFrame, action: np.ndarray
+) -> CartesianTarget:
+    """The TCP target for an (already checked) action: the measured pose plus the scaled delta
+    in the reset frame, clipped to the task box."""
+    rot = reset.rot
+    pos = np.clip(state.ee_pos_m + rot @ (action[:3] * cfg.xyz_step_m), cfg.box_low_m,
+                  cfg.box_high_m)  # fmt: skip
+    if cfg.rotation_actions:
+        quat = quat_mul(quat_exp(rot @ (action[3:6] * cfg.rot_step_rad)), state.ee_quat_xyzw)
+    else:
+        quat = reset.quat_xyzw
+    return CartesianTarget(pos, quat)
+
+
 def success_reward(env: TwinEnv) -> float:
     """Sparse reward: 1 when the task's ground-truth success predicate holds, else 0."""
     return float(env.scene.success())
@@ -118,9 +177,7 @@ class TwinEnv(gym.Env):
         action_dim = 3 + (3 if config.rotation_actions else 0) + 1
         self.action_space = gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
         self._steps = 0
-        self._reset_pos = np.zeros(3)
-        self._reset_quat = np.array([0.0, 0.0, 0.0, 1.0])
-        self._reset_rot = np.eye(3)
+        self._reset = ResetFrame(np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0]))
         self._gripper_index = 2  # open
 
     # -- gymnasium API -------------------------------------------------------------------------
@@ -130,10 +187,7 @@ class TwinEnv(gym.Env):
         super().reset(seed=seed)
         episode_seed = int(self.np_random.integers(2**31 - 1))
         self.scene.reset(episode_seed)
-        state = self.scene.state()
-        self._reset_pos = state.ee_pos_m.copy()
-        self._reset_quat = state.ee_quat_xyzw.copy()
-        self._reset_rot = quat_to_matrix(self._reset_quat)
+        self._reset = ResetFrame.of(self.scene.state())
         self._gripper_index = 0 if self.task.grasp_at_reset else 2
         self._steps = 0
         return self._observation(), {"success": self.scene.success(), "seed": episode_seed}
@@ -141,26 +195,14 @@ class TwinEnv(gym.Env):
     def step(
         self, action: np.ndarray
     ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != self.action_space.shape or not np.isfinite(action).all():
-            raise ValueError(
-                f"action {action.tolist()} must be {self.action_space.shape[0]} finite values"
-            )
-        action = np.clip(action, -1.0, 1.0)
+        action = check_action(action, self.action_space)
         cfg = self.config
-        state = self.scene.state()
-        pos = state.ee_pos_m + self._reset_rot @ (action[:3] * cfg.xyz_step_m)
-        pos = np.clip(pos, cfg.box_low_m, cfg.box_high_m)
-        if cfg.rotation_actions:
-            rot = self._reset_rot @ (action[3:6] * cfg.rot_step_rad)
-            quat = quat_mul(quat_exp(rot), state.ee_quat_xyzw)
-        else:
-            quat = self._reset_quat
+        target = action_to_target(cfg, self.scene.state(), self._reset, action)
         index = int(gripper_value_to_index(float(action[-1])))
         toggled = index != 1 and index != self._gripper_index
         if index != 1:
             self._gripper_index = index
-        self.scene.step(CartesianTarget(pos, quat), GRIPPER_ACTIONS[index])
+        self.scene.step(target, GRIPPER_ACTIONS[index])
         self._steps += 1
         success = self.scene.success()
         reward = float(self.reward_fn(self))
@@ -181,21 +223,8 @@ class TwinEnv(gym.Env):
 
     # -- helpers -------------------------------------------------------------------------------
     def _observation(self) -> dict[str, np.ndarray]:
-        cfg = self.config
-        state = self.scene.state()
-        rot_t = self._reset_rot.T
-        per_period = cfg.policy_period_s
-        parts = [
-            rot_t @ (state.ee_pos_m - self._reset_pos) / cfg.xyz_step_m,
-            rot_t @ orientation_error(state.ee_quat_xyzw, self._reset_quat) / cfg.rot_step_rad,
-            rot_t @ state.ee_twist[:3] * (per_period / cfg.xyz_step_m),
-            rot_t @ state.ee_twist[3:] * (per_period / cfg.rot_step_rad),
-            [state.gripper_width_m / GRIPPER_OPEN_M],
-        ]
-        if cfg.obs == "state":
-            features = np.asarray(self.task.features(self.scene.twin), dtype=np.float64)
-            parts += [rot_t @ features[:3] / cfg.xyz_step_m, features[3:]]
-        obs = {STATE_KEY: np.concatenate(parts).astype(np.float32)}
+        features = self.task.features(self.scene.twin) if self.config.obs == "state" else None
+        obs = {STATE_KEY: state_vector(self.config, self.scene.state(), self._reset, features)}
         if self.config.obs == "pixels":
             for name, frame in self.scene.render().items():
                 obs[name] = frame.image
@@ -205,11 +234,12 @@ class TwinEnv(gym.Env):
         """The env action that moves toward a scripted expert's target (clipped to [-1, 1])."""
         cfg = self.config
         state = self.scene.state()
-        delta = self._reset_rot.T @ (expert_action.target.pos_m - state.ee_pos_m) / cfg.xyz_step_m
+        rot_t = self._reset.rot.T
+        delta = rot_t @ (expert_action.target.pos_m - state.ee_pos_m) / cfg.xyz_step_m
         parts = [delta]
         if cfg.rotation_actions:
             rot = orientation_error(expert_action.target.quat_xyzw, state.ee_quat_xyzw)
-            parts.append(self._reset_rot.T @ rot / cfg.rot_step_rad)
+            parts.append(rot_t @ rot / cfg.rot_step_rad)
         gripper = {"close": -1.0, None: 0.0, "open": 1.0}[expert_action.gripper]
         parts.append([gripper])
         return np.clip(np.concatenate(parts), -1.0, 1.0).astype(np.float32)

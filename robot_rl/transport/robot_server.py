@@ -237,6 +237,7 @@ class RobotServer:
                 reply = {"ok": False, "error": str(exc)}
         else:
             reply = {"ok": False, "error": f"unknown op {op!r}; known: ping, status, reset"}
+        reply["state_seq"] = self._state_seq  # states after this one reflect the request
         try:
             self._router.send_multipart([identity, *encode("reply", message.seq, reply)],
                                         flags=zmq.NOBLOCK)  # fmt: skip

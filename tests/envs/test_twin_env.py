@@ -56,7 +56,7 @@ def test_action_moves_the_tcp_by_the_scaled_delta() -> None:
     env.step(np.array([1.0, 0, 0, 0], dtype=np.float32))
     for _ in range(5):
         env.step(np.zeros(4, dtype=np.float32))
-    moved_in_reset_frame = env._reset_rot.T @ (env.scene.state().ee_pos_m - start)
+    moved_in_reset_frame = env._reset.rot.T @ (env.scene.state().ee_pos_m - start)
     # One +1 action moves 2 cm along the reset frame's x axis and (nearly) nothing else.
     np.testing.assert_allclose(moved_in_reset_frame, [0.02, 0.0, 0.0], atol=2e-3)
     env.close()
@@ -70,8 +70,8 @@ def test_state_is_in_step_units_and_in_the_reset_frame() -> None:
     for _ in range(4):
         obs, *_ = env.step(np.array([1.0, -0.5, 0.5, 0.0], dtype=np.float32))
     tcp = env.scene.state().ee_pos_m
-    rot_t = env._reset_rot.T
-    np.testing.assert_allclose(obs["state"][:3], rot_t @ (tcp - env._reset_pos) / 0.02, atol=1e-4)
+    rot_t = env._reset.rot.T
+    np.testing.assert_allclose(obs["state"][:3], rot_t @ (tcp - env._reset.pos_m) / 0.02, atol=1e-4)
     # The goal offset is seen in the same frame and units, so the two add up to the goal.
     goal_offset = obs["state"][PROPRIO_DIM:]
     np.testing.assert_allclose(goal_offset, rot_t @ (env.task.goal_m - tcp) / 0.02, atol=1e-4)

@@ -1,0 +1,93 @@
+"""The env over a robot server on loopback: same spaces and state as the in-process env, actions
+move the arm in the reset frame, and the scripted expert solves reach through the network."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+
+from robot_rl.envs.remote_env import RemoteEnv
+from robot_rl.envs.twin_env import TwinEnv, TwinEnvConfig
+from robot_rl.transport.robot_server import (
+    RobotClient,
+    RobotEndpoints,
+    RobotServer,
+    SceneBackend,
+)
+from robot_rl.transport.security import SecurityConfig
+from sim.scene import SceneConfig, TwinScene
+
+pytestmark = pytest.mark.timeout(120)
+PLAIN = SecurityConfig(plaintext=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def remote():
+    scene = TwinScene(SceneConfig(task="reach", cameras=()))
+    endpoints = RobotEndpoints(f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}")
+    server = RobotServer(SceneBackend(scene), endpoints, PLAIN)
+    server.start()
+    client = RobotClient(endpoints, PLAIN)
+    client.latest(timeout_s=10.0)
+    env = RemoteEnv(TwinEnvConfig(task="reach", obs="state"), client)
+    yield env
+    client.close()
+    server.stop()
+    scene.close()
+
+
+def test_spaces_match_the_in_process_env(remote) -> None:
+    env = remote
+    local = TwinEnv(TwinEnvConfig(task="reach", obs="state"))
+    assert env.observation_space == local.observation_space
+    assert env.action_space == local.action_space
+    local.close()
+    obs, _ = env.reset(seed=1)
+    assert env.observation_space.contains(obs)
+    np.testing.assert_allclose(obs["state"][:6], 0.0, atol=0.05)  # at the reset pose
+
+
+def test_actions_move_the_tcp_along_the_reset_frame(remote) -> None:
+    env = remote
+    env.reset(seed=2)
+    for _ in range(4):
+        obs, _, terminated, _, info = env.step(np.array([1.0, 0, 0, 0], np.float32))
+        assert not terminated  # seed 2's goal is off this path
+    # State position is in xyz steps along the reset frame: about 4 steps along x.
+    assert obs["state"][0] > 2.0
+    assert abs(obs["state"][1]) < 0.5 and abs(obs["state"][2]) < 0.5
+    assert info["state_age_s"] < 0.5
+    with pytest.raises(ValueError, match="finite"):
+        env.step(np.array([np.nan, 0, 0, 0], np.float32))
+
+
+def test_the_expert_solves_reach_through_the_server(remote) -> None:
+    env = remote
+    obs, _ = env.reset(seed=4)
+    for _ in range(env.max_episode_steps):
+        goal_offset = obs["state"][13:16]  # goal - TCP in xyz steps, reset frame
+        action = np.append(np.clip(goal_offset, -0.8, 0.8), 0.0).astype(np.float32)
+        obs, reward, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    assert terminated and reward == 1.0 and info["success"]
+
+
+def test_robot_server_cli_serves_for_a_duration(capsys) -> None:
+    from robot_rl import cli
+
+    argv = ["robot-server", "--task", "reach", "--plaintext", "--duration", "0.5",
+            "--commands", f"tcp://127.0.0.1:{free_port()}",
+            "--state", f"tcp://127.0.0.1:{free_port()}"]  # fmt: skip
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "reach twin on" in out and "ticks" in out
+    assert cli.main(["robot-server", "--task", "stack", "--plaintext"]) == 2
