@@ -99,6 +99,7 @@ class ControlLoop:
         self._posture = np.asarray(config.posture_q_rad, dtype=float)
         self._lock = threading.Lock()
         self._pending: CartesianTarget | JointTarget | None = None
+        self._keep_alive = False
         self._law: Literal["cartesian", "joint"] = "cartesian"
         self._mode = ControlMode.HOLD
         self._last_target_s: float | None = None
@@ -136,6 +137,13 @@ class ControlLoop:
             raise
         with self._lock:
             self._pending = checked
+
+    def keep_alive(self) -> None:
+        """The target stream is alive but has nothing new (a client between two 10 Hz targets):
+        refresh the watchdog without restarting the reference. Ignored unless the loop is
+        tracking a target, so it can never wake a holding or damping arm."""
+        with self._lock:
+            self._keep_alive = True
 
     def gripper_move(self, width_m: float, speed_m_s: float = 0.1) -> None:
         """Start a gripper motion (non-blocking); raises InvalidTargetError for bad values."""
@@ -194,6 +202,9 @@ class ControlLoop:
 
         with self._lock:
             pending, self._pending = self._pending, None
+            keep_alive, self._keep_alive = self._keep_alive, False
+        if keep_alive and pending is None and self._mode == ControlMode.ACTIVE:
+            self._last_target_s = now
         if pending is not None:
             if self._mode != ControlMode.ACTIVE:  # resume from where the arm is, not a stale pose
                 self.cartesian.reset(state.ee_pos_m, state.ee_quat_xyzw, now)

@@ -4,8 +4,9 @@ real arm's server).
 
 Observations and actions follow ``twin_env`` exactly (same ``TwinEnvConfig``, same state vector,
 same reset-frame deltas), so a policy trained in one runs in the other. Time is the wall clock:
-each step sends the target, re-sends it half a period later (so the server's 100 ms watchdog
-never sees a 10 Hz stream as stalled) and returns the newest state at the next policy tick.
+each step sends the target, a heartbeat half a period later (so the server's 100 ms watchdog
+never sees a 10 Hz stream as stalled, without restarting the reference) and returns the newest
+state at the next policy tick.
 Success comes from the server's state (the twin's ground truth) unless a ``reward_fn`` is given
 (a success detector on a real arm).
 """
@@ -111,7 +112,7 @@ class RemoteEnv(gym.Env):
         start = max(time.monotonic(), self._next_tick - period)
         self.client.send_target(target, gripper)
         time.sleep(max(0.0, start + period / 2 - time.monotonic()))
-        self.client.send_target(target, gripper)  # keep-alive for the server's watchdog
+        self.client.keep_alive()  # so the server's 100 ms watchdog never sees a 10 Hz stall
         time.sleep(max(0.0, start + period - time.monotonic()))
         self._next_tick = start + period
         self._latest = self.client.latest(timeout_s=self.state_timeout_s)

@@ -11,7 +11,8 @@ Server (one thread owns the robot; nothing else touches it):
 - requests ("request": op reset / ping / status, with a wall-clock ``deadline``) get a "reply"
   with the same seq; a request already past its deadline is refused, not run late;
 - the loop's watchdog holds the arm 100 ms after the last target and damps it at 500 ms, so a
-  client that stops sending (crash, network) leaves the arm safe.
+  client that stops sending (crash, network) leaves the arm safe; a "heartbeat" between targets
+  keeps a tracking arm tracking (it never wakes a holding one).
 
 State message ("robot_state") arrays: q, dq, tau (7), ee_pos (3), ee_quat (4, xyzw), ee_twist
 (6), and on a sim backend ``features`` (the task's); meta: gripper_width_m, command_age_s,
@@ -24,6 +25,7 @@ requests with deadlines.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -52,6 +54,8 @@ class RobotBackend(Protocol):
 
     def set_target(self, target: CartesianTarget, gripper: GripperCommand) -> None: ...
 
+    def keep_alive(self) -> None: ...
+
     def state(self) -> RobotState: ...
 
     def status(self) -> dict[str, Any]: ...
@@ -72,6 +76,9 @@ class SceneBackend:
     def set_target(self, target: CartesianTarget, gripper: GripperCommand) -> None:
         self.scene.loop.set_cartesian_target(target)
         self.scene._command_gripper(gripper)
+
+    def keep_alive(self) -> None:
+        self.scene.loop.keep_alive()
 
     def state(self) -> RobotState:
         return self.scene.state()
@@ -194,13 +201,15 @@ class RobotServer:
                 return
             identity, body = frames[0], frames[1:]
             try:
-                message = decode(body, 1 << 20, frozenset({"robot_target", "request"}))
+                message = decode(body, 1 << 20, frozenset({"robot_target", "request", "heartbeat"}))
             except CodecError as exc:
                 self.stats.rejected_messages += 1
                 log.warning("robot server: dropped a malformed message: %s", exc)
                 continue
             if message.type == "robot_target":
                 self._target(message)
+            elif message.type == "heartbeat":
+                self.backend.keep_alive()
             else:
                 self._request(identity, message)
 
@@ -315,6 +324,12 @@ class RobotClient:
             return True
         except zmq.Again:
             return False
+
+    def keep_alive(self) -> None:
+        """Tell the server the target stream is alive without sending a new target."""
+        self._seq += 1
+        with contextlib.suppress(zmq.Again):
+            self._dealer.send_multipart(encode("heartbeat", self._seq), flags=zmq.NOBLOCK)
 
     def request(self, op: str, timeout_s: float = 2.0, **meta: Any) -> dict[str, Any]:
         """Call ``op`` on the server; TimeoutError if no reply within ``timeout_s``,

@@ -236,6 +236,20 @@ def test_watchdog_holds_after_100_ms_then_damps_after_500_ms(loop, twin):
     assert_limits_held(loop, twin)
 
 
+def test_keep_alive_refreshes_a_tracking_arm_but_never_wakes_a_holding_one(loop, twin):
+    p0, q0 = ready_pose(twin)
+    loop.set_cartesian_target(CartesianTarget(p0 + np.array([0.0, 0.01, 0.0]), q0))
+    for _ in range(4):  # a target, then heartbeats every 80 ms: tracking for 400 ms
+        loop.run_for(0.08)
+        loop.keep_alive()
+    assert loop.tick().mode == ControlMode.ACTIVE
+    loop.run_for(0.15)  # silence: hold
+    assert loop.status.mode == ControlMode.HOLD
+    loop.keep_alive()
+    loop.run_for(0.01)
+    assert loop.status.mode == ControlMode.HOLD, "a heartbeat must not resume tracking"
+
+
 def test_damping_brings_a_moving_arm_to_rest(twin):
     # Damp 60 ms after the last target, so that damping starts while the arm is still moving.
     config = LoopConfig(watchdog=WatchdogConfig(hold_after_s=0.05, damp_after_s=0.06))
