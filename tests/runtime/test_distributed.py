@@ -4,6 +4,7 @@ acts on published weights."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -39,17 +40,23 @@ def test_actor_and_learner_in_one_process_over_zmq(tmp_path: Path) -> None:
     thread = threading.Thread(target=learner.run, kwargs={"stop": stop}, daemon=True)
     thread.start()
     actor = Actor(train, net, tmp_path / "spool")
+    other = Actor(train, dataclasses.replace(net, actor_id="actor-1"), tmp_path / "spool-1")
     try:
-        stats = actor.run(45)
+        stats = actor.run(37)  # ends mid-episode; the second actor's steps come in between
+        other.run(20)
+        stats = actor.run(8)
         assert actor.close(flush_timeout_s=20.0), "the learner did not store every step"
+        assert other.close(flush_timeout_s=20.0)
     finally:
         stop.set()
         thread.join(timeout=30)
-    assert learner.steps_received == 45
+    assert learner.steps_received == 65
     assert learner.updates > 0
     assert stats["weights_version"] >= 0, "the actor never received weights"
-    stored = sum(len(e.transitions) for e in load_episodes(tmp_path / "tiny" / "episodes"))
-    assert stored == 45  # the episodes it finished and the one it stopped in, all durable
+    episodes = list(load_episodes(tmp_path / "tiny" / "episodes"))
+    steps = {a: sum(len(e.transitions) for e in episodes if e.meta["actor_id"] == a)
+             for a in ("actor-0", "actor-1")}  # fmt: skip
+    assert steps == {"actor-0": 45, "actor-1": 20}  # finished and stopped episodes, all durable
     assert (tmp_path / "tiny" / "checkpoints" / "latest.pt").is_file()
 
 

@@ -242,3 +242,35 @@ def test_weights_reach_the_actor_as_the_newest_version(tmp_path: Path) -> None:
     assert actor.weights_age_s < 5.0
     actor.close()
     learner.close()
+
+
+def test_two_actors_feed_one_learner_with_their_streams_kept_apart(tmp_path: Path) -> None:
+    ep = free_endpoints()
+    sink = Sink()
+    learner = start_learner(ep, tmp_path / "store", sink)
+    a = ActorLink(actor_config(ep, tmp_path / "spool-a", actor_id="a"), PLAIN)
+    b = ActorLink(actor_config(ep, tmp_path / "spool-b", actor_id="b"), PLAIN)
+    sent_a = episode_steps(0, 9) + episode_steps(20, 5)
+    sent_b = episode_steps(500, 7, end="truncated") + episode_steps(600, 6)
+    for i in range(max(len(sent_a), len(sent_b))):  # interleaved, as two robots would
+        if i < len(sent_a):
+            a.add(sent_a[i])
+        if i < len(sent_b):
+            b.add(sent_b[i])
+        learner.poll(timeout_ms=1)
+    deadline = time.monotonic() + 10
+    while (a.unacknowledged_steps or b.unacknowledged_steps) and time.monotonic() < deadline:
+        learner.poll(timeout_ms=5)
+        a.pump()
+        b.pump()
+    assert a.unacknowledged_steps == b.unacknowledged_steps == 0
+    episodes = list(load_episodes(tmp_path / "store"))
+    by_actor = {
+        name: [t for e in episodes if e.meta["actor_id"] == name for t in e.transitions]
+        for name in ("a", "b")
+    }
+    assert all(map(same, by_actor["a"], sent_a)) and len(by_actor["a"]) == len(sent_a)
+    assert all(map(same, by_actor["b"], sent_b)) and len(by_actor["b"]) == len(sent_b)
+    for link in (a, b):
+        link.close()
+    learner.close()
