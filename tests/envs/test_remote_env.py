@@ -3,45 +3,20 @@ move the arm in the reset frame, and the scripted expert solves reach through th
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pytest
 
 from robot_rl.envs.remote_env import RemoteEnv
 from robot_rl.envs.twin_env import TwinEnv, TwinEnvConfig
-from robot_rl.transport.robot_server import (
-    RobotClient,
-    RobotEndpoints,
-    RobotServer,
-    SceneBackend,
-)
-from robot_rl.transport.security import SecurityConfig
-from sim.scene import SceneConfig, TwinScene
+from tests.netutil import free_port, served_twin
 
 pytestmark = pytest.mark.timeout(120)
-PLAIN = SecurityConfig(plaintext=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def remote():
-    scene = TwinScene(SceneConfig(task="reach", cameras=()))
-    endpoints = RobotEndpoints(f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}")
-    server = RobotServer(SceneBackend(scene), endpoints, PLAIN)
-    server.start()
-    client = RobotClient(endpoints, PLAIN)
-    client.latest(timeout_s=10.0)
-    env = RemoteEnv(TwinEnvConfig(task="reach", obs="state"), client)
-    yield env
-    client.close()
-    server.stop()
-    scene.close()
+    with served_twin("reach") as (_, client):
+        yield RemoteEnv(TwinEnvConfig(task="reach", obs="state"), client)
 
 
 def test_spaces_match_the_in_process_env(remote) -> None:

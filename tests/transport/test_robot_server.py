@@ -3,7 +3,6 @@ are rejected, requests honour deadlines, and the watchdog holds then damps a sil
 
 from __future__ import annotations
 
-import socket
 import time
 
 import numpy as np
@@ -13,37 +12,16 @@ import zmq
 from controllers.targets import CartesianTarget
 from controllers.watchdog import ControlMode
 from robot_rl.transport.codec import encode
-from robot_rl.transport.robot_server import (
-    RobotClient,
-    RobotEndpoints,
-    RobotServer,
-    SceneBackend,
-)
-from robot_rl.transport.security import SecurityConfig
-from sim.scene import SceneConfig, TwinScene
+from robot_rl.transport.robot_server import RobotClient
+from tests.netutil import PLAIN, loopback_endpoints, served_twin
 
 pytestmark = pytest.mark.timeout(120)
-PLAIN = SecurityConfig(plaintext=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def served():
-    scene = TwinScene(SceneConfig(task="reach", cameras=()))
-    endpoints = RobotEndpoints(f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}")
-    server = RobotServer(SceneBackend(scene), endpoints, PLAIN)
-    server.start()
-    client = RobotClient(endpoints, PLAIN)
-    client.latest(timeout_s=10.0)  # the subscription has joined
-    yield server, client
-    client.close()
-    server.stop()
-    scene.close()
+    with served_twin("reach") as pair:
+        yield pair
 
 
 def test_state_streams_with_task_extras(served) -> None:
@@ -118,8 +96,7 @@ def test_requests_have_deadlines_and_clear_refusals(served) -> None:
 
 
 def test_client_without_a_server_times_out_clearly() -> None:
-    endpoints = RobotEndpoints(f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}")
-    client = RobotClient(endpoints, PLAIN)
+    client = RobotClient(loopback_endpoints(), PLAIN)
     try:
         with pytest.raises(TimeoutError, match="robot server"):
             client.request("ping", timeout_s=0.2)
