@@ -28,8 +28,8 @@ import numpy as np
 import zmq
 
 from robot_rl.data.batch import Transition
-from robot_rl.data.episodes import load_episodes, save_episode
 from robot_rl.transport.codec import CodecError, decode, encode, weights_to_bytes
+from robot_rl.transport.episode_store import EpisodeStore
 from robot_rl.transport.security import SecurityConfig, secure_server
 from robot_rl.transport.steps import StepDecoder
 
@@ -51,9 +51,6 @@ class LinkEndpoints:
 @dataclass
 class ActorState:
     received: int = -1  # last seq accepted from this actor
-    durable: int = -1  # last seq written to disk in a finished (or closed) episode
-    open_steps: list[Transition] = field(default_factory=list)
-    open_first_seq: int = 0
     decoder: StepDecoder = field(default_factory=StepDecoder)
     last_seen_s: float = 0.0
 
@@ -80,10 +77,8 @@ class LearnerLink:
         context: zmq.Context | None = None,
         compress: bool = False,
     ) -> None:
-        self.store_dir = Path(store_dir)
-        self.compress = compress  # deflating 128x128 frames would cap intake near 300 steps/s
+        self.store = EpisodeStore(store_dir, task, compress)
         self.sink = sink
-        self.task = task
         self.max_message_bytes = max_message_bytes
         self.actors: dict[str, ActorState] = {}
         self.rejected = 0
@@ -108,20 +103,11 @@ class LearnerLink:
         self._poller.register(self._router, zmq.POLLIN)
 
     def _restore(self) -> None:
-        """Rebuild each actor's durable seq from the episode files (after a learner restart)."""
-        if not self.store_dir.is_dir():
-            return
-        for episode in load_episodes(self.store_dir):
-            actor, last = episode.meta.get("actor_id"), episode.meta.get("last_seq")
-            if isinstance(actor, str) and isinstance(last, int):
-                state = self.actors.setdefault(actor, ActorState())
-                state.durable = max(state.durable, last)
-                state.received = state.durable
+        """Each actor's stored seq, from the episode files (after a learner restart)."""
+        for actor, last in self.store.restore().items():
+            self.actors.setdefault(actor, ActorState()).received = last
         if self.actors:
-            log.info(
-                "learner link: restored %s",
-                {a: s.durable for a, s in self.actors.items()},
-            )
+            log.info("learner link: restored %s", self.store.durable)
 
     # -- receiving -----------------------------------------------------------------------------
     def poll(self, timeout_ms: int = 0, max_messages: int = 64) -> int:
@@ -188,39 +174,20 @@ class LearnerLink:
         if gap:
             log.warning("learner link: %s skipped seq %d-%d (lost in an actor crash)",
                         actor_id, state.received + 1, first_seq - 1)  # fmt: skip
-            self._close_open(actor_id, state)
+            self.store.close(actor_id)
         steps = state.decoder.decode(message)
         self.sink(actor_id, steps, discontinuity)
         for offset, step in enumerate(steps):
-            seq = first_seq + offset
-            if bool(starts[offset]) and state.open_steps:  # a reset without an end flag
-                self._close_open(actor_id, state)
-            if not state.open_steps:
-                state.open_first_seq = seq
-            state.open_steps.append(step)
-            if step.terminated or step.truncated:
-                self._persist(actor_id, state, seq)
+            self.store.add(actor_id, first_seq + offset, step, bool(starts[offset]))
         if message.meta.get("closes_episode") is True:
-            self._close_open(actor_id, state)
+            self.store.close(actor_id)
         state.received = first_seq + len(steps) - 1
         self.steps_received += len(steps)
         return len(steps)
 
-    def _persist(self, actor_id: str, state: ActorState, last_seq: int) -> None:
-        meta = {"task": self.task, "actor_id": actor_id, "first_seq": state.open_first_seq,
-                "last_seq": last_seq, "source": "actor"}  # fmt: skip
-        save_episode(self.store_dir, state.open_steps, meta, compress=self.compress)
-        state.durable = last_seq
-        state.open_steps = []
-        state.open_first_seq = last_seq + 1
-
-    def _close_open(self, actor_id: str, state: ActorState) -> None:
-        """Persist an episode the actor will never finish (it crashed or restarted)."""
-        if state.open_steps:
-            self._persist(actor_id, state, state.open_first_seq + len(state.open_steps) - 1)
-
     def _ack(self, identity: Any, actor_id: str, state: ActorState, seq: int) -> None:
-        meta = {"actor_id": actor_id, "received": state.received, "durable": state.durable,
+        durable = self.store.durable.get(actor_id, -1)
+        meta = {"actor_id": actor_id, "received": state.received, "durable": durable,
                 "weights_version": self.weights_version}  # fmt: skip
         try:
             self._router.send_multipart(
@@ -250,7 +217,7 @@ class LearnerLink:
         """Per actor: received and durable seq, seconds since last heard from."""
         now = time.monotonic()
         return {
-            actor: {"received": s.received, "durable": s.durable,
+            actor: {"received": s.received, "durable": self.store.durable.get(actor, -1),
                     "silent_s": now - s.last_seen_s if s.last_seen_s else float("inf")}
             for actor, s in self.actors.items()
         }  # fmt: skip
