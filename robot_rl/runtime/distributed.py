@@ -27,12 +27,12 @@ import yaml
 from robot_rl.agents.checkpoint import load_checkpoint, save_checkpoint
 from robot_rl.agents.sac import SACAgent
 from robot_rl.config import to_dict
-from robot_rl.data.batch import Transition
 from robot_rl.data.episodes import load_episodes
 from robot_rl.data.mixing import route, sample_mixed
 from robot_rl.data.replay import ReplayBuffer
 from robot_rl.envs.intervention import InterventionWrapper, ScriptedIntervener
 from robot_rl.envs.twin_env import make_env
+from robot_rl.runtime.loops import ReplaySink, act_once, swap_weights
 from robot_rl.runtime.record import record_demos
 from robot_rl.runtime.train import TrainConfig
 from robot_rl.transport.actor_link import ActorLink, ActorLinkConfig
@@ -86,7 +86,7 @@ class Learner:
                 self.demo.add(t)
             self.demo.close_episode()
         self._lock = threading.Lock()
-        self._last_actor: str | None = None
+        self.sink = ReplaySink(self.demo, self.online, self._lock)
         # The link restores what earlier runs stored; replay them into the buffers first.
         for episode in load_episodes(self.dir / "episodes"):
             for t in episode.transitions:
@@ -94,27 +94,17 @@ class Learner:
             self.online.close_episode()
             self.demo.close_episode()
         self.link = LearnerLink(
-            net.endpoints, net.security, self.dir / "episodes", self._sink, train.env.task
+            net.endpoints, net.security, self.dir / "episodes", self.sink, train.env.task
         )
-        self.steps_received = len(self.online)
+        self.sink.steps = len(self.online)
         log.info("learner: %d demo and %d online steps; listening on %s (weights %s)",
                  len(self.demo), len(self.online), self.link.transitions_endpoint,
                  self.link.weights_endpoint)  # fmt: skip
 
-    def _sink(self, actor_id: str, steps: list[Transition], discontinuity: bool) -> None:
-        with self._lock:
-            if discontinuity or actor_id != self._last_actor:  # interleaved actors, restarts
-                self.online.close_episode()
-                self.demo.close_episode()
-            self._last_actor = actor_id
-            for t in steps:
-                route(t, self.demo, self.online)
-            self.steps_received += len(steps)
-
     def _update_once(self) -> bool:
         cfg = self.train
         with self._lock:
-            allowed = self.steps_received - cfg.learning_starts
+            allowed = self.sink.steps - cfg.learning_starts
             if allowed <= self.updates or len(self.demo) + len(self.online) == 0:
                 return False
             batch = sample_mixed(self.demo, self.online, cfg.batch_size * cfg.agent.utd_ratio,
@@ -122,6 +112,11 @@ class Learner:
         self.agent.update(batch)
         self.updates += 1
         return True
+
+    @property
+    def steps_received(self) -> int:
+        """Online steps in replay: loaded from earlier runs plus received from actors."""
+        return self.sink.steps
 
     def publish(self) -> int:
         return self.link.publish_weights(
@@ -186,23 +181,9 @@ class Actor:
         obs, _ = self.wrapped.reset(seed=int(rng.integers(2**31 - 1)))
         try:
             for _ in range(steps):
-                weights = self.link.latest_weights()
-                if weights is not None:  # between steps, never mid-step
-                    self.agent.load_policy_state_dict(weights[1])
-                action = self.agent.act(obs, deterministic=False)
-                next_obs, reward, terminated, truncated, info = self.wrapped.step(action)
-                executed = np.asarray(info.get("action", action), dtype=np.float32)
-                self.link.add(
-                    Transition(
-                        obs,
-                        executed,
-                        float(reward),
-                        next_obs,
-                        terminated,
-                        truncated,
-                        bool(info.get("intervened", False)),
-                        float(info["gripper_penalty"]),
-                    )
+                swap_weights(self.link, self.agent)  # between steps, never mid-step
+                next_obs, _, terminated, truncated, info, _ = act_once(
+                    self.wrapped, self.agent, obs, self.link
                 )
                 obs = next_obs
                 if terminated or truncated:

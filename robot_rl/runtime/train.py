@@ -1,11 +1,15 @@
-"""A training session in one process: an actor thread and a learner thread around shared replay.
+"""A training session in one process: an actor loop and a learner thread joined by the in-process
+link (``robot_rl.transport.inprocess``), the same link calls that ``robot-rl actor`` /
+``robot-rl learner`` make over ZMQ, and the same actor step and replay sink (``runtime.loops``).
 
-The actor steps the env with a snapshot of the policy (synced from the learner every
-``policy_sync_every`` updates), lets the intervener take over when configured, stores every step in
-the online buffer (interventions in the demo buffer too, as HIL-SERL does) and writes each episode
-to disk. The learner samples 50/50 demo/online batches and updates the agent, holding the
-update-to-data ratio: it never runs ahead of the data, and the actor waits when the learner falls
-more than ``utd_slack`` updates behind (so results in env steps do not depend on the CPU's speed).
+The actor steps the env with its own policy copy (the learner publishes weights every
+``policy_sync_every`` updates and the actor swaps them in between steps), lets the intervener take
+over when configured and hands every step to the link. The learner side of the link stores each
+finished episode on disk and routes every step into the online buffer (interventions into the demo
+buffer too, as HIL-SERL does). The learner samples 50/50 demo/online batches and updates the
+agent, holding the update-to-data ratio: it never runs ahead of the data, and the actor waits
+when the learner falls more than ``utd_slack`` updates behind (so results in env steps do not
+depend on the CPU's speed; a real robot cannot wait, which is why ``robot-rl learner`` does not).
 With ``concurrent: false`` the actor makes the learner step itself between env steps: slower in
 wall time, but a seed fixes the whole run (tests and benchmarks use it).
 
@@ -35,15 +39,18 @@ from robot_rl.agents.checkpoint import load_checkpoint, save_checkpoint
 from robot_rl.agents.config import SACConfig
 from robot_rl.agents.sac import SACAgent
 from robot_rl.config import from_dict, to_dict
-from robot_rl.data.batch import Transition
-from robot_rl.data.episodes import load_episodes, save_episode
+from robot_rl.data.episodes import load_episodes
 from robot_rl.data.mixing import route, sample_mixed
 from robot_rl.data.replay import ReplayBuffer
 from robot_rl.envs.intervention import InterventionWrapper, ScriptedIntervener
 from robot_rl.envs.twin_env import TwinEnv, TwinEnvConfig, make_env
+from robot_rl.runtime.loops import ReplaySink, act_once, swap_weights
 from robot_rl.runtime.record import record_demos
+from robot_rl.transport.inprocess import InProcessTransport
 
 log = logging.getLogger(__name__)
+
+ACTOR_ID = "train"
 
 
 @dataclass(frozen=True)
@@ -113,12 +120,22 @@ class TrainingSession:
         self._agent_lock = threading.Lock()  # the learner's agent while snapshotting
         self._stop = threading.Event()
         self._learner_error: BaseException | None = None
-        self._policy = copy.deepcopy(self.agent)
+        self._policy = SACAgent(
+            self.env.observation_space, self.env.action_space, config.agent, config.seed
+        )
         self._writer = None
         if resume:
             self._resume()
         else:
             self._load_or_record_demos()
+        self.sink = ReplaySink(self.demo, self.online, self._lock)
+        self.transport = InProcessTransport()
+        self.learner_link = self.transport.learner(
+            self.dir / "episodes", self.sink, config.env.task
+        )
+        first_seq = self.learner_link.store.durable.get(ACTOR_ID, -1) + 1
+        self.actor_link = self.transport.actor(ACTOR_ID, first_seq)
+        self._publish()
 
     # -- setup ---------------------------------------------------------------------------------
     def _prepare_dir(self, resume: bool) -> None:
@@ -160,7 +177,6 @@ class TrainingSession:
         self.evaluations = list(extra.get("evaluations", []))
         self._replay_dir(self.dir / "demos", into_demo_only=True)
         self._replay_dir(self.dir / "episodes", into_demo_only=False)
-        self._policy = copy.deepcopy(self.agent)
         log.info(
             "resumed %s at %d env steps, %d updates; replay %d demo + %d online transitions",
             self.dir, self.counters.env_steps, self.counters.updates, len(self.demo),
@@ -184,6 +200,8 @@ class TrainingSession:
             self._stop.set()
             if learner is not None:
                 learner.join()
+            self.actor_link.end_episode()  # the open episode is stored, as unfinished
+            self.learner_link.poll()
         if self._learner_error is not None:
             raise RuntimeError("the learner failed; see the log") from self._learner_error
         final = self.evaluate(self.config.eval_episodes)
@@ -197,7 +215,7 @@ class TrainingSession:
         env = InterventionWrapper(self.env, ScriptedIntervener()) if cfg.interventions else self.env
         rng = np.random.default_rng([cfg.seed, self.counters.env_steps])  # fresh seeds on resume
         obs, _ = env.reset(seed=int(rng.integers(2**31 - 1)))
-        episode: list[Transition] = []
+        episode_steps = 0
         episode_return = 0.0
         episode_interventions = 0
         start = time.perf_counter()
@@ -212,27 +230,22 @@ class TrainingSession:
                     self._learn_once()  # in step: deterministic for a seed
                 if self._learner_error is not None:
                     return
-                action = self._policy.act(obs, deterministic=False)
-                next_obs, reward, terminated, truncated, info = env.step(action)
-                intervened = bool(info.get("intervened", False))
-                executed = np.asarray(info.get("action", action), dtype=np.float32)
-                t = Transition(
-                    obs, executed, float(reward), next_obs, terminated, truncated,
-                    intervened, float(info["gripper_penalty"]),
-                )  # fmt: skip
+                swap_weights(self.actor_link, self._policy)
+                next_obs, reward, terminated, truncated, info, t = act_once(
+                    env, self._policy, obs, self.actor_link
+                )
+                intervened = t.intervened
                 with self._lock:
-                    route(t, self.demo, self.online)
                     self.counters.env_steps += 1
                     self.counters.interventions += intervened
-                episode.append(t)
+                episode_steps += 1
                 episode_return += reward
                 episode_interventions += intervened
                 obs = next_obs
                 bar.update(1)
                 if terminated or truncated:
-                    save_episode(self.dir / "episodes", episode, {"task": cfg.env.task})
-                    self._end_episode(info, episode_return, episode_interventions, len(episode))
-                    episode, episode_return, episode_interventions = [], 0.0, 0
+                    self._end_episode(info, episode_return, episode_interventions, episode_steps)
+                    episode_steps, episode_return, episode_interventions = 0, 0.0, 0
                     obs, _ = env.reset(seed=int(rng.integers(2**31 - 1)))
                 steps = self.counters.env_steps
                 if steps % 100 == 0:
@@ -279,6 +292,7 @@ class TrainingSession:
     def _learn_once(self) -> bool:
         """One learner step (``utd_ratio`` critic updates) if the data allows it; False if not."""
         cfg = self.config
+        self.learner_link.poll()  # the actor's newest steps into replay and the episode store
         with self._lock:
             allowed = self.counters.env_steps - cfg.learning_starts
             if allowed <= self.counters.updates or len(self.demo) + len(self.online) == 0:
@@ -294,9 +308,7 @@ class TrainingSession:
             metrics = self.agent.update(batch)
         self.counters.updates += 1
         if self.counters.updates % cfg.policy_sync_every == 0:
-            with self._agent_lock:
-                policy = copy.deepcopy(self.agent)
-            self._policy = policy
+            self._publish()
         if self.counters.updates % 50 == 0:
             now = time.perf_counter()
             for key, value in metrics.items():
@@ -309,6 +321,10 @@ class TrainingSession:
             self._scalar("learner/utd", utd)
             self._last_log, self._updates_at_log = now, self.counters.updates
         return True
+
+    def _publish(self) -> None:
+        with self._agent_lock:
+            self.learner_link.publish_weights(self.agent.policy_state_dict(), self.counters.updates)
 
     # -- evaluation, checkpoints, plots --------------------------------------------------------
     def evaluate(self, episodes: int) -> dict[str, float]:

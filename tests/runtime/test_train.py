@@ -52,11 +52,12 @@ def test_a_session_fills_its_run_directory_and_holds_the_utd(tmp_path: Path) -> 
     # Updates never run ahead of the data: at most one learner step per online step past the start.
     assert 0 < session.counters.updates <= 40 - 10
     assert any(not torch.equal(a, b) for a, b in zip(before, params(session), strict=True))
-    # Every finished episode is on disk, and the steps on disk are the steps taken (or fewer: the
-    # episode open at the end is not written).
+    # Every step taken is on disk: the finished episodes, and the one open at the end (stored as
+    # unfinished), each once.
     episodes = list(load_episodes(run / "episodes"))
-    assert sum(len(e.transitions) for e in episodes) <= 40
-    assert len(episodes) == session.counters.episodes
+    assert sum(len(e.transitions) for e in episodes) == 40
+    assert len(episodes) - session.counters.episodes in (0, 1)
+    assert [e.meta["first_seq"] for e in episodes] == sorted(e.meta["first_seq"] for e in episodes)
     evals = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
     assert [e["env_steps"] for e in evals] == [20.0, 40.0, 40.0]  # periodic, periodic, final
     assert 0.0 <= final["success_rate"] <= 1.0

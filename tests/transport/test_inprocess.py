@@ -1,0 +1,58 @@
+"""The in-process link keeps the ZMQ links' contract: order, durability, closing an open
+episode, and weights the learner cannot change under the actor."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import torch
+
+from robot_rl.data.episodes import load_episodes
+from robot_rl.transport.inprocess import InProcessTransport
+from tests.transport.test_links import Sink, episode_steps, same
+
+
+def test_steps_reach_the_sink_and_the_store_in_order(tmp_path: Path) -> None:
+    transport = InProcessTransport()
+    sink = Sink()
+    learner = transport.learner(tmp_path / "store", sink, task="reach")
+    a, b = transport.actor("a"), transport.actor("b")
+    sent_a = episode_steps(0, 5) + episode_steps(10, 3)[:2]  # ends mid-episode
+    sent_b = episode_steps(100, 4)
+    for i in range(5):
+        for link, sent in ((a, sent_a), (b, sent_b)):
+            if i < len(sent):
+                link.add(sent[i])
+    a.add(sent_a[5])
+    a.add(sent_a[6])
+    a.end_episode()  # stored as unfinished
+    assert a.unacknowledged_steps == 7  # its own steps, until the learner takes them
+    done = threading.Event()
+    threading.Thread(target=lambda: (done.wait(5), learner.poll())).start()
+    done.set()
+    assert a.flush(timeout_s=5.0) and a.unacknowledged_steps == 0
+    episodes = list(load_episodes(tmp_path / "store"))
+    got = {n: [t for e in episodes if e.meta["actor_id"] == n for t in e.transitions] for n in "ab"}
+    assert all(map(same, got["a"], sent_a)) and len(got["a"]) == 7
+    assert all(map(same, got["b"], sent_b)) and len(got["b"]) == 4
+    assert len(sink.steps) == 11
+    assert learner.store.durable == {"a": 6, "b": 3}
+
+
+def test_published_weights_are_a_snapshot(tmp_path: Path) -> None:
+    transport = InProcessTransport()
+    learner = transport.learner(tmp_path / "store", Sink(), task="reach")
+    actor = transport.actor("a")
+    net = torch.nn.Linear(3, 2)
+    assert actor.latest_weights() is None
+    learner.publish_weights({"actor": net.state_dict()}, version=1)
+    with torch.no_grad():
+        net.weight.add_(1.0)  # the learner trains on
+    version, state = actor.latest_weights()
+    assert version == 1
+    assert not torch.equal(state["actor"]["weight"], net.weight)
+    assert actor.latest_weights() is None  # nothing newer
+    half = learner.publish_weights({"actor": net.state_dict()}, version=2, half=True)
+    assert actor.latest_weights()[1]["actor"]["weight"].dtype == torch.float16
+    assert half == (6 + 2) * 2  # six weights and two biases, two bytes each
