@@ -5,8 +5,9 @@ Server (one thread owns the robot; nothing else touches it):
   paced to real time, so its sim clock runs with the wall clock);
 - between ticks, takes targets and requests from a ROUTER socket and publishes the state on a
   PUB socket at ``state_rate_hz`` (>= 100 Hz);
-- targets ("robot_target": arrays pos_m (3), quat_xyzw (4); meta gripper "open" / "close" /
-  None) are validated by the loop (finite, unit quaternion, inside the workspace); a bad one
+- targets ("robot_target": arrays pos_m (3), quat_xyzw (4), optional twist (6) feedforward and
+  stiffness (6, a gain change the loop ramps smoothly); meta gripper "open" / "close" / None) are
+  validated by the loop (finite, unit quaternion, inside the workspace); a bad one
   is rejected, logged and counted in the state (``rejected_targets``), never sent to the arm;
 - requests ("request": op reset / ping / status, with a wall-clock ``deadline``) get a "reply"
   with the same seq; a request already past its deadline is refused, not run late;
@@ -218,10 +219,14 @@ class RobotServer:
         try:
             pos = np.array(arrays["pos_m"], dtype=float)  # a copy: the frame is read-only
             quat = np.array(arrays["quat_xyzw"], dtype=float)
+            twist = np.array(arrays["twist"], dtype=float) if "twist" in arrays else None
+            stiffness = (
+                np.array(arrays["stiffness"], dtype=float) if "stiffness" in arrays else None
+            )
             gripper = meta.get("gripper")
             if gripper not in ("open", "close", None):
                 raise InvalidTargetError(f"gripper {gripper!r}; allowed open, close or none")
-            self.backend.set_target(CartesianTarget(pos, quat), gripper)
+            self.backend.set_target(CartesianTarget(pos, quat, twist, stiffness), gripper)
             self.stats.targets += 1
         except (KeyError, TypeError, ValueError, InvalidTargetError) as exc:
             self.stats.rejected_messages += 1
@@ -317,6 +322,10 @@ class RobotClient:
         """Queue a target (False if the link is full; the server's watchdog then holds)."""
         arrays = {"pos_m": np.asarray(target.pos_m, np.float64),
                   "quat_xyzw": np.asarray(target.quat_xyzw, np.float64)}  # fmt: skip
+        for name in ("twist", "stiffness"):  # optional feedforward and a gain change
+            value = getattr(target, name)
+            if value is not None:
+                arrays[name] = np.asarray(value, np.float64)
         self._seq += 1
         frames = encode("robot_target", self._seq, {"gripper": gripper}, arrays)
         try:

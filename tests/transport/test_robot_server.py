@@ -104,3 +104,22 @@ def test_client_without_a_server_times_out_clearly() -> None:
             client.latest(timeout_s=0.2)
     finally:
         client.close()
+
+
+def test_a_target_can_change_the_stiffness_and_bad_gains_are_rejected(served) -> None:
+    server, client = served
+    pose = client.latest(timeout_s=2.0).state
+    soft = np.array([300.0, 300.0, 300.0, 30.0, 30.0, 30.0])
+    client.send_target(CartesianTarget(pose.ee_pos_m, pose.ee_quat_xyzw, stiffness=soft))
+    deadline = time.monotonic() + 3
+    gains = server.backend.scene.loop.cartesian
+    while time.monotonic() < deadline and not np.allclose(gains._stiffness_goal, soft):
+        time.sleep(0.02)
+    np.testing.assert_allclose(gains._stiffness_goal, soft)  # ramped toward, not jumped to
+    before = client.latest().meta["rejected_targets"]
+    bad = np.array([-1.0, 300.0, 300.0, 30.0, 30.0, 30.0])
+    client.send_target(CartesianTarget(pose.ee_pos_m, pose.ee_quat_xyzw, stiffness=bad))
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and client.latest().meta["rejected_targets"] == before:
+        time.sleep(0.02)
+    assert client.latest().meta["rejected_targets"] == before + 1
