@@ -37,15 +37,21 @@ def run_learning_bench(
     obs: str = "state",
     steps: int | None = None,
     run_dir: str | None = None,
+    eval_episodes: int | None = None,
+    evaluations: int = 10,
 ) -> dict[str, float]:
-    """Train ``task`` from ``obs`` and evaluate; ``run_dir`` keeps the run (default: a temp dir)."""
+    """Train ``task`` from ``obs`` and evaluate; ``run_dir`` keeps the run (default: a temp dir).
+
+    eval_episodes: per evaluation (default 20); evaluations: how many along the run (0: only the
+    final one), for the curve.
+    """
     if task not in BUDGETS:
         raise ValueError(f"task {task!r} unknown; choose from {sorted(BUDGETS)}")
     if obs not in ("state", "pixels"):
         raise ValueError(f"obs {obs!r}; choose state or pixels")
     budget, demos, utd, discount = BUDGETS[task]
     env_steps = steps or (60 if quick else budget)
-    eval_episodes = 2 if quick else 20
+    eval_episodes = eval_episodes or (2 if quick else 20)
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(
             env=TwinEnvConfig(task=task, obs=obs),  # type: ignore[arg-type]
@@ -57,7 +63,7 @@ def run_learning_bench(
             learning_starts=20 if quick else 100,
             batch_size=16 if quick else 256,
             concurrent=False,
-            eval_every=0 if quick else max(env_steps // 10, 1),
+            eval_every=0 if quick or not evaluations else max(env_steps // evaluations, 1),
             eval_episodes=eval_episodes,
             checkpoint_every=0,
             run_dir=run_dir or tmp,
