@@ -245,6 +245,56 @@ def _run_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_cameras_publish_twin(args: argparse.Namespace) -> int:
+    """The twin's cameras as a stream source (for viewers and the console) with no robot: each
+    policy step of the scripted expert renders and publishes both cameras."""
+    import dataclasses
+
+    from robot_rl.envs.twin_env import TwinEnvConfig
+    from robot_rl.transport.camera_stream import CameraPublisher
+    from robot_rl.transport.security import SecurityConfig, SecurityError
+    from sim.cameras import DEFAULT_CAMERAS
+    from sim.scene import SceneConfig, TwinScene
+
+    try:
+        TwinEnvConfig(task=args.task)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    specs = tuple(
+        dataclasses.replace(c, width=args.size, height=args.size) for c in DEFAULT_CAMERAS
+    )
+    security = SecurityConfig(keys_dir=args.keys, name=args.key, plaintext=args.plaintext)
+    try:
+        publisher = CameraPublisher(args.endpoint, security, jpeg_quality=args.jpeg)
+    except (SecurityError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    scene = TwinScene(SceneConfig(task=args.task, cameras=specs))
+    print(f"cameras: {[c.camera_id for c in specs]} of the {args.task} twin on "
+          f"{publisher.endpoint}; Ctrl-C stops")  # fmt: skip
+    start, frames, seed = time.monotonic(), 0, 0
+    try:
+        while args.duration is None or time.monotonic() - start < args.duration:
+            scene.reset(seed)
+            expert = scene.task.expert()
+            while scene.episode_time_s < scene.task.max_episode_s and (
+                args.duration is None or time.monotonic() - start < args.duration
+            ):
+                action = expert.act(scene.twin)
+                if scene.step(action.target, action.gripper).success:
+                    break
+                for frame in scene.render().values():
+                    publisher.publish(frame)
+                    frames += 1
+            seed += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        publisher.close()
+        scene.close()
+    print(f"cameras: published {frames} frames")
+    return 0
+
+
 # -- learner / actor ------------------------------------------------------------------------------
 def _add_network_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML file with TrainConfig fields")
@@ -406,11 +456,23 @@ def _run_keys_generate(args: argparse.Namespace) -> int:
 
 # -- cameras --------------------------------------------------------------------------------------
 def _add_cameras(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("cameras", help="list connected RealSense cameras")
+    parser = subparsers.add_parser("cameras", help="list RealSense cameras; stream cameras")
     actions = parser.add_subparsers(dest="cameras_command", metavar="ACTION", required=True)
     actions.add_parser("list", help="serial, model and firmware of each camera").set_defaults(
         handler=_run_cameras_list
     )
+    pub = actions.add_parser(
+        "publish-twin", help="stream the twin's front and wrist cameras while its expert works"
+    )
+    pub.add_argument("--task", default="pick_cube")
+    pub.add_argument("--endpoint", default="tcp://127.0.0.1:5570", help="PUB endpoint")
+    pub.add_argument("--size", type=int, default=128, help="square image side (default 128)")
+    pub.add_argument("--jpeg", type=int, help="JPEG quality 1-100 (default raw frames)")
+    pub.add_argument("--keys", default="keys")
+    pub.add_argument("--key", default="cameras")
+    pub.add_argument("--plaintext", action="store_true", help="loopback only, no CURVE")
+    pub.add_argument("--duration", type=float, help="stop after this many seconds")
+    pub.set_defaults(handler=_run_cameras_publish_twin)
 
 
 def _run_cameras_list(args: argparse.Namespace) -> int:
