@@ -9,8 +9,10 @@ Server (one thread owns the robot; nothing else touches it):
   stiffness (6, a gain change the loop ramps smoothly); meta gripper "open" / "close" / None) are
   validated by the loop (finite, unit quaternion, inside the workspace); a bad one
   is rejected, logged and counted in the state (``rejected_targets``), never sent to the arm;
-- requests ("request": op reset / ping / status, with a wall-clock ``deadline``) get a "reply"
-  with the same seq; a request already past its deadline is refused, not run late;
+- requests ("request": op reset / ping / status / joint_mode, with a wall-clock ``deadline``) get
+  a "reply" with the same seq; a request already past its deadline is refused, not run late.
+  ``joint_mode`` switches the loop to joint impedance toward ``q_rad`` (e.g. a home posture); the
+  next pose target switches it back to Cartesian;
 - the loop's watchdog holds the arm 100 ms after the last target and damps it at 500 ms, so a
   client that stops sending (crash, network) leaves the arm safe; a "heartbeat" between targets
   keeps a tracking arm tracking (it never wakes a holding one).
@@ -36,7 +38,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import zmq
 
-from controllers.targets import CartesianTarget, InvalidTargetError
+from controllers.targets import CartesianTarget, InvalidTargetError, JointTarget
 from robot_rl.interfaces import RobotState
 from robot_rl.transport.codec import CodecError, decode, encode
 from robot_rl.transport.security import SecurityConfig, secure_client, secure_server
@@ -63,6 +65,8 @@ class RobotBackend(Protocol):
 
     def reset(self, options: dict[str, Any]) -> dict[str, Any]: ...
 
+    def set_joint_target(self, q_rad: np.ndarray) -> None: ...
+
 
 class SceneBackend:
     """A ``sim.scene.TwinScene`` as a backend: reset re-randomizes the task from a seed."""
@@ -88,6 +92,7 @@ class SceneBackend:
         loop = self.scene.loop
         s = loop.status
         return {
+            "law": s.law if s else "cartesian",
             "mode": int(s.mode) if s else 1,
             "target_age_s": float(s.target_age_s) if s else 0.0,
             "rejected_targets": int(loop.rejected_targets),
@@ -97,6 +102,9 @@ class SceneBackend:
 
     def features(self) -> np.ndarray:
         return np.asarray(self.scene.task.features(self.scene.twin), np.float64)
+
+    def set_joint_target(self, q_rad: np.ndarray) -> None:
+        self.scene.loop.set_joint_target(JointTarget(q_rad))
 
     def reset(self, options: dict[str, Any]) -> dict[str, Any]:
         seed = options.get("seed", 0)
@@ -249,8 +257,17 @@ class RobotServer:
                 reply = {"ok": True, **self.backend.reset(dict(meta.get("options") or {}))}
             except (ValueError, RuntimeError) as exc:
                 reply = {"ok": False, "error": str(exc)}
+        elif op == "joint_mode":  # joint impedance toward q_rad; the next pose target switches back
+            try:
+                self.backend.set_joint_target(np.array(meta.get("q_rad"), dtype=float))
+                reply = {"ok": True}
+            except (ValueError, TypeError, InvalidTargetError) as exc:
+                reply = {"ok": False, "error": str(exc)}
         else:
-            reply = {"ok": False, "error": f"unknown op {op!r}; known: ping, status, reset"}
+            reply = {
+                "ok": False,
+                "error": f"unknown op {op!r}; known: ping, status, reset, joint_mode",
+            }
         reply["state_seq"] = self._state_seq  # states after this one reflect the request
         try:
             self._router.send_multipart([identity, *encode("reply", message.seq, reply)],

@@ -123,3 +123,23 @@ def test_a_target_can_change_the_stiffness_and_bad_gains_are_rejected(served) ->
     while time.monotonic() < deadline and client.latest().meta["rejected_targets"] == before:
         time.sleep(0.02)
     assert client.latest().meta["rejected_targets"] == before + 1
+
+
+def test_joint_mode_request_switches_the_law_and_a_pose_target_switches_back(served) -> None:
+    _, client = served
+    client.reset(seed=1)
+    home = client.latest(timeout_s=2.0).state.q_rad.copy()
+    home[6] += 0.2
+    assert client.request("joint_mode", q_rad=[float(v) for v in home])["ok"]
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and client.latest().meta["law"] != "joint":
+        time.sleep(0.02)
+    assert client.latest().meta["law"] == "joint"
+    with pytest.raises(RuntimeError, match="q_rad"):
+        client.request("joint_mode", q_rad=[0.0, 1.0])
+    pose = client.latest().state
+    client.send_target(CartesianTarget(pose.ee_pos_m, pose.ee_quat_xyzw))
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and client.latest().meta["law"] != "cartesian":
+        time.sleep(0.02)
+    assert client.latest().meta["law"] == "cartesian"
