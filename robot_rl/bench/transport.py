@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-import pickle
+import pickle  # only to size the peers' baseline in memory; nothing is sent pickled
 import socket
 import tempfile
 import threading
