@@ -1,0 +1,68 @@
+"""From per-frame success probabilities to a success event, robust to single-frame spikes.
+
+Success fires when p >= ``theta_on`` on ``k`` frames, counted with hysteresis: a frame at or above
+``theta_on`` adds one, a frame between ``theta_off`` and ``theta_on`` keeps the count (jitter
+around the threshold neither fires nor resets), a frame below ``theta_off`` resets it. An optional
+state gate (e.g. "the gripper is closed") must hold on a counting frame, else the count resets.
+Every fired success is logged with its frame index and score, so false positives can be found and
+relabelled.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DecisionConfig:
+    theta_on: float = 0.9
+    theta_off: float = 0.6
+    k: int = 3
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.theta_off <= self.theta_on <= 1.0:
+            raise ValueError(
+                f"thresholds theta_off={self.theta_off}, theta_on={self.theta_on}; "
+                "need 0 <= theta_off <= theta_on <= 1"
+            )
+        if self.k < 1:
+            raise ValueError(f"k={self.k}; need at least one frame")
+
+
+@dataclass
+class FiredSuccess:
+    frame: int
+    score: float
+
+
+@dataclass
+class SuccessDecision:
+    """Per-episode state; ``update`` once per frame, ``reset`` at each episode start."""
+
+    config: DecisionConfig = field(default_factory=DecisionConfig)
+    count: int = 0
+    frame: int = 0
+    fired: list[FiredSuccess] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.count, self.frame = 0, 0
+
+    def update(self, p: float, gate: bool = True) -> bool:
+        """Feed one frame's probability; True on the frame success fires."""
+        cfg = self.config
+        if not (0.0 <= p <= 1.0):
+            raise ValueError(f"probability {p!r}; expected a number in [0, 1]")
+        if not gate or p < cfg.theta_off:
+            self.count = 0
+        elif p >= cfg.theta_on:
+            self.count += 1
+        fires = self.count == cfg.k
+        if fires:
+            self.fired.append(FiredSuccess(self.frame, float(p)))
+            log.info("success fired at frame %d (p=%.3f, %d frames >= %.2f)",
+                     self.frame, p, cfg.k, cfg.theta_on)  # fmt: skip
+        self.frame += 1
+        return fires
