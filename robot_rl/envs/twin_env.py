@@ -15,7 +15,10 @@ Action: Box(-1, 1, (A,)): TCP position delta (3) in the reset frame scaled by
   (< -0.5 close, > 0.5 open, else stay). The target is the *measured* pose plus the delta,
   clipped to the task box, then sent through the controller's workspace, speed and torque limits.
 Reward: a function of the env (default: the task's success predicate, sparse 0/1). Success
-  terminates the episode; the step limit truncates it.
+  terminates the episode; the step limit truncates it. With a ``detector`` (a success detector
+  from ``rewards``, scoring the rendered cameras), the detector decides instead: reward 1 and the
+  end of the episode when it fires; ``info["success"]`` stays the ground truth, so false
+  positives can be counted.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -78,6 +81,14 @@ class TwinEnvConfig:
 
 
 RewardFn = Callable[["TwinEnv"], float]
+
+
+class Detector(Protocol):
+    """A success detector (``rewards.detector.SuccessDetector``) as the env uses it."""
+
+    def reset(self) -> None: ...
+
+    def step(self, frames: dict[str, np.ndarray], gate: bool = True) -> tuple[bool, float]: ...
 
 
 @dataclass(frozen=True)
@@ -149,9 +160,15 @@ class TwinEnv(gym.Env):
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"]}
 
     def __init__(
-        self, config: TwinEnvConfig | None = None, reward_fn: RewardFn = success_reward
+        self,
+        config: TwinEnvConfig | None = None,
+        reward_fn: RewardFn = success_reward,
+        detector: Detector | None = None,
     ) -> None:
         self.config = config = config or TwinEnvConfig()
+        if detector is not None and config.obs != "pixels":
+            raise ValueError("a success detector scores camera frames: use obs 'pixels'")
+        self.detector = detector
         specs = tuple(
             dataclasses.replace(spec, width=config.image_width, height=config.image_height)
             for spec in DEFAULT_CAMERAS
@@ -190,6 +207,8 @@ class TwinEnv(gym.Env):
         self._reset = ResetFrame.of(self.scene.state())
         self._gripper_index = 0 if self.task.grasp_at_reset else 2
         self._steps = 0
+        if self.detector is not None:
+            self.detector.reset()
         return self._observation(), {"success": self.scene.success(), "seed": episode_seed}
 
     def step(
@@ -205,14 +224,19 @@ class TwinEnv(gym.Env):
         self.scene.step(target, GRIPPER_ACTIONS[index])
         self._steps += 1
         success = self.scene.success()
-        reward = float(self.reward_fn(self))
-        terminated = success
+        obs = self._observation()
+        info = {"success": success, "gripper_penalty": cfg.gripper_penalty if toggled else 0.0}
+        if self.detector is None:
+            reward = float(self.reward_fn(self))
+            terminated = success
+        else:
+            frames = {k: v for k, v in obs.items() if k != STATE_KEY} or {
+                name: frame.image for name, frame in self.scene.render().items()
+            }
+            fired, info["success_probability"] = self.detector.step(frames)
+            reward, terminated = float(fired), fired
         truncated = not terminated and self._steps >= self.max_episode_steps
-        info = {
-            "success": success,
-            "gripper_penalty": cfg.gripper_penalty if toggled else 0.0,
-        }
-        return self._observation(), reward, terminated, truncated, info
+        return obs, reward, terminated, truncated, info
 
     def render(self) -> np.ndarray:
         """The first camera's current frame (renders even in state mode)."""
