@@ -23,6 +23,7 @@ class ProbeScorer:
     weight: torch.Tensor  # (D,)
     bias: float
     temperature: float = 1.0
+    threshold: float = 0.5  # the decision layer's theta_on, chosen for a target precision
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         return embeddings.float() @ self.weight + self.bias
@@ -83,7 +84,8 @@ class ProbeScorer:
 
     def save(self, path: str | Path) -> None:
         """A small JSON file (weights as a list): readable, diffable, no pickle."""
-        data = {"weight": self.weight.tolist(), "bias": self.bias, "temperature": self.temperature}
+        data = {"weight": self.weight.tolist(), "bias": self.bias,
+                "temperature": self.temperature, "threshold": self.threshold}  # fmt: skip
         Path(path).write_text(json.dumps(data))
 
     @staticmethod
@@ -95,4 +97,5 @@ class ProbeScorer:
             )
         data = json.loads(path.read_text())
         return ProbeScorer(torch.tensor(data["weight"]), float(data["bias"]),
-                           float(data.get("temperature", 1.0)))  # fmt: skip
+                           float(data.get("temperature", 1.0)),
+                           float(data.get("threshold", 0.5)))  # fmt: skip

@@ -432,6 +432,102 @@ def _run_robot_server(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- reward -------------------------------------------------------------------------------------
+def _add_reward(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("reward", help="success detectors: collect, train, evaluate")
+    actions = parser.add_subparsers(dest="reward_command", metavar="ACTION", required=True)
+    collect = actions.add_parser("collect", help="labelled twin frames (ground-truth labels)")
+    collect.add_argument("--task", required=True)
+    collect.add_argument("--episodes", type=int, default=20)
+    collect.add_argument("--cameras", default="front,wrist")
+    collect.add_argument("--size", type=int, default=128)
+    collect.add_argument("--seed", type=int, default=0)
+    collect.add_argument("--out", type=Path, required=True, help="dataset .npz to write")
+    collect.set_defaults(handler=_run_reward_collect)
+    for name, helptext in (("train", "fit and calibrate a few-shot probe"),
+                           ("eval", "metrics and a PR curve of a probe")):  # fmt: skip
+        p = actions.add_parser(name, help=helptext)
+        p.add_argument("--data", type=Path, required=True, help="dataset .npz")
+        p.add_argument("--backbone", required=True, help="local-dir:PATH, a checkpoint, hf-hub:")
+        p.add_argument("--model-name", help="open_clip config for a checkpoint file")
+        p.add_argument("--preprocess", type=Path, help="preprocess JSON for a checkpoint file")
+        p.add_argument("--probe", type=Path, required=True, help="probe JSON (written by train)")
+        p.add_argument("--json", type=Path, help="write the metrics here")
+    train = actions.choices["train"]
+    train.add_argument("--success-prompt", action="append", required=True)
+    train.add_argument("--baseline-prompt", action="append", required=True)
+    train.add_argument("--precision", type=float, default=0.99, help="target precision")
+    train.add_argument("--max-positives", type=int, default=200)
+    train.set_defaults(handler=_run_reward_train)
+    actions.choices["eval"].add_argument("--png", type=Path, help="PR curve image")
+    actions.choices["eval"].set_defaults(handler=_run_reward_eval)
+
+
+def _run_reward_collect(args: argparse.Namespace) -> int:
+    from rewards.dataset import collect_twin
+
+    if args.episodes < 2:
+        raise CliError(f"--episodes={args.episodes}; need at least 2 (successes and failures)")
+    try:
+        data = collect_twin(args.task, args.episodes, tuple(args.cameras.split(",")), args.size,
+                            args.seed)  # fmt: skip
+    except (KeyError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    data.save(args.out)
+    print(f"collected {len(data)} frames ({int(data.label.sum())} positive) into {args.out}")
+    return 0
+
+
+def _reward_inputs(args: argparse.Namespace) -> tuple[Any, Any]:
+    from rewards.backbone import MissingWeightsError, load_backbone
+    from rewards.dataset import FrameDataset
+
+    try:
+        data = FrameDataset.load(args.data)
+        backbone = load_backbone(args.backbone, args.model_name, args.preprocess)
+    except (FileNotFoundError, MissingWeightsError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    return data, backbone
+
+
+def _run_reward_train(args: argparse.Namespace) -> int:
+    from rewards.training import train_probe
+
+    data, backbone = _reward_inputs(args)
+    try:
+        probe, report = train_probe(data, backbone, args.success_prompt, args.baseline_prompt,
+                                    target_precision=args.precision,
+                                    max_positives=args.max_positives)  # fmt: skip
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    args.probe.parent.mkdir(parents=True, exist_ok=True)
+    probe.save(args.probe)
+    print_table(report, title=f"probe {args.probe} (held-out episodes)")
+    if args.json:  # undefined metrics (no positives held out, say) are left out, not NaN
+        write_json(args.json, {k: v for k, v in report.items() if v == v})
+    return 0
+
+
+def _run_reward_eval(args: argparse.Namespace) -> int:
+    from rewards.probe import ProbeScorer
+    from rewards.training import embed_dataset, evaluate, pr_curve_png
+
+    data, backbone = _reward_inputs(args)
+    try:
+        probe = ProbeScorer.load(args.probe)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from None
+    cameras = data.meta.get("cameras") or sorted(data.frames)
+    probs = probe.probability(embed_dataset(backbone, data, cameras)).detach().numpy()
+    report = evaluate(probs, data.label, data.episode, probe.threshold)
+    print_table(report, title=f"probe {args.probe} on {args.data}")
+    if args.png:
+        print(f"PR curve: {pr_curve_png(probs, data.label, probe.threshold, args.png)}")
+    if args.json:
+        write_json(args.json, {k: v for k, v in report.items() if v == v})
+    return 0
+
+
 # -- keys -----------------------------------------------------------------------------------------
 def _add_keys(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("keys", help="manage ZMQ CURVE keys for actors and learners")
@@ -502,6 +598,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_learner,
     _add_actor,
     _add_robot_server,
+    _add_reward,
 )
 
 

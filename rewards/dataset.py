@@ -1,0 +1,119 @@
+"""Labelled frames for success detectors: collection on the twin, and one file per dataset.
+
+File (``.npz``, written atomically): ``frames/<camera>`` uint8 (N, H, W, 3), ``label`` bool (N,),
+``episode`` int64 (N,), ``step`` int64 (N,), ``meta`` a JSON string (task, cameras, source).
+
+On the twin, labels come from the task's ground-truth predicate (``collect_twin``): half the
+episodes are the scripted expert, which succeeds and then holds its success for a few more steps
+(so there are enough positive frames), the other half are the expert with its target pushed off
+by a random offset (mostly failures, some near misses: the hard negatives). On a robot the console
+labels frames by operator keys (a later issue).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from controllers.targets import CartesianTarget
+
+
+@dataclass
+class FrameDataset:
+    frames: dict[str, np.ndarray]
+    label: np.ndarray
+    episode: np.ndarray
+    step: np.ndarray
+    meta: dict
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def subset(self, mask: np.ndarray) -> FrameDataset:
+        return FrameDataset({c: f[mask] for c, f in self.frames.items()}, self.label[mask],
+                            self.episode[mask], self.step[mask], dict(self.meta))  # fmt: skip
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"frames/{c}": f for c, f in self.frames.items()}
+        arrays.update(label=self.label, episode=self.episode, step=self.step,
+                      meta=np.array(json.dumps(self.meta)))  # fmt: skip
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @staticmethod
+    def load(path: str | Path) -> FrameDataset:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"dataset {path} not found; make one with robot-rl reward collect"
+            )
+        with np.load(path, allow_pickle=False) as data:
+            frames = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("frames/")}
+            meta = json.loads(str(data["meta"]))
+            return FrameDataset(frames, data["label"].astype(bool), data["episode"],
+                                data["step"], meta)  # fmt: skip
+
+
+def collect_twin(
+    task: str,
+    episodes: int,
+    cameras: tuple[str, ...] = ("front", "wrist"),
+    size: int = 128,
+    seed: int = 0,
+    hold_steps: int = 10,
+    miss_m: float = 0.04,
+) -> FrameDataset:
+    """Frames of ``episodes`` twin episodes labelled by the success predicate (see module doc)."""
+    from sim.cameras import DEFAULT_CAMERAS
+    from sim.scene import SceneConfig, TwinScene
+
+    specs = tuple(dataclasses.replace(c, width=size, height=size) for c in DEFAULT_CAMERAS
+                  if c.camera_id in cameras)  # fmt: skip
+    if len(specs) != len(cameras):
+        raise ValueError(f"cameras {cameras}; known: {[c.camera_id for c in DEFAULT_CAMERAS]}")
+    scene = TwinScene(SceneConfig(task=task, cameras=specs))
+    rng = np.random.default_rng(seed)
+    frames: dict[str, list[np.ndarray]] = {c: [] for c in cameras}
+    labels, episode_ids, steps = [], [], []
+    try:
+        for episode in tqdm(range(episodes), desc=f"collecting {task} frames", unit="ep"):
+            scene.reset(int(rng.integers(2**31 - 1)))
+            expert = scene.task.expert()
+            offset = np.zeros(3)
+            if episode % 2 == 1:  # a pushed-off expert: mostly failures, some near misses
+                offset = rng.uniform(-1, 1, 3) * miss_m
+            after_success, step = 0, 0
+            while scene.episode_time_s < scene.task.max_episode_s and after_success <= hold_steps:
+                action = expert.act(scene.twin)
+                target = CartesianTarget(action.target.pos_m + offset, action.target.quat_xyzw)
+                success = scene.step(target, action.gripper).success
+                for name, frame in scene.render().items():
+                    frames[name].append(frame.image)
+                labels.append(success)
+                episode_ids.append(episode)
+                steps.append(step)
+                step += 1
+                after_success += success or after_success > 0
+    finally:
+        scene.close()
+    return FrameDataset(
+        {c: np.stack(f) for c, f in frames.items()}, np.array(labels, bool),
+        np.array(episode_ids, np.int64), np.array(steps, np.int64),
+        {"task": task, "cameras": list(cameras), "source": "twin ground truth", "size": size},
+    )  # fmt: skip

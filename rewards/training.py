@@ -1,0 +1,123 @@
+"""Train and judge a few-shot probe on a labelled frame dataset (``rewards.dataset``).
+
+``train_probe``: split by episode, at most ``max_positives`` positive training frames, embed
+every camera, fit the probe from the prompt direction, fit its temperature on the held-out
+episodes and choose the threshold that reaches ``target_precision`` there. ``evaluate``: frame
+metrics (precision, recall, AUROC, ECE, confusion at the threshold) and episode metrics (a
+successful episode is found if any of its positive frames fires; a failed episode is falsely
+called a success if any frame fires).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rewards.backbone import ClipBackbone
+from rewards.calibration import (
+    auroc,
+    expected_calibration_error,
+    fit_temperature,
+    precision_recall,
+    split_by_episode,
+    threshold_for_precision,
+)
+from rewards.dataset import FrameDataset
+from rewards.probe import ProbeScorer
+from rewards.zero_shot import ZeroShotScorer
+
+
+def embed_dataset(
+    backbone: ClipBackbone, data: FrameDataset, cameras: Sequence[str]
+) -> torch.Tensor:
+    """(N, D * cameras) embeddings, cameras in the given order."""
+    return torch.cat([backbone.embed_images(data.frames[c]) for c in cameras], dim=-1)
+
+
+def train_probe(
+    data: FrameDataset,
+    backbone: ClipBackbone,
+    success_prompts: Sequence[str],
+    baseline_prompts: Sequence[str],
+    cameras: Sequence[str] | None = None,
+    target_precision: float = 0.99,
+    max_positives: int = 200,
+    held_out_fraction: float = 0.3,
+    seed: int = 0,
+) -> tuple[ProbeScorer, dict[str, float]]:
+    """The fitted, calibrated probe and its held-out report (see the module docstring)."""
+    cameras = list(cameras or data.meta.get("cameras") or sorted(data.frames))
+    train_mask, held_mask = split_by_episode(data.episode, held_out_fraction, seed)
+    positives = np.flatnonzero(train_mask & data.label)
+    if len(positives) > max_positives:  # the issue's budget of labelled successes
+        rng = np.random.default_rng(seed)
+        drop = rng.choice(positives, len(positives) - max_positives, replace=False)
+        train_mask = train_mask.copy()
+        train_mask[drop] = False
+    x = embed_dataset(backbone, data, cameras)
+    y = torch.as_tensor(data.label, dtype=torch.float32)
+    direction = ZeroShotScorer(backbone, success_prompts, baseline_prompts).direction
+    init = torch.cat([direction] * len(cameras)) / len(cameras) ** 0.5
+    probe = ProbeScorer.fit(x[train_mask], y[train_mask], init_direction=init)
+    held_logits, held_y = probe.logits(x[held_mask]), data.label[held_mask]
+    if held_y.any() and not held_y.all():
+        probe.temperature = fit_temperature(held_logits, torch.as_tensor(held_y))
+    probs = probe.probability(x[held_mask]).numpy()
+    probe.threshold = threshold_for_precision(probs, held_y, target_precision)
+    report = evaluate(probs, held_y, data.episode[held_mask], probe.threshold)
+    report.update(train_frames=float(train_mask.sum()), train_positives=float(
+        (train_mask & data.label).sum()), held_out_frames=float(held_mask.sum()))  # fmt: skip
+    return probe, report
+
+
+def evaluate(
+    probs: np.ndarray, labels: np.ndarray, episodes: np.ndarray, threshold: float
+) -> dict[str, float]:
+    probs, labels = np.asarray(probs, float), np.asarray(labels, bool)
+    fired = probs >= threshold
+    precision, recall = precision_recall(probs, labels, threshold)
+    success_eps = np.unique(episodes[labels])
+    failed_eps = np.setdiff1d(np.unique(episodes), success_eps)
+    found = [fired[(episodes == e) & labels].any() for e in success_eps]
+    false = [fired[episodes == e].any() for e in failed_eps]
+    both = labels.any() and not labels.all()
+    return {
+        "precision": precision,
+        "recall": recall,
+        "episode_recall": float(np.mean(found)) if found else float("nan"),
+        "episode_false_success_rate": float(np.mean(false)) if false else float("nan"),
+        "auroc": auroc(probs, labels) if both else float("nan"),
+        "ece": expected_calibration_error(probs, labels),
+        "threshold": float(threshold),
+        "tp": float((fired & labels).sum()),
+        "fp": float((fired & ~labels).sum()),
+        "tn": float((~fired & ~labels).sum()),
+        "fn": float((~fired & labels).sum()),
+    }
+
+
+def pr_curve_png(probs: np.ndarray, labels: np.ndarray, threshold: float, path: str | Path) -> Path:
+    """Precision-recall curve with the chosen threshold marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    thetas = np.unique(np.asarray(probs, float))
+    points = np.array([precision_recall(probs, labels, t) for t in thetas])
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.plot(points[:, 1], points[:, 0], marker=".")
+    p, r = precision_recall(probs, labels, threshold)
+    ax.scatter([r], [p], color="red", zorder=3, label=f"threshold {threshold:.3f}")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
