@@ -55,3 +55,66 @@ class SuccessDetector:
         batch = {c: np.asarray(frames[c])[None] for c in self.cameras}
         p = float(self.score(batch)[0])
         return self.decision.update(p, gate), p
+
+
+class AsyncScorer:
+    """Scores frames on a background thread so a 10 Hz loop never waits on the backbone.
+
+    ``submit`` hands over the newest frames and returns at once (frames not yet scored are
+    replaced: only the newest matter); ``latest`` gives the most recent (tag, probability).
+    """
+
+    def __init__(self, detector: SuccessDetector) -> None:
+        import threading
+
+        self.detector = detector
+        self._cond = threading.Condition()
+        self._pending: tuple[object, dict[str, np.ndarray]] | None = None
+        self._latest: tuple[object, float] | None = None
+        self.skipped = 0  # submissions replaced before they were scored
+        self.error: BaseException | None = None
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="reward-scorer", daemon=True)
+        self._thread.start()
+
+    def submit(self, tag: object, frames: dict[str, np.ndarray]) -> None:
+        """Queue one observation's frames (H, W, 3) per camera, labelled ``tag`` (a step)."""
+        with self._cond:
+            self.skipped += self._pending is not None
+            self._pending = (tag, frames)
+            self._cond.notify_all()
+
+    def latest(self, timeout_s: float = 0.0) -> tuple[object, float] | None:
+        """The newest (tag, probability), waiting up to ``timeout_s`` for a first one."""
+        with self._cond:
+            if self._latest is None and timeout_s > 0:
+                self._cond.wait_for(lambda: self._latest is not None, timeout_s)
+            if self.error is not None:
+                raise RuntimeError("the reward scorer failed") from self.error
+            return self._latest
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending is not None or self._stop)
+                if self._stop:
+                    return
+                tag, frames = self._pending  # type: ignore[misc]
+                self._pending = None
+            try:
+                batch = {c: np.asarray(frames[c])[None] for c in self.detector.cameras}
+                p = float(self.detector.score(batch)[0])
+            except BaseException as exc:  # surfaced by latest()
+                with self._cond:
+                    self.error = exc
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._latest = (tag, p)
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5.0)
