@@ -144,23 +144,28 @@ class InProcessLearnerLink:
         return accepted
 
     def _take(self, items: list[tuple[str, int, Transition | None, bool]]) -> int:
-        accepted, run, run_actor = 0, [], None
+        """Hand each actor's consecutive steps to the sink as one run; a run that opens an
+        episode is marked as a discontinuity (the previous one may have been closed unfinished)."""
+        accepted, run, run_actor, run_starts = 0, [], None, False
+
+        def flush() -> None:
+            if run:
+                self.sink(run_actor, list(run), run_starts)
+                run.clear()
+
         for actor_id, seq, step, starts in items:
-            if run and actor_id != run_actor:  # hand over each actor's consecutive steps at once
-                self.sink(run_actor, run, False)
-                run = []
+            if run and (actor_id != run_actor or starts):
+                flush()
             if step is None:
-                if run:
-                    self.sink(actor_id, run, False)
-                    run = []
+                flush()
                 self.store.close(actor_id)
                 continue
+            if not run:
+                run_actor, run_starts = actor_id, starts
             self.store.add(actor_id, seq, step, starts)
             run.append(step)
-            run_actor = actor_id
             accepted += 1
-        if run:
-            self.sink(run_actor, run, False)
+        flush()
         self.steps_received += accepted
         return accepted
 

@@ -170,13 +170,23 @@ class LearnerLink:
             log.info("learner link: %s sent seq %d after %d; waiting for the resend",
                      actor_id, first_seq, state.received)  # fmt: skip
             return 0
-        discontinuity = gap or state.decoder.last_next_obs is None
+        # A batch opening an episode may follow one the actor closed without an end flag (a
+        # shutdown, an operator reset): the sink must not join them.
+        discontinuity = gap or state.decoder.last_next_obs is None or bool(starts[0])
         if gap:
             log.warning("learner link: %s skipped seq %d-%d (lost in an actor crash)",
                         actor_id, state.received + 1, first_seq - 1)  # fmt: skip
             self.store.close(actor_id)
+        previous = state.decoder.last_next_obs
         steps = state.decoder.decode(message)
-        self.sink(actor_id, steps, discontinuity)
+        try:
+            self.sink(actor_id, steps, discontinuity)
+        except ValueError as exc:  # steps that do not fit the replay (another obs layout)
+            state.decoder.last_next_obs = previous
+            self.rejected += 1
+            log.error("learner link: %s sent steps the replay rejects (not acknowledged): %s",
+                      actor_id, exc)  # fmt: skip
+            return 0
         for offset, step in enumerate(steps):
             self.store.add(actor_id, first_seq + offset, step, bool(starts[offset]))
         if message.meta.get("closes_episode") is True:

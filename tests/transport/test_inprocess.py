@@ -56,3 +56,24 @@ def test_published_weights_are_a_snapshot(tmp_path: Path) -> None:
     half = learner.publish_weights({"actor": net.state_dict()}, version=2, half=True)
     assert actor.latest_weights()[1]["actor"]["weight"].dtype == torch.float16
     assert half == (6 + 2) * 2  # six weights and two biases, two bytes each
+
+
+def test_an_episode_closed_unfinished_is_not_joined_to_the_next(tmp_path: Path) -> None:
+    """A restart or operator reset: half an episode, closed, then a fresh episode, into real
+    replay buffers through the shared sink (which would reject a join)."""
+    from robot_rl.data.replay import ReplayBuffer
+    from robot_rl.runtime.loops import ReplaySink
+
+    demo, online = ReplayBuffer(1000), ReplayBuffer(1000)
+    sink = ReplaySink(demo, online, threading.Lock())
+    transport = InProcessTransport()
+    learner = transport.learner(tmp_path / "store", sink, task="reach")
+    actor = transport.actor("a")
+    for step in episode_steps(0, 6)[:3]:
+        actor.add(step)
+    actor.end_episode()
+    for step in episode_steps(50, 4):
+        actor.add(step)
+    learner.poll()
+    assert len(online) == 7 and sink.steps == 7
+    assert [len(e.transitions) for e in load_episodes(tmp_path / "store")] == [3, 4]

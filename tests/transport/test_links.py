@@ -4,6 +4,7 @@ lost or duplicated, an actor restart, spilling and backpressure, malformed input
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -273,4 +274,52 @@ def test_two_actors_feed_one_learner_with_their_streams_kept_apart(tmp_path: Pat
     assert all(map(same, by_actor["b"], sent_b)) and len(by_actor["b"]) == len(sent_b)
     for link in (a, b):
         link.close()
+    learner.close()
+
+
+def test_a_closed_episode_and_the_next_reach_replay_apart_over_zmq(tmp_path: Path) -> None:
+    from robot_rl.data.replay import ReplayBuffer
+    from robot_rl.runtime.loops import ReplaySink
+
+    demo, online = ReplayBuffer(1000), ReplayBuffer(1000)
+    sink = ReplaySink(demo, online, threading.Lock())
+    ep = free_endpoints()
+    learner = start_learner(ep, tmp_path / "store", sink)
+    actor = ActorLink(actor_config(ep, tmp_path / "spool"), PLAIN)
+    for step in episode_steps(0, 6)[:3]:
+        actor.add(step)
+    actor.end_episode()
+    for step in episode_steps(50, 4):
+        actor.add(step)
+    run_until(learner, actor, lambda: actor.unacknowledged_steps == 0)
+    assert len(online) == 7 and learner.rejected == 0
+    actor.close()
+    learner.close()
+
+
+def test_steps_the_replay_rejects_are_not_acknowledged_and_the_learner_serves_on(
+    tmp_path: Path,
+) -> None:
+    from robot_rl.data.replay import ReplayBuffer
+    from robot_rl.runtime.loops import ReplaySink
+
+    demo, online = ReplayBuffer(1000), ReplayBuffer(1000)
+    sink = ReplaySink(demo, online, threading.Lock())
+    online.add(episode_steps(0, 1)[0])  # the replay already holds 4-dim states ...
+    ep = free_endpoints()
+    learner = start_learner(ep, tmp_path / "store", sink)
+    actor = ActorLink(actor_config(ep, tmp_path / "spool"), PLAIN)
+    odd = episode_steps(0, 2)
+    odd = [t.__class__({**t.obs, "state": t.obs["state"][:2]}, t.action, t.reward,
+                       {**t.next_obs, "state": t.next_obs["state"][:2]}, t.terminated,
+                       t.truncated) for t in odd]  # fmt: skip
+    for step in odd:  # ... this actor sends 2-dim ones
+        actor.add(step)
+    deadline = time.monotonic() + 5
+    while learner.rejected == 0 and time.monotonic() < deadline:
+        learner.poll(timeout_ms=5)
+        actor.pump()
+    assert learner.rejected >= 1 and actor.durable == -1 and len(online) == 1
+    assert not list((tmp_path / "store").glob("episode_*"))
+    actor.close()
     learner.close()
