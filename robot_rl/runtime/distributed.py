@@ -28,11 +28,11 @@ from robot_rl.agents.checkpoint import load_checkpoint, save_checkpoint
 from robot_rl.agents.sac import SACAgent
 from robot_rl.config import to_dict
 from robot_rl.data.episodes import load_episodes
-from robot_rl.data.mixing import route, sample_mixed
+from robot_rl.data.mixing import route
 from robot_rl.data.replay import ReplayBuffer
 from robot_rl.envs.intervention import InterventionWrapper, ScriptedIntervener
 from robot_rl.envs.twin_env import make_env
-from robot_rl.runtime.loops import ReplaySink, act_once, swap_weights
+from robot_rl.runtime.loops import ReplaySink, act_once, due_batch, swap_weights
 from robot_rl.runtime.record import record_demos
 from robot_rl.runtime.train import TrainConfig
 from robot_rl.transport.actor_link import ActorLink, ActorLinkConfig
@@ -103,12 +103,10 @@ class Learner:
 
     def _update_once(self) -> bool:
         cfg = self.train
-        with self._lock:
-            allowed = self.sink.steps - cfg.learning_starts
-            if allowed <= self.updates or len(self.demo) + len(self.online) == 0:
-                return False
-            batch = sample_mixed(self.demo, self.online, cfg.batch_size * cfg.agent.utd_ratio,
-                                 self.agent.device, minibatches=cfg.agent.utd_ratio)  # fmt: skip
+        batch = due_batch(self.sink, self.sink.steps, self.updates, cfg.learning_starts,
+                          cfg.batch_size, cfg.agent.utd_ratio, self.agent.device)  # fmt: skip
+        if batch is None:
+            return False
         self.agent.update(batch)
         self.updates += 1
         return True

@@ -12,8 +12,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from robot_rl.agents.sac import SACAgent
-from robot_rl.data.batch import Transition
-from robot_rl.data.mixing import route
+from robot_rl.data.batch import Batch, Transition
+from robot_rl.data.mixing import route, sample_mixed
 from robot_rl.data.replay import ReplayBuffer
 
 
@@ -69,3 +69,17 @@ class ReplaySink:
             for step in steps:
                 route(step, self.demo, self.online)
             self.steps += len(steps)
+
+
+def due_batch(
+    sink: ReplaySink, steps: int, updates: int, learning_starts: int, batch_size: int,
+    utd_ratio: int, device: Any,
+) -> Batch | None:  # fmt: skip
+    """The next learner step's batch (``utd_ratio`` minibatches, each mixed 50/50), or None while
+    the learner would run ahead of the data: at most one learner step per env step past
+    ``learning_starts``."""
+    with sink.lock:
+        if steps - learning_starts <= updates or len(sink.demo) + len(sink.online) == 0:
+            return None
+        return sample_mixed(sink.demo, sink.online, batch_size * utd_ratio, device,
+                            minibatches=utd_ratio)  # fmt: skip

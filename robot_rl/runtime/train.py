@@ -40,11 +40,11 @@ from robot_rl.agents.config import SACConfig
 from robot_rl.agents.sac import SACAgent
 from robot_rl.config import from_dict, to_dict
 from robot_rl.data.episodes import load_episodes
-from robot_rl.data.mixing import route, sample_mixed
+from robot_rl.data.mixing import route
 from robot_rl.data.replay import ReplayBuffer
 from robot_rl.envs.intervention import InterventionWrapper, ScriptedIntervener
 from robot_rl.envs.twin_env import TwinEnv, TwinEnvConfig, make_env
-from robot_rl.runtime.loops import ReplaySink, act_once, swap_weights
+from robot_rl.runtime.loops import ReplaySink, act_once, due_batch, swap_weights
 from robot_rl.runtime.record import record_demos
 from robot_rl.transport.inprocess import InProcessTransport
 
@@ -293,17 +293,11 @@ class TrainingSession:
         """One learner step (``utd_ratio`` critic updates) if the data allows it; False if not."""
         cfg = self.config
         self.learner_link.poll()  # the actor's newest steps into replay and the episode store
-        with self._lock:
-            allowed = self.counters.env_steps - cfg.learning_starts
-            if allowed <= self.counters.updates or len(self.demo) + len(self.online) == 0:
-                return False
-            batch = sample_mixed(
-                self.demo,
-                self.online,
-                cfg.batch_size * cfg.agent.utd_ratio,
-                self.agent.device,
-                minibatches=cfg.agent.utd_ratio,
-            )
+        batch = due_batch(self.sink, self.counters.env_steps, self.counters.updates,
+                          cfg.learning_starts, cfg.batch_size, cfg.agent.utd_ratio,
+                          self.agent.device)  # fmt: skip
+        if batch is None:
+            return False
         with self._agent_lock:
             metrics = self.agent.update(batch)
         self.counters.updates += 1

@@ -52,7 +52,6 @@ class _Batch:
     last_seq: int
     frames: list[bytes] | None  # None while spilled to disk
     path: Path | None = None
-    sent_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -231,7 +230,6 @@ class ActorLink:
             frames = batch.frames if batch.frames is not None else self._read_spilled(batch.path)
             if not self._send([self._holds_from(frames[0]), *frames[1:]]):
                 break
-            batch.sent_at = now
             self._send_index += 1
             in_flight += 1
 

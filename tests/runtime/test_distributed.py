@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -20,15 +19,10 @@ from robot_rl.data.episodes import load_episodes
 from robot_rl.runtime.distributed import Actor, DistributedConfig, Learner
 from robot_rl.transport.learner_link import LinkEndpoints
 from robot_rl.transport.security import SecurityConfig
+from tests.netutil import free_port
 from tests.runtime.test_train import tiny
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_actor_and_learner_in_one_process_over_zmq(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ lost or duplicated, an actor restart, spilling and backpressure, malformed input
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from robot_rl.data.episodes import load_episodes
 from robot_rl.transport.actor_link import ActorLink, ActorLinkConfig, BackpressureError
 from robot_rl.transport.learner_link import LearnerLink, LinkEndpoints
 from robot_rl.transport.security import SecurityConfig
+from tests.netutil import free_port
 
 pytestmark = pytest.mark.timeout(60)
 PLAIN = SecurityConfig(plaintext=True)
@@ -60,12 +60,7 @@ class Sink:
 
 
 def free_endpoints() -> LinkEndpoints:
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    return LinkEndpoints(f"tcp://127.0.0.1:{ports[0]}", f"tcp://127.0.0.1:{ports[1]}")
+    return LinkEndpoints(f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}")
 
 
 def start_learner(ep: LinkEndpoints, store: Path, sink: Sink) -> LearnerLink:
