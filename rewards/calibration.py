@@ -12,16 +12,33 @@ import torch
 
 
 def split_by_episode(
-    episode_ids: np.ndarray, held_out_fraction: float = 0.3, seed: int = 0
+    episode_ids: np.ndarray,
+    held_out_fraction: float = 0.3,
+    seed: int = 0,
+    labels: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(train_mask, held_out_mask) over frames, whole episodes on one side only."""
+    """(train_mask, held_out_mask) over frames, whole episodes on one side only.
+
+    With frame ``labels`` the split is stratified: episodes with a success frame and episodes
+    without are split separately, so both sides keep both kinds whenever there are two of each.
+    """
     episode_ids = np.asarray(episode_ids)
     episodes = np.unique(episode_ids)
     if len(episodes) < 2:
         raise ValueError("need frames from at least two episodes to hold some out")
     rng = np.random.default_rng(seed)
-    n_out = min(len(episodes) - 1, max(1, round(held_out_fraction * len(episodes))))
-    held = rng.choice(episodes, size=n_out, replace=False)
+    groups = [episodes]
+    if labels is not None:
+        successful = np.unique(episode_ids[np.asarray(labels, bool)])
+        groups = [g for g in (successful, np.setdiff1d(episodes, successful)) if len(g)]
+    held = []
+    for group in groups:
+        n_out = round(held_out_fraction * len(group))
+        if len(group) >= 2:
+            n_out = min(len(group) - 1, max(1, n_out))
+        held.extend(rng.choice(group, size=min(n_out, len(group)), replace=False))
+    if not held or len(held) == len(episodes):  # one group of one: hold out one episode
+        held = rng.choice(episodes, size=1, replace=False).tolist()
     held_mask = np.isin(episode_ids, held)
     return ~held_mask, held_mask
 

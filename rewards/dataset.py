@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from controllers.reference import Workspace
 from controllers.targets import CartesianTarget
 
 
@@ -88,6 +89,7 @@ def collect_twin(
     if len(specs) != len(cameras):
         raise ValueError(f"cameras {cameras}; known: {[c.camera_id for c in DEFAULT_CAMERAS]}")
     scene = TwinScene(SceneConfig(task=task, cameras=specs))
+    box_lo, box_hi = np.asarray(Workspace().pos_min_m), np.asarray(Workspace().pos_max_m)
     rng = np.random.default_rng(seed)
     frames: dict[str, list[np.ndarray]] = {c: [] for c in cameras}
     labels, episode_ids, steps = [], [], []
@@ -101,7 +103,10 @@ def collect_twin(
             after_success, step = 0, 0
             while scene.episode_time_s < scene.task.max_episode_s and after_success <= hold_steps:
                 action = expert.act(scene.twin)
-                target = CartesianTarget(action.target.pos_m + offset, action.target.quat_xyzw)
+                # A pushed-off grasp can flick the cube away; the expert then chases it, so its
+                # targets are kept inside the workspace (as the env clips the policy's).
+                pos = np.clip(action.target.pos_m + offset, box_lo, box_hi)
+                target = CartesianTarget(pos, action.target.quat_xyzw)
                 success = scene.step(target, action.gripper).success
                 for name, frame in scene.render().items():
                     frames[name].append(frame.image)

@@ -31,6 +31,12 @@ class DecisionConfig:
         if self.k < 1:
             raise ValueError(f"k={self.k}; need at least one frame")
 
+    @staticmethod
+    def from_threshold(theta_on: float, k: int = 3, off_ratio: float = 0.5) -> DecisionConfig:
+        """theta_on from a calibrated threshold; theta_off = off_ratio * theta_on."""
+        theta_on = min(max(float(theta_on), 0.0), 1.0)
+        return DecisionConfig(theta_on, off_ratio * theta_on, k)
+
 
 @dataclass
 class FiredSuccess:
@@ -46,6 +52,7 @@ class SuccessDecision:
     count: int = 0
     frame: int = 0
     fired: list[FiredSuccess] = field(default_factory=list)
+    log_fired: bool = True  # offline evaluation replays thousands of episodes quietly
 
     def reset(self) -> None:
         self.count, self.frame = 0, 0
@@ -62,7 +69,8 @@ class SuccessDecision:
         fires = self.count == cfg.k
         if fires:
             self.fired.append(FiredSuccess(self.frame, float(p)))
-            log.info("success fired at frame %d (p=%.3f, %d frames >= %.2f)",
-                     self.frame, p, cfg.k, cfg.theta_on)  # fmt: skip
+            if self.log_fired:
+                log.info("success fired at frame %d (p=%.3f, %d frames >= %.2f)",
+                         self.frame, p, cfg.k, cfg.theta_on)  # fmt: skip
         self.frame += 1
         return fires

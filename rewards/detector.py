@@ -1,13 +1,17 @@
-"""A success detector: a backbone, a scorer over one or more cameras, and the decision layer.
+"""A success detector: a frame scorer over one or more cameras, and the decision layer.
 
 ``score`` implements ``robot_rl.interfaces.RewardModel`` (batch-first: a live frame or a whole
-buffer to relabel). ``step`` feeds one observation's frames through the decision layer and says
-whether success fires on this frame; envs call ``reset`` at each episode start.
+buffer to relabel). The scorer is either a frozen CLIP backbone with an embedding scorer
+(``EmbeddingFrameScorer``: the probe or zero-shot) or the fine-tuned ``FrameClassifier``;
+``load_detector`` opens what ``robot-rl reward train`` wrote. ``step`` feeds one observation's
+frames through the decision layer and says whether success fires on this frame; envs call
+``reset`` at each episode start.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -21,20 +25,29 @@ class EmbeddingScorer(Protocol):
     def probability(self, embeddings: torch.Tensor) -> torch.Tensor: ...
 
 
-class SuccessDetector:
-    """Embeds each camera's frames, concatenates them in ``cameras`` order, scores them."""
+class FrameScorer(Protocol):
+    """Anything that turns frames per camera into success probabilities, batch-first."""
+
+    @property
+    def cameras(self) -> tuple[str, ...]: ...
+
+    def score(self, frames: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+class EmbeddingFrameScorer:
+    """A frozen open_clip backbone and an embedding scorer (the probe or zero-shot): each
+    camera's frames are embedded, concatenated in ``cameras`` order and scored."""
 
     def __init__(
-        self,
-        backbone: ClipBackbone,
-        scorer: EmbeddingScorer,
-        cameras: Sequence[str],
-        decision: DecisionConfig | None = None,
+        self, backbone: ClipBackbone, scorer: EmbeddingScorer, cameras: Sequence[str]
     ) -> None:
         if not cameras:
             raise ValueError("name the cameras the detector looks at")
         self.backbone, self.scorer, self.cameras = backbone, scorer, tuple(cameras)
-        self.decision = SuccessDecision(decision or DecisionConfig())
+
+    @property
+    def threshold(self) -> float:
+        return float(getattr(self.scorer, "threshold", 0.5))
 
     def embed(self, frames: dict[str, np.ndarray]) -> torch.Tensor:
         """(B, D * cameras) embeddings of uint8 (B, H, W, 3) frames per camera."""
@@ -47,14 +60,63 @@ class SuccessDetector:
         """(B,) success probabilities."""
         return self.scorer.probability(self.embed(frames)).detach().cpu().numpy()
 
+
+class SuccessDetector:
+    """A frame scorer (``EmbeddingFrameScorer`` or ``rewards.classifier.FrameClassifier``) and
+    the decision layer."""
+
+    def __init__(self, scorer: FrameScorer, decision: DecisionConfig | None = None) -> None:
+        self.scorer = scorer
+        self.decision = SuccessDecision(decision or DecisionConfig())
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return tuple(self.scorer.cameras)
+
+    def score(self, frames: dict[str, np.ndarray]) -> np.ndarray:
+        """(B,) success probabilities."""
+        return np.asarray(self.scorer.score(frames), np.float64)
+
     def reset(self) -> None:
         self.decision.reset()
 
     def step(self, frames: dict[str, np.ndarray], gate: bool = True) -> tuple[bool, float]:
         """One observation's frames (H, W, 3) per camera: (success fired now, probability)."""
-        batch = {c: np.asarray(frames[c])[None] for c in self.cameras}
+        batch = {c: np.asarray(frames[c])[None] for c in self.cameras if c in frames}
         p = float(self.score(batch)[0])
         return self.decision.update(p, gate), p
+
+
+def load_detector(
+    path: str | Path,
+    backbone: str | None = None,
+    decision: DecisionConfig | None = None,
+) -> SuccessDetector:
+    """A detector from ``robot-rl reward train``'s output: a classifier folder, or a probe JSON
+    (which names its backbone and cameras; ``backbone`` overrides where the weights are)."""
+    path = Path(path)
+    if path.is_dir():
+        from rewards.classifier import FrameClassifier
+
+        scorer: FrameScorer = FrameClassifier.load(path)
+    elif path.is_file():
+        from rewards.backbone import load_backbone
+        from rewards.probe import ProbeScorer
+
+        probe = ProbeScorer.load(path)
+        source = backbone or probe.backbone
+        if not source or not probe.cameras:
+            raise ValueError(
+                f"probe {path} does not name its backbone and cameras; pass the backbone, or "
+                "retrain it with robot-rl reward train (which records both)"
+            )
+        scorer = EmbeddingFrameScorer(load_backbone(source), probe, probe.cameras)
+    else:
+        raise FileNotFoundError(
+            f"reward model {path} not found; train one with robot-rl reward train"
+        )
+    theta = float(getattr(scorer, "threshold", 0.5))
+    return SuccessDetector(scorer, decision or DecisionConfig.from_threshold(theta))
 
 
 class AsyncScorer:
@@ -102,7 +164,8 @@ class AsyncScorer:
                 tag, frames = self._pending  # type: ignore[misc]
                 self._pending = None
             try:
-                batch = {c: np.asarray(frames[c])[None] for c in self.detector.cameras}
+                cameras = [c for c in self.detector.cameras if c in frames]
+                batch = {c: np.asarray(frames[c])[None] for c in cameras}
                 p = float(self.detector.score(batch)[0])
             except BaseException as exc:  # surfaced by latest()
                 with self._cond:

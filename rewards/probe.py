@@ -24,6 +24,8 @@ class ProbeScorer:
     bias: float
     temperature: float = 1.0
     threshold: float = 0.5  # the decision layer's theta_on, chosen for a target precision
+    cameras: tuple[str, ...] = ()  # the embedding order (recorded by training)
+    backbone: str = ""  # the backbone source the embeddings came from (recorded by the CLI)
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         return embeddings.float() @ self.weight + self.bias
@@ -84,8 +86,9 @@ class ProbeScorer:
 
     def save(self, path: str | Path) -> None:
         """A small JSON file (weights as a list): readable, diffable, no pickle."""
-        data = {"weight": self.weight.tolist(), "bias": self.bias,
-                "temperature": self.temperature, "threshold": self.threshold}  # fmt: skip
+        data = {"kind": "probe", "weight": self.weight.tolist(), "bias": self.bias,
+                "temperature": self.temperature, "threshold": self.threshold,
+                "cameras": list(self.cameras), "backbone": self.backbone}  # fmt: skip
         Path(path).write_text(json.dumps(data))
 
     @staticmethod
@@ -98,4 +101,5 @@ class ProbeScorer:
         data = json.loads(path.read_text())
         return ProbeScorer(torch.tensor(data["weight"]), float(data["bias"]),
                            float(data.get("temperature", 1.0)),
-                           float(data.get("threshold", 0.5)))  # fmt: skip
+                           float(data.get("threshold", 0.5)), tuple(data.get("cameras", ())),
+                           str(data.get("backbone", "")))  # fmt: skip

@@ -26,6 +26,7 @@ from rewards.calibration import (
     threshold_for_precision,
 )
 from rewards.dataset import FrameDataset
+from rewards.decision import DecisionConfig, SuccessDecision
 from rewards.probe import ProbeScorer
 from rewards.zero_shot import ZeroShotScorer
 
@@ -50,7 +51,7 @@ def train_probe(
 ) -> tuple[ProbeScorer, dict[str, float]]:
     """The fitted, calibrated probe and its held-out report (see the module docstring)."""
     cameras = list(cameras or data.meta.get("cameras") or sorted(data.frames))
-    train_mask, held_mask = split_by_episode(data.episode, held_out_fraction, seed)
+    train_mask, held_mask = split_by_episode(data.episode, held_out_fraction, seed, data.label)
     positives = np.flatnonzero(train_mask & data.label)
     if len(positives) > max_positives:  # the issue's budget of labelled successes
         rng = np.random.default_rng(seed)
@@ -62,6 +63,7 @@ def train_probe(
     direction = ZeroShotScorer(backbone, success_prompts, baseline_prompts).direction
     init = torch.cat([direction] * len(cameras)) / len(cameras) ** 0.5
     probe = ProbeScorer.fit(x[train_mask], y[train_mask], init_direction=init)
+    probe.cameras = tuple(cameras)
     held_logits, held_y = probe.logits(x[held_mask]), data.label[held_mask]
     if held_y.any() and not held_y.all():
         probe.temperature = fit_temperature(held_logits, torch.as_tensor(held_y))
@@ -74,29 +76,62 @@ def train_probe(
 
 
 def evaluate(
-    probs: np.ndarray, labels: np.ndarray, episodes: np.ndarray, threshold: float
+    probs: np.ndarray,
+    labels: np.ndarray,
+    episodes: np.ndarray,
+    threshold: float,
+    steps: np.ndarray | None = None,
+    decision: DecisionConfig | None = None,
 ) -> dict[str, float]:
+    """Frame metrics at ``threshold`` and episode metrics through the decision layer.
+
+    Without ``decision`` a single frame at or above ``threshold`` fires. A successful episode is
+    found when the decision first fires on one of its success frames; firing earlier is premature
+    (``episode_premature_rate``). A failed episode is falsely called a success if it fires at all.
+    Frames are taken in ``steps`` order within each episode (array order without ``steps``).
+    """
     probs, labels = np.asarray(probs, float), np.asarray(labels, bool)
+    episodes = np.asarray(episodes)
+    decision = decision or DecisionConfig(threshold, threshold, 1)
     fired = probs >= threshold
     precision, recall = precision_recall(probs, labels, threshold)
-    success_eps = np.unique(episodes[labels])
-    failed_eps = np.setdiff1d(np.unique(episodes), success_eps)
-    found = [fired[(episodes == e) & labels].any() for e in success_eps]
-    false = [fired[episodes == e].any() for e in failed_eps]
+    found, premature, false = [], [], []
+    for episode in np.unique(episodes):
+        index = np.flatnonzero(episodes == episode)
+        if steps is not None:
+            index = index[np.argsort(np.asarray(steps)[index], kind="stable")]
+        first = _first_fire(probs[index], decision)
+        if labels[index].any():
+            found.append(first is not None and bool(labels[index][first]))
+            premature.append(first is not None and not labels[index][first])
+        else:
+            false.append(first is not None)
     both = labels.any() and not labels.all()
     return {
         "precision": precision,
         "recall": recall,
         "episode_recall": float(np.mean(found)) if found else float("nan"),
+        "episode_premature_rate": float(np.mean(premature)) if premature else float("nan"),
         "episode_false_success_rate": float(np.mean(false)) if false else float("nan"),
+        "success_episodes": float(len(found)),
+        "failed_episodes": float(len(false)),
         "auroc": auroc(probs, labels) if both else float("nan"),
         "ece": expected_calibration_error(probs, labels),
         "threshold": float(threshold),
+        "k": float(decision.k),
         "tp": float((fired & labels).sum()),
         "fp": float((fired & ~labels).sum()),
         "tn": float((~fired & ~labels).sum()),
         "fn": float((~fired & labels).sum()),
     }
+
+
+def _first_fire(probs: np.ndarray, decision: DecisionConfig) -> int | None:
+    state = SuccessDecision(decision, log_fired=False)
+    for i, p in enumerate(probs):
+        if state.update(float(min(max(p, 0.0), 1.0))):
+            return i
+    return None
 
 
 def pr_curve_png(probs: np.ndarray, labels: np.ndarray, threshold: float, path: str | Path) -> Path:

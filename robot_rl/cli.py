@@ -34,6 +34,7 @@ BENCHES: dict[str, str] = {
     "control": "robot_rl.bench.control:run_control_bench",
     "learner": "robot_rl.bench.learner:run_learner_bench",
     "learning": "robot_rl.bench.learning:run_learning_bench",
+    "reward": "robot_rl.bench.reward:run_reward_bench",
     "transport": "robot_rl.bench.transport:run_transport_bench",
 }
 
@@ -444,23 +445,45 @@ def _add_reward(subparsers: argparse._SubParsersAction) -> None:
     collect.add_argument("--seed", type=int, default=0)
     collect.add_argument("--out", type=Path, required=True, help="dataset .npz to write")
     collect.set_defaults(handler=_run_reward_collect)
-    for name, helptext in (("train", "fit and calibrate a few-shot probe"),
-                           ("eval", "metrics and a PR curve of a probe")):  # fmt: skip
+    helps = {
+        "train": "fit and calibrate a probe (default) or a fine-tuned classifier",
+        "eval": "metrics and a PR curve of a trained reward model",
+        "relabel": "add the episodes a model fired wrongly on to the training data, refit",
+    }
+    for name, helptext in helps.items():  # fmt: skip
         p = actions.add_parser(name, help=helptext)
-        p.add_argument("--data", type=Path, required=True, help="dataset .npz")
-        p.add_argument("--backbone", required=True, help="local-dir:PATH, a checkpoint, hf-hub:")
+        p.add_argument("--data", type=Path, required=True, help="labelled frames (.npz)")
+        p.add_argument("--backbone", help="open_clip source for a probe: local-dir:PATH, a "
+                       "checkpoint file, hf-hub:ORG/REPO (a probe records its own)")  # fmt: skip
         p.add_argument("--model-name", help="open_clip config for a checkpoint file")
         p.add_argument("--preprocess", type=Path, help="preprocess JSON for a checkpoint file")
-        p.add_argument("--probe", type=Path, required=True, help="probe JSON (written by train)")
+        p.add_argument("--model", "--probe", dest="model", type=Path, required=True,
+                       help="probe JSON or classifier folder (written by train)")  # fmt: skip
         p.add_argument("--json", type=Path, help="write the metrics here")
+        p.add_argument("--k", type=int, default=3, help="decision layer: frames in a row")
     train = actions.choices["train"]
-    train.add_argument("--success-prompt", action="append", required=True)
-    train.add_argument("--baseline-prompt", action="append", required=True)
+    train.add_argument("--kind", choices=("probe", "classifier"), default="probe")
+    train.add_argument("--success-prompt", action="append", help="probe: success prompts")
+    train.add_argument("--baseline-prompt", action="append", help="probe: baseline prompts")
     train.add_argument("--precision", type=float, default=0.99, help="target precision")
     train.add_argument("--max-positives", type=int, default=200)
+    train.add_argument("--encoder", choices=("conv", "resnet10"), default="conv",
+                       help="classifier: per-camera CNN")  # fmt: skip
+    train.add_argument("--input-size", type=int, default=64, help="classifier: frame size")
+    train.add_argument("--steps", type=int, default=1500, help="classifier: gradient steps")
+    train.add_argument("--pretrained-encoder", help="classifier: backbone weights file")
+    train.add_argument("--freeze-encoder", action="store_true")
     train.set_defaults(handler=_run_reward_train)
     actions.choices["eval"].add_argument("--png", type=Path, help="PR curve image")
     actions.choices["eval"].set_defaults(handler=_run_reward_eval)
+    relabel = actions.choices["relabel"]
+    relabel.add_argument("--new", type=Path, required=True,
+                         help="new labelled frames to check the model on (.npz)")  # fmt: skip
+    relabel.add_argument("--out-data", type=Path, required=True, help="merged dataset to write")
+    relabel.add_argument("--refit", type=Path, help="refit on the merged data, write here")
+    relabel.add_argument("--success-prompt", action="append", help="probe refit: prompts")
+    relabel.add_argument("--baseline-prompt", action="append", help="probe refit: prompts")
+    relabel.set_defaults(handler=_run_reward_relabel)
 
 
 def _run_reward_collect(args: argparse.Namespace) -> int:
@@ -478,51 +501,131 @@ def _run_reward_collect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reward_inputs(args: argparse.Namespace) -> tuple[Any, Any]:
-    from rewards.backbone import MissingWeightsError, load_backbone
+def _load_dataset(path: Path) -> Any:
     from rewards.dataset import FrameDataset
 
     try:
-        data = FrameDataset.load(args.data)
-        backbone = load_backbone(args.backbone, args.model_name, args.preprocess)
-    except (FileNotFoundError, MissingWeightsError, ValueError) as exc:
+        return FrameDataset.load(path)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise CliError(f"dataset {path}: {exc}") from None
+
+
+def _load_reward_scorer(args: argparse.Namespace, cameras: list[str]) -> Any:
+    """The trained model named by --model, as a frame scorer."""
+    from rewards.backbone import MissingWeightsError, load_backbone
+    from rewards.classifier import FrameClassifier
+    from rewards.detector import EmbeddingFrameScorer
+    from rewards.probe import ProbeScorer
+
+    try:
+        if args.model.is_dir():
+            return FrameClassifier.load(args.model)
+        probe = ProbeScorer.load(args.model)
+        source = args.backbone or probe.backbone
+        if not source:
+            raise ValueError(f"probe {args.model} names no backbone; pass --backbone")
+        backbone = load_backbone(source, args.model_name, args.preprocess)
+    except (FileNotFoundError, MissingWeightsError, ValueError, KeyError) as exc:
         raise CliError(str(exc)) from None
-    return data, backbone
+    return EmbeddingFrameScorer(backbone, probe, probe.cameras or cameras)
+
+
+def _fit_reward_model(args: argparse.Namespace, data: Any, kind: str, out: Path,
+                      classifier_config: Any = None) -> dict:  # fmt: skip
+    """Fit a probe or classifier on ``data``, save it to ``out``; the held-out report."""
+    from rewards.backbone import MissingWeightsError, load_backbone
+    from rewards.classifier import ClassifierConfig, TrainConfig, train_classifier
+    from rewards.training import train_probe
+
+    cameras = list(data.meta.get("cameras") or sorted(data.frames))
+    precision = getattr(args, "precision", 0.99)
+    max_positives = getattr(args, "max_positives", 200)
+    try:
+        if kind == "classifier":
+            config = classifier_config or ClassifierConfig(
+                tuple(cameras), input_size=args.input_size, encoder=args.encoder,
+                pretrained_encoder=args.pretrained_encoder, freeze_encoder=args.freeze_encoder,
+            )  # fmt: skip
+            steps = getattr(args, "steps", TrainConfig.steps)
+            model, report = train_classifier(data, config, TrainConfig(
+                steps=steps, max_positives=max_positives, target_precision=precision))  # fmt: skip
+            model.save(out)
+            return report
+        if not args.success_prompt or not args.baseline_prompt:
+            raise ValueError("a probe needs --success-prompt and --baseline-prompt (one or more)")
+        if not args.backbone:
+            raise ValueError("a probe needs --backbone (local-dir:PATH, a checkpoint, hf-hub:)")
+        backbone = load_backbone(args.backbone, args.model_name, args.preprocess)
+        probe, report = train_probe(data, backbone, args.success_prompt, args.baseline_prompt,
+                                    cameras, target_precision=precision,
+                                    max_positives=max_positives)  # fmt: skip
+    except (FileNotFoundError, MissingWeightsError, ValueError, KeyError) as exc:
+        raise CliError(str(exc)) from None
+    probe.backbone = args.backbone
+    out.parent.mkdir(parents=True, exist_ok=True)
+    probe.save(out)
+    return report
 
 
 def _run_reward_train(args: argparse.Namespace) -> int:
-    from rewards.training import train_probe
-
-    data, backbone = _reward_inputs(args)
-    try:
-        probe, report = train_probe(data, backbone, args.success_prompt, args.baseline_prompt,
-                                    target_precision=args.precision,
-                                    max_positives=args.max_positives)  # fmt: skip
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    args.probe.parent.mkdir(parents=True, exist_ok=True)
-    probe.save(args.probe)
-    print_table(report, title=f"probe {args.probe} (held-out episodes)")
+    data = _load_dataset(args.data)
+    report = _fit_reward_model(args, data, args.kind, args.model)
+    print_table(report, title=f"{args.kind} {args.model} (held-out episodes)")
     if args.json:  # undefined metrics (no positives held out, say) are left out, not NaN
         write_json(args.json, {k: v for k, v in report.items() if v == v})
     return 0
 
 
-def _run_reward_eval(args: argparse.Namespace) -> int:
-    from rewards.probe import ProbeScorer
-    from rewards.training import embed_dataset, evaluate, pr_curve_png
+def _score_dataset(args: argparse.Namespace, data: Any) -> tuple[Any, Any]:
+    from rewards.decision import DecisionConfig
 
-    data, backbone = _reward_inputs(args)
+    scorer = _load_reward_scorer(args, list(data.meta.get("cameras") or sorted(data.frames)))
     try:
-        probe = ProbeScorer.load(args.probe)
-    except FileNotFoundError as exc:
-        raise CliError(str(exc)) from None
-    cameras = data.meta.get("cameras") or sorted(data.frames)
-    probs = probe.probability(embed_dataset(backbone, data, cameras)).detach().numpy()
-    report = evaluate(probs, data.label, data.episode, probe.threshold)
-    print_table(report, title=f"probe {args.probe} on {args.data}")
+        probs = scorer.score({c: data.frames[c] for c in scorer.cameras})
+        decision = DecisionConfig.from_threshold(scorer.threshold, args.k)
+    except (KeyError, ValueError) as exc:
+        raise CliError(f"cannot score {args.data} with {args.model}: {exc}") from None
+    return scorer, (probs, decision)
+
+
+def _run_reward_eval(args: argparse.Namespace) -> int:
+    from rewards.training import evaluate, pr_curve_png
+
+    data = _load_dataset(args.data)
+    scorer, (probs, decision) = _score_dataset(args, data)
+    report = evaluate(probs, data.label, data.episode, scorer.threshold, data.step, decision)
+    print_table(report, title=f"{args.model} on {args.data}")
     if args.png:
-        print(f"PR curve: {pr_curve_png(probs, data.label, probe.threshold, args.png)}")
+        print(f"PR curve: {pr_curve_png(probs, data.label, scorer.threshold, args.png)}")
+    if args.json:
+        write_json(args.json, {k: v for k, v in report.items() if v == v})
+    return 0
+
+
+def _run_reward_relabel(args: argparse.Namespace) -> int:
+    from rewards.relabel import add_false_positives
+    from rewards.training import evaluate
+
+    base, new = _load_dataset(args.data), _load_dataset(args.new)
+    scorer, (probs, decision) = _score_dataset(args, new)
+    before = evaluate(probs, new.label, new.episode, scorer.threshold, new.step, decision)
+    try:
+        merged, found = add_false_positives(base, new, probs, decision)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    merged.save(args.out_data)
+    print(f"{len(found.episodes)} episode(s) of {args.new} fired wrongly; {len(merged) - len(base)}"
+          f" frames added: {args.out_data}")  # fmt: skip
+    report = {f"before_{k}": v for k, v in before.items()}
+    report["false_positive_episodes"] = float(len(found.episodes))
+    if args.refit:
+        kind = "classifier" if args.model.is_dir() else "probe"
+        config = getattr(scorer, "config", None)
+        args.backbone = args.backbone or getattr(getattr(scorer, "scorer", None), "backbone", "")
+        refit = _fit_reward_model(args, merged, kind, args.refit, config)
+        report.update({f"refit_{k}": v for k, v in refit.items()})
+        print(f"refit {kind}: {args.refit}")
+    print_table(report, title="relabel")
     if args.json:
         write_json(args.json, {k: v for k, v in report.items() if v == v})
     return 0

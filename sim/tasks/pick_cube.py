@@ -91,6 +91,7 @@ class PickCubeExpert:
         self.step_m = step_m
         self.phase = "approach"
         self._closing_steps = 0
+        self._lift_goal: np.ndarray | None = None
 
     def act(self, twin: PandaTwin) -> ExpertAction:
         cube = self.task.cube_pos_m(twin)
@@ -112,6 +113,9 @@ class PickCubeExpert:
             self._closing_steps += 1
             if self._closing_steps >= 6:  # 0.6 s: the fingers travel 4 cm at 0.1 m/s
                 self.phase = "lift"
+                # Fixed when the lift starts: a goal that followed the held cube would climb
+                # with it for ever when the grasp is off and success never comes.
+                self._lift_goal = grasp + np.array([0.0, 0.0, 0.12])
         else:
-            goal, gripper = grasp + np.array([0.0, 0.0, 0.12]), "close"
+            goal, gripper = self._lift_goal, "close"
         return ExpertAction(CartesianTarget(step_toward(pos, goal, self.step_m), quat), gripper)

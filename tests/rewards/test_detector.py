@@ -10,7 +10,7 @@ import torch
 
 from rewards.backbone import load_backbone
 from rewards.decision import DecisionConfig
-from rewards.detector import SuccessDetector
+from rewards.detector import EmbeddingFrameScorer, SuccessDetector
 from rewards.probe import ProbeScorer
 from robot_rl.envs.twin_env import TwinEnv, TwinEnvConfig
 
@@ -22,7 +22,7 @@ def constant_probe(dim: int, logit: float) -> ProbeScorer:
 def test_detector_scores_batches_over_cameras(tiny_dir: Path) -> None:
     backbone = load_backbone(f"local-dir:{tiny_dir}")
     probe = ProbeScorer(torch.randn(32), 0.0)  # two cameras x 16 dims
-    detector = SuccessDetector(backbone, probe, ["front", "wrist"])
+    detector = SuccessDetector(EmbeddingFrameScorer(backbone, probe, ["front", "wrist"]))
     frames = {c: np.random.default_rng(1).integers(0, 256, (5, 40, 40, 3), np.uint8)
               for c in ("front", "wrist")}  # fmt: skip
     p = detector.score(frames)
@@ -33,7 +33,9 @@ def test_detector_scores_batches_over_cameras(tiny_dir: Path) -> None:
 
 def test_the_env_ends_episodes_when_the_detector_fires(tiny_dir: Path) -> None:
     backbone = load_backbone(f"local-dir:{tiny_dir}")
-    sure = SuccessDetector(backbone, constant_probe(16, 5.0), ["front"], DecisionConfig(k=3))
+    sure = SuccessDetector(
+        EmbeddingFrameScorer(backbone, constant_probe(16, 5.0), ["front"]), DecisionConfig(k=3)
+    )
     config = TwinEnvConfig(task="reach", cameras=("front",), image_width=32, image_height=32)
     env = TwinEnv(config, detector=sure)
     env.reset(seed=0)
@@ -45,7 +47,7 @@ def test_the_env_ends_episodes_when_the_detector_fires(tiny_dir: Path) -> None:
     env.reset(seed=1)  # the decision layer starts over
     assert env.step(np.zeros(4, np.float32))[1] == 0.0
     env.close()
-    never = SuccessDetector(backbone, constant_probe(16, -5.0), ["front"])
+    never = SuccessDetector(EmbeddingFrameScorer(backbone, constant_probe(16, -5.0), ["front"]))
     env = TwinEnv(config, detector=never)
     env.reset(seed=0)
     assert all(env.step(np.zeros(4, np.float32))[1] == 0.0 for _ in range(4))

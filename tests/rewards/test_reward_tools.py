@@ -44,7 +44,8 @@ def test_collect_train_eval_through_the_cli(tmp_path: Path, tiny_dir: Path, caps
     assert report["train_positives"] > 0 and report["held_out_frames"] > 0
     assert 0.0 <= report["threshold"] <= 1.0
     probe = json.loads((tmp_path / "probe.json").read_text())
-    assert set(probe) == {"weight", "bias", "temperature", "threshold"}
+    assert set(probe) >= {"weight", "bias", "temperature", "threshold", "cameras", "backbone"}
+    assert probe["cameras"] == ["front"] and probe["backbone"] == f"local-dir:{tiny_dir}"
     evaluate = ["reward", "eval", *common, "--png", str(tmp_path / "pr.png"),
                 "--json", str(tmp_path / "eval.json")]  # fmt: skip
     assert cli.main(evaluate) == 0
