@@ -91,9 +91,11 @@ def load_detector(
     path: str | Path,
     backbone: str | None = None,
     decision: DecisionConfig | None = None,
+    k: int = 3,
 ) -> SuccessDetector:
     """A detector from ``robot-rl reward train``'s output: a classifier folder, or a probe JSON
-    (which names its backbone and cameras; ``backbone`` overrides where the weights are)."""
+    (which names its backbone and cameras; ``backbone`` overrides where the weights are). Without
+    ``decision``, success fires after ``k`` frames at or above the model's threshold."""
     path = Path(path)
     if path.is_dir():
         from rewards.classifier import FrameClassifier
@@ -116,7 +118,7 @@ def load_detector(
             f"reward model {path} not found; train one with robot-rl reward train"
         )
     theta = float(getattr(scorer, "threshold", 0.5))
-    return SuccessDetector(scorer, decision or DecisionConfig.from_threshold(theta))
+    return SuccessDetector(scorer, decision or DecisionConfig.from_threshold(theta, k))
 
 
 class AsyncScorer:

@@ -481,6 +481,7 @@ def _add_reward(subparsers: argparse._SubParsersAction) -> None:
                          help="new labelled frames to check the model on (.npz)")  # fmt: skip
     relabel.add_argument("--out-data", type=Path, required=True, help="merged dataset to write")
     relabel.add_argument("--refit", type=Path, help="refit on the merged data, write here")
+    relabel.add_argument("--steps", type=int, default=1500, help="classifier refit: steps")
     relabel.add_argument("--success-prompt", action="append", help="probe refit: prompts")
     relabel.add_argument("--baseline-prompt", action="append", help="probe refit: prompts")
     relabel.set_defaults(handler=_run_reward_relabel)

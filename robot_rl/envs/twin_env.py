@@ -64,6 +64,10 @@ class TwinEnvConfig:
     gripper_penalty: float = 0.0  # charged to the gripper critic per open/close toggle
     box_low_m: tuple[float, float, float] = (0.3, -0.3, 0.005)
     box_high_m: tuple[float, float, float] = (0.7, 0.3, 0.45)
+    # A success detector from ``robot-rl reward train`` (classifier folder or probe JSON): it
+    # decides reward and termination instead of the ground truth; reward_k frames in a row fire.
+    reward_model: str | None = None
+    reward_k: int = 3
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -76,6 +80,8 @@ class TwinEnvConfig:
             raise ValueError(f"cameras {unknown} unknown; allowed: {sorted(known)}")
         if not 0.0 < self.xyz_step_m <= 0.05:
             raise ValueError(f"xyz_step_m={self.xyz_step_m}; allowed (0, 0.05] m per step")
+        if self.reward_k < 1:
+            raise ValueError(f"reward_k={self.reward_k}; need at least one frame")
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise ValueError(f"max_episode_steps={self.max_episode_steps}; must be >= 1")
 
@@ -270,8 +276,14 @@ class TwinEnv(gym.Env):
 
 
 def make_env(config: TwinEnvConfig, reward_fn: RewardFn = success_reward) -> TwinEnv:
-    """The twin env for ``config`` (kept as a function so sessions can swap in a real-arm env)."""
-    return TwinEnv(config, reward_fn)
+    """The twin env for ``config`` (kept as a function so sessions can swap in a real-arm env),
+    with its success detector when ``config.reward_model`` names one."""
+    detector = None
+    if config.reward_model:
+        from rewards.detector import load_detector
+
+        detector = load_detector(config.reward_model, k=config.reward_k)
+    return TwinEnv(config, reward_fn, detector)
 
 
 __all__ = ["TwinEnv", "TwinEnvConfig", "make_env", "success_reward"]

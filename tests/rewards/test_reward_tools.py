@@ -56,6 +56,34 @@ def test_collect_train_eval_through_the_cli(tmp_path: Path, tiny_dir: Path, caps
     assert (tmp_path / "pr.png").stat().st_size > 1000
 
 
+def test_classifier_train_eval_relabel_through_the_cli(tmp_path: Path) -> None:
+    data = collect_twin("reach", episodes=6, cameras=("front",), size=32, seed=2, hold_steps=3)
+    new = collect_twin("reach", episodes=4, cameras=("front",), size=32, seed=3, hold_steps=3)
+    data.save(tmp_path / "d.npz")
+    new.save(tmp_path / "new.npz")
+    model = tmp_path / "clf"
+    train = ["reward", "train", "--kind", "classifier", "--data", str(tmp_path / "d.npz"),
+             "--model", str(model), "--input-size", "32", "--steps", "30",
+             "--json", str(tmp_path / "train.json")]  # fmt: skip
+    assert cli.main(train) == 0
+    assert (model / "classifier.json").is_file() and (model / "classifier.safetensors").is_file()
+    evaluate = ["reward", "eval", "--data", str(tmp_path / "new.npz"), "--model", str(model),
+                "--json", str(tmp_path / "eval.json")]  # fmt: skip
+    assert cli.main(evaluate) == 0
+    metrics = json.loads((tmp_path / "eval.json").read_text())
+    assert metrics["k"] == 3 and metrics["success_episodes"] == 2
+    relabel = ["reward", "relabel", "--data", str(tmp_path / "d.npz"), "--model", str(model),
+               "--new", str(tmp_path / "new.npz"), "--out-data", str(tmp_path / "merged.npz"),
+               "--refit", str(tmp_path / "clf2"), "--steps", "30",
+               "--json", str(tmp_path / "relabel.json")]  # fmt: skip
+    assert cli.main(relabel) == 0
+    report = json.loads((tmp_path / "relabel.json").read_text())
+    merged = FrameDataset.load(tmp_path / "merged.npz")
+    episodes = len(np.unique(data.episode)) + report["false_positive_episodes"]
+    assert len(np.unique(merged.episode)) == episodes
+    assert (tmp_path / "clf2" / "classifier.json").is_file()
+
+
 def test_missing_inputs_are_clear_usage_errors(tmp_path: Path, caplog) -> None:
     argv = ["reward", "eval", "--data", str(tmp_path / "none.npz"), "--backbone",
             "local-dir:/nowhere", "--probe", str(tmp_path / "p.json")]  # fmt: skip
