@@ -88,6 +88,7 @@ def evaluate(
     Without ``decision`` a single frame at or above ``threshold`` fires. A successful episode is
     found when the decision first fires on one of its success frames; firing earlier is premature
     (``episode_premature_rate``). A failed episode is falsely called a success if it fires at all.
+    ``event_precision``: the share of fired success events (one per episode at most) that are right.
     Frames are taken in ``steps`` order within each episode (array order without ``steps``).
     """
     probs, labels = np.asarray(probs, float), np.asarray(labels, bool)
@@ -107,8 +108,10 @@ def evaluate(
         else:
             false.append(first is not None)
     both = labels.any() and not labels.all()
+    events = sum(found) + sum(premature) + sum(false)  # success events the decision fired
     return {
         "precision": precision,
+        "event_precision": sum(found) / events if events else float("nan"),
         "recall": recall,
         "episode_recall": float(np.mean(found)) if found else float("nan"),
         "episode_premature_rate": float(np.mean(premature)) if premature else float("nan"),

@@ -7,8 +7,10 @@ classifier (``rewards.classifier``, the HIL-SERL recipe) is trained on at most 2
 calibrated (temperature, threshold for precision 0.99) on a part of the training episodes, and
 judged on the test episodes through the decision layer (k = 3 frames).
 
-The headline keys are the worse of the two tasks (lowest precision, recall, episode recall and
-AUROC; highest ECE and false-success rate); per-task keys carry the task's name.
+The headline keys are the worse of the two tasks (lowest precision, recall, episode recall, event
+precision and AUROC; highest ECE, false-success and premature rates); per-task keys carry the
+task's name. ``precision`` and ``recall`` are per frame at the threshold; ``event_precision`` is
+the share of the decision layer's success events that land on success frames.
 
 Latency, CPU: ``frame_latency_ms_p95`` is one observation (both cameras at 128x128, resize
 included) through the whole classifier, ``head_latency_ms_p95`` its MLP head alone. The CLIP
@@ -34,7 +36,7 @@ import torch
 log = logging.getLogger(__name__)
 
 TASKS = ("pick_cube", "peg_insert")
-WORSE_IS_LOWER = ("precision", "recall", "episode_recall", "auroc")
+WORSE_IS_LOWER = ("precision", "recall", "episode_recall", "auroc", "event_precision")
 WORSE_IS_HIGHER = ("ece", "episode_false_success_rate", "episode_premature_rate")
 
 
