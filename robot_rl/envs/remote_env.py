@@ -128,6 +128,11 @@ class RemoteEnv(gym.Env):
         }
         return self._observation(), reward, terminated, truncated, info
 
+    @property
+    def reset_frame(self) -> ResetFrame:
+        """The TCP pose at this episode's reset (the frame actions are in)."""
+        return self._reset
+
     def _observation(self) -> dict[str, np.ndarray]:
         features = self._latest.features if self.config.obs == "state" else None
         obs = {STATE_KEY: state_vector(self.config, self._latest.state, self._reset, features)}

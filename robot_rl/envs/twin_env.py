@@ -155,6 +155,24 @@ def action_to_target(
     return CartesianTarget(pos, quat)
 
 
+def twist_to_action(
+    cfg: TwinEnvConfig,
+    reset: ResetFrame,
+    linear_m_s: np.ndarray,
+    angular_rad_s: np.ndarray,
+    gripper: str | None,
+) -> np.ndarray:
+    """The env action that moves at an operator's base-frame twist for one policy period
+    (clipped to [-1, 1]); gripper "close" -> -1, "open" -> +1, None -> 0 (stay)."""
+    rot_t = reset.rot.T
+    period = cfg.policy_period_s
+    parts = [rot_t @ np.asarray(linear_m_s, float) * period / cfg.xyz_step_m]
+    if cfg.rotation_actions:
+        parts.append(rot_t @ np.asarray(angular_rad_s, float) * period / cfg.rot_step_rad)
+    parts.append([{"close": -1.0, None: 0.0, "open": 1.0}[gripper]])
+    return np.clip(np.concatenate(parts), -1.0, 1.0).astype(np.float32)
+
+
 def success_reward(env: TwinEnv) -> float:
     """Sparse reward: 1 when the task's ground-truth success predicate holds, else 0."""
     return float(env.scene.success())
@@ -250,6 +268,11 @@ class TwinEnv(gym.Env):
 
     def close(self) -> None:
         self.scene.close()
+
+    @property
+    def reset_frame(self) -> ResetFrame:
+        """The TCP pose at this episode's reset (the frame actions are in)."""
+        return self._reset
 
     # -- helpers -------------------------------------------------------------------------------
     def _observation(self) -> dict[str, np.ndarray]:

@@ -1,0 +1,90 @@
+"""The operator as the env's intervener: a teleop device read through the intervention gate.
+
+``TeleopIntervener`` implements ``robot_rl.envs.intervention.Intervener``: each step it reads the
+device's newest command, lets the gate decide who is in control (the console's take-over / hand-
+back requests included), and while the operator is in control returns the env action that moves at
+the operator's twist (base frame, converted into the episode's reset frame and action units).
+The wrapper then records the step with that action and ``intervened`` set, so it reaches the demo
+buffer as the learner issue asks. ``open_device`` builds a device from a ``TeleopConfig``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from robot_rl.envs.twin_env import twist_to_action
+from robot_rl.teleop.command import DeviceNotFoundError, TeleopCommand, TeleopConfig, twist_speeds
+from robot_rl.teleop.gate import Force, InterventionGate
+
+
+class TeleopDevice(Protocol):
+    def read(self) -> TeleopCommand: ...
+
+    def close(self) -> None: ...
+
+
+def open_device(config: TeleopConfig, page: TeleopDevice | None = None) -> TeleopDevice:
+    """The device ``config.device`` names; "keyboard" and "console" read the console page
+    (``page``). DeviceNotFoundError with what to do when it is not there."""
+    if config.device == "spacemouse":
+        from hardware.spacemouse import SpaceMouse
+
+        return SpaceMouse(config)
+    if config.device == "gamepad":
+        from hardware.gamepad import Gamepad
+
+        return Gamepad(config)
+    if config.device in ("keyboard", "console"):
+        if page is None:
+            raise DeviceNotFoundError(
+                f"teleop device {config.device!r} reads the operator console's page; start the "
+                "console (robot-rl session start, or console.enabled) or pick spacemouse/gamepad"
+            )
+        return page
+    raise DeviceNotFoundError(f"teleop device {config.device!r} cannot be opened here")
+
+
+class TeleopIntervener:
+    """See the module docstring. ``in_control`` and ``last_command`` are for the console."""
+
+    def __init__(
+        self,
+        device: TeleopDevice,
+        config: TeleopConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.device, self.config, self.clock = device, config, clock
+        self.gate = InterventionGate(config.hold_s)
+        self.in_control = False
+        self.last_command = TeleopCommand.idle()
+        self.last_action: np.ndarray | None = None
+        self._force: Force | None = None
+        self._lock = threading.Lock()
+
+    def request(self, force: Force) -> None:
+        """A console request ("take" or "release"), applied on the next step."""
+        with self._lock:
+            self._force = force
+
+    def reset(self, env: Any) -> None:
+        self.last_action = None  # a forced take-over (an operator demo) stays across episodes
+
+    def action(self, env: Any, policy_action: np.ndarray) -> np.ndarray | None:
+        command = self.device.read()
+        with self._lock:
+            force, self._force = self._force, None
+        self.in_control = self.gate.update(command, self.clock(), force)
+        self.last_command = command
+        if not self.in_control:
+            self.last_action = None
+            return None
+        linear, angular = twist_speeds(command, self.config)
+        env = env.unwrapped if hasattr(env, "unwrapped") else env
+        self.last_action = twist_to_action(env.config, env.reset_frame, linear, angular,
+                                           command.gripper)  # fmt: skip
+        return self.last_action
