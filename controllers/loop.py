@@ -44,6 +44,9 @@ PANDA_READY_Q_RAD = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)
 MAX_GRIPPER_WIDTH_M = 0.08
 
 
+_STOPPED = "the arm is under a software stop: clear it (console: Clear stop) before new targets"
+
+
 @dataclass(frozen=True)
 class LoopConfig:
     """Everything the loop needs besides the robot."""
@@ -108,6 +111,7 @@ class ControlLoop:
         self._last_tick_wall: float | None = None
         self.rejected_targets = 0
         self.faults = 0
+        self.stopped = False  # software stop: latched damping until clear_stop()
         self.status: LoopStatus | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -125,6 +129,8 @@ class ControlLoop:
             log.warning("rejected Cartesian target: %s", exc)
             raise
         with self._lock:
+            if self.stopped:
+                raise InvalidTargetError(_STOPPED)
             self._pending = checked
 
     def set_joint_target(self, target: JointTarget) -> None:
@@ -136,6 +142,8 @@ class ControlLoop:
             log.warning("rejected joint target: %s", exc)
             raise
         with self._lock:
+            if self.stopped:
+                raise InvalidTargetError(_STOPPED)
             self._pending = checked
 
     def keep_alive(self) -> None:
@@ -165,6 +173,25 @@ class ControlLoop:
             )
         if not (np.isfinite(speed_m_s) and 0.0 < speed_m_s <= 0.2):
             raise InvalidTargetError(f"gripper speed_m_s={speed_m_s!r}; allowed (0, 0.2] m/s")
+
+    def software_stop(self) -> None:
+        """Latch a stop: from the next tick the arm is damped to rest and targets are refused
+        until ``clear_stop``. A software convenience for the console: the hardware stop stays
+        mandatory."""
+        with self._lock:
+            self.stopped = True
+            self._pending = None
+        log.warning("software stop: damping the arm; targets are refused until it is cleared")
+
+    def clear_stop(self) -> None:
+        """Release a software stop: the arm holds where it is until new targets arrive."""
+        with self._lock:
+            if not self.stopped:
+                return
+            self.stopped = False
+            self._pending = None
+        self.restart()
+        log.warning("software stop cleared: holding the current pose")
 
     def restart(self) -> None:
         """Forget targets and history; the next tick starts holding wherever the arm is.
@@ -224,13 +251,15 @@ class ControlLoop:
 
         age = now - self._last_target_s
         mode = watchdog_mode(age, self.config.watchdog)
+        if self.stopped:
+            mode = ControlMode.DAMP
         if mode == ControlMode.HOLD and self._mode == ControlMode.ACTIVE:
             # A stalled stream is worth a warning; idling after a (re)start without targets is not.
             level = logging.WARNING if self._targets_seen else logging.DEBUG
             log.log(level, "no target for %.0f ms: holding the current pose", age * 1e3)
             self.cartesian.reset(state.ee_pos_m, state.ee_quat_xyzw, now)
             self.joint.reset(state.q_rad)
-        elif mode == ControlMode.DAMP and self._mode != ControlMode.DAMP:
+        elif mode == ControlMode.DAMP and self._mode != ControlMode.DAMP and not self.stopped:
             log.warning("no target for %.0f ms: damping the arm to rest", age * 1e3)
 
         try:

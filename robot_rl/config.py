@@ -140,6 +140,12 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return tuple(
             _convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
         )
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}={value!r} must be a mapping")
+        key_type, value_type = args or (str, Any)
+        return {_convert(key_type, k, f"{key} key"): _convert(value_type, v, f"{key}.{k}")
+                for k, v in value.items()}  # fmt: skip
     if tp is Any:
         return value
     if tp is np.ndarray:

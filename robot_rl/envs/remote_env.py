@@ -133,6 +133,10 @@ class RemoteEnv(gym.Env):
         """The TCP pose at this episode's reset (the frame actions are in)."""
         return self._reset
 
+    def software_stop(self, stop: bool = True) -> None:
+        """Latch (or clear) the robot server's software stop (damping; targets refused)."""
+        self.client.software_stop(stop)
+
     def _observation(self) -> dict[str, np.ndarray]:
         features = self._latest.features if self.config.obs == "state" else None
         obs = {STATE_KEY: state_vector(self.config, self._latest.state, self._reset, features)}

@@ -274,6 +274,13 @@ class TwinEnv(gym.Env):
         """The TCP pose at this episode's reset (the frame actions are in)."""
         return self._reset
 
+    def software_stop(self, stop: bool = True) -> None:
+        """Latch (or clear) the control loop's software stop (damping; targets refused)."""
+        if stop:
+            self.scene.loop.software_stop()
+        else:
+            self.scene.loop.clear_stop()
+
     # -- helpers -------------------------------------------------------------------------------
     def _observation(self) -> dict[str, np.ndarray]:
         features = self.task.features(self.scene.twin) if self.config.obs == "state" else None

@@ -26,12 +26,26 @@ class ActorEnd(Protocol):
 
 
 def act_once(
-    env: Any, policy: SACAgent, obs: dict[str, np.ndarray], link: ActorEnd
+    env: Any,
+    policy: SACAgent,
+    obs: dict[str, np.ndarray],
+    link: ActorEnd,
+    label: str | None = None,
 ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any], Transition]:
     """One exploration step: act, step the env (its intervener may take over), hand the step,
-    with the action actually executed, to the link. Returns the env's results and the step."""
+    with the action actually executed, to the link. Returns the env's results and the step.
+
+    ``label`` is the operator's verdict on this step (console marks): "success" makes it terminal
+    with reward 1, "failure" ends the episode, truncated, with reward 0."""
     action = policy.act(obs, deterministic=False)
     next_obs, reward, terminated, truncated, info = env.step(action)
+    info.setdefault("policy_action", action)
+    if label == "success":
+        reward, terminated, truncated = 1.0, True, False
+    elif label == "failure":  # the operator's word wins, over a detector's false positive too
+        reward, terminated, truncated = 0.0, False, True
+    if label is not None:
+        info["operator_label"] = label
     executed = np.asarray(info.get("action", action), dtype=np.float32)
     step = Transition(
         obs, executed, float(reward), next_obs, bool(terminated), bool(truncated),

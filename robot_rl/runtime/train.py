@@ -39,6 +39,9 @@ from robot_rl.agents.checkpoint import load_checkpoint, save_checkpoint
 from robot_rl.agents.config import SACConfig
 from robot_rl.agents.sac import SACAgent
 from robot_rl.config import from_dict, to_dict
+from robot_rl.console.bridge import ConsoleBridge
+from robot_rl.console.hub import ConsoleHub
+from robot_rl.console.server import ConsoleConfig, ConsoleServer
 from robot_rl.data.episodes import load_episodes
 from robot_rl.data.mixing import route
 from robot_rl.data.replay import ReplayBuffer
@@ -46,6 +49,8 @@ from robot_rl.envs.intervention import InterventionWrapper, ScriptedIntervener
 from robot_rl.envs.twin_env import TwinEnv, TwinEnvConfig, make_env
 from robot_rl.runtime.loops import ReplaySink, act_once, due_batch, swap_weights
 from robot_rl.runtime.record import record_demos
+from robot_rl.teleop.command import TeleopConfig
+from robot_rl.teleop.intervener import CombinedIntervener, TeleopIntervener, open_device
 from robot_rl.transport.inprocess import InProcessTransport
 
 log = logging.getLogger(__name__)
@@ -75,6 +80,9 @@ class TrainConfig:
     checkpoint_every: int = 2_000
     run_dir: str = "runs"
     name: str = ""  # default: <task>-<obs>-<seed>
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)  # the operator's web page
+    # The operator's device: "console" (the page's keys and gamepad), spacemouse, gamepad.
+    teleop: TeleopConfig = field(default_factory=lambda: TeleopConfig(device="console"))
 
     def __post_init__(self) -> None:
         for name in ("env_steps", "batch_size", "replay_capacity", "n_step", "eval_episodes"):
@@ -124,6 +132,10 @@ class TrainingSession:
             self.env.observation_space, self.env.action_space, config.agent, config.seed
         )
         self._writer = None
+        self._weights_version, self._weights_at = -1, time.perf_counter()
+        self._last_checkpoint = "none yet"
+        self.hub: ConsoleHub | None = None
+        self.console: ConsoleServer | None = None
         if resume:
             self._resume()
         else:
@@ -200,6 +212,8 @@ class TrainingSession:
             self._stop.set()
             if learner is not None:
                 learner.join()
+            if self.console is not None:
+                self.console.stop()
             self.actor_link.end_episode()  # the open episode is stored, as unfinished
             self.learner_link.poll()
         if self._learner_error is not None:
@@ -210,11 +224,18 @@ class TrainingSession:
         self._writer.close()
         return final
 
+    def stop(self) -> None:
+        """Ask a running session to finish (from another thread): it stores the open episode,
+        evaluates, checkpoints and returns from ``run``."""
+        self._stop.set()
+
     def _actor_loop(self) -> None:
         cfg = self.config
-        env = InterventionWrapper(self.env, ScriptedIntervener()) if cfg.interventions else self.env
+        env, bridge = self._actor_env()
         rng = np.random.default_rng([cfg.seed, self.counters.env_steps])  # fresh seeds on resume
         obs, _ = env.reset(seed=int(rng.integers(2**31 - 1)))
+        if bridge is not None:
+            bridge.start_episode()
         episode_steps = 0
         episode_return = 0.0
         episode_interventions = 0
@@ -223,16 +244,25 @@ class TrainingSession:
         with tqdm(
             total=cfg.env_steps, initial=self.counters.env_steps, desc="train", unit="step"
         ) as bar:
-            while self.counters.env_steps < cfg.env_steps:
+            while self.counters.env_steps < cfg.env_steps and not self._stop.is_set():
+                request = bridge.before_step() if bridge is not None else None
+                if request is not None and request.reset:  # the operator restarts the episode
+                    self.actor_link.end_episode()
+                    episode_steps, episode_return, episode_interventions = 0, 0.0, 0
+                    obs, _ = env.reset(seed=int(rng.integers(2**31 - 1)))
+                    bridge.start_episode()
+                    continue
                 if cfg.concurrent:
                     self._wait_for_learner()
                 else:
                     self._learn_once()  # in step: deterministic for a seed
                 if self._learner_error is not None:
                     return
-                swap_weights(self.actor_link, self._policy)
+                version = swap_weights(self.actor_link, self._policy)
+                if version is not None:
+                    self._weights_version, self._weights_at = version, time.perf_counter()
                 next_obs, reward, terminated, truncated, info, t = act_once(
-                    env, self._policy, obs, self.actor_link
+                    env, self._policy, obs, self.actor_link, request.label if request else None
                 )
                 intervened = t.intervened
                 with self._lock:
@@ -243,10 +273,22 @@ class TrainingSession:
                 episode_interventions += intervened
                 obs = next_obs
                 bar.update(1)
+                if bridge is not None:
+                    bridge.after_step(obs, info["policy_action"], info, episode_return)
+                    if self.counters.env_steps % 10 == 0:
+                        self._console_health()
                 if terminated or truncated:
                     self._end_episode(info, episode_return, episode_interventions, episode_steps)
+                    if bridge is not None:
+                        label = info.get("operator_label")
+                        success = label == "success" or (label is None and info["success"])
+                        self.hub.end_episode(success, episode_return,
+                                             episode_interventions / episode_steps)  # fmt: skip
+                        bridge.end_demo()
                     episode_steps, episode_return, episode_interventions = 0, 0.0, 0
                     obs, _ = env.reset(seed=int(rng.integers(2**31 - 1)))
+                    if bridge is not None:
+                        bridge.start_episode()
                 steps = self.counters.env_steps
                 if steps % 100 == 0:
                     rate = (steps - start_steps) / (time.perf_counter() - start)
@@ -259,6 +301,36 @@ class TrainingSession:
                     self.evaluate(cfg.eval_episodes)
                 if cfg.checkpoint_every and steps % cfg.checkpoint_every == 0:
                     self._checkpoint()
+
+    def _actor_env(self) -> tuple[Any, ConsoleBridge | None]:
+        """The env the actor steps (with its interveners) and the console bridge, if any."""
+        cfg = self.config
+        scripted = ScriptedIntervener() if cfg.interventions else None
+        self.hub, self.console, bridge = None, None, None
+        operator = None
+        if cfg.console.enabled or cfg.teleop.device in ("spacemouse", "gamepad"):
+            self.hub = ConsoleHub(teleop=cfg.teleop)
+            device = open_device(cfg.teleop, self.hub.page)
+            operator = TeleopIntervener(device, cfg.teleop)
+        intervener = CombinedIntervener(operator, scripted) if operator else scripted
+        env = InterventionWrapper(self.env, intervener) if intervener else self.env
+        if self.hub is not None:
+            bridge = ConsoleBridge(self.hub, env, operator)
+            if cfg.console.enabled:
+                self.console = ConsoleServer(self.hub, cfg.console, list(cfg.env.cameras)
+                                             if cfg.env.obs == "pixels" else [])  # fmt: skip
+                print(f"operator console: {self.console.start()}", flush=True)
+        return env, bridge
+
+    def _console_health(self) -> None:
+        cfg = self.config
+        now = time.perf_counter()
+        utd = self.counters.updates * cfg.agent.utd_ratio / max(1, self.counters.env_steps)
+        self.hub.update(utd=utd, updates=self.counters.updates, demo_buffer=len(self.demo),
+                        online_buffer=len(self.online), env_steps=self.counters.env_steps,
+                        weights_version=self._weights_version,
+                        weight_age_s=now - self._weights_at,
+                        last_checkpoint=self._last_checkpoint)  # fmt: skip
 
     def _end_episode(self, info: dict[str, Any], ret: float, interventions: int, n: int) -> None:
         self.counters.episodes += 1
@@ -336,6 +408,7 @@ class TrainingSession:
         return result
 
     def _checkpoint(self) -> None:
+        self._last_checkpoint = time.strftime("%H:%M:%S")
         with self._agent_lock:
             save_checkpoint(
                 self.dir / "checkpoints" / "latest.pt",

@@ -88,3 +88,22 @@ class TeleopIntervener:
         self.last_action = twist_to_action(env.config, env.reset_frame, linear, angular,
                                            command.gripper)  # fmt: skip
         return self.last_action
+
+
+class CombinedIntervener:
+    """The operator first; when they are not in control, an optional fallback intervener (the
+    scripted one in sim) may take over."""
+
+    def __init__(self, operator: TeleopIntervener, fallback: Any | None = None) -> None:
+        self.operator, self.fallback = operator, fallback
+
+    def reset(self, env: Any) -> None:
+        self.operator.reset(env)
+        if self.fallback is not None:
+            self.fallback.reset(env)
+
+    def action(self, env: Any, policy_action: np.ndarray) -> np.ndarray | None:
+        action = self.operator.action(env, policy_action)
+        if action is None and self.fallback is not None:
+            action = self.fallback.action(env, policy_action)
+        return action

@@ -67,6 +67,8 @@ class RobotBackend(Protocol):
 
     def set_joint_target(self, q_rad: np.ndarray) -> None: ...
 
+    def software_stop(self, stop: bool) -> None: ...
+
 
 class SceneBackend:
     """A ``sim.scene.TwinScene`` as a backend: reset re-randomizes the task from a seed."""
@@ -98,7 +100,14 @@ class SceneBackend:
             "rejected_targets": int(loop.rejected_targets),
             "faults": int(loop.faults),
             "success": bool(self.scene.success()),
+            "stopped": bool(loop.stopped),
         }
+
+    def software_stop(self, stop: bool) -> None:
+        if stop:
+            self.scene.loop.software_stop()
+        else:
+            self.scene.loop.clear_stop()
 
     def features(self) -> np.ndarray:
         return np.asarray(self.scene.task.features(self.scene.twin), np.float64)
@@ -263,10 +272,14 @@ class RobotServer:
                 reply = {"ok": True}
             except (ValueError, TypeError, InvalidTargetError) as exc:
                 reply = {"ok": False, "error": str(exc)}
+        elif op in ("stop", "clear_stop"):  # software stop: damp and refuse targets until cleared
+            self.backend.software_stop(op == "stop")
+            reply = {"ok": True}
         else:
             reply = {
                 "ok": False,
-                "error": f"unknown op {op!r}; known: ping, status, reset, joint_mode",
+                "error": f"unknown op {op!r}; known: ping, status, reset, joint_mode, stop, "
+                "clear_stop",
             }
         reply["state_seq"] = self._state_seq  # states after this one reflect the request
         try:
@@ -382,6 +395,10 @@ class RobotClient:
 
     def reset(self, seed: int, timeout_s: float = 5.0) -> dict[str, Any]:
         return self.request("reset", timeout_s, options={"seed": seed})
+
+    def software_stop(self, stop: bool = True, timeout_s: float = 1.0) -> dict[str, Any]:
+        """Latch (or clear) the server's software stop: the arm damps and refuses targets."""
+        return self.request("stop" if stop else "clear_stop", timeout_s)
 
     def latest(self, timeout_s: float = 0.0, newer_than_seq: int = 0) -> RemoteState:
         """The newest state (waiting up to ``timeout_s`` for one newer than ``newer_than_seq``).

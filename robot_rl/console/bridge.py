@@ -1,0 +1,117 @@
+"""Between an actor loop and the console: the operator's controls in, what happened out.
+
+``ConsoleBridge.before_step`` applies the controls that arrived since the last step: take over /
+hand back go to the teleop intervener; pause and the software stop hold the loop (the stop also
+latches the arm's damping through the env); reset, mark success and mark failure end the episode
+(a success mark makes the step terminal with reward 1, a failure mark truncates it, so the episode
+record says what the operator saw); record demo hands the arm to the operator for the next episode
+and stores that episode as a demo. ``after_step`` publishes the step to the hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from robot_rl.console.hub import ConsoleHub
+from robot_rl.teleop.intervener import TeleopIntervener
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepRequest:
+    label: str | None = None  # "success" or "failure": end this episode with the operator's label
+    reset: bool = False  # end the episode now (unlabelled) and start a new one
+
+
+class ConsoleBridge:
+    def __init__(self, hub: ConsoleHub, env: Any, operator: TeleopIntervener | None = None) -> None:
+        self.hub, self.env, self.operator = hub, env, operator
+        self.paused = False
+        self.stopped = False
+        self.recording = False  # this episode is an operator demo
+        self.record_next = False
+        self.takeover_page_ms: float | None = None  # the newest take-over's page clock
+
+    def before_step(self, wait_s: float = 0.1) -> StepRequest:
+        """Apply pending controls; blocks (responsive to new controls) while paused or stopped."""
+        request = StepRequest()
+        while True:
+            for control in self.hub.take_controls():
+                self._apply(control.name, control.page_ms, request)
+            if not (self.paused or self.stopped) or request.reset or request.label:
+                break
+            self.hub.wait(wait_s)
+        return request
+
+    def _apply(self, name: str, page_ms: float | None, request: StepRequest) -> None:
+        log.info("console: %s", name)
+        if name == "take_over" and self.operator is not None:
+            self.operator.request("take")
+            self.takeover_page_ms = page_ms
+        elif name == "hand_back" and self.operator is not None:
+            self.operator.request("release")
+        elif name == "pause":
+            self.paused = True
+        elif name == "resume":
+            self.paused = False
+        elif name == "stop":
+            self.stopped = True
+            self._software_stop(True)
+        elif name == "clear_stop":
+            self.stopped = False
+            self._software_stop(False)
+        elif name == "reset":
+            request.reset = True
+        elif name in ("mark_success", "mark_failure"):
+            request.label = "success" if name == "mark_success" else "failure"
+        elif name == "record_demo":
+            self.record_next = True
+        self.hub.update(paused=self.paused, stopped=self.stopped,
+                        recording=self.recording or self.record_next)  # fmt: skip
+
+    def _software_stop(self, stop: bool) -> None:
+        target = getattr(self.env, "unwrapped", self.env)
+        if hasattr(target, "software_stop"):
+            target.software_stop(stop)
+
+    def start_episode(self) -> None:
+        """At each reset: a requested demo starts now, with the operator in control."""
+        self.recording, self.record_next = self.record_next, False
+        if self.recording and self.operator is not None:
+            self.operator.request("take")
+        self.hub.update(recording=self.recording)
+
+    def end_demo(self) -> bool:
+        """At an episode's end: True if it was a demo (the operator hands back)."""
+        was = self.recording
+        if was and self.operator is not None:
+            self.operator.request("release")
+        self.recording = False
+        return was
+
+    def after_step(self, obs: dict[str, np.ndarray], policy_action: np.ndarray,
+                   info: dict[str, Any], episode_return: float) -> None:  # fmt: skip
+        frames = {k: v for k, v in obs.items() if getattr(v, "ndim", 0) == 3}
+        if frames:
+            self.hub.publish_frames(frames, info.get("frame_stamp_s", time.time()))
+        base = getattr(self.env, "unwrapped", self.env)
+        fields: dict[str, Any] = {"policy_action": policy_action, "episode_return": episode_return,
+                                  "in_control": "operator" if info.get("intervened") else "policy",
+                                  "operator_action": info["action"] if info.get("intervened")
+                                  else None}  # fmt: skip
+        scene = getattr(base, "scene", None)
+        if scene is not None:
+            state = scene.state()
+            fields.update(tcp_pos_m=state.ee_pos_m, gripper_width_m=state.gripper_width_m)
+        if "success_probability" in info:
+            fields["success_probability"] = info["success_probability"]
+        detector = getattr(base, "detector", None)
+        if detector is not None:
+            fields["threshold"] = detector.decision.config.theta_on
+        self.hub.update(**fields)
