@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from robot_rl.bench.report import print_table, write_json
+from robot_rl.cli_session import add_session
 
 log = logging.getLogger(__name__)
 
@@ -372,7 +373,7 @@ def _run_actor(args: argparse.Namespace) -> int:
     spool = args.spool or Path("runs") / "spool" / args.actor_id
     try:
         actor = Actor(train, net, spool)
-    except SecurityError as exc:
+    except (SecurityError, ValueError) as exc:
         raise CliError(str(exc)) from None
     stats = actor.run(args.steps, args.seed)
     delivered = actor.close()
@@ -703,6 +704,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_actor,
     _add_robot_server,
     _add_reward,
+    add_session,
 )
 
 

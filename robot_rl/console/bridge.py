@@ -115,3 +115,39 @@ class ConsoleBridge:
         if detector is not None:
             fields["threshold"] = detector.decision.config.theta_on
         self.hub.update(**fields)
+
+
+@dataclass
+class OperatorSetup:
+    env: Any  # the env the actor steps, wrapped with its interveners
+    bridge: ConsoleBridge | None
+    hub: ConsoleHub | None
+    server: Any | None  # ConsoleServer when the console is enabled
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        operator = self.bridge.operator if self.bridge is not None else None
+        if operator is not None:
+            operator.device.close()
+
+
+def operator_setup(env: Any, console: Any, teleop: Any, scripted: Any | None,
+                   cameras: list[str]) -> OperatorSetup:  # fmt: skip
+    """Wrap ``env`` with the operator (when a console or a teleop device is configured) before an
+    optional scripted intervener, and start the console server when enabled."""
+    from robot_rl.console.server import ConsoleServer
+    from robot_rl.envs.intervention import InterventionWrapper
+    from robot_rl.teleop.intervener import CombinedIntervener, open_device
+
+    hub = operator = server = None
+    if console.enabled or teleop.device in ("spacemouse", "gamepad"):
+        hub = ConsoleHub(teleop=teleop)
+        operator = TeleopIntervener(open_device(teleop, hub.page), teleop)
+    intervener = CombinedIntervener(operator, scripted) if operator else scripted
+    wrapped = InterventionWrapper(env, intervener) if intervener else env
+    bridge = ConsoleBridge(hub, wrapped, operator) if hub is not None else None
+    if hub is not None and console.enabled:
+        server = ConsoleServer(hub, console, cameras)
+        print(f"operator console: {server.start()}", flush=True)
+    return OperatorSetup(wrapped, bridge, hub, server)

@@ -133,6 +133,11 @@ class RemoteEnv(gym.Env):
         """The TCP pose at this episode's reset (the frame actions are in)."""
         return self._reset
 
+    def close(self) -> None:
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
+
     def software_stop(self, stop: bool = True) -> None:
         """Latch (or clear) the robot server's software stop (damping; targets refused)."""
         self.client.software_stop(stop)

@@ -47,6 +47,18 @@ GRIPPER_OPEN_M = 0.08  # the Franka Hand's full opening
 
 
 @dataclass(frozen=True)
+class RemoteRobotConfig:
+    """Where the robot server is (``robot-rl robot-server``, or the real arm's), and the keys."""
+
+    commands: str = "tcp://127.0.0.1:5560"
+    state: str = "tcp://127.0.0.1:5561"
+    keys_dir: str = "keys"
+    key: str = "actor-0"  # this client's key name
+    server_key: str = "robot"
+    plaintext: bool = False  # refused unless both endpoints are loopback
+
+
+@dataclass(frozen=True)
 class TwinEnvConfig:
     """task: a name from ``sim.tasks.TASKS``. obs: "pixels" (cameras + proprioception) or "state"
     (proprioception + the task's ground-truth features, no rendering)."""
@@ -68,6 +80,9 @@ class TwinEnvConfig:
     # decides reward and termination instead of the ground truth; reward_k frames in a row fire.
     reward_model: str | None = None
     reward_k: int = 3
+    # Act through a robot server instead of an in-process twin (state observations; pixels over
+    # the network need camera streams, which the twin's server does not publish).
+    remote: RemoteRobotConfig | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -308,12 +323,32 @@ class TwinEnv(gym.Env):
 def make_env(config: TwinEnvConfig, reward_fn: RewardFn = success_reward) -> TwinEnv:
     """The twin env for ``config`` (kept as a function so sessions can swap in a real-arm env),
     with its success detector when ``config.reward_model`` names one."""
+    if config.remote is not None:
+        return _remote_env(config)
     detector = None
     if config.reward_model:
         from rewards.detector import load_detector
 
         detector = load_detector(config.reward_model, k=config.reward_k)
     return TwinEnv(config, reward_fn, detector)
+
+
+def _remote_env(config: TwinEnvConfig) -> gym.Env:
+    from robot_rl.envs.remote_env import RemoteEnv
+    from robot_rl.transport.robot_server import RobotClient, RobotEndpoints
+    from robot_rl.transport.security import SecurityConfig
+
+    if config.obs == "pixels":
+        raise ValueError(
+            "env.remote with obs 'pixels' needs camera streams, which are not wired into the "
+            "remote env yet: use obs 'state' with a robot server, or the in-process twin"
+        )
+    r = config.remote
+    assert r is not None
+    security = SecurityConfig(keys_dir=r.keys_dir, name=r.key, server_name=r.server_key,
+                              plaintext=r.plaintext)  # fmt: skip
+    client = RobotClient(RobotEndpoints(r.commands, r.state), security)
+    return RemoteEnv(config, client)
 
 
 __all__ = ["TwinEnv", "TwinEnvConfig", "make_env", "success_reward"]

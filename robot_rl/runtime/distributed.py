@@ -14,6 +14,7 @@ Both read the same ``TrainConfig`` (the run's config.yaml) plus a ``DistributedC
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -27,10 +28,11 @@ import yaml
 from robot_rl.agents.checkpoint import load_checkpoint, save_checkpoint
 from robot_rl.agents.sac import SACAgent
 from robot_rl.config import to_dict
+from robot_rl.console.bridge import operator_setup
 from robot_rl.data.episodes import load_episodes
 from robot_rl.data.mixing import route
 from robot_rl.data.replay import ReplayBuffer
-from robot_rl.envs.intervention import InterventionWrapper, ScriptedIntervener
+from robot_rl.envs.intervention import ScriptedIntervener
 from robot_rl.envs.twin_env import make_env
 from robot_rl.runtime.loops import ReplaySink, act_once, due_batch, swap_weights
 from robot_rl.runtime.record import record_demos
@@ -67,7 +69,9 @@ class Learner:
         if not cfg_path.exists():
             cfg_path.write_text(yaml.safe_dump(to_dict(train), sort_keys=False))
         torch.manual_seed(train.seed)
-        env = make_env(train.env)  # for the spaces, and to record demos
+        # For the spaces, and to record scripted demos: always the in-process twin (a remote env
+        # belongs to the actor, next to the arm).
+        env = make_env(dataclasses.replace(train.env, remote=None))
         self.agent = SACAgent(env.observation_space, env.action_space, train.agent, train.seed)
         self.demo = ReplayBuffer(train.replay_capacity, train.agent.discount, train.n_step)
         self.online = ReplayBuffer(train.replay_capacity, train.agent.discount, train.n_step)
@@ -130,6 +134,11 @@ class Learner:
         stop = stop or threading.Event()
         start = last_weights = last_ckpt = last_status = time.monotonic()
         self.publish()
+        print(
+            f"learner: serving on {self.net.endpoints.transitions} (weights on "
+            f"{self.net.endpoints.weights})",
+            flush=True,
+        )
         try:
             while not stop.is_set():
                 now = time.monotonic()
@@ -154,7 +163,8 @@ class Learner:
 
 
 class Actor:
-    """The actor process: acts on the env, streams steps, swaps in the newest weights."""
+    """The actor process: acts on the env, streams steps, swaps in the newest weights; with
+    ``console.enabled`` it serves the operator console and takes the operator's controls."""
 
     def __init__(self, train: TrainConfig, net: DistributedConfig, spool_dir: str | Path) -> None:
         self.train, self.net = train, net
@@ -162,9 +172,17 @@ class Actor:
         self.agent = SACAgent(
             self.env.observation_space, self.env.action_space, train.agent, train.seed
         )
-        self.wrapped = (
-            InterventionWrapper(self.env, ScriptedIntervener()) if train.interventions else self.env
-        )
+        scripted = None
+        if train.interventions:
+            if train.env.remote is not None:
+                raise ValueError(
+                    "the scripted intervener needs the in-process twin; with env.remote set "
+                    "interventions: false (the operator intervenes through the console)"
+                )
+            scripted = ScriptedIntervener()
+        cameras = list(train.env.cameras) if train.env.obs == "pixels" else []
+        self.operator = operator_setup(self.env, train.console, train.teleop, scripted, cameras)
+        self.wrapped = self.operator.env
         self.link = ActorLink(
             ActorLinkConfig(actor_id=net.actor_id, transitions_endpoint=net.endpoints.transitions,
                             weights_endpoint=net.endpoints.weights, spool_dir=str(spool_dir)),
@@ -172,26 +190,62 @@ class Actor:
         )  # fmt: skip
         self.episodes = 0
         self.successes: list[float] = []
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
 
     def run(self, steps: int, seed: int = 0) -> dict[str, float]:
         """Act for ``steps`` env steps (finishing at a step boundary); returns episode stats."""
         rng = np.random.default_rng([seed, self.link.next_seq])
+        bridge, hub = self.operator.bridge, self.operator.hub
         obs, _ = self.wrapped.reset(seed=int(rng.integers(2**31 - 1)))
+        episode_return, episode_steps, episode_interventions = 0.0, 0, 0
+        if bridge is not None:
+            bridge.start_episode()
+        print(f"actor: acting as {self.net.actor_id}", flush=True)
         try:
-            for _ in range(steps):
+            for step in range(steps):
+                if self._stop.is_set():
+                    break
+                request = bridge.before_step() if bridge is not None else None
+                if request is not None and request.reset:
+                    self.link.end_episode()
+                    obs, _ = self.wrapped.reset(seed=int(rng.integers(2**31 - 1)))
+                    episode_return, episode_steps, episode_interventions = 0.0, 0, 0
+                    bridge.start_episode()
+                    continue
                 swap_weights(self.link, self.agent)  # between steps, never mid-step
-                next_obs, _, terminated, truncated, info, _ = act_once(
-                    self.wrapped, self.agent, obs, self.link
+                next_obs, reward, terminated, truncated, info, t = act_once(
+                    self.wrapped, self.agent, obs, self.link, request.label if request else None
                 )
                 obs = next_obs
+                episode_return += reward
+                episode_steps += 1
+                episode_interventions += t.intervened
+                if bridge is not None:
+                    bridge.after_step(obs, info["policy_action"], info, episode_return)
+                    if step % 10 == 0:
+                        hub.update(weights_version=self.link.weights_version,
+                                   weight_age_s=self.link.weights_age_s,
+                                   held_steps=self.link.unacknowledged_steps)  # fmt: skip
                 if terminated or truncated:
                     self.episodes += 1
-                    self.successes.append(float(info["success"]))
+                    label = info.get("operator_label")
+                    success = label == "success" or (label is None and bool(info["success"]))
+                    self.successes.append(float(success))
+                    if bridge is not None:
+                        hub.end_episode(success, episode_return,
+                                        episode_interventions / episode_steps)  # fmt: skip
+                        bridge.end_demo()
                     log.info("actor: episode %d %s; weights v%d (%.1f s old); %d steps held",
-                             self.episodes, "success" if info["success"] else "failure",
+                             self.episodes, "success" if success else "failure",
                              self.link.weights_version, self.link.weights_age_s,
                              self.link.unacknowledged_steps)  # fmt: skip
                     obs, _ = self.wrapped.reset(seed=int(rng.integers(2**31 - 1)))
+                    episode_return, episode_steps, episode_interventions = 0.0, 0, 0
+                    if bridge is not None:
+                        bridge.start_episode()
         except KeyboardInterrupt:
             log.info("actor: interrupted")
         return {
@@ -206,5 +260,6 @@ class Actor:
         self.link.end_episode()  # the learner stores the open episode as unfinished
         done = self.link.flush(flush_timeout_s)
         self.link.close()
+        self.operator.close()
         self.env.close()
         return done

@@ -39,18 +39,17 @@ from robot_rl.agents.checkpoint import load_checkpoint, save_checkpoint
 from robot_rl.agents.config import SACConfig
 from robot_rl.agents.sac import SACAgent
 from robot_rl.config import from_dict, to_dict
-from robot_rl.console.bridge import ConsoleBridge
+from robot_rl.console.bridge import ConsoleBridge, OperatorSetup, operator_setup
 from robot_rl.console.hub import ConsoleHub
 from robot_rl.console.server import ConsoleConfig, ConsoleServer
 from robot_rl.data.episodes import load_episodes
 from robot_rl.data.mixing import route
 from robot_rl.data.replay import ReplayBuffer
-from robot_rl.envs.intervention import InterventionWrapper, ScriptedIntervener
+from robot_rl.envs.intervention import ScriptedIntervener
 from robot_rl.envs.twin_env import TwinEnv, TwinEnvConfig, make_env
 from robot_rl.runtime.loops import ReplaySink, act_once, due_batch, swap_weights
 from robot_rl.runtime.record import record_demos
 from robot_rl.teleop.command import TeleopConfig
-from robot_rl.teleop.intervener import CombinedIntervener, TeleopIntervener, open_device
 from robot_rl.transport.inprocess import InProcessTransport
 
 log = logging.getLogger(__name__)
@@ -136,6 +135,7 @@ class TrainingSession:
         self._last_checkpoint = "none yet"
         self.hub: ConsoleHub | None = None
         self.console: ConsoleServer | None = None
+        self._operator: OperatorSetup | None = None
         if resume:
             self._resume()
         else:
@@ -212,8 +212,8 @@ class TrainingSession:
             self._stop.set()
             if learner is not None:
                 learner.join()
-            if self.console is not None:
-                self.console.stop()
+            if self._operator is not None:
+                self._operator.close()
             self.actor_link.end_episode()  # the open episode is stored, as unfinished
             self.learner_link.poll()
         if self._learner_error is not None:
@@ -305,22 +305,12 @@ class TrainingSession:
     def _actor_env(self) -> tuple[Any, ConsoleBridge | None]:
         """The env the actor steps (with its interveners) and the console bridge, if any."""
         cfg = self.config
+        cameras = list(cfg.env.cameras) if cfg.env.obs == "pixels" else []
         scripted = ScriptedIntervener() if cfg.interventions else None
-        self.hub, self.console, bridge = None, None, None
-        operator = None
-        if cfg.console.enabled or cfg.teleop.device in ("spacemouse", "gamepad"):
-            self.hub = ConsoleHub(teleop=cfg.teleop)
-            device = open_device(cfg.teleop, self.hub.page)
-            operator = TeleopIntervener(device, cfg.teleop)
-        intervener = CombinedIntervener(operator, scripted) if operator else scripted
-        env = InterventionWrapper(self.env, intervener) if intervener else self.env
-        if self.hub is not None:
-            bridge = ConsoleBridge(self.hub, env, operator)
-            if cfg.console.enabled:
-                self.console = ConsoleServer(self.hub, cfg.console, list(cfg.env.cameras)
-                                             if cfg.env.obs == "pixels" else [])  # fmt: skip
-                print(f"operator console: {self.console.start()}", flush=True)
-        return env, bridge
+        setup = operator_setup(self.env, cfg.console, cfg.teleop, scripted, cameras)
+        self.hub, self.console = setup.hub, setup.server
+        self._operator = setup
+        return setup.env, setup.bridge
 
     def _console_health(self) -> None:
         cfg = self.config
