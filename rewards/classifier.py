@@ -75,6 +75,10 @@ class TrainConfig:
     calibration_fraction: float = 0.3
     target_precision: float = 0.99
     seed: int = 0
+    # Hard negatives: this share of each batch's negatives comes from the last ``hard_window``
+    # failure frames before a success (near-identical to it: where false positives live).
+    hard_fraction: float = 0.25
+    hard_window: int = 5
 
 
 class FrameClassifier(nn.Module):
@@ -197,6 +201,8 @@ def train_classifier(
             f"the fit episodes hold {len(pos)} positive and {len(neg)} negative frames; the "
             "classifier needs both (collect failures as well as successes)"
         )
+    hard = np.intersect1d(neg, _before_success(data, train.hard_window))
+    n_hard = round(train.hard_fraction * (train.batch_size // 2)) if len(hard) else 0
     model = FrameClassifier(config)
     frames = {c: model.resize(data.frames[c]) for c in config.cameras}  # resized once
     params = [p for p in model.parameters() if p.requires_grad]
@@ -206,7 +212,8 @@ def train_classifier(
     model.train()
     start, losses = time.perf_counter(), []
     for _ in range(train.steps):
-        index = torch.as_tensor(np.concatenate([rng.choice(pos, half), rng.choice(neg, half)]))
+        index = torch.as_tensor(np.concatenate([rng.choice(pos, half), rng.choice(hard, n_hard),
+                                                rng.choice(neg, half - n_hard)]))  # fmt: skip
         batch = {c: random_shift(frames[c][index], train.shift_pad) for c in config.cameras}
         loss = F.binary_cross_entropy_with_logits(model.logits(batch, resized=True), y)
         optimizer.zero_grad(set_to_none=True)
@@ -233,6 +240,7 @@ def train_classifier(
     report = evaluate(probs, calib_y, data.episode[calib_mask], model.threshold)
     report.update(
         fit_frames=float(fit_mask.sum()), fit_positives=float(len(pos)),
+        hard_negatives=float(len(hard)),
         calibration_frames=float(calib_mask.sum()), temperature=model.temperature,
         final_loss=float(np.mean(losses[-50:])), first_loss=float(np.mean(losses[:50])),
         fit_s=fit_s,
@@ -241,3 +249,14 @@ def train_classifier(
              fit_s, report["first_loss"], report["final_loss"], model.threshold,
              model.temperature)  # fmt: skip
     return model, report
+
+
+def _before_success(data: FrameDataset, window: int) -> np.ndarray:
+    """Indices of the ``window`` frames before each episode's first success frame."""
+    out = []
+    for episode in np.unique(data.episode[data.label]):
+        index = np.flatnonzero(data.episode == episode)
+        index = index[np.argsort(data.step[index], kind="stable")]
+        first = int(np.argmax(data.label[index]))
+        out.extend(index[max(0, first - window) : first])
+    return np.asarray(out, np.int64)

@@ -222,12 +222,18 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _add_record(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("record", help="record scripted-expert demos to episode files")
+    parser = subparsers.add_parser("record", help="record demos (scripted expert or teleop)")
     parser.add_argument("--task", required=True, help="task name")
     parser.add_argument("--episodes", type=int, default=20, help="successful episodes to record")
     parser.add_argument("--obs", choices=("pixels", "state"), default="pixels")
     parser.add_argument("--out", type=Path, help="directory (default runs/demos/<task>-<obs>)")
     parser.add_argument("--seed", type=int, default=0)
+    drivers = ("scripted", "spacemouse", "gamepad", "console")
+    parser.add_argument("--teleop", choices=drivers, default="scripted",
+                        help="who drives: the scripted expert (default), a SpaceMouse, a "
+                        "gamepad, or the console page (keys, browser gamepad)")  # fmt: skip
+    parser.add_argument("--console-port", type=int, default=8765, help="console page port")
+    parser.add_argument("--select", default="", help="which teleop device (serial, path, index)")
     parser.set_defaults(handler=_run_record)
 
 
@@ -242,9 +248,37 @@ def _run_record(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     out = args.out or Path("runs") / "demos" / f"{args.task}-{args.obs}"
-    paths = record_demos(env, args.episodes, out, seed=args.seed)
+    if args.teleop == "scripted":
+        paths = record_demos(env, args.episodes, out, seed=args.seed)
+    else:
+        paths = _record_teleop(args, env, out)
     print(f"recorded {len(paths)} episodes into {out}")
     return 0
+
+
+def _record_teleop(args: argparse.Namespace, env: Any, out: Path) -> list[Path]:
+    from robot_rl.console.bridge import operator_setup
+    from robot_rl.console.server import ConsoleConfig
+    from robot_rl.runtime.record import record_teleop_demos
+    from robot_rl.teleop.command import DeviceNotFoundError, TeleopConfig
+
+    teleop = TeleopConfig(device=args.teleop, select=args.select)
+    console = ConsoleConfig(enabled=args.teleop == "console", port=args.console_port)
+    cameras = list(env.config.cameras) if env.config.obs == "pixels" else []
+    try:
+        setup = operator_setup(env, console, teleop, None, cameras)
+    except DeviceNotFoundError as exc:
+        raise CliError(str(exc)) from None
+    device = setup.bridge.operator.device
+    print("drive the arm; mark each episode on the console (y success, n failure) or let the "
+          "task's success end it; only successful episodes are kept. Ctrl-C stops.")  # fmt: skip
+    try:
+        return record_teleop_demos(env, device, teleop, args.episodes, out, args.seed,
+                                   hub=setup.hub)  # fmt: skip
+    except KeyboardInterrupt:
+        return sorted(out.glob("episode_*.npz"))
+    finally:
+        setup.close()
 
 
 def _run_cameras_publish_twin(args: argparse.Namespace) -> int:

@@ -40,12 +40,7 @@ def act_once(
     action = policy.act(obs, deterministic=False)
     next_obs, reward, terminated, truncated, info = env.step(action)
     info.setdefault("policy_action", action)
-    if label == "success":
-        reward, terminated, truncated = 1.0, True, False
-    elif label == "failure":  # the operator's word wins, over a detector's false positive too
-        reward, terminated, truncated = 0.0, False, True
-    if label is not None:
-        info["operator_label"] = label
+    reward, terminated, truncated = apply_label(label, reward, terminated, truncated, info)
     executed = np.asarray(info.get("action", action), dtype=np.float32)
     step = Transition(
         obs, executed, float(reward), next_obs, bool(terminated), bool(truncated),
@@ -53,6 +48,20 @@ def act_once(
     )  # fmt: skip
     link.add(step)
     return next_obs, float(reward), bool(terminated), bool(truncated), info, step
+
+
+def apply_label(
+    label: str | None, reward: float, terminated: bool, truncated: bool, info: dict[str, Any]
+) -> tuple[float, bool, bool]:
+    """An operator's mark on a step: "success" makes it terminal with reward 1; "failure" ends
+    the episode, truncated, with reward 0 (the operator's word wins over a detector's false
+    positive too). Records the mark as ``info["operator_label"]``."""
+    if label is None:
+        return reward, terminated, truncated
+    info["operator_label"] = label
+    if label == "success":
+        return 1.0, True, False
+    return 0.0, False, True
 
 
 def swap_weights(link: ActorEnd, policy: SACAgent) -> int | None:

@@ -1,13 +1,18 @@
-"""Record demos: the task's scripted expert acts through the env; each episode goes to disk.
+"""Record demos, each episode to disk: the task's scripted expert (sim), or an operator through
+any teleop device (``record_teleop_demos``).
 
-Demos are recorded in the env's own action space (``TwinEnv.expert_action``), so a demo step is
-exactly what a policy or an operator would have sent.
+Demos are recorded in the env's own action space (``TwinEnv.expert_action``, or the operator's
+twist converted by ``twist_to_action``), so a demo step is exactly what a policy would have sent.
+Only successful episodes are kept: the env's success (the ground truth on the twin, the detector
+on a robot), or the operator's mark on the console (success / failure) when there is one.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -65,4 +70,80 @@ def record_demos(
             meta = {"task": env.task.name, "source": "scripted_expert", "success": success}
             paths.append(save_episode(out_dir, transitions, meta))
             bar.update(1)
+    return paths
+
+
+def record_teleop_demos(
+    env: Any,
+    device: Any,
+    teleop: Any,
+    episodes: int,
+    out_dir: Path,
+    seed: int = 0,
+    hub: Any | None = None,
+    pace: bool = True,
+    max_attempts: int | None = None,
+) -> list[Path]:
+    """Record ``episodes`` successful operator-driven episodes (see the module docstring).
+
+    ``device`` gives ``TeleopCommand``s (SpaceMouse, gamepad, the console page); with ``hub`` the
+    console's marks, reset, pause and stop apply. ``pace`` runs steps at the env's policy period,
+    so a person can drive the twin (which would otherwise run faster than real time).
+    """
+    from robot_rl.console.bridge import ConsoleBridge
+    from robot_rl.envs.twin_env import twist_to_action
+    from robot_rl.runtime.loops import apply_label
+    from robot_rl.teleop.command import twist_speeds
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = getattr(env, "unwrapped", env)
+    bridge = ConsoleBridge(hub, env, None) if hub is not None else None
+    rng = np.random.default_rng(seed)
+    paths: list[Path] = []
+    attempts = 0
+    period = base.config.policy_period_s
+    while len(paths) < episodes:
+        attempts += 1
+        if max_attempts is not None and attempts > max_attempts:
+            log.warning("stopped after %d attempts with %d demos kept", attempts - 1, len(paths))
+            break
+        obs, _ = env.reset(seed=int(rng.integers(2**31 - 1)))
+        transitions: list[Transition] = []
+        success, episode_return = False, 0.0
+        while True:
+            request = bridge.before_step() if bridge is not None else None
+            if request is not None and request.reset:
+                log.info("demo restarted by the operator; not kept")
+                break
+            start = time.monotonic()
+            command = device.read()
+            linear, angular = twist_speeds(command, teleop)
+            action = twist_to_action(base.config, base.reset_frame, linear, angular,
+                                     command.gripper)  # fmt: skip
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            label = request.label if request is not None else None
+            reward, terminated, truncated = apply_label(label, reward, terminated, truncated, info)
+            transitions.append(Transition(
+                obs, action, float(reward), next_obs, terminated, truncated, intervened=True,
+                gripper_penalty=float(info.get("gripper_penalty", 0.0)),
+            ))  # fmt: skip
+            episode_return += reward
+            obs = next_obs
+            if bridge is not None:
+                info.update(intervened=True, action=action)
+                bridge.after_step(obs, action, info, episode_return)
+            if terminated or truncated:
+                mark = info.get("operator_label")
+                success = mark == "success" or (mark is None and bool(info.get("success")))
+                break
+            if pace:
+                time.sleep(max(0.0, period - (time.monotonic() - start)))
+        if hub is not None:
+            hub.end_episode(success, episode_return, 1.0)
+        if not success:
+            log.info("operator episode %d not successful; not kept", attempts)
+            continue
+        meta = {"task": base.config.task, "source": "teleop", "success": True}
+        paths.append(save_episode(out_dir, transitions, meta))
+        log.info("demo %d of %d kept (%d steps)", len(paths), episodes, len(transitions))
     return paths

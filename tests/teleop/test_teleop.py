@@ -230,3 +230,50 @@ def test_the_operator_takes_over_moves_the_arm_and_hands_back() -> None:
     intervener.request("take")
     assert env.step(policy)[4]["intervened"]  # the console's take-over, no input needed
     env.close()
+
+
+def test_teleop_recording_keeps_only_successful_episodes(tmp_path) -> None:
+    """An operator who drives to the goal on even attempts and gives up (marks failure) on odd
+    ones: only the successes are kept, every step flagged as the operator's."""
+    from robot_rl.console.hub import ConsoleHub
+    from robot_rl.data.episodes import load_episodes
+    from robot_rl.envs.twin_env import TwinEnv, TwinEnvConfig
+    from robot_rl.runtime.record import record_teleop_demos
+
+    env = TwinEnv(TwinEnvConfig(task="reach", obs="state", max_episode_steps=60))
+    hub = ConsoleHub()
+    attempt = {"n": 0, "steps": 0}
+
+    class ToGoal:
+        """Pushes toward the reach goal (the expert's target) at full speed."""
+
+        def read(self) -> TeleopCommand:
+            attempt["steps"] += 1
+            if attempt["n"] % 2 == 1 and attempt["steps"] == 3:
+                hub.control("mark_failure")
+            expert = env.task.expert().act(env.scene.twin)
+            error = expert.target.pos_m - env.scene.state().ee_pos_m
+            twist = np.zeros(6)
+            twist[:3] = np.clip(error / 0.01, -1, 1)
+            return TeleopCommand(twist, None, True)
+
+        def close(self) -> None:
+            pass
+
+    original_reset = env.reset
+
+    def counting_reset(**kwargs):
+        attempt["n"] += 1
+        attempt["steps"] = 0
+        return original_reset(**kwargs)
+
+    env.reset = counting_reset
+    cfg = TeleopConfig(device="console", max_linear_m_s=0.3)
+    paths = record_teleop_demos(env, ToGoal(), cfg, 2, tmp_path, hub=hub, pace=False,
+                                max_attempts=6)  # fmt: skip
+    assert len(paths) == 2 and attempt["n"] >= 3  # a failed attempt in between was dropped
+    for episode in load_episodes(tmp_path):
+        assert episode.meta["source"] == "teleop" and episode.transitions[-1].terminated
+        assert all(t.intervened for t in episode.transitions)
+    assert hub.snapshot()["episodes_done"] >= 3
+    env.close()
