@@ -32,6 +32,7 @@ BenchFn = Callable[..., dict[str, float]]
 
 # name -> "module:function"; the function is called as fn(seed=..., quick=...).
 BENCHES: dict[str, str] = {
+    "console": "robot_rl.bench.console:run_console_bench",
     "control": "robot_rl.bench.control:run_control_bench",
     "learner": "robot_rl.bench.learner:run_learner_bench",
     "learning": "robot_rl.bench.learning:run_learning_bench",
@@ -319,7 +320,8 @@ def _run_cameras_publish_twin(args: argparse.Namespace) -> int:
                 if scene.step(action.target, action.gripper).success:
                     break
                 for frame in scene.render().values():
-                    publisher.publish(frame)
+                    # The twin stamps frames with sim time; the wire carries host time.
+                    publisher.publish(dataclasses.replace(frame, stamp_s=time.monotonic()))
                     frames += 1
             seed += 1
     except KeyboardInterrupt:

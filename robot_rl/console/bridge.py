@@ -147,6 +147,9 @@ def operator_setup(env: Any, console: Any, teleop: Any, scripted: Any | None,
     intervener = CombinedIntervener(operator, scripted) if operator else scripted
     wrapped = InterventionWrapper(env, intervener) if intervener else env
     bridge = ConsoleBridge(hub, wrapped, operator) if hub is not None else None
+    interrupt = getattr(getattr(env, "unwrapped", env), "interrupt_step", None)
+    if hub is not None and interrupt is not None:
+        hub.add_input_listener(interrupt)  # a paced env answers the operator at once
     if hub is not None and console.enabled:
         server = ConsoleServer(hub, console, cameras)
         print(f"operator console: {server.start()}", flush=True)

@@ -108,6 +108,8 @@ class ConsoleHub:
         self.stream_latency_ms: deque[float] = deque(maxlen=10_000)  # reported by pages
         self.version = 0  # bumps on every change, for the server's push loop
         self._wake_seq = 0  # bumps on operator input (wakes ``wait``)
+        self._pad_active = False
+        self._listeners: list[Any] = []  # called on operator input (e.g. cut a paced step short)
         self._last_input_ms: float | None = None
 
     # -- actor side ---------------------------------------------------------------------------
@@ -175,6 +177,17 @@ class ConsoleHub:
                 lambda: bool(self._controls) or self._wake_seq != start, timeout_s
             )
 
+    def add_input_listener(self, listener: Any) -> None:
+        """``listener()`` runs (on the server thread) whenever a control or teleop input comes."""
+        self._listeners.append(listener)
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception:  # a listener must never break the console
+                log.exception("console: input listener failed")
+
     # -- server side --------------------------------------------------------------------------
     def control(self, name: str, page_ms: float | None = None) -> None:
         if name not in CONTROLS:
@@ -187,6 +200,7 @@ class ConsoleHub:
                                    "time_s": time.time()})  # fmt: skip
             self.version += 1
             self._lock.notify_all()
+        self._notify()
 
     def key(self, key: str, down: bool, page_ms: float | None = None) -> None:
         if down:
@@ -197,13 +211,19 @@ class ConsoleHub:
             self._last_input_ms = page_ms
             self._wake_seq += 1
             self._lock.notify_all()
+        if down:  # a press, not each release, cuts a paced step short
+            self._notify()
 
     def gamepad(self, axes: list[float], buttons: list[bool], page_ms: float | None = None) -> None:
         self.page.set_gamepad(axes, buttons)
+        active = any(abs(a) > 0.05 for a in axes) or any(buttons)
         with self._lock:
+            starting, self._pad_active = active and not self._pad_active, active
             self._last_input_ms = page_ms
             self._wake_seq += 1
             self._lock.notify_all()
+        if starting:  # the stick leaving rest, not its 30 Hz updates, cuts a step short
+            self._notify()
 
     def last_input_page_ms(self) -> float | None:
         return self._last_input_ms
@@ -242,3 +262,20 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
+
+
+def forward_camera_streams(subscriber: Any, hub: ConsoleHub, stop: threading.Event) -> None:
+    """Feed a ``CameraSubscriber``'s newest frames into the hub, each with its capture time
+    (run on a thread until ``stop``): camera streams on the network reach the console page."""
+    seen: dict[str, int] = {}
+    while not stop.is_set():
+        fresh = {}
+        for camera in subscriber.cameras:
+            received = subscriber.latest(camera)
+            if received is not None and received.frame.seq > seen.get(camera, -1):
+                seen[camera] = received.frame.seq
+                fresh[camera] = received
+        for camera, received in fresh.items():
+            hub.publish_frames({camera: received.frame.image}, received.capture_wall_s)
+        if not fresh:
+            stop.wait(0.005)

@@ -13,6 +13,7 @@ Success comes from the server's state (the twin's ground truth) unless a ``rewar
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -81,6 +82,12 @@ class RemoteEnv(gym.Env):
         self._steps = 0
         self._gripper_index = 2
         self._next_tick = time.monotonic()
+        self._interrupt = threading.Event()
+
+    def interrupt_step(self) -> None:
+        """Cut the current step's wait short (from any thread): the operator took over or moved,
+        so the next step, with their action, goes out now instead of at the next period."""
+        self._interrupt.set()
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -111,10 +118,12 @@ class RemoteEnv(gym.Env):
         period = cfg.policy_period_s
         start = max(time.monotonic(), self._next_tick - period)
         self.client.send_target(target, gripper)
-        time.sleep(max(0.0, start + period / 2 - time.monotonic()))
-        self.client.keep_alive()  # so the server's 100 ms watchdog never sees a 10 Hz stall
-        time.sleep(max(0.0, start + period - time.monotonic()))
-        self._next_tick = start + period
+        cut = self._interrupt.wait(max(0.0, start + period / 2 - time.monotonic()))
+        if not cut:
+            self.client.keep_alive()  # so the server's 100 ms watchdog never sees a 10 Hz stall
+            cut = self._interrupt.wait(max(0.0, start + period - time.monotonic()))
+        self._interrupt.clear()
+        self._next_tick = time.monotonic() if cut else start + period
         self._latest = self.client.latest(timeout_s=self.state_timeout_s)
         self._steps += 1
         success = bool(self._latest.meta.get("success", False))

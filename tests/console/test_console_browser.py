@@ -75,3 +75,18 @@ def test_console_streams_takes_over_and_marks_success(tmp_path: Path, browser) -
     assert marked[-1].reward == 1.0 and marked[-1].terminated  # the operator's success
     assert any(t.intervened for t in marked)  # steps after "t" carry the operator's flag
     assert np.isfinite(session.hub.stream_latency_ms).all() and session.hub.stream_latency_ms
+
+
+def test_bench_console_quick_measures_both_latencies(tmp_path: Path, browser) -> None:
+    """The bench drives its own browser; the fixture only proves chromium is installed."""
+    import json
+
+    from robot_rl import cli
+
+    out = tmp_path / "console.json"
+    assert cli.main(["bench", "console", "--quick", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["takeovers_measured"] == 8 and results["frames_measured"] > 10
+    # Loose bounds (a loaded CI machine): the bench's figures are in the closing note.
+    assert 0 < results["takeover_latency_ms_p95"] < 1000
+    assert 0 < results["stream_latency_ms_p95"] < 1000

@@ -1,0 +1,169 @@
+"""``robot-rl bench console``: how fast the operator sees the arm and the arm obeys the operator.
+
+Everything runs on loopback, as a sim session would: the twin behind a robot server (its own
+thread), a ``RemoteEnv`` paced at 10 Hz with the operator as its intervener, the console server,
+the twin's camera publisher (``robot-rl cameras publish-twin``, its own process: two 128x128
+cameras over ZMQ at ~10 Hz) forwarded into the console, and a headless Chromium (Selenium,
+Debian's chromium + chromedriver) with the console page open.
+
+- ``stream_latency_ms_p95``: from a frame's capture (the render finishing, in the publisher) to
+  the page showing it, measured by the page (``Date.now()`` minus the frame's capture stamp; same
+  machine clock): the camera stream, the console's JPEG encoding, the websocket and the decode.
+- ``takeover_latency_ms_p95``: from the key press on the page (its ``Date.now()`` at keydown) to
+  the robot client sending the first target of the operator's action. The press of "t" (take
+  over) is repeated ``presses`` times, with "h" (hand back) and a random pause between.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+
+def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | str]:
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        raise ValueError(
+            "bench console drives a real browser: apt-get install chromium chromium-driver"
+        )
+    from robot_rl.console.bridge import operator_setup
+    from robot_rl.console.hub import forward_camera_streams
+    from robot_rl.console.server import ConsoleConfig
+    from robot_rl.envs.remote_env import RemoteEnv
+    from robot_rl.envs.twin_env import TwinEnvConfig
+    from robot_rl.teleop.command import TeleopConfig
+    from robot_rl.transport.camera_stream import CameraSubscriber
+    from robot_rl.transport.robot_server import (
+        RobotClient,
+        RobotEndpoints,
+        RobotServer,
+        SceneBackend,
+    )
+    from robot_rl.transport.security import SecurityConfig
+    from sim.scene import SceneConfig, TwinScene
+
+    rng = np.random.default_rng(seed)
+    presses = 8 if quick else 40
+    ports = [_free_port() for _ in range(2)]
+    endpoints = RobotEndpoints(f"tcp://127.0.0.1:{ports[0]}", f"tcp://127.0.0.1:{ports[1]}")
+    security = SecurityConfig(plaintext=True)
+    robot_scene = TwinScene(SceneConfig(task="reach", cameras=()))
+    server = RobotServer(SceneBackend(robot_scene), endpoints, security)
+    server.start()
+    client = RobotClient(endpoints, security)
+    env = RemoteEnv(TwinEnvConfig(task="reach", obs="state"), client)
+    teleop = TeleopConfig(device="console")
+    setup = operator_setup(env, ConsoleConfig(enabled=True, port=0), teleop, None,
+                           ["front", "wrist"])  # fmt: skip
+    bridge, hub = setup.bridge, setup.hub
+    assert bridge is not None and hub is not None and setup.server is not None
+    takeover_ms: list[float] = []
+    send_target = client.send_target
+
+    def timed_send(target: Any, gripper: Any) -> None:
+        send_target(target, gripper)
+        if bridge.takeover_page_ms is not None and bridge.operator.in_control:
+            takeover_ms.append(time.time() * 1e3 - bridge.takeover_page_ms)
+            bridge.takeover_page_ms = None
+
+    client.send_target = timed_send  # type: ignore[method-assign]
+    stop = threading.Event()
+    camera_port = _free_port()
+    publisher = subprocess.Popen(
+        [sys.executable, "-m", "robot_rl", "cameras", "publish-twin", "--task", "reach",
+         "--plaintext", "--endpoint", f"tcp://127.0.0.1:{camera_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    subscriber = CameraSubscriber([f"tcp://127.0.0.1:{camera_port}"], security, ["front", "wrist"])
+    threads = [
+        threading.Thread(target=_act, args=(setup.env, bridge, stop), daemon=True),
+        threading.Thread(target=forward_camera_streams, args=(subscriber, hub, stop), daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    browser = _browser(chromium, driver_path)
+    try:
+        browser.get(setup.server.url)
+        _wait(lambda: browser.execute_script("return window.consoleStats.frames") >= 5, 30)
+        from selenium.webdriver.common.by import By
+
+        body = browser.find_element(By.TAG_NAME, "body")
+        for _ in range(presses):
+            count = len(takeover_ms)
+            body.send_keys("t")
+            _wait(lambda count=count: len(takeover_ms) > count, 5)
+            time.sleep(0.2)
+            body.send_keys("h")
+            time.sleep(float(rng.uniform(0.15, 0.4)))  # land at random points of the 10 Hz step
+        stream = list(hub.stream_latency_ms)
+    finally:
+        stop.set()
+        browser.quit()
+        for thread in threads:
+            thread.join(timeout=5)
+        publisher.terminate()
+        publisher.wait(10)
+        subscriber.close()
+        setup.close()
+        env.close()
+        server.stop()
+        robot_scene.close()
+    return {
+        "stream_latency_ms_p95": float(np.percentile(stream, 95)),
+        "stream_latency_ms_p50": float(np.percentile(stream, 50)),
+        "takeover_latency_ms_p95": float(np.percentile(takeover_ms, 95)),
+        "takeover_latency_ms_p50": float(np.percentile(takeover_ms, 50)),
+        "frames_measured": len(stream),
+        "takeovers_measured": len(takeover_ms),
+        "policy_period_ms": 100.0,
+        "seed": seed,
+    }
+
+
+def _act(env: Any, bridge: Any, stop: threading.Event) -> None:
+    """A 10 Hz actor with a resting policy: the operator's action goes out when they take over."""
+    env.reset(seed=0)
+    bridge.start_episode()
+    policy = np.zeros(4, np.float32)
+    steps = 0
+    while not stop.is_set():
+        bridge.before_step(wait_s=0.05)
+        _, _, terminated, truncated, _ = env.step(policy)
+        steps += 1
+        if terminated or truncated or steps >= 80:
+            env.reset(seed=steps)
+            steps = 0
+
+
+def _browser(chromium: str, driver_path: str) -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+def _wait(condition: Any, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.005)
+    raise RuntimeError("bench console: timed out waiting for the page or the robot client")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
