@@ -710,6 +710,68 @@ def _add_cameras(subparsers: argparse._SubParsersAction) -> None:
     pub.add_argument("--plaintext", action="store_true", help="loopback only, no CURVE")
     pub.add_argument("--duration", type=float, help="stop after this many seconds")
     pub.set_defaults(handler=_run_cameras_publish_twin)
+    real = actions.add_parser("publish", help="stream RealSense cameras (one process per host)")
+    real.add_argument("--camera", action="append", required=True, metavar="ID=SERIAL",
+                      help="camera id and serial number, e.g. front=123456 (repeatable; "
+                      "SERIAL may be empty when one camera is connected)")  # fmt: skip
+    real.add_argument("--endpoint", default="tcp://0.0.0.0:5570", help="PUB endpoint")
+    real.add_argument("--width", type=int, default=640)
+    real.add_argument("--height", type=int, default=480)
+    real.add_argument("--fps", type=int, default=30)
+    real.add_argument("--resize", type=int, help="square output side (e.g. 128)")
+    real.add_argument("--jpeg", type=int, help="JPEG quality 1-100 (default raw frames)")
+    real.add_argument("--keys", default="keys")
+    real.add_argument("--key", default="cameras")
+    real.add_argument("--plaintext", action="store_true", help="loopback only, no CURVE")
+    real.add_argument("--duration", type=float, help="stop after this many seconds")
+    real.set_defaults(handler=_run_cameras_publish)
+
+
+def _run_cameras_publish(args: argparse.Namespace) -> int:
+    """RealSense cameras as a stream source: each camera's newest frame, published as it comes."""
+    from hardware.realsense import CameraUnavailableError, RealSenseCamera, RealSenseConfig
+    from robot_rl.transport.camera_stream import CameraPublisher
+    from robot_rl.transport.security import SecurityConfig, SecurityError
+
+    configs = []
+    for item in args.camera:
+        camera_id, _, serial = item.partition("=")
+        if not camera_id:
+            raise CliError(f"--camera {item!r}; expected ID=SERIAL (e.g. front=123456)")
+        resize = (args.resize, args.resize) if args.resize else None
+        configs.append(RealSenseConfig(camera_id, serial, args.width, args.height, args.fps,
+                                       resize=resize))  # fmt: skip
+    cameras = []
+    try:
+        cameras = [RealSenseCamera(config) for config in configs]
+        security = SecurityConfig(keys_dir=args.keys, name=args.key, plaintext=args.plaintext)
+        publisher = CameraPublisher(args.endpoint, security, jpeg_quality=args.jpeg)
+    except (CameraUnavailableError, SecurityError, ValueError) as exc:
+        for camera in cameras:
+            camera.close()
+        raise CliError(str(exc)) from None
+    print(f"cameras: {[c.camera_id for c in cameras]} on {publisher.endpoint}; Ctrl-C stops",
+          flush=True)  # fmt: skip
+    start, published = time.monotonic(), 0
+    last = {c.camera_id: -1 for c in cameras}
+    try:
+        while args.duration is None or time.monotonic() - start < args.duration:
+            for camera in cameras:
+                frame = camera.read(newer_than_seq=last[camera.camera_id])
+                last[camera.camera_id] = frame.seq
+                publisher.publish(frame)
+                published += 1
+    except KeyboardInterrupt:
+        pass
+    except CameraUnavailableError as exc:
+        log.error("cameras: %s", exc)
+        return 1
+    finally:
+        for camera in cameras:
+            camera.close()
+        publisher.close()
+    print(f"cameras: published {published} frames")
+    return 0
 
 
 def _run_cameras_list(args: argparse.Namespace) -> int:

@@ -49,6 +49,8 @@ class ConsoleConfig:
                 "a random string of at least 16 characters (python -c 'import secrets; "
                 "print(secrets.token_urlsafe(24))'), or bind to 127.0.0.1"
             )
+        if self.token.upper().startswith("CHANGE-ME"):
+            raise ValueError("console.token is still the example's placeholder: set a random one")
         if not 0 <= self.port < 65536 or self.state_hz <= 0:
             raise ValueError(f"console.port={self.port} or state_hz={self.state_hz} out of range")
 

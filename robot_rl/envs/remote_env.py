@@ -143,9 +143,10 @@ class RemoteEnv(gym.Env):
         return self._reset
 
     def close(self) -> None:
-        close = getattr(self.client, "close", None)
-        if close is not None:
-            close()
+        for part in (self.client, self.cameras):
+            close = getattr(part, "close", None)
+            if close is not None:
+                close()
 
     def software_stop(self, stop: bool = True) -> None:
         """Latch (or clear) the robot server's software stop (damping; targets refused)."""

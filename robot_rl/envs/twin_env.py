@@ -56,6 +56,9 @@ class RemoteRobotConfig:
     key: str = "actor-0"  # this client's key name
     server_key: str = "robot"
     plaintext: bool = False  # refused unless both endpoints are loopback
+    # Camera publishers for pixel observations (robot-rl cameras publish), and their key name.
+    camera_endpoints: tuple[str, ...] = ()
+    cameras_key: str = "cameras"
 
 
 @dataclass(frozen=True)
@@ -335,20 +338,25 @@ def make_env(config: TwinEnvConfig, reward_fn: RewardFn = success_reward) -> Twi
 
 def _remote_env(config: TwinEnvConfig) -> gym.Env:
     from robot_rl.envs.remote_env import RemoteEnv
+    from robot_rl.transport.camera_stream import CameraSubscriber
     from robot_rl.transport.robot_server import RobotClient, RobotEndpoints
     from robot_rl.transport.security import SecurityConfig
 
-    if config.obs == "pixels":
-        raise ValueError(
-            "env.remote with obs 'pixels' needs camera streams, which are not wired into the "
-            "remote env yet: use obs 'state' with a robot server, or the in-process twin"
-        )
     r = config.remote
     assert r is not None
+    if config.obs == "pixels" and not r.camera_endpoints:
+        raise ValueError(
+            "env.remote with obs 'pixels' needs env.remote.camera_endpoints (the camera "
+            "publishers: robot-rl cameras publish), or use obs 'state'"
+        )
     security = SecurityConfig(keys_dir=r.keys_dir, name=r.key, server_name=r.server_key,
                               plaintext=r.plaintext)  # fmt: skip
     client = RobotClient(RobotEndpoints(r.commands, r.state), security)
-    return RemoteEnv(config, client)
+    cameras = None
+    if config.obs == "pixels":
+        camera_security = dataclasses.replace(security, server_name=r.cameras_key)
+        cameras = CameraSubscriber(list(r.camera_endpoints), camera_security, config.cameras)
+    return RemoteEnv(config, client, cameras)
 
 
 __all__ = ["TwinEnv", "TwinEnvConfig", "make_env", "success_reward"]

@@ -2,9 +2,10 @@
 
 The session starts its parts as child processes, in order, each checked healthy before the next:
 1. the robot server (the twin's, when ``robot_server_task`` names a task; a real arm's server runs
-   on the robot's machine and is only pinged here);
-2. the learner;
-3. the actor, which serves the operator console when ``console.enabled`` is set (the session then
+   on the robot's machine, and the actor fails clearly if it cannot reach it);
+2. the camera publishers (``camera_processes``: RealSense cameras, ``robot-rl cameras publish``);
+3. the learner;
+4. the actor, which serves the operator console when ``console.enabled`` is set (the session then
    checks the page answers and prints its URL).
 Every part logs to ``<run>/session/<part>.log``. If a part dies, the session says which and shows
 the end of its log, then stops the others. Ctrl-C (or ``duration_s``) stops everything in the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -46,6 +48,9 @@ class SessionConfig:
     robot_server_task: str = ""  # start the twin's robot server for this task ("" : none)
     robot_commands: str = "tcp://127.0.0.1:5560"
     robot_state: str = "tcp://127.0.0.1:5561"
+    # Camera publishers, each the arguments of one `robot-rl cameras` process, e.g.
+    # "publish --camera front=123456 --camera wrist=654321 --resize 128 --endpoint tcp://0.0.0.0:5570"
+    camera_processes: tuple[str, ...] = ()
     health_timeout_s: float = 120.0
     stop_timeout_s: float = 60.0
     resume: bool = False
@@ -136,6 +141,10 @@ class Session:
             part = self._spawn("robot-server", args)
             self._wait_healthy(part, lambda: "robot server:" in _read(part.log_path),
                                "serving the twin")  # fmt: skip
+        for i, spec in enumerate(cfg.camera_processes):
+            part = self._spawn(f"cameras-{i}", ["cameras", *shlex.split(spec)])
+            self._wait_healthy(part, lambda part=part: "Ctrl-C stops" in _read(part.log_path),
+                               "publishing")  # fmt: skip
         learner = self._spawn("learner", ["learner", *self._network_flags("learner")]
                               + (["--resume"] if cfg.resume else []))  # fmt: skip
         self._wait_healthy(learner, lambda: "learner: serving" in _read(learner.log_path),

@@ -112,3 +112,33 @@ def test_cameras_list_without_the_driver_says_how_to_install(monkeypatch, capsys
     monkeypatch.setattr(realsense, "load_backend", missing)
     assert cli.main(["cameras", "list"]) == 1
     assert "hardware extra" in capsys.readouterr().out
+
+
+def test_cameras_publish_streams_realsense_frames_and_says_when_unplugged(
+    monkeypatch, caplog
+) -> None:
+    import threading
+
+    from hardware import realsense
+    from robot_rl import cli
+    from robot_rl.transport.camera_stream import CameraSubscriber
+    from robot_rl.transport.security import SecurityConfig
+    from tests.netutil import free_port
+
+    monkeypatch.setattr(realsense, "load_backend", lambda: FakeRealSense())
+    assert cli.main(["cameras", "publish", "--camera", "front=", "--plaintext",
+                     "--endpoint", f"tcp://127.0.0.1:{free_port()}"]) == 2  # fmt: skip
+    assert "no RealSense camera connected" in caplog.text
+    monkeypatch.setattr(realsense, "load_backend", lambda: FakeRealSense(FakeDevice("77")))
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    subscriber = CameraSubscriber([endpoint], SecurityConfig(plaintext=True), ["front"])
+    argv = ["cameras", "publish", "--camera", "front=77", "--plaintext", "--endpoint", endpoint,
+            "--resize", "64", "--duration", "2"]  # fmt: skip
+    codes = []
+    runner = threading.Thread(target=lambda: codes.append(cli.main(argv)))
+    runner.start()
+    runner.join(timeout=20)
+    received = subscriber.latest("front")
+    subscriber.close()
+    assert codes == [0]
+    assert received is not None and received.frame.image.shape == (64, 64, 3)

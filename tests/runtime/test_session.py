@@ -55,3 +55,19 @@ def test_a_bad_session_key_is_a_usage_error(tmp_path: Path, caplog) -> None:
     path = session_file(tmp_path, warp_drive=True)
     assert cli.main(["session", "start", str(path)]) == 2
     assert "warp_drive" in caplog.text
+
+
+def test_the_shipped_session_configs_load() -> None:
+    from robot_rl.config import ConfigError
+    from robot_rl.runtime.session import load_session
+
+    configs = Path(__file__).parents[2] / "robot_rl" / "configs"
+    sim = load_session(configs / "session_reach_sim.yaml")
+    assert sim.config.robot_server_task == "reach" and sim.train.env.remote is not None
+    pixels = load_session(configs / "session_pick_cube_pixels_sim.yaml")
+    assert pixels.train.console.enabled and pixels.train.env.obs == "pixels"
+    with pytest.raises(ConfigError, match="placeholder"):  # the real example must be edited
+        load_session(configs / "session_real_example.yaml")
+    real = load_session(configs / "session_real_example.yaml", ["set=[console.token=" + "k" * 24
+                        + ", env.remote.commands=tcp://10.0.0.2:5560]"])  # fmt: skip
+    assert real.train.console.token == "k" * 24
