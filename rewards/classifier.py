@@ -7,10 +7,12 @@ resized (area) to ``input_size`` inside the model, so it takes the env's frames 
 
 Training (``train_classifier``): split by episode into fit and calibration episodes, at most
 ``max_positives`` positive fit frames, binary cross-entropy on *balanced* batches (half positives,
-half negatives: successes are rare), DrQ random-shift augmentation (the random crop), AdamW. Then
-a temperature is fit on the calibration episodes, and the threshold for a target precision is
-chosen there. Optionally the encoders start from pretrained backbone weights (HIL-SERL uses a
-frozen ImageNet ResNet-10); ``freeze_encoder`` keeps them fixed.
+half negatives: successes are rare; a quarter of the negatives are hard negatives, the frames
+just before a success, near-identical to it, where false positives live), DrQ random-shift
+augmentation (the random crop), AdamW. Then a temperature is fit on the calibration episodes, and
+the threshold for a target precision is chosen there. Optionally the encoders start from
+pretrained backbone weights (HIL-SERL uses a frozen ImageNet ResNet-10); ``freeze_encoder`` keeps
+them fixed.
 
 Saved as a folder: ``classifier.json`` (config, temperature, threshold) and
 ``classifier.safetensors`` (weights). No pickle.
