@@ -105,9 +105,8 @@ class ConsoleBridge:
                                   "in_control": "operator" if info.get("intervened") else "policy",
                                   "operator_action": info["action"] if info.get("intervened")
                                   else None}  # fmt: skip
-        scene = getattr(base, "scene", None)
-        if scene is not None:
-            state = scene.state()
+        if hasattr(base, "robot_state"):
+            state = base.robot_state()
             fields.update(tcp_pos_m=state.ee_pos_m, gripper_width_m=state.gripper_width_m)
         if "success_probability" in info:
             fields["success_probability"] = info["success_probability"]

@@ -32,6 +32,7 @@ from robot_rl.envs.twin_env import (
     check_action,
     state_vector,
 )
+from robot_rl.interfaces import RobotState
 from robot_rl.transport.camera_stream import CameraSubscriber
 from robot_rl.transport.robot_server import RemoteState, RobotClient
 from sim.tasks import make_task
@@ -141,6 +142,10 @@ class RemoteEnv(gym.Env):
     def reset_frame(self) -> ResetFrame:
         """The TCP pose at this episode's reset (the frame actions are in)."""
         return self._reset
+
+    def robot_state(self) -> RobotState:
+        """The newest state the robot server sent."""
+        return self._latest.state
 
     def close(self) -> None:
         for part in (self.client, self.cameras):

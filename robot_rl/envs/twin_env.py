@@ -292,6 +292,10 @@ class TwinEnv(gym.Env):
         """The TCP pose at this episode's reset (the frame actions are in)."""
         return self._reset
 
+    def robot_state(self) -> RobotState:
+        """The arm's newest measured state."""
+        return self.scene.state()
+
     def software_stop(self, stop: bool = True) -> None:
         """Latch (or clear) the control loop's software stop (damping; targets refused)."""
         if stop:

@@ -315,6 +315,10 @@ class TrainingSession:
     def _console_health(self) -> None:
         cfg = self.config
         now = time.perf_counter()
+        last_t, last_updates = getattr(self, "_health_mark", (now, self.counters.updates))
+        self._health_mark = (now, self.counters.updates)
+        if now > last_t:
+            self.hub.update(updates_per_s=(self.counters.updates - last_updates) / (now - last_t))
         utd = self.counters.updates * cfg.agent.utd_ratio / max(1, self.counters.env_steps)
         self.hub.update(utd=utd, updates=self.counters.updates, demo_buffer=len(self.demo),
                         online_buffer=len(self.online), env_steps=self.counters.env_steps,
