@@ -76,6 +76,8 @@ class Learner:
         self.demo = ReplayBuffer(train.replay_capacity, train.agent.discount, train.n_step)
         self.online = ReplayBuffer(train.replay_capacity, train.agent.discount, train.n_step)
         self.updates = 0
+        self._health_mark = (time.monotonic(), 0)
+        self.last_checkpoint = "none yet"
         checkpoint = self.dir / "checkpoints" / "latest.pt"
         if resume and checkpoint.is_file():
             extra = load_checkpoint(checkpoint, self.agent)
@@ -122,12 +124,25 @@ class Learner:
 
     def publish(self) -> int:
         return self.link.publish_weights(
-            self.agent.policy_state_dict(), self.updates, half=self.net.weights_half
-        )
+            self.agent.policy_state_dict(), self.updates, half=self.net.weights_half,
+            health=self.health(),
+        )  # fmt: skip
+
+    def health(self) -> dict[str, float | str]:
+        """What the operator console shows of the learner (sent with the weights)."""
+        now = time.monotonic()
+        last_t, last_updates = self._health_mark
+        self._health_mark = (now, self.updates)
+        utd = self.updates * self.train.agent.utd_ratio / max(1, self.steps_received)
+        return {"updates": self.updates, "updates_per_s": (self.updates - last_updates)
+                / max(now - last_t, 1e-6), "utd": utd, "demo_buffer": len(self.demo),
+                "online_buffer": len(self.online), "steps_received": self.steps_received,
+                "last_checkpoint": self.last_checkpoint}  # fmt: skip
 
     def checkpoint(self) -> None:
         extra = {"updates": self.updates, "steps_received": self.steps_received}
         save_checkpoint(self.dir / "checkpoints" / "latest.pt", self.agent, extra)
+        self.last_checkpoint = time.strftime("%H:%M:%S")
 
     def run(self, duration_s: float | None = None, stop: threading.Event | None = None) -> None:
         """Serve and learn until ``duration_s`` passes, ``stop`` is set, or Ctrl-C."""
@@ -228,7 +243,8 @@ class Actor:
                     if step % 10 == 0:
                         hub.update(weights_version=self.link.weights_version,
                                    weight_age_s=self.link.weights_age_s,
-                                   held_steps=self.link.unacknowledged_steps)  # fmt: skip
+                                   held_steps=self.link.unacknowledged_steps,
+                                   **self.link.learner_health)  # fmt: skip
                 if terminated or truncated:
                     self.episodes += 1
                     label = info.get("operator_label")

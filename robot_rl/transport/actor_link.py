@@ -93,6 +93,7 @@ class ActorLink:
         self.resends = 0
         self.acks = 0
         self.weights_version = -1
+        self.learner_health: dict[str, float | str] = {}  # sent with the weights
         self._learner_id = ""
         self.weights_received_at = 0.0
         self._ctx = context or zmq.Context.instance()
@@ -332,6 +333,12 @@ class ActorLink:
             return None
         self.weights_version = version
         self.weights_received_at = time.monotonic()
+        health = message.meta.get("health")
+        if isinstance(health, dict):  # display only: scalars with short names, nothing else
+            self.learner_health = {
+                str(k)[:40]: v for k, v in list(health.items())[:32]
+                if isinstance(v, int | float | str) and not isinstance(v, bool)
+            }  # fmt: skip
         return version, state
 
     @property

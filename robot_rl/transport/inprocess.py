@@ -170,9 +170,15 @@ class InProcessLearnerLink:
         return accepted
 
     def publish_weights(
-        self, state_dict: Mapping[str, Any], version: int, half: bool = False
+        self,
+        state_dict: Mapping[str, Any],
+        version: int,
+        half: bool = False,
+        health: Mapping[str, float | str] | None = None,
     ) -> int:
-        """Make ``state_dict`` (cloned) the newest weights; returns their size in bytes."""
+        """Make ``state_dict`` (cloned) the newest weights; returns their size in bytes. (The
+        in-process session shows the learner's health on the console itself: ``health`` is
+        accepted for the same calls as the ZMQ link and not needed here.)"""
         cloned = _clone(state_dict)
         if half:
             cloned = {k: {n: t.half() if t.is_floating_point() else t for n, t in v.items()}

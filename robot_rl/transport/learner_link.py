@@ -208,14 +208,18 @@ class LearnerLink:
 
     # -- weights -------------------------------------------------------------------------------
     def publish_weights(
-        self, state_dict: Mapping[str, Any], version: int, half: bool = False
+        self,
+        state_dict: Mapping[str, Any],
+        version: int,
+        half: bool = False,
+        health: Mapping[str, float | str] | None = None,
     ) -> int:
-        """Broadcast ``state_dict`` as version ``version``; returns the bytes sent."""
+        """Broadcast ``state_dict`` as version ``version``, with the learner's ``health`` (a few
+        numbers and strings for the operator console); returns the bytes sent."""
         data = weights_to_bytes(state_dict, half=half)
-        frames = encode(
-            "weights", version, {"version": version, "half": half, "learner_id": self.learner_id},
-            {"safetensors": np.frombuffer(data, np.uint8)},
-        )  # fmt: skip
+        meta = {"version": version, "half": half, "learner_id": self.learner_id,
+                "health": dict(health or {})}  # fmt: skip
+        frames = encode("weights", version, meta, {"safetensors": np.frombuffer(data, np.uint8)})
         try:
             self._pub.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
         except zmq.Again:

@@ -228,10 +228,13 @@ def test_weights_reach_the_actor_as_the_newest_version(tmp_path: Path) -> None:
     version = 0
     while got is None and time.monotonic() < deadline:  # PUB/SUB joins asynchronously
         version += 1
-        learner.publish_weights(net.state_dict(), version)
+        health = {"updates": version, "last_checkpoint": "12:00:00", "nested": {"no": 1}}
+        learner.publish_weights(net.state_dict(), version, health=health)
         time.sleep(0.02)
         got = actor.latest_weights()
     assert got is not None and got[0] == version
+    # The learner's health rides along for the console: scalars only.
+    assert actor.learner_health == {"updates": version, "last_checkpoint": "12:00:00"}
     for key, value in net.state_dict().items():
         torch.testing.assert_close(got[1][key], value, rtol=0, atol=0)
     assert actor.latest_weights() is None  # nothing newer
