@@ -481,6 +481,11 @@ def _add_reward(subparsers: argparse._SubParsersAction) -> None:
     collect.add_argument("--size", type=int, default=128)
     collect.add_argument("--seed", type=int, default=0)
     collect.add_argument("--out", type=Path, required=True, help="dataset .npz to write")
+    collect.add_argument("--teleop", choices=("spacemouse", "gamepad", "console"),
+                         help="label by hand: drive, press y when done, n to give up")  # fmt: skip
+    collect.add_argument("--config", type=Path, help="training config whose env to use "
+                         "(a robot: env.remote with camera_endpoints)")  # fmt: skip
+    collect.add_argument("--console-port", type=int, default=8765)
     collect.set_defaults(handler=_run_reward_collect)
     helps = {
         "train": "fit and calibrate a probe (default) or a fine-tuned classifier",
@@ -529,11 +534,53 @@ def _run_reward_collect(args: argparse.Namespace) -> int:
 
     if args.episodes < 2:
         raise CliError(f"--episodes={args.episodes}; need at least 2 (successes and failures)")
+    if args.teleop:
+        return _reward_collect_teleop(args)
     try:
         data = collect_twin(args.task, args.episodes, tuple(args.cameras.split(",")), args.size,
                             args.seed)  # fmt: skip
     except (KeyError, ValueError) as exc:
         raise CliError(str(exc)) from None
+    data.save(args.out)
+    print(f"collected {len(data)} frames ({int(data.label.sum())} positive) into {args.out}")
+    return 0
+
+
+def _reward_collect_teleop(args: argparse.Namespace) -> int:
+    """Frames labelled by the operator's console marks while they drive (sim or a robot)."""
+    import dataclasses
+
+    from rewards.dataset import collect_teleop
+    from robot_rl.config import ConfigError, load_config
+    from robot_rl.console.bridge import operator_setup
+    from robot_rl.console.server import ConsoleConfig
+    from robot_rl.envs.twin_env import TwinEnvConfig, make_env
+    from robot_rl.runtime.train import TrainConfig
+    from robot_rl.teleop.command import DeviceNotFoundError, TeleopConfig
+
+    try:
+        env_config = (load_config(TrainConfig, args.config).env if args.config
+                      else TwinEnvConfig(task=args.task))  # fmt: skip
+        env_config = dataclasses.replace(env_config, task=args.task, obs="pixels",
+                                         cameras=tuple(args.cameras.split(",")),
+                                         image_width=args.size, image_height=args.size)  # fmt: skip
+        env = make_env(env_config)
+    except (ConfigError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    teleop = TeleopConfig(device=args.teleop)
+    console = ConsoleConfig(enabled=True, port=args.console_port)
+    try:
+        setup = operator_setup(env, console, teleop, None, list(env_config.cameras))
+    except DeviceNotFoundError as exc:
+        env.close()
+        raise CliError(str(exc)) from None
+    print("drive the arm; press y on the console when the task is done, n to give up")
+    try:
+        data = collect_teleop(env, setup.bridge.operator.device, teleop, setup.hub,
+                              args.episodes, seed=args.seed)  # fmt: skip
+    finally:
+        setup.close()
+        env.close()
     data.save(args.out)
     print(f"collected {len(data)} frames ({int(data.label.sum())} positive) into {args.out}")
     return 0

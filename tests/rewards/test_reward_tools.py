@@ -89,3 +89,48 @@ def test_missing_inputs_are_clear_usage_errors(tmp_path: Path, caplog) -> None:
             "local-dir:/nowhere", "--probe", str(tmp_path / "p.json")]  # fmt: skip
     assert cli.main(argv) == 2
     assert "robot-rl reward collect" in caplog.text
+
+
+def test_operator_marks_label_frames_on_a_robot_style_collection() -> None:
+    """collect_teleop: frames are negative until the operator presses "y", then positive for
+    hold_steps more frames; "n" ends an attempt with no positives."""
+    import numpy as np
+
+    from rewards.dataset import collect_teleop
+    from robot_rl.console.hub import ConsoleHub
+    from robot_rl.envs.twin_env import TwinEnv, TwinEnvConfig
+    from robot_rl.teleop.command import TeleopCommand, TeleopConfig
+
+    hub = ConsoleHub()
+    env = TwinEnv(TwinEnvConfig(task="reach", obs="pixels", cameras=("front",), image_width=32,
+                                image_height=32))  # fmt: skip
+    reads = {"n": 0}
+
+    class Operator:
+        def read(self) -> TeleopCommand:
+            reads["n"] += 1
+            if reads["n"] == 5:
+                hub.control("mark_success")  # taken at the next step: frame 5 is the first
+            if reads["n"] == 5 + 4 + 3:  # second episode, third step
+                hub.control("mark_failure")
+            return TeleopCommand(np.array([0.5, 0, 0, 0, 0, 0]), None, True)
+
+        def close(self) -> None:
+            pass
+
+    data = collect_teleop(env, Operator(), TeleopConfig(device="console"), hub, episodes=2,
+                          hold_steps=3, pace=False)  # fmt: skip
+    env.close()
+    first, second = data.label[data.episode == 0], data.label[data.episode == 1]
+    assert first.tolist() == [False] * 5 + [True] * 4
+    assert len(second) == 3 and not second.any()
+    assert data.frames["front"].shape == (12, 32, 32, 3)
+    assert data.meta["source"] == "operator marks"
+
+
+def test_collect_by_hand_without_the_device_is_a_clear_usage_error(tmp_path: Path, caplog) -> None:
+    argv = ["reward", "collect", "--task", "reach", "--teleop", "spacemouse", "--size", "32",
+            "--cameras", "front", "--out", str(tmp_path / "d.npz")]  # fmt: skip
+    assert cli.main(argv) == 2
+    assert "SpaceMouse" in caplog.text or "hidapi" in caplog.text  # unplugged, or no driver
+    assert not (tmp_path / "d.npz").exists()
