@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -82,12 +82,14 @@ class HubConfig:
     history: int = 300  # points per chart
 
 
-@dataclass
 class _History:
-    success: deque = field(default_factory=lambda: deque(maxlen=300))
-    returns: deque = field(default_factory=lambda: deque(maxlen=300))
-    interventions: deque = field(default_factory=lambda: deque(maxlen=300))
-    score: deque = field(default_factory=lambda: deque(maxlen=300))
+    """Per-episode and per-step series for the page's charts, ``length`` points each."""
+
+    def __init__(self, length: int) -> None:
+        self.success: deque[float] = deque(maxlen=length)
+        self.returns: deque[float] = deque(maxlen=length)
+        self.interventions: deque[float] = deque(maxlen=length)
+        self.score: deque[float] = deque(maxlen=length)
 
 
 class ConsoleHub:
@@ -103,14 +105,13 @@ class ConsoleHub:
         self._last_encode: dict[str, float] = {}
         self._seq = 0
         self._controls: deque[Control] = deque()
-        self._history = _History()
+        self._history = _History(self.config.history)
         self.marks: list[dict[str, Any]] = []  # every mark with its episode (the console log)
         self.stream_latency_ms: deque[float] = deque(maxlen=10_000)  # reported by pages
         self.version = 0  # bumps on every change, for the server's push loop
         self._wake_seq = 0  # bumps on operator input (wakes ``wait``)
         self._pad_active = False
         self._listeners: list[Any] = []  # called on operator input (e.g. cut a paced step short)
-        self._last_input_ms: float | None = None
 
     # -- actor side ---------------------------------------------------------------------------
     def publish_frames(self, frames: dict[str, np.ndarray], stamp_s: float | None = None) -> None:
@@ -208,7 +209,6 @@ class ConsoleHub:
         else:
             self.page.keyboard.release(key)
         with self._lock:
-            self._last_input_ms = page_ms
             self._wake_seq += 1
             self._lock.notify_all()
         if down:  # a press, not each release, cuts a paced step short
@@ -219,23 +219,19 @@ class ConsoleHub:
         active = any(abs(a) > 0.05 for a in axes) or any(buttons)
         with self._lock:
             starting, self._pad_active = active and not self._pad_active, active
-            self._last_input_ms = page_ms
             self._wake_seq += 1
             self._lock.notify_all()
         if starting:  # the stick leaving rest, not its 30 Hz updates, cuts a step short
             self._notify()
 
-    def last_input_page_ms(self) -> float | None:
-        return self._last_input_ms
-
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             state = dict(self._state)
             state["charts"] = {
-                "success": list(self._history.success)[-self.config.history :],
-                "returns": list(self._history.returns)[-self.config.history :],
-                "interventions": list(self._history.interventions)[-self.config.history :],
-                "score": list(self._history.score)[-self.config.history :],
+                "success": list(self._history.success),
+                "returns": list(self._history.returns),
+                "interventions": list(self._history.interventions),
+                "score": list(self._history.score),
             }
             state["marks"] = len(self.marks)
             return state
