@@ -757,6 +757,20 @@ def _add_cameras(subparsers: argparse._SubParsersAction) -> None:
     pub.add_argument("--plaintext", action="store_true", help="loopback only, no CURVE")
     pub.add_argument("--duration", type=float, help="stop after this many seconds")
     pub.set_defaults(handler=_run_cameras_publish_twin)
+    mirror = actions.add_parser(
+        "mirror-twin", help="stream the cameras of a twin that runs behind a robot server"
+    )
+    mirror.add_argument("--task", default="reach", help="the robot server's task")
+    mirror.add_argument("--commands", default="tcp://127.0.0.1:5560", help="robot server ROUTER")
+    mirror.add_argument("--state", default="tcp://127.0.0.1:5561", help="robot server state PUB")
+    mirror.add_argument("--endpoint", default="tcp://127.0.0.1:5570", help="PUB endpoint")
+    mirror.add_argument("--size", type=int, default=128, help="square image side (default 128)")
+    mirror.add_argument("--fps", type=float, default=10.0)
+    mirror.add_argument("--keys", default="keys")
+    mirror.add_argument("--key", default="cameras")
+    mirror.add_argument("--plaintext", action="store_true", help="loopback only, no CURVE")
+    mirror.add_argument("--duration", type=float, help="stop after this many seconds")
+    mirror.set_defaults(handler=_run_cameras_mirror_twin)
     real = actions.add_parser("publish", help="stream RealSense cameras (one process per host)")
     real.add_argument("--camera", action="append", required=True, metavar="ID=SERIAL",
                       help="camera id and serial number, e.g. front=123456 (repeatable; "
@@ -772,6 +786,66 @@ def _add_cameras(subparsers: argparse._SubParsersAction) -> None:
     real.add_argument("--plaintext", action="store_true", help="loopback only, no CURVE")
     real.add_argument("--duration", type=float, help="stop after this many seconds")
     real.set_defaults(handler=_run_cameras_publish)
+
+
+def _run_cameras_mirror_twin(args: argparse.Namespace) -> int:
+    """Render the front and wrist cameras of the twin behind a robot server: a render-only mirror
+    follows the server's published joints and body poses (sim.mirror), frames go out stamped with
+    host time."""
+    import dataclasses
+
+    from robot_rl.envs.twin_env import TwinEnvConfig
+    from robot_rl.interfaces import Frame
+    from robot_rl.transport.camera_stream import CameraPublisher
+    from robot_rl.transport.robot_server import RobotClient, RobotEndpoints
+    from robot_rl.transport.security import SecurityConfig, SecurityError
+    from sim.cameras import DEFAULT_CAMERAS
+    from sim.mirror import TwinMirror
+    from sim.scene import SceneConfig
+
+    try:
+        TwinEnvConfig(task=args.task)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    specs = tuple(dataclasses.replace(c, width=args.size, height=args.size)
+                  for c in DEFAULT_CAMERAS)  # fmt: skip
+    security = SecurityConfig(keys_dir=args.keys, name=args.key, server_name="robot",
+                              plaintext=args.plaintext)  # fmt: skip
+    try:
+        client = RobotClient(RobotEndpoints(args.commands, args.state), security)
+        publisher = CameraPublisher(args.endpoint, SecurityConfig(
+            keys_dir=args.keys, name=args.key, plaintext=args.plaintext))  # fmt: skip
+    except (SecurityError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    mirror = TwinMirror(SceneConfig(task=args.task, cameras=specs))
+    print(f"cameras: mirroring the {args.task} twin at {args.state} on {publisher.endpoint}; "
+          "Ctrl-C stops", flush=True)  # fmt: skip
+    start, seq, published = time.monotonic(), 0, 0
+    try:
+        while args.duration is None or time.monotonic() - start < args.duration:
+            tick = time.monotonic()
+            try:
+                remote = client.latest(timeout_s=1.0)
+            except TimeoutError:
+                log.warning("cameras: no state from the robot server at %s yet", args.state)
+                continue
+            if remote.bodies is None:
+                raise CliError("the robot server sends no body poses: it is not a twin")
+            mirror.update(remote.state.q_rad, remote.state.gripper_width_m, remote.bodies)
+            stamp = time.monotonic()
+            for name, image in mirror.render().items():
+                publisher.publish(Frame(image, stamp, seq, name))
+                published += 1
+            seq += 1
+            time.sleep(max(0.0, 1.0 / args.fps - (time.monotonic() - tick)))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        mirror.close()
+        publisher.close()
+        client.close()
+    print(f"cameras: published {published} frames")
+    return 0
 
 
 def _run_cameras_publish(args: argparse.Namespace) -> int:

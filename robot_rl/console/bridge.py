@@ -98,9 +98,15 @@ class ConsoleBridge:
     def after_step(self, obs: dict[str, np.ndarray], policy_action: np.ndarray,
                    info: dict[str, Any], episode_return: float) -> None:  # fmt: skip
         frames = {k: v for k, v in obs.items() if getattr(v, "ndim", 0) == 3}
+        base = getattr(self.env, "unwrapped", self.env)
         if frames:
             self.hub.publish_frames(frames, info.get("frame_stamp_s", time.time()))
-        base = getattr(self.env, "unwrapped", self.env)
+        elif getattr(base, "cameras", None) is not None:  # camera streams the policy ignores
+            for camera in base.cameras.cameras:
+                received = base.cameras.latest(camera)
+                if received is not None:
+                    self.hub.publish_frames({camera: received.frame.image},
+                                            received.capture_wall_s)  # fmt: skip
         fields: dict[str, Any] = {"policy_action": policy_action, "episode_return": episode_return,
                                   "in_control": "operator" if info.get("intervened") else "policy",
                                   "operator_action": info["action"] if info.get("intervened")

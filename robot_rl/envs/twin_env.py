@@ -56,7 +56,8 @@ class RemoteRobotConfig:
     key: str = "actor-0"  # this client's key name
     server_key: str = "robot"
     plaintext: bool = False  # refused unless both endpoints are loopback
-    # Camera publishers for pixel observations (robot-rl cameras publish), and their key name.
+    # Camera publishers (robot-rl cameras publish / mirror-twin) and their key name: the pixel
+    # observations, or with obs "state" the operator console's views.
     camera_endpoints: tuple[str, ...] = ()
     cameras_key: str = "cameras"
 
@@ -357,7 +358,7 @@ def _remote_env(config: TwinEnvConfig) -> gym.Env:
                               plaintext=r.plaintext)  # fmt: skip
     client = RobotClient(RobotEndpoints(r.commands, r.state), security)
     cameras = None
-    if config.obs == "pixels":
+    if r.camera_endpoints:  # pixel observations; with obs "state", views for the console
         camera_security = dataclasses.replace(security, server_name=r.cameras_key)
         cameras = CameraSubscriber(list(r.camera_endpoints), camera_security, config.cameras)
     return RemoteEnv(config, client, cameras)

@@ -112,6 +112,12 @@ class SceneBackend:
     def features(self) -> np.ndarray:
         return np.asarray(self.scene.task.features(self.scene.twin), np.float64)
 
+    def body_poses(self) -> np.ndarray:
+        """(N, 7) poses of the scene's other bodies, for render-only mirrors (sim.mirror)."""
+        from sim.mirror import body_poses
+
+        return body_poses(self.scene.twin)
+
     def set_joint_target(self, q_rad: np.ndarray) -> None:
         self.scene.loop.set_joint_target(JointTarget(q_rad))
 
@@ -296,6 +302,9 @@ class RobotServer:
         features = getattr(self.backend, "features", None)
         if features is not None:
             arrays["features"] = features()
+        bodies = getattr(self.backend, "body_poses", None)
+        if bodies is not None:
+            arrays["bodies"] = bodies()
         meta = {
             "gripper_width_m": float(s.gripper_width_m),
             "command_age_s": float(s.command_age_s),
@@ -320,6 +329,7 @@ class RemoteState:
     features: np.ndarray | None
     received_s: float  # time.monotonic() on arrival
     seq: int
+    bodies: np.ndarray | None = None  # (N, 7) poses of a twin's other bodies (mirrors)
 
 
 class RobotClient:
@@ -438,7 +448,8 @@ class RobotClient:
             except (CodecError, KeyError, TypeError, ValueError) as exc:
                 log.warning("robot client: dropped a malformed state: %s", exc)
                 continue
-            remote = RemoteState(state, dict(m), a.get("features"), time.monotonic(), msg.seq)
+            remote = RemoteState(state, dict(m), a.get("features"), time.monotonic(), msg.seq,
+                                 a.get("bodies"))  # fmt: skip
             with self._cond:
                 self._latest = remote
                 self._cond.notify_all()

@@ -18,14 +18,18 @@ REACH = Path(__file__).parents[2] / "robot_rl" / "configs" / "reach_state.yaml"
 
 def session_file(tmp_path: Path, **extra: object) -> Path:
     commands, state = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    cameras = f"tcp://127.0.0.1:{free_port()}"
     config = {
         "train": str(REACH), "plaintext": True, "robot_server_task": "reach",
         "transitions": f"tcp://127.0.0.1:{free_port()}",
         "weights": f"tcp://127.0.0.1:{free_port()}",
         "robot_commands": commands, "robot_state": state, "health_timeout_s": 90,
+        "camera_processes": [f"mirror-twin --task reach --plaintext --size 64 --commands "
+                             f"{commands} --state {state} --endpoint {cameras}"],
         "set": [f"run_dir={tmp_path / 'runs'}", "name=s", "demos=2", "console.enabled=true",
                 "console.port=0", "interventions=false", "env.remote.plaintext=true",
-                f"env.remote.commands={commands}", f"env.remote.state={state}"],
+                f"env.remote.commands={commands}", f"env.remote.state={state}",
+                f"env.remote.camera_endpoints=[{cameras}]"],
         **extra,
     }  # fmt: skip
     path = tmp_path / "session.yaml"
@@ -37,11 +41,14 @@ def test_a_sim_session_starts_runs_and_stops_cleanly(tmp_path: Path, capsys) -> 
     assert cli.main(["session", "start", str(session_file(tmp_path)), "--duration", "8"]) == 0
     out = capsys.readouterr().out
     assert "operator console at http://127.0.0.1:" in out and "all parts are up" in out
-    assert "{'actor': 0, 'learner': 0, 'robot-server': 0}" in out  # each stopped on SIGINT
+    # Each part stopped on SIGINT, in reverse order.
+    assert "{'actor': 0, 'learner': 0, 'cameras-0': 0, 'robot-server': 0}" in out
     run = tmp_path / "runs" / "s"
     assert (run / "checkpoints" / "latest.pt").is_file()  # the learner saved on the way out
     assert list((run / "episodes").glob("episode_*.npz"))  # the actor's steps reached the disk
     assert "targets" in (run / "session" / "robot-server.log").read_text()
+    published = (run / "session" / "cameras-0.log").read_text()
+    assert "published" in published and "published 0 frames" not in published
 
 
 def test_a_part_that_fails_to_start_is_named_with_its_log(tmp_path: Path, capsys) -> None:
