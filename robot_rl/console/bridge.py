@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,13 +39,18 @@ class ConsoleBridge:
         self.record_next = False
         self.takeover_page_ms: float | None = None  # the newest take-over's page clock
 
-    def before_step(self, wait_s: float = 0.1) -> StepRequest:
-        """Apply pending controls; blocks (responsive to new controls) while paused or stopped."""
+    def before_step(
+        self, wait_s: float = 0.1, should_stop: Callable[[], bool] | None = None
+    ) -> StepRequest:
+        """Apply pending controls; blocks (responsive to new controls) while paused or stopped,
+        unless ``should_stop`` says the loop is ending."""
         request = StepRequest()
         while True:
             for control in self.hub.take_controls():
                 self._apply(control.name, control.page_ms, request)
             if not (self.paused or self.stopped) or request.reset or request.label:
+                break
+            if should_stop is not None and should_stop():
                 break
             self.hub.wait(wait_s)
         return request

@@ -223,7 +223,9 @@ class Actor:
             for step in range(steps):
                 if self._stop.is_set():
                     break
-                request = bridge.before_step() if bridge is not None else None
+                request = bridge.before_step(should_stop=self._stop.is_set) if bridge else None
+                if self._stop.is_set():
+                    break
                 if request is not None and request.reset:
                     self.link.end_episode()
                     obs, _ = self.wrapped.reset(seed=int(rng.integers(2**31 - 1)))

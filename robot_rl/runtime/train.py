@@ -245,7 +245,9 @@ class TrainingSession:
             total=cfg.env_steps, initial=self.counters.env_steps, desc="train", unit="step"
         ) as bar:
             while self.counters.env_steps < cfg.env_steps and not self._stop.is_set():
-                request = bridge.before_step() if bridge is not None else None
+                request = bridge.before_step(should_stop=self._stop.is_set) if bridge else None
+                if self._stop.is_set():  # asked to finish while paused or stopped
+                    break
                 if request is not None and request.reset:  # the operator restarts the episode
                     self.actor_link.end_episode()
                     episode_steps, episode_return, episode_interventions = 0, 0.0, 0
