@@ -142,8 +142,7 @@ def collect_teleop(
     import time
 
     from robot_rl.console.bridge import ConsoleBridge
-    from robot_rl.envs.twin_env import twist_to_action
-    from robot_rl.teleop.command import twist_speeds
+    from robot_rl.teleop.intervener import operator_action
 
     base = getattr(env, "unwrapped", env)
     cameras = list(base.config.cameras)
@@ -164,9 +163,7 @@ def collect_teleop(
                 success_since = step
             start = time.monotonic()
             command = device.read()
-            linear, angular = twist_speeds(command, teleop)
-            action = twist_to_action(base.config, base.reset_frame, linear, angular,
-                                     command.gripper)  # fmt: skip
+            action = operator_action(env, command, teleop)
             for camera in cameras:
                 frames[camera].append(obs[camera])
             labels.append(success_since is not None)

@@ -11,6 +11,7 @@ relabelled.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,16 @@ class DecisionConfig:
 class FiredSuccess:
     frame: int
     score: float
+
+
+def first_fire(probs: Sequence[float], config: DecisionConfig) -> int | None:
+    """Index of the frame where success first fires over one episode's probabilities (in step
+    order, clipped to [0, 1]); None if it never fires. Offline replays log nothing."""
+    state = SuccessDecision(config, log_fired=False)
+    for i, p in enumerate(probs):
+        if state.update(float(min(max(p, 0.0), 1.0))):
+            return i
+    return None
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rewards.dataset import FrameDataset
-from rewards.decision import DecisionConfig, SuccessDecision
+from rewards.decision import DecisionConfig, first_fire
 
 
 @dataclass(frozen=True)
@@ -34,13 +34,10 @@ def find_false_positives(
     for episode in np.unique(data.episode):
         index = np.flatnonzero(data.episode == episode)
         index = index[np.argsort(data.step[index], kind="stable")]
-        state = SuccessDecision(decision, log_fired=False)
-        for i in index:
-            if state.update(float(np.clip(probs[i], 0.0, 1.0))):
-                if not data.label[i]:
-                    episodes.append(int(episode))
-                    frames.append(int(i))
-                break
+        first = first_fire(probs[index], decision)
+        if first is not None and not data.label[index[first]]:
+            episodes.append(int(episode))
+            frames.append(int(index[first]))
     return FalsePositives(np.array(episodes, np.int64), np.array(frames, np.int64))
 
 

@@ -26,7 +26,7 @@ from rewards.calibration import (
     threshold_for_precision,
 )
 from rewards.dataset import FrameDataset
-from rewards.decision import DecisionConfig, SuccessDecision
+from rewards.decision import DecisionConfig, first_fire
 from rewards.probe import ProbeScorer
 from rewards.zero_shot import ZeroShotScorer
 
@@ -101,7 +101,7 @@ def evaluate(
         index = np.flatnonzero(episodes == episode)
         if steps is not None:
             index = index[np.argsort(np.asarray(steps)[index], kind="stable")]
-        first = _first_fire(probs[index], decision)
+        first = first_fire(probs[index], decision)
         if labels[index].any():
             found.append(first is not None and bool(labels[index][first]))
             premature.append(first is not None and not labels[index][first])
@@ -127,14 +127,6 @@ def evaluate(
         "tn": float((~fired & ~labels).sum()),
         "fn": float((~fired & labels).sum()),
     }
-
-
-def _first_fire(probs: np.ndarray, decision: DecisionConfig) -> int | None:
-    state = SuccessDecision(decision, log_fired=False)
-    for i, p in enumerate(probs):
-        if state.update(float(min(max(p, 0.0), 1.0))):
-            return i
-    return None
 
 
 def pr_curve_png(probs: np.ndarray, labels: np.ndarray, threshold: float, path: str | Path) -> Path:

@@ -30,6 +30,12 @@ class StepRequest:
     reset: bool = False  # end the episode now (unlabelled) and start a new one
 
 
+def episode_success(info: dict[str, Any]) -> bool:
+    """An ended episode's success: the operator's mark if there is one, else the env's."""
+    label = info.get("operator_label")
+    return label == "success" if label is not None else bool(info.get("success", False))
+
+
 class ConsoleBridge:
     def __init__(self, hub: ConsoleHub, env: Any, operator: TeleopIntervener | None = None) -> None:
         self.hub, self.env, self.operator = hub, env, operator
@@ -93,13 +99,16 @@ class ConsoleBridge:
             self.operator.request("take")
         self.hub.update(recording=self.recording)
 
-    def end_demo(self) -> bool:
-        """At an episode's end: True if it was a demo (the operator hands back)."""
-        was = self.recording
-        if was and self.operator is not None:
+    def end_episode(self, info: dict[str, Any], episode_return: float, interventions: int,
+                    steps: int) -> bool:  # fmt: skip
+        """At an episode's end: record it on the console, end a demo (the operator hands back);
+        returns its success, the operator's mark first, else the env's."""
+        success = episode_success(info)
+        self.hub.end_episode(success, episode_return, interventions / max(1, steps))
+        if self.recording and self.operator is not None:
             self.operator.request("release")
         self.recording = False
-        return was
+        return success
 
     def after_step(self, obs: dict[str, np.ndarray], policy_action: np.ndarray,
                    info: dict[str, Any], episode_return: float) -> None:  # fmt: skip

@@ -203,7 +203,7 @@ class ConsoleHub:
             self._lock.notify_all()
         self._notify()
 
-    def key(self, key: str, down: bool, page_ms: float | None = None) -> None:
+    def key(self, key: str, down: bool) -> None:
         if down:
             self.page.keyboard.press(key)
         else:
@@ -214,7 +214,7 @@ class ConsoleHub:
         if down:  # a press, not each release, cuts a paced step short
             self._notify()
 
-    def gamepad(self, axes: list[float], buttons: list[bool], page_ms: float | None = None) -> None:
+    def gamepad(self, axes: list[float], buttons: list[bool]) -> None:
         self.page.set_gamepad(axes, buttons)
         active = any(abs(a) > 0.05 for a in axes) or any(buttons)
         with self._lock:

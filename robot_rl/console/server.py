@@ -185,11 +185,11 @@ class ConsoleServer:
             if kind == "control":
                 self.hub.control(str(msg["name"]), page_ms)
             elif kind == "key":
-                self.hub.key(str(msg["key"])[:32], bool(msg["down"]), page_ms)
+                self.hub.key(str(msg["key"])[:32], bool(msg["down"]))
             elif kind == "gamepad":
                 axes = [float(a) for a in msg["axes"][:8]]
                 buttons = [bool(b) for b in msg["buttons"][:16]]
-                self.hub.gamepad(axes, buttons, page_ms)
+                self.hub.gamepad(axes, buttons)
             elif kind == "latency":
                 ms = float(msg["ms"])
                 if 0.0 <= ms < 60_000:

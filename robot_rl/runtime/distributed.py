@@ -28,7 +28,7 @@ import yaml
 from robot_rl.agents.checkpoint import load_checkpoint, save_checkpoint
 from robot_rl.agents.sac import SACAgent
 from robot_rl.config import to_dict
-from robot_rl.console.bridge import operator_setup
+from robot_rl.console.bridge import episode_success, operator_setup
 from robot_rl.data.episodes import load_episodes
 from robot_rl.data.mixing import route
 from robot_rl.data.replay import ReplayBuffer
@@ -249,13 +249,11 @@ class Actor:
                                    **self.link.learner_health)  # fmt: skip
                 if terminated or truncated:
                     self.episodes += 1
-                    label = info.get("operator_label")
-                    success = label == "success" or (label is None and bool(info["success"]))
-                    self.successes.append(float(success))
+                    success = episode_success(info)
                     if bridge is not None:
-                        hub.end_episode(success, episode_return,
-                                        episode_interventions / episode_steps)  # fmt: skip
-                        bridge.end_demo()
+                        bridge.end_episode(info, episode_return, episode_interventions,
+                                           episode_steps)  # fmt: skip
+                    self.successes.append(float(success))
                     log.info("actor: episode %d %s; weights v%d (%.1f s old); %d steps held",
                              self.episodes, "success" if success else "failure",
                              self.link.weights_version, self.link.weights_age_s,

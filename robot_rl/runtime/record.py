@@ -91,9 +91,8 @@ def record_teleop_demos(
     so a person can drive the twin (which would otherwise run faster than real time).
     """
     from robot_rl.console.bridge import ConsoleBridge
-    from robot_rl.envs.twin_env import twist_to_action
     from robot_rl.runtime.loops import apply_label
-    from robot_rl.teleop.command import twist_speeds
+    from robot_rl.teleop.intervener import operator_action
 
     out_dir.mkdir(parents=True, exist_ok=True)
     base = getattr(env, "unwrapped", env)
@@ -117,9 +116,7 @@ def record_teleop_demos(
                 break
             start = time.monotonic()
             command = device.read()
-            linear, angular = twist_speeds(command, teleop)
-            action = twist_to_action(base.config, base.reset_frame, linear, angular,
-                                     command.gripper)  # fmt: skip
+            action = operator_action(env, command, teleop)
             next_obs, reward, terminated, truncated, info = env.step(action)
             label = request.label if request is not None else None
             reward, terminated, truncated = apply_label(label, reward, terminated, truncated, info)

@@ -282,11 +282,8 @@ class TrainingSession:
                 if terminated or truncated:
                     self._end_episode(info, episode_return, episode_interventions, episode_steps)
                     if bridge is not None:
-                        label = info.get("operator_label")
-                        success = label == "success" or (label is None and info["success"])
-                        self.hub.end_episode(success, episode_return,
-                                             episode_interventions / episode_steps)  # fmt: skip
-                        bridge.end_demo()
+                        bridge.end_episode(info, episode_return, episode_interventions,
+                                           episode_steps)  # fmt: skip
                     episode_steps, episode_return, episode_interventions = 0, 0.0, 0
                     obs, _ = env.reset(seed=int(rng.integers(2**31 - 1)))
                     if bridge is not None:

@@ -49,6 +49,14 @@ def open_device(config: TeleopConfig, page: TeleopDevice | None = None) -> Teleo
     raise DeviceNotFoundError(f"teleop device {config.device!r} cannot be opened here")
 
 
+def operator_action(env: Any, command: TeleopCommand, config: TeleopConfig) -> np.ndarray:
+    """The env action that moves at ``command``'s twist for one policy period (in the episode's
+    reset frame and action units); works for the twin and the remote env alike."""
+    base = getattr(env, "unwrapped", env)
+    linear, angular = twist_speeds(command, config)
+    return twist_to_action(base.config, base.reset_frame, linear, angular, command.gripper)
+
+
 class TeleopIntervener:
     """See the module docstring. ``in_control`` and ``last_command`` are for the console."""
 
@@ -83,10 +91,7 @@ class TeleopIntervener:
         if not self.in_control:
             self.last_action = None
             return None
-        linear, angular = twist_speeds(command, self.config)
-        env = env.unwrapped if hasattr(env, "unwrapped") else env
-        self.last_action = twist_to_action(env.config, env.reset_frame, linear, angular,
-                                           command.gripper)  # fmt: skip
+        self.last_action = operator_action(env, command, self.config)
         return self.last_action
 
 

@@ -74,8 +74,11 @@ class SceneBackend:
     """A ``sim.scene.TwinScene`` as a backend: reset re-randomizes the task from a seed."""
 
     def __init__(self, scene: Any) -> None:
+        from sim.mirror import body_poses  # resolved once: state goes out at 200 Hz
+
         self.scene = scene
         self.period_s = scene.config.twin.period_s
+        self._body_poses = body_poses
 
     def tick(self) -> Any:
         return self.scene.loop.tick()
@@ -114,9 +117,7 @@ class SceneBackend:
 
     def body_poses(self) -> np.ndarray:
         """(N, 7) poses of the scene's other bodies, for render-only mirrors (sim.mirror)."""
-        from sim.mirror import body_poses
-
-        return body_poses(self.scene.twin)
+        return self._body_poses(self.scene.twin)
 
     def set_joint_target(self, q_rad: np.ndarray) -> None:
         self.scene.loop.set_joint_target(JointTarget(q_rad))
