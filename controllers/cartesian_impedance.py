@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from robot_rl.controllers.gains import CartesianGains
+from robot_rl.controllers.rotations import orientation_error
 
-from controllers.gains import CartesianGains
-from controllers.rotations import orientation_error
 from robot_rl.interfaces import RobotModel, RobotState
 
 # Regularization added to J M^-1 J^T before inversion so Lambda stays bounded near singularities.

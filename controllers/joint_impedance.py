@@ -7,8 +7,8 @@ damping_ratio 1 is critical against each joint's own inertia. Gravity is left to
 from __future__ import annotations
 
 import numpy as np
+from robot_rl.controllers.gains import DampingGains, JointGains
 
-from controllers.gains import DampingGains, JointGains
 from robot_rl.interfaces import RobotModel, RobotState
 
 

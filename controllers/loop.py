@@ -16,25 +16,25 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-
-from controllers.cartesian_impedance import cartesian_impedance_torque
-from controllers.gains import CartesianGains, JointGains
-from controllers.joint_impedance import damping_torque, joint_impedance_torque
-from controllers.reference import (
+from robot_rl.controllers.cartesian_impedance import cartesian_impedance_torque
+from robot_rl.controllers.gains import CartesianGains, JointGains
+from robot_rl.controllers.joint_impedance import damping_torque, joint_impedance_torque
+from robot_rl.controllers.reference import (
     CartesianReferenceGenerator,
     JointReferenceGenerator,
     ReferenceConfig,
 )
-from controllers.targets import (
+from robot_rl.controllers.targets import (
     CartesianTarget,
     InvalidTargetError,
     JointTarget,
     validate_cartesian_target,
     validate_joint_target,
 )
-from controllers.telemetry import TelemetryRing
-from controllers.torque_safety import SafetyConfig, TorqueSafety
-from controllers.watchdog import ControlMode, WatchdogConfig, watchdog_mode
+from robot_rl.controllers.telemetry import TelemetryRing
+from robot_rl.controllers.torque_safety import SafetyConfig, TorqueSafety
+from robot_rl.controllers.watchdog import ControlMode, WatchdogConfig, watchdog_mode
+
 from robot_rl.interfaces import LockstepRobot, Robot, RobotState
 
 log = logging.getLogger(__name__)

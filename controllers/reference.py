@@ -1,6 +1,6 @@
 """Reference pipeline: validated targets at 10-100 Hz -> a smooth 1 kHz reference with velocity.
 
-Stages after validation (``controllers.targets``):
+Stages after validation (``robot_rl.controllers.targets``):
 1. clip the target to the workspace box (position) and to bounds on the rotation away from a nominal
    orientation (rotation vector in the nominal frame, so no Euler-angle singularities);
    a position further than ``reject_margin_m`` outside the box is rejected as out of range;
@@ -19,11 +19,10 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from controllers.cartesian_impedance import CartesianReference
-from controllers.gains import CartesianGains
-from controllers.rotations import quat_conj, quat_exp, quat_log, quat_mul
-from controllers.targets import CartesianTarget, InvalidTargetError
+from robot_rl.controllers.cartesian_impedance import CartesianReference
+from robot_rl.controllers.gains import CartesianGains
+from robot_rl.controllers.rotations import quat_conj, quat_exp, quat_log, quat_mul
+from robot_rl.controllers.targets import CartesianTarget, InvalidTargetError
 
 # Nominal orientation: tool z axis pointing down (rotation of pi about base x).
 GRIPPER_DOWN_QUAT_XYZW = (1.0, 0.0, 0.0, 0.0)

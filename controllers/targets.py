@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from controllers.gains import CartesianGains
+from robot_rl.controllers.gains import CartesianGains
 
 QUAT_NORM_TOLERANCE = 1e-3
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from robot_rl.controllers.gains import DampingGains
+from robot_rl.controllers.joint_impedance import damping_torque
 
-from controllers.gains import DampingGains
-from controllers.joint_impedance import damping_torque
 from robot_rl.interfaces import ArmLimits
 
 # Bits of SafetyFlags.bits, per tick.

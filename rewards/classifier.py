@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the torch idiom
+from robot_rl.rewards.calibration import fit_temperature, split_by_episode, threshold_for_precision
+from robot_rl.rewards.dataset import FrameDataset
 from torch import nn
 
-from rewards.calibration import fit_temperature, split_by_episode, threshold_for_precision
-from rewards.dataset import FrameDataset
 from robot_rl.agents.encoders import (
     ImageEncoder,
     load_backbone_weights,
@@ -237,7 +237,7 @@ def train_classifier(
         log.warning("calibration episodes hold one class only: temperature left at 1")
     probs = torch.sigmoid(calib_logits / model.temperature).numpy()
     model.threshold = threshold_for_precision(probs, calib_y, train.target_precision)
-    from rewards.training import evaluate
+    from robot_rl.rewards.training import evaluate
 
     report = evaluate(probs, calib_y, data.episode[calib_mask], model.threshold)
     report.update(

@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from robot_rl.controllers.reference import Workspace
+from robot_rl.controllers.targets import CartesianTarget
 from tqdm import tqdm
-
-from controllers.reference import Workspace
-from controllers.targets import CartesianTarget
 
 
 @dataclass
@@ -84,8 +83,8 @@ def collect_twin(
     miss_m: float = 0.04,
 ) -> FrameDataset:
     """Frames of ``episodes`` twin episodes labelled by the success predicate (see module doc)."""
-    from sim.cameras import DEFAULT_CAMERAS
-    from sim.scene import SceneConfig, TwinScene
+    from robot_rl.sim.cameras import DEFAULT_CAMERAS
+    from robot_rl.sim.scene import SceneConfig, TwinScene
 
     specs = tuple(dataclasses.replace(c, width=size, height=size) for c in DEFAULT_CAMERAS
                   if c.camera_id in cameras)  # fmt: skip

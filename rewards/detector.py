@@ -16,9 +16,8 @@ from typing import Protocol
 
 import numpy as np
 import torch
-
-from rewards.backbone import ClipBackbone
-from rewards.decision import DecisionConfig, SuccessDecision
+from robot_rl.rewards.backbone import ClipBackbone
+from robot_rl.rewards.decision import DecisionConfig, SuccessDecision
 
 
 class EmbeddingScorer(Protocol):
@@ -98,12 +97,12 @@ def load_detector(
     ``decision``, success fires after ``k`` frames at or above the model's threshold."""
     path = Path(path)
     if path.is_dir():
-        from rewards.classifier import FrameClassifier
+        from robot_rl.rewards.classifier import FrameClassifier
 
         scorer: FrameScorer = FrameClassifier.load(path)
     elif path.is_file():
-        from rewards.backbone import load_backbone
-        from rewards.probe import ProbeScorer
+        from robot_rl.rewards.backbone import load_backbone
+        from robot_rl.rewards.probe import ProbeScorer
 
         probe = ProbeScorer.load(path)
         source = backbone or probe.backbone

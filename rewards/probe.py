@@ -4,7 +4,7 @@ image embeddings of one or more cameras (concatenated in a fixed camera order).
 It starts from the zero-shot prompt direction (goal minus baseline text embedding, per camera), so
 with no labels it already ranks frames like the zero-shot scorer, and is then fit on 10-200
 labelled frames with class weights (positives are rare) by L-BFGS: about a second on a CPU. A
-temperature (``rewards.calibration``) is fit afterwards on held-out episodes.
+temperature (``robot_rl.rewards.calibration``) is fit afterwards on held-out episodes.
 """
 
 from __future__ import annotations

@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from rewards.dataset import FrameDataset
-from rewards.decision import DecisionConfig, first_fire
+from robot_rl.rewards.dataset import FrameDataset
+from robot_rl.rewards.decision import DecisionConfig, first_fire
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Train and judge a few-shot probe on a labelled frame dataset (``rewards.dataset``).
+"""Train and judge a few-shot probe on a labelled frame dataset (``robot_rl.rewards.dataset``).
 
 ``train_probe``: split by episode, at most ``max_positives`` positive training frames, embed
 every camera, fit the probe from the prompt direction, fit its temperature on the held-out
@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from rewards.backbone import ClipBackbone
-from rewards.calibration import (
+from robot_rl.rewards.backbone import ClipBackbone
+from robot_rl.rewards.calibration import (
     auroc,
     expected_calibration_error,
     fit_temperature,
@@ -25,10 +24,10 @@ from rewards.calibration import (
     split_by_episode,
     threshold_for_precision,
 )
-from rewards.dataset import FrameDataset
-from rewards.decision import DecisionConfig, first_fire
-from rewards.probe import ProbeScorer
-from rewards.zero_shot import ZeroShotScorer
+from robot_rl.rewards.dataset import FrameDataset
+from robot_rl.rewards.decision import DecisionConfig, first_fire
+from robot_rl.rewards.probe import ProbeScorer
+from robot_rl.rewards.zero_shot import ZeroShotScorer
 
 
 def embed_dataset(

@@ -18,8 +18,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the torch idiom
-
-from rewards.backbone import ClipBackbone
+from robot_rl.rewards.backbone import ClipBackbone
 
 
 def projection(goal: torch.Tensor, baseline: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -288,10 +288,10 @@ def _run_cameras_publish_twin(args: argparse.Namespace) -> int:
     import dataclasses
 
     from robot_rl.envs.twin_env import TwinEnvConfig
+    from robot_rl.sim.cameras import DEFAULT_CAMERAS
+    from robot_rl.sim.scene import SceneConfig, TwinScene
     from robot_rl.transport.camera_stream import CameraPublisher
     from robot_rl.transport.security import SecurityConfig, SecurityError
-    from sim.cameras import DEFAULT_CAMERAS
-    from sim.scene import SceneConfig, TwinScene
 
     try:
         TwinEnvConfig(task=args.task)
@@ -435,9 +435,9 @@ def _add_robot_server(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_robot_server(args: argparse.Namespace) -> int:
     from robot_rl.envs.twin_env import TwinEnvConfig
+    from robot_rl.sim.scene import SceneConfig, TwinScene
     from robot_rl.transport.robot_server import RobotEndpoints, RobotServer, SceneBackend
     from robot_rl.transport.security import SecurityConfig, SecurityError
-    from sim.scene import SceneConfig, TwinScene
 
     try:
         TwinEnvConfig(task=args.task)  # names the known tasks if this one is not
@@ -530,7 +530,7 @@ def _add_reward(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_reward_collect(args: argparse.Namespace) -> int:
-    from rewards.dataset import collect_twin
+    from robot_rl.rewards.dataset import collect_twin
 
     if args.episodes < 2:
         raise CliError(f"--episodes={args.episodes}; need at least 2 (successes and failures)")
@@ -550,11 +550,11 @@ def _reward_collect_teleop(args: argparse.Namespace) -> int:
     """Frames labelled by the operator's console marks while they drive (sim or a robot)."""
     import dataclasses
 
-    from rewards.dataset import collect_teleop
     from robot_rl.config import ConfigError, load_config
     from robot_rl.console.bridge import operator_setup
     from robot_rl.console.server import ConsoleConfig
     from robot_rl.envs.twin_env import TwinEnvConfig, make_env
+    from robot_rl.rewards.dataset import collect_teleop
     from robot_rl.runtime.train import TrainConfig
     from robot_rl.teleop.command import DeviceNotFoundError, TeleopConfig
 
@@ -587,7 +587,7 @@ def _reward_collect_teleop(args: argparse.Namespace) -> int:
 
 
 def _load_dataset(path: Path) -> Any:
-    from rewards.dataset import FrameDataset
+    from robot_rl.rewards.dataset import FrameDataset
 
     try:
         return FrameDataset.load(path)
@@ -597,10 +597,10 @@ def _load_dataset(path: Path) -> Any:
 
 def _load_reward_scorer(args: argparse.Namespace, cameras: list[str]) -> Any:
     """The trained model named by --model, as a frame scorer."""
-    from rewards.backbone import MissingWeightsError, load_backbone
-    from rewards.classifier import FrameClassifier
-    from rewards.detector import EmbeddingFrameScorer
-    from rewards.probe import ProbeScorer
+    from robot_rl.rewards.backbone import MissingWeightsError, load_backbone
+    from robot_rl.rewards.classifier import FrameClassifier
+    from robot_rl.rewards.detector import EmbeddingFrameScorer
+    from robot_rl.rewards.probe import ProbeScorer
 
     try:
         if args.model.is_dir():
@@ -618,9 +618,9 @@ def _load_reward_scorer(args: argparse.Namespace, cameras: list[str]) -> Any:
 def _fit_reward_model(args: argparse.Namespace, data: Any, kind: str, out: Path,
                       classifier_config: Any = None) -> dict:  # fmt: skip
     """Fit a probe or classifier on ``data``, save it to ``out``; the held-out report."""
-    from rewards.backbone import MissingWeightsError, load_backbone
-    from rewards.classifier import ClassifierConfig, TrainConfig, train_classifier
-    from rewards.training import train_probe
+    from robot_rl.rewards.backbone import MissingWeightsError, load_backbone
+    from robot_rl.rewards.classifier import ClassifierConfig, TrainConfig, train_classifier
+    from robot_rl.rewards.training import train_probe
 
     cameras = list(data.meta.get("cameras") or sorted(data.frames))
     precision = getattr(args, "precision", 0.99)
@@ -662,7 +662,7 @@ def _run_reward_train(args: argparse.Namespace) -> int:
 
 
 def _score_dataset(args: argparse.Namespace, data: Any) -> tuple[Any, Any]:
-    from rewards.decision import DecisionConfig
+    from robot_rl.rewards.decision import DecisionConfig
 
     scorer = _load_reward_scorer(args, list(data.meta.get("cameras") or sorted(data.frames)))
     try:
@@ -674,7 +674,7 @@ def _score_dataset(args: argparse.Namespace, data: Any) -> tuple[Any, Any]:
 
 
 def _run_reward_eval(args: argparse.Namespace) -> int:
-    from rewards.training import evaluate, pr_curve_png
+    from robot_rl.rewards.training import evaluate, pr_curve_png
 
     data = _load_dataset(args.data)
     scorer, (probs, decision) = _score_dataset(args, data)
@@ -688,8 +688,8 @@ def _run_reward_eval(args: argparse.Namespace) -> int:
 
 
 def _run_reward_relabel(args: argparse.Namespace) -> int:
-    from rewards.relabel import add_false_positives
-    from rewards.training import evaluate
+    from robot_rl.rewards.relabel import add_false_positives
+    from robot_rl.rewards.training import evaluate
 
     base, new = _load_dataset(args.data), _load_dataset(args.new)
     scorer, (probs, decision) = _score_dataset(args, new)
@@ -796,12 +796,12 @@ def _run_cameras_mirror_twin(args: argparse.Namespace) -> int:
 
     from robot_rl.envs.twin_env import TwinEnvConfig
     from robot_rl.interfaces import Frame
+    from robot_rl.sim.cameras import DEFAULT_CAMERAS
+    from robot_rl.sim.mirror import TwinMirror
+    from robot_rl.sim.scene import SceneConfig
     from robot_rl.transport.camera_stream import CameraPublisher
     from robot_rl.transport.robot_server import RobotClient, RobotEndpoints
     from robot_rl.transport.security import SecurityConfig, SecurityError
-    from sim.cameras import DEFAULT_CAMERAS
-    from sim.mirror import TwinMirror
-    from sim.scene import SceneConfig
 
     try:
         TwinEnvConfig(task=args.task)
@@ -850,7 +850,7 @@ def _run_cameras_mirror_twin(args: argparse.Namespace) -> int:
 
 def _run_cameras_publish(args: argparse.Namespace) -> int:
     """RealSense cameras as a stream source: each camera's newest frame, published as it comes."""
-    from hardware.realsense import CameraUnavailableError, RealSenseCamera, RealSenseConfig
+    from robot_rl.hardware.realsense import CameraUnavailableError, RealSenseCamera, RealSenseConfig
     from robot_rl.transport.camera_stream import CameraPublisher
     from robot_rl.transport.security import SecurityConfig, SecurityError
 
@@ -896,7 +896,7 @@ def _run_cameras_publish(args: argparse.Namespace) -> int:
 
 
 def _run_cameras_list(args: argparse.Namespace) -> int:
-    from hardware import realsense
+    from robot_rl.hardware import realsense
 
     try:
         devices = realsense.list_devices(realsense.load_backend())

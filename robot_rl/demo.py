@@ -12,8 +12,8 @@ import time
 import numpy as np
 
 from robot_rl.interfaces import PANDA_LIMITS
-from sim.scene import SceneConfig, TwinScene
-from sim.tasks import TASKS
+from robot_rl.sim.scene import SceneConfig, TwinScene
+from robot_rl.sim.tasks import TASKS
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pybullet
+from robot_rl.sim.twin import PandaTwin
 
 from robot_rl.interfaces import Frame
-from sim.twin import PandaTwin
 
 
 @dataclass(frozen=True)

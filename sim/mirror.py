@@ -11,9 +11,8 @@ publishes (``body_poses``). Physics never steps in the mirror.
 from __future__ import annotations
 
 import numpy as np
-
-from sim.scene import SceneConfig, TwinScene
-from sim.twin import PandaTwin
+from robot_rl.sim.scene import SceneConfig, TwinScene
+from robot_rl.sim.twin import PandaTwin
 
 
 def body_poses(twin: PandaTwin) -> np.ndarray:

@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from robot_rl.controllers.loop import ControlLoop, LoopConfig
+from robot_rl.controllers.targets import CartesianTarget
+from robot_rl.sim.cameras import DEFAULT_CAMERAS, CameraSpec, SimCamera
+from robot_rl.sim.tasks import GripperAction, Task, make_task
+from robot_rl.sim.twin import PandaTwin, TwinConfig
 
-from controllers.loop import ControlLoop, LoopConfig
-from controllers.targets import CartesianTarget
 from robot_rl.interfaces import Frame, RobotState
-from sim.cameras import DEFAULT_CAMERAS, CameraSpec, SimCamera
-from sim.tasks import GripperAction, Task, make_task
-from sim.twin import PandaTwin, TwinConfig
 
 GRIPPER_OPEN_WIDTH_M = 0.08
 GRIPPER_SPEED_M_S = 0.1

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pybullet
 from pybullet_utils import bullet_client
+from robot_rl.sim import quiet_c_stdout
+from robot_rl.sim.faults import FaultConfig, FaultyChannel
+from robot_rl.sim.panda_description import panda_urdf_path
 
 from robot_rl.interfaces import PANDA_LIMITS, ArmLimits, RobotModel, RobotState
-from sim import quiet_c_stdout
-from sim.faults import FaultConfig, FaultyChannel
-from sim.panda_description import panda_urdf_path
 
 ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
 FINGER_JOINTS = ("panda_finger_joint1", "panda_finger_joint2")

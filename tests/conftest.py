@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import settings
-
-from sim.twin import READY_Q_RAD, PandaTwin
+from robot_rl.sim.twin import READY_Q_RAD, PandaTwin
 
 # No example database: it would write an untracked .hypothesis/ folder into the checkout. No
 # deadline: the suite shares a loaded 2-core machine, so per-example wall time means nothing.

@@ -6,9 +6,10 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from robot_rl.sim.scene import SceneConfig, TwinScene
+
 from robot_rl.transport.robot_server import RobotClient, RobotEndpoints, RobotServer, SceneBackend
 from robot_rl.transport.security import SecurityConfig
-from sim.scene import SceneConfig, TwinScene
 
 PLAIN = SecurityConfig(plaintext=True)
 

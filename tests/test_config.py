@@ -8,9 +8,9 @@ from typing import Literal
 
 import numpy as np
 import pytest
+from robot_rl.sim.scene import SceneConfig
 
 from robot_rl.config import ConfigError, load_config, to_dict
-from sim.scene import SceneConfig
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | s
     from robot_rl.console.server import ConsoleConfig
     from robot_rl.envs.remote_env import RemoteEnv
     from robot_rl.envs.twin_env import TwinEnvConfig
+    from robot_rl.sim.scene import SceneConfig, TwinScene
     from robot_rl.teleop.command import TeleopConfig
     from robot_rl.transport.camera_stream import CameraSubscriber
     from robot_rl.transport.robot_server import (
@@ -46,7 +47,6 @@ def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | s
         SceneBackend,
     )
     from robot_rl.transport.security import SecurityConfig
-    from sim.scene import SceneConfig, TwinScene
 
     rng = np.random.default_rng(seed)
     presses = 8 if quick else 40

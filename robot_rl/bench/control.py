@@ -30,13 +30,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controllers.loop import ControlLoop, LoopConfig
-from controllers.reference import GRIPPER_DOWN_QUAT_XYZW
-from controllers.rotations import quat_angle_between, quat_from_euler_xyz, quat_mul
-from controllers.targets import CartesianTarget
-from controllers.watchdog import ControlMode
+from robot_rl.controllers.loop import ControlLoop, LoopConfig
+from robot_rl.controllers.reference import GRIPPER_DOWN_QUAT_XYZW
+from robot_rl.controllers.rotations import quat_angle_between, quat_from_euler_xyz, quat_mul
+from robot_rl.controllers.targets import CartesianTarget
+from robot_rl.controllers.watchdog import ControlMode
 from robot_rl.interfaces import ArmLimits, RobotModel, RobotState
-from sim.twin import PandaTwin, TwinConfig
+from robot_rl.sim.twin import PandaTwin, TwinConfig
 
 Progress = Callable[[str], None]
 

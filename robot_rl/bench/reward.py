@@ -41,14 +41,14 @@ WORSE_IS_HIGHER = ("ece", "episode_false_success_rate", "episode_premature_rate"
 
 
 def _collect_to(path: str, task: str, episodes: int, seed: int) -> str:
-    from rewards.dataset import collect_twin
+    from robot_rl.rewards.dataset import collect_twin
 
     collect_twin(task, episodes, seed=seed).save(path)
     return path
 
 
 def _datasets(episodes: int, seed: int, cache: Path, parallel: bool) -> dict:
-    from rewards.dataset import FrameDataset
+    from robot_rl.rewards.dataset import FrameDataset
 
     cache.mkdir(parents=True, exist_ok=True)
     paths = {t: cache / f"{t}_e{episodes}_s{seed}.npz" for t in TASKS}
@@ -79,8 +79,8 @@ def _clip_latency(repeats: int) -> dict[str, float]:
     """ViT-B-32 (random weights, timing only) on two cameras, and a probe head on its output."""
     import open_clip
 
-    from rewards.backbone import ClipBackbone, Preprocess
-    from rewards.probe import ProbeScorer
+    from robot_rl.rewards.backbone import ClipBackbone, Preprocess
+    from robot_rl.rewards.probe import ProbeScorer
 
     model = open_clip.create_model("ViT-B-32", pretrained=None)
     backbone = ClipBackbone(model, None, Preprocess.from_config({}, 224), "ViT-B-32 (random)")
@@ -101,10 +101,10 @@ def _clip_latency(repeats: int) -> dict[str, float]:
 def run_reward_bench(
     seed: int = 0, quick: bool = False, steps: int | None = None, run_dir: str | None = None
 ) -> dict[str, float | str]:
-    from rewards.calibration import split_by_episode
-    from rewards.classifier import ClassifierConfig, TrainConfig, train_classifier
-    from rewards.decision import DecisionConfig
-    from rewards.training import evaluate
+    from robot_rl.rewards.calibration import split_by_episode
+    from robot_rl.rewards.classifier import ClassifierConfig, TrainConfig, train_classifier
+    from robot_rl.rewards.decision import DecisionConfig
+    from robot_rl.rewards.training import evaluate
 
     episodes = 6 if quick else 120
     train_steps = steps or (60 if quick else 1500)

@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 
 from robot_rl.envs.twin_env import TwinEnv
-from sim.tasks import Expert
+from robot_rl.sim.tasks import Expert
 
 
 class Intervener(Protocol):

@@ -33,9 +33,9 @@ from robot_rl.envs.twin_env import (
     state_vector,
 )
 from robot_rl.interfaces import RobotState
+from robot_rl.sim.tasks import make_task
 from robot_rl.transport.camera_stream import CameraSubscriber
 from robot_rl.transport.robot_server import RemoteState, RobotClient
-from sim.tasks import make_task
 
 
 class RemoteEnv(gym.Env):

@@ -31,15 +31,15 @@ from typing import Any, ClassVar, Literal, Protocol
 import gymnasium as gym
 import numpy as np
 
-from controllers.rotations import orientation_error, quat_exp, quat_mul, quat_to_matrix
-from controllers.targets import CartesianTarget
 from robot_rl.agents.gripper import gripper_value_to_index
+from robot_rl.controllers.rotations import orientation_error, quat_exp, quat_mul, quat_to_matrix
+from robot_rl.controllers.targets import CartesianTarget
 from robot_rl.data.batch import STATE_KEY
 from robot_rl.interfaces import RobotState
-from sim.cameras import DEFAULT_CAMERAS
-from sim.scene import SceneConfig, TwinScene
-from sim.tasks import TASKS, GripperAction
-from sim.tasks.base import ExpertAction
+from robot_rl.sim.cameras import DEFAULT_CAMERAS
+from robot_rl.sim.scene import SceneConfig, TwinScene
+from robot_rl.sim.tasks import TASKS, GripperAction
+from robot_rl.sim.tasks.base import ExpertAction
 
 GRIPPER_ACTIONS: tuple[GripperAction, ...] = ("close", None, "open")  # by discrete index
 PROPRIO_DIM = 3 + 3 + 6 + 1
@@ -109,7 +109,7 @@ RewardFn = Callable[["TwinEnv"], float]
 
 
 class Detector(Protocol):
-    """A success detector (``rewards.detector.SuccessDetector``) as the env uses it."""
+    """A success detector (``robot_rl.rewards.detector.SuccessDetector``) as the env uses it."""
 
     def reset(self) -> None: ...
 
@@ -335,7 +335,7 @@ def make_env(config: TwinEnvConfig, reward_fn: RewardFn = success_reward) -> Twi
         return _remote_env(config)
     detector = None
     if config.reward_model:
-        from rewards.detector import load_detector
+        from robot_rl.rewards.detector import load_detector
 
         detector = load_detector(config.reward_model, k=config.reward_k)
     return TwinEnv(config, reward_fn, detector)

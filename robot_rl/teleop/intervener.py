@@ -32,11 +32,11 @@ def open_device(config: TeleopConfig, page: TeleopDevice | None = None) -> Teleo
     """The device ``config.device`` names; "keyboard" and "console" read the console page
     (``page``). DeviceNotFoundError with what to do when it is not there."""
     if config.device == "spacemouse":
-        from hardware.spacemouse import SpaceMouse
+        from robot_rl.hardware.spacemouse import SpaceMouse
 
         return SpaceMouse(config)
     if config.device == "gamepad":
-        from hardware.gamepad import Gamepad
+        from robot_rl.hardware.gamepad import Gamepad
 
         return Gamepad(config)
     if config.device in ("keyboard", "console"):

@@ -19,7 +19,7 @@ Server (one thread owns the robot; nothing else touches it):
 
 State message ("robot_state") arrays: q, dq, tau (7), ee_pos (3), ee_quat (4, xyzw), ee_twist
 (6), and on a sim backend ``features`` (the task's); meta: gripper_width_m, command_age_s,
-stamp_s, mode (``controllers.watchdog.ControlMode``), target_age_s (the watchdog's clock),
+stamp_s, mode (``robot_rl.controllers.watchdog.ControlMode``), target_age_s (the watchdog's clock),
 rejected_targets, faults, and ``success`` on a sim backend.
 
 ``RobotClient`` keeps the newest state (``latest``), sends targets without blocking and makes
@@ -38,7 +38,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import zmq
 
-from controllers.targets import CartesianTarget, InvalidTargetError, JointTarget
+from robot_rl.controllers.targets import CartesianTarget, InvalidTargetError, JointTarget
 from robot_rl.interfaces import RobotState
 from robot_rl.transport.codec import CodecError, decode, encode
 from robot_rl.transport.security import SecurityConfig, secure_client, secure_server
@@ -71,10 +71,10 @@ class RobotBackend(Protocol):
 
 
 class SceneBackend:
-    """A ``sim.scene.TwinScene`` as a backend: reset re-randomizes the task from a seed."""
+    """A ``robot_rl.sim.scene.TwinScene`` as a backend: reset re-randomizes the task from a seed."""
 
     def __init__(self, scene: Any) -> None:
-        from sim.mirror import body_poses  # resolved once: state goes out at 200 Hz
+        from robot_rl.sim.mirror import body_poses  # resolved once: state goes out at 200 Hz
 
         self.scene = scene
         self.period_s = scene.config.twin.period_s

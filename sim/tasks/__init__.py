@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sim.tasks.base import Expert, ExpertAction, GripperAction, Task
-from sim.tasks.peg_insert import PegInsertTask
-from sim.tasks.pick_cube import PickCubeTask
-from sim.tasks.reach import ReachTask
+from robot_rl.sim.tasks.base import Expert, ExpertAction, GripperAction, Task
+from robot_rl.sim.tasks.peg_insert import PegInsertTask
+from robot_rl.sim.tasks.pick_cube import PickCubeTask
+from robot_rl.sim.tasks.reach import ReachTask
 
 TASKS: dict[str, Callable[[], Task]] = {
     "reach": ReachTask,

@@ -12,11 +12,10 @@ from typing import Literal, Protocol
 
 import numpy as np
 import pybullet
-
-from controllers.reference import GRIPPER_DOWN_QUAT_XYZW
-from controllers.rotations import orientation_error, quat_from_euler_xyz, quat_mul
-from controllers.targets import CartesianTarget
-from sim.twin import READY_Q_RAD, PandaTwin
+from robot_rl.controllers.reference import GRIPPER_DOWN_QUAT_XYZW
+from robot_rl.controllers.rotations import orientation_error, quat_from_euler_xyz, quat_mul
+from robot_rl.controllers.targets import CartesianTarget
+from robot_rl.sim.twin import READY_Q_RAD, PandaTwin
 
 GripperAction = Literal["open", "close"] | None
 

@@ -10,17 +10,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pybullet
-
-from controllers.rotations import quat_to_matrix
-from controllers.targets import CartesianTarget
-from sim.tasks.base import (
+from robot_rl.controllers.rotations import quat_to_matrix
+from robot_rl.controllers.targets import CartesianTarget
+from robot_rl.sim.tasks.base import (
     ExpertAction,
     gripper_down_quat,
     reset_arm_to_pose,
     sample_box,
     step_toward,
 )
-from sim.twin import PandaTwin
+from robot_rl.sim.twin import PandaTwin
 
 
 @dataclass(frozen=True)

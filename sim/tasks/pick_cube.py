@@ -6,9 +6,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
-from controllers.targets import CartesianTarget
-from sim.tasks.base import (
+from robot_rl.controllers.targets import CartesianTarget
+from robot_rl.sim.tasks.base import (
     ExpertAction,
     GripperAction,
     add_box,
@@ -18,7 +17,7 @@ from sim.tasks.base import (
     sample_box,
     step_toward,
 )
-from sim.twin import PandaTwin
+from robot_rl.sim.twin import PandaTwin
 
 
 @dataclass(frozen=True)

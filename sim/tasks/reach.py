@@ -6,16 +6,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pybullet
-
-from controllers.targets import CartesianTarget
-from sim.tasks.base import (
+from robot_rl.controllers.targets import CartesianTarget
+from robot_rl.sim.tasks.base import (
     ExpertAction,
     gripper_down_quat,
     reset_arm_to_pose,
     sample_box,
     step_toward,
 )
-from sim.twin import PandaTwin
+from robot_rl.sim.twin import PandaTwin
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ import math
 
 import numpy as np
 import pytest
+from robot_rl.controllers.cartesian_impedance import CartesianReference, cartesian_impedance_torque
+from robot_rl.controllers.gains import CartesianGains, DampingGains, JointGains
+from robot_rl.controllers.joint_impedance import damping_torque, joint_impedance_torque
+from robot_rl.controllers.rotations import quat_exp, quat_mul
+from robot_rl.sim.twin import READY_Q_RAD
 
-from controllers.cartesian_impedance import CartesianReference, cartesian_impedance_torque
-from controllers.gains import CartesianGains, DampingGains, JointGains
-from controllers.joint_impedance import damping_torque, joint_impedance_torque
-from controllers.rotations import quat_exp, quat_mul
 from robot_rl.interfaces import RobotModel, RobotState
-from sim.twin import READY_Q_RAD
 
 READY_Q = np.asarray(READY_Q_RAD)
 # The ready pose and two well-conditioned poses away from it (rad offsets per joint).

@@ -8,17 +8,16 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from controllers.gains import CartesianGains
-from controllers.reference import (
+from robot_rl.controllers.gains import CartesianGains
+from robot_rl.controllers.reference import (
     GRIPPER_DOWN_QUAT_XYZW,
     CartesianReferenceGenerator,
     JointReferenceGenerator,
     ReferenceConfig,
     Workspace,
 )
-from controllers.rotations import quat_conj, quat_exp, quat_log, quat_mul
-from controllers.targets import CartesianTarget, InvalidTargetError
+from robot_rl.controllers.rotations import quat_conj, quat_exp, quat_log, quat_mul
+from robot_rl.controllers.targets import CartesianTarget, InvalidTargetError
 
 PERIOD_S = 0.001
 WS = Workspace()

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-
-from controllers.rotations import (
+from robot_rl.controllers.rotations import (
     orientation_error,
     quat_angle_between,
     quat_conj,

@@ -6,9 +6,8 @@ import math
 
 import numpy as np
 import pytest
-
-from controllers.gains import CartesianGains
-from controllers.targets import (
+from robot_rl.controllers.gains import CartesianGains
+from robot_rl.controllers.targets import (
     QUAT_NORM_TOLERANCE,
     CartesianTarget,
     InvalidTargetError,

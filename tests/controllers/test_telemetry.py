@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from controllers.telemetry import TelemetryRing
+from robot_rl.controllers.telemetry import TelemetryRing
 
 
 def record(ring: TelemetryRing, tick: int) -> None:

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from controllers.gains import DampingGains
-from controllers.torque_safety import (
+from robot_rl.controllers.gains import DampingGains
+from robot_rl.controllers.torque_safety import (
     FLAG_CLAMPED,
     FLAG_NONFINITE,
     FLAG_RATE_LIMITED,
@@ -19,6 +18,7 @@ from controllers.torque_safety import (
     SafetyConfig,
     TorqueSafety,
 )
+
 from robot_rl.interfaces import PANDA_LIMITS
 
 PERIOD_S = 0.001

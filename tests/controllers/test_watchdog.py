@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from controllers.watchdog import ControlMode, WatchdogConfig, watchdog_mode
+from robot_rl.controllers.watchdog import ControlMode, WatchdogConfig, watchdog_mode
 
 DEFAULT = WatchdogConfig()
 

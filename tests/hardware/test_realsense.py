@@ -7,13 +7,13 @@ import logging
 
 import numpy as np
 import pytest
-
-from hardware.realsense import (
+from robot_rl.hardware.realsense import (
     CameraUnavailableError,
     RealSenseCamera,
     RealSenseConfig,
     list_devices,
 )
+
 from tests.hardware.fake_realsense import FakeDevice, FakeRealSense, option
 
 
@@ -91,7 +91,8 @@ def test_bad_settings_are_rejected(changes, match) -> None:
 
 
 def test_cameras_list_cli(monkeypatch, capsys) -> None:
-    from hardware import realsense
+    from robot_rl.hardware import realsense
+
     from robot_rl import cli
 
     monkeypatch.setattr(realsense, "load_backend", lambda: FakeRealSense())
@@ -103,7 +104,8 @@ def test_cameras_list_cli(monkeypatch, capsys) -> None:
 
 
 def test_cameras_list_without_the_driver_says_how_to_install(monkeypatch, capsys) -> None:
-    from hardware import realsense
+    from robot_rl.hardware import realsense
+
     from robot_rl import cli
 
     def missing():
@@ -119,7 +121,8 @@ def test_cameras_publish_streams_realsense_frames_and_says_when_unplugged(
 ) -> None:
     import threading
 
-    from hardware import realsense
+    from robot_rl.hardware import realsense
+
     from robot_rl import cli
     from robot_rl.transport.camera_stream import CameraSubscriber
     from robot_rl.transport.security import SecurityConfig

@@ -15,10 +15,10 @@ import torch.nn.functional as F  # noqa: N812 - the torch idiom
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 import open_clip
+from robot_rl.rewards.backbone import MissingWeightsError, load_backbone
+from robot_rl.rewards.decision import DecisionConfig, SuccessDecision
+from robot_rl.rewards.zero_shot import ZeroShotScorer, dense_score, projection
 
-from rewards.backbone import MissingWeightsError, load_backbone
-from rewards.decision import DecisionConfig, SuccessDecision
-from rewards.zero_shot import ZeroShotScorer, dense_score, projection
 from tests.rewards.conftest import PREPROCESS, TINY
 
 

@@ -7,13 +7,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from rewards.calibration import auroc
-from rewards.classifier import ClassifierConfig, FrameClassifier, TrainConfig, train_classifier
-from rewards.dataset import FrameDataset
-from rewards.decision import DecisionConfig
-from rewards.detector import load_detector
-from rewards.relabel import add_false_positives, find_false_positives, merge
+from robot_rl.rewards.calibration import auroc
+from robot_rl.rewards.classifier import (
+    ClassifierConfig,
+    FrameClassifier,
+    TrainConfig,
+    train_classifier,
+)
+from robot_rl.rewards.dataset import FrameDataset
+from robot_rl.rewards.decision import DecisionConfig
+from robot_rl.rewards.detector import load_detector
+from robot_rl.rewards.relabel import add_false_positives, find_false_positives, merge
 
 pytestmark = pytest.mark.timeout(300)
 SIZE = 32

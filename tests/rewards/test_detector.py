@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from robot_rl.rewards.backbone import load_backbone
+from robot_rl.rewards.decision import DecisionConfig
+from robot_rl.rewards.detector import EmbeddingFrameScorer, SuccessDetector
+from robot_rl.rewards.probe import ProbeScorer
 
-from rewards.backbone import load_backbone
-from rewards.decision import DecisionConfig
-from rewards.detector import EmbeddingFrameScorer, SuccessDetector
-from rewards.probe import ProbeScorer
 from robot_rl.envs.twin_env import TwinEnv, TwinEnvConfig
 
 
@@ -59,7 +59,7 @@ def test_the_env_ends_episodes_when_the_detector_fires(tiny_dir: Path) -> None:
 def test_async_scoring_never_blocks_and_keeps_the_newest() -> None:
     import threading
 
-    from rewards.detector import AsyncScorer
+    from robot_rl.rewards.detector import AsyncScorer
 
     release = threading.Event()
 

@@ -13,8 +13,8 @@ import torch
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from rewards.backbone import load_backbone
-from rewards.calibration import (
+from robot_rl.rewards.backbone import load_backbone
+from robot_rl.rewards.calibration import (
     auroc,
     expected_calibration_error,
     fit_temperature,
@@ -22,7 +22,7 @@ from rewards.calibration import (
     split_by_episode,
     threshold_for_precision,
 )
-from rewards.probe import ProbeScorer
+from robot_rl.rewards.probe import ProbeScorer
 
 
 def planted(n: int, positive: bool, seed: int) -> np.ndarray:

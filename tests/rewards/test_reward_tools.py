@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from robot_rl.rewards.dataset import FrameDataset, collect_twin
 
-from rewards.dataset import FrameDataset, collect_twin
 from robot_rl import cli
 
 pytestmark = pytest.mark.timeout(300)
@@ -95,8 +95,8 @@ def test_operator_marks_label_frames_on_a_robot_style_collection() -> None:
     """collect_teleop: frames are negative until the operator presses "y", then positive for
     hold_steps more frames; "n" ends an attempt with no positives."""
     import numpy as np
+    from robot_rl.rewards.dataset import collect_teleop
 
-    from rewards.dataset import collect_teleop
     from robot_rl.console.hub import ConsoleHub
     from robot_rl.envs.twin_env import TwinEnv, TwinEnvConfig
     from robot_rl.teleop.command import TeleopCommand, TeleopConfig

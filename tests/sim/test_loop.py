@@ -13,14 +13,14 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from robot_rl.controllers.loop import ControlLoop, LoopConfig
+from robot_rl.controllers.reference import Workspace
+from robot_rl.controllers.rotations import quat_exp, quat_mul
+from robot_rl.controllers.targets import CartesianTarget, InvalidTargetError, JointTarget
+from robot_rl.controllers.watchdog import ControlMode, WatchdogConfig
+from robot_rl.sim.twin import READY_Q_RAD, PandaTwin, TwinConfig
 
-from controllers.loop import ControlLoop, LoopConfig
-from controllers.reference import Workspace
-from controllers.rotations import quat_exp, quat_mul
-from controllers.targets import CartesianTarget, InvalidTargetError, JointTarget
-from controllers.watchdog import ControlMode, WatchdogConfig
 from robot_rl.interfaces import PANDA_LIMITS, RobotModel
-from sim.twin import READY_Q_RAD, PandaTwin, TwinConfig
 
 PERIOD_S = 0.001
 READY_Q = np.asarray(READY_Q_RAD)

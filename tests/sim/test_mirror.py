@@ -6,10 +6,9 @@ import dataclasses
 
 import numpy as np
 import pytest
-
-from sim.cameras import DEFAULT_CAMERAS
-from sim.mirror import TwinMirror, body_poses
-from sim.scene import SceneConfig, TwinScene
+from robot_rl.sim.cameras import DEFAULT_CAMERAS
+from robot_rl.sim.mirror import TwinMirror, body_poses
+from robot_rl.sim.scene import SceneConfig, TwinScene
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -18,8 +18,11 @@ import numpy as np
 import pybullet as pb
 import pybullet_data
 import pytest
-
-from sim.panda_description import PANDA_LINK_MASSES_KG, PANDA_URDF_TEMPLATE, panda_urdf_path
+from robot_rl.sim.panda_description import (
+    PANDA_LINK_MASSES_KG,
+    PANDA_URDF_TEMPLATE,
+    panda_urdf_path,
+)
 
 G0 = 9.81  # m/s^2, the gravity the twin uses
 

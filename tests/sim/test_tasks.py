@@ -6,13 +6,12 @@ import dataclasses
 
 import numpy as np
 import pytest
-
-from controllers.targets import CartesianTarget
-from sim.cameras import CameraSpec
-from sim.scene import SceneConfig, TwinScene
-from sim.tasks import TASKS, make_task
-from sim.tasks.base import gripper_down_quat
-from sim.tasks.peg_insert import PegInsertConfig, PegInsertTask
+from robot_rl.controllers.targets import CartesianTarget
+from robot_rl.sim.cameras import CameraSpec
+from robot_rl.sim.scene import SceneConfig, TwinScene
+from robot_rl.sim.tasks import TASKS, make_task
+from robot_rl.sim.tasks.base import gripper_down_quat
+from robot_rl.sim.tasks.peg_insert import PegInsertConfig, PegInsertTask
 
 TASK_NAMES = sorted(TASKS)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pybullet
 import pytest
+from robot_rl.sim.faults import FaultConfig, FaultyChannel
+from robot_rl.sim.twin import READY_Q_RAD, PandaTwin, TwinConfig
 
 from robot_rl.interfaces import PANDA_LIMITS, LockstepRobot
-from sim.faults import FaultConfig, FaultyChannel
-from sim.twin import READY_Q_RAD, PandaTwin, TwinConfig
 
 READY_Q = np.asarray(READY_Q_RAD)
 PERIOD_S = 0.001

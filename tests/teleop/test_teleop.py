@@ -109,7 +109,7 @@ SM = {"vendor_id": 0x256F, "product_id": 0xC635, "path": b"/dev/hidraw3", "seria
 
 
 def test_spacemouse_reports_become_commands_and_unplugging_is_clear() -> None:
-    from hardware.spacemouse import FULL_SCALE, SpaceMouse
+    from robot_rl.hardware.spacemouse import FULL_SCALE, SpaceMouse
 
     push_away = struct.pack("<B6h", 1, 0, -350, 0, 0, 0, 0)  # puck y toward the user, negative
     buttons = struct.pack("<BI", 3, 0b01)
@@ -130,7 +130,7 @@ def test_spacemouse_reports_become_commands_and_unplugging_is_clear() -> None:
 
 
 def test_spacemouse_missing_ambiguous_or_denied_devices_say_what_to_do() -> None:
-    from hardware.spacemouse import SpaceMouse
+    from robot_rl.hardware.spacemouse import SpaceMouse
 
     with pytest.raises(DeviceNotFoundError, match="plug it in"):
         SpaceMouse(hid_module=fake_hid([], []))
@@ -165,7 +165,7 @@ class FakePad:
 
 
 def test_gamepad_sticks_and_buttons_become_commands() -> None:
-    from hardware.gamepad import Gamepad
+    from robot_rl.hardware.gamepad import Gamepad
 
     events = [(0x03, 0x01, -32768), (0x01, 0x130, 1)]  # left stick fully up, south button
     pad = FakePad(events)

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 import zmq
+from robot_rl.controllers.targets import CartesianTarget
+from robot_rl.controllers.watchdog import ControlMode
 
-from controllers.targets import CartesianTarget
-from controllers.watchdog import ControlMode
 from robot_rl.transport.codec import encode
 from robot_rl.transport.robot_server import RobotClient
 from tests.netutil import PLAIN, loopback_endpoints, served_twin
