@@ -28,10 +28,14 @@ def test_steps_reach_the_sink_and_the_store_in_order(tmp_path: Path) -> None:
     a.add(sent_a[6])
     a.end_episode()  # stored as unfinished
     assert a.unacknowledged_steps == 7  # its own steps, until the learner takes them
-    done = threading.Event()
-    threading.Thread(target=lambda: (done.wait(5), learner.poll())).start()
-    done.set()
+    assert not a.flush(timeout_s=0.0)  # nobody has taken them yet: flush says so
+    assert learner.steps_received == 0
+    taker = threading.Thread(target=learner.poll, kwargs={"timeout_ms": 5000})
+    taker.start()
+    # flush returns only once the learner has taken and stored every step.
     assert a.flush(timeout_s=5.0) and a.unacknowledged_steps == 0
+    assert learner.steps_received == 11
+    taker.join(timeout=5.0)
     episodes = list(load_episodes(tmp_path / "store"))
     got = {n: [t for e in episodes if e.meta["actor_id"] == n for t in e.transitions] for n in "ab"}
     assert all(map(same, got["a"], sent_a)) and len(got["a"]) == 7
