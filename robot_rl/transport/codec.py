@@ -13,7 +13,10 @@ safetensors bytes in a uint8 array (``weights_to_bytes`` / ``weights_from_bytes`
 
 ``decode`` rejects anything that does not fit (another protocol version, an unknown type, a
 malformed header, a dtype not allowed, a buffer whose size disagrees with its shape, a message over
-``max_bytes``) with a ``CodecError`` saying what was wrong; callers log it and drop the message.
+``max_bytes``, meta nested deeper than ``MAX_META_DEPTH`` or holding values msgpack extensions
+make) with a ``CodecError`` saying what was wrong; callers log it and drop the message. It raises
+nothing else for any input, and its error texts quote what the sender wrote only in short,
+truncated form (``quote``), so a hostile header cannot grow a log line or a reply.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 MAX_ARRAYS = 256
 MAX_NDIM = 8
+MAX_DIM = 2**40  # elements along one axis; far above anything a 256 MiB message can carry
+MAX_META_DEPTH = 16  # nesting of lists and maps inside meta
+QUOTE_CHARS = 80  # how much of a sender's value an error text quotes
 
 # Message types every role knows. Roles may accept a subset; anything else is rejected.
 MESSAGE_TYPES = frozenset(
@@ -69,25 +75,70 @@ class Message:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
+    """``repr(value)`` cut to about ``limit`` characters: safe to put any sender's value into an
+    error text or a log line (it never recurses deeper than ``MAX_META_DEPTH`` containers)."""
+    try:
+        text = _short_repr(value, limit, MAX_META_DEPTH)
+    except Exception as exc:  # a repr that fails must not turn one error into another
+        text = f"<{type(value).__name__}: repr failed: {type(exc).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short_repr(value: Any, limit: int, depth: int) -> str:
+    if isinstance(value, list | tuple | dict):
+        if depth <= 0:
+            return "[...]" if not isinstance(value, dict) else "{...}"
+        parts: list[str] = []
+        size = 0
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            text = _short_repr(item, limit, depth - 1)
+            if isinstance(value, dict):
+                text = f"{_short_repr(key, limit, 0)}: {text}"
+            parts.append(text)
+            size += len(text) + 2
+            if size > limit:
+                parts.append("...")
+                break
+        inner = ", ".join(parts)
+        return "{" + inner + "}" if isinstance(value, dict) else "[" + inner + "]"
+    if isinstance(value, str | bytes) and len(value) > limit:
+        value = value[:limit]
+    return repr(value)[: limit + 3]
+
+
 def _plain(value: Any, where: str) -> None:
-    """Only plain values go into ``meta`` (what msgpack writes without extensions)."""
-    if value is None or isinstance(value, bool | int | str | bytes):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise CodecError(f"{where} is {value}; meta values must be finite")
-        return
-    if isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            _plain(item, f"{where}[{i}]")
-        return
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise CodecError(f"{where} has a non-string key {key!r}")
-            _plain(item, f"{where}.{key}")
-        return
-    raise CodecError(f"{where} is a {type(value).__name__}; meta takes plain values only")
+    """Only plain values go into ``meta`` (what msgpack writes without extensions): finite
+    numbers, str keys, nested at most ``MAX_META_DEPTH`` deep. Iterative (no recursion limit to
+    hit); the path in an error is built only when there is one."""
+    stack: list[tuple[Any, int, tuple[Any, ...]]] = [(value, 0, ())]
+    while stack:
+        item, depth, path = stack.pop()
+        if item is None or isinstance(item, bool | int | str | bytes):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise CodecError(f"{_path(where, path)} is {item}; meta values must be finite")
+            continue
+        if isinstance(item, msgpack.ExtType) or not isinstance(item, list | tuple | Mapping):
+            raise CodecError(
+                f"{_path(where, path)} is a {type(item).__name__}; meta takes plain values only"
+            )
+        if depth >= MAX_META_DEPTH:
+            raise CodecError(f"{where} is nested deeper than {MAX_META_DEPTH} levels")
+        if isinstance(item, Mapping):
+            for key, sub in item.items():
+                if not isinstance(key, str):
+                    raise CodecError(f"{_path(where, path)} has a non-string key {quote(key)}")
+                stack.append((sub, depth + 1, (*path, key)))
+        else:
+            stack.extend((sub, depth + 1, (*path, i)) for i, sub in enumerate(item))
+
+
+def _path(where: str, path: tuple[Any, ...]) -> str:
+    text = where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+    return quote(text, QUOTE_CHARS) if len(text) > QUOTE_CHARS else text
 
 
 def encode(
@@ -102,10 +153,10 @@ def encode(
     Raises CodecError for an unknown type, a negative seq, non-plain meta or an array dtype that
     is not allowed.
     """
-    if msg_type not in MESSAGE_TYPES:
-        raise CodecError(f"message type {msg_type!r} unknown; known: {sorted(MESSAGE_TYPES)}")
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-        raise CodecError(f"seq={seq!r}; expected an int >= 0")
+    if not isinstance(msg_type, str) or msg_type not in MESSAGE_TYPES:
+        raise CodecError(f"message type {quote(msg_type)} unknown; known: {sorted(MESSAGE_TYPES)}")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**64:
+        raise CodecError(f"seq={quote(seq)}; expected an int in [0, 2**64)")
     meta = dict(meta or {})
     _plain(meta, "meta")
     specs, buffers = [], []
@@ -115,7 +166,7 @@ def encode(
             array = array.copy(order="C")
         dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
         if dtype.name not in ALLOWED_DTYPES:
-            raise CodecError(f"array {name!r} has dtype {array.dtype}; allowed: {_dtypes()}")
+            raise CodecError(f"array {quote(name)} has dtype {array.dtype}; allowed: {_dtypes()}")
         array = array.astype(dtype.newbyteorder("<"), copy=False)
         specs.append([str(name), dtype.name, list(array.shape)])
         buffers.append(memoryview(array).cast("B") if array.size else b"")
@@ -142,6 +193,15 @@ def decode(
 
     accept: the message types this receiver handles (default: all known types).
     """
+    try:
+        return _decode(frames, max_bytes, accept)
+    except CodecError:
+        raise
+    except Exception as exc:  # the promise: nothing but CodecError, whatever arrives
+        raise CodecError(f"malformed message ({type(exc).__name__})") from None
+
+
+def _decode(frames: Sequence[Any], max_bytes: int, accept: frozenset[str] | None) -> Message:
     if not frames:
         raise CodecError("empty message: no header frame")
     views = [_view(f) for f in frames]
@@ -157,24 +217,25 @@ def decode(
     if not isinstance(header, dict):
         raise CodecError("header is not a map")
     version = header.get("v")
-    if version != PROTOCOL_VERSION:
+    if isinstance(version, bool) or version != PROTOCOL_VERSION:
         raise CodecError(
-            f"protocol version {version!r}; this build speaks {PROTOCOL_VERSION} "
+            f"protocol version {quote(version)}; this build speaks {PROTOCOL_VERSION} "
             "(upgrade the older side)"
         )
     msg_type = header.get("type")
     allowed = MESSAGE_TYPES if accept is None else accept
-    if msg_type not in allowed:
+    if not isinstance(msg_type, str) or msg_type not in allowed:
         raise CodecError(
-            f"message type {msg_type!r} not accepted here; accepted: {sorted(allowed)}"
+            f"message type {quote(msg_type)} not accepted here; accepted: {sorted(allowed)}"
         )
     seq, stamp, meta = header.get("seq"), header.get("stamp"), header.get("meta", {})
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-        raise CodecError(f"seq={seq!r}; expected an int >= 0")
+        raise CodecError(f"seq={quote(seq)}; expected an int >= 0")
     if isinstance(stamp, bool) or not isinstance(stamp, int | float) or not math.isfinite(stamp):
-        raise CodecError(f"stamp={stamp!r}; expected a finite number of seconds")
+        raise CodecError(f"stamp={quote(stamp)}; expected a finite number of seconds")
     if not isinstance(meta, dict):
         raise CodecError("meta is not a map")
+    _plain(meta, "meta")  # str keys, finite numbers, no msgpack extensions, bounded nesting
     specs = header.get("arrays", [])
     if not isinstance(specs, list) or len(specs) > MAX_ARRAYS:
         raise CodecError(f"arrays must be a list of at most {MAX_ARRAYS} [name, dtype, shape]")
@@ -184,7 +245,7 @@ def decode(
     for spec, view in zip(specs, views[1:], strict=True):
         name, array = _array(spec, view)
         if name in arrays:
-            raise CodecError(f"array {name!r} appears twice")
+            raise CodecError(f"array {quote(name)} appears twice")
         arrays[name] = array
     return Message(msg_type, seq, float(stamp), meta, arrays)
 
@@ -199,25 +260,34 @@ def _view(frame: Any) -> memoryview:
 
 def _array(spec: Any, view: memoryview) -> tuple[str, np.ndarray]:
     if not (isinstance(spec, list) and len(spec) == 3):
-        raise CodecError(f"array spec {spec!r} is not [name, dtype, shape]")
+        raise CodecError(f"array spec {quote(spec)} is not [name, dtype, shape]")
     name, dtype, shape = spec
     if not isinstance(name, str) or not name:
-        raise CodecError(f"array name {name!r} is not a non-empty string")
-    if dtype not in ALLOWED_DTYPES:
-        raise CodecError(f"array {name!r} has dtype {dtype!r}; allowed: {_dtypes()}")
+        raise CodecError(f"array name {quote(name)} is not a non-empty string")
+    if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:
+        raise CodecError(f"array {quote(name)} has dtype {quote(dtype)}; allowed: {_dtypes()}")
     if (
         not isinstance(shape, list)
         or len(shape) > MAX_NDIM
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIM for d in shape
+        )
     ):
-        raise CodecError(f"array {name!r} has shape {shape!r}; expected <= {MAX_NDIM} ints >= 0")
+        raise CodecError(
+            f"array {quote(name)} has shape {quote(shape)}; expected <= {MAX_NDIM} ints in "
+            f"[0, {MAX_DIM}]"
+        )
     np_dtype = np.dtype(dtype).newbyteorder("<")
     expected = math.prod(shape) * np_dtype.itemsize
     if expected != view.nbytes:
         raise CodecError(
-            f"array {name!r}: {dtype} {shape} needs {expected} bytes, the frame has {view.nbytes}"
+            f"array {quote(name)}: {dtype} {shape} needs {expected} bytes, the frame has "
+            f"{view.nbytes}"
         )
-    return name, np.frombuffer(view, dtype=np_dtype).reshape(shape)
+    try:
+        return name, np.frombuffer(view, dtype=np_dtype).reshape(shape)
+    except (ValueError, TypeError, OverflowError, MemoryError) as exc:  # e.g. [0, 2**40, 2**40]
+        raise CodecError(f"array {quote(name)} has shape {shape}: {exc}") from None
 
 
 def _dtypes() -> str:
