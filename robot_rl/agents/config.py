@@ -36,8 +36,11 @@ class SACConfig:
     state_latent_dim: width of the proprioception embedding of ``obs["state"]``.
     num_spatial_features: learned spatial kernels per feature-map channel (SERL uses 8).
     encoder: per-camera image backbone: "conv" (small strided CNN, fast on CPU) or "resnet10".
-    pretrained_encoder_path: local file with backbone weights (``save_backbone_weights`` output, a
-        ``.pt`` state dict or ``.safetensors``); loaded into every camera's backbone. None: random.
+    pretrained_encoder_path: local backbone weights, loaded into every camera's backbone: a ``.pt``
+        or ``.safetensors`` state dict (``save_backbone_weights``), or for "resnet10" the folder of
+        the published ImageNet ResNet-10 that HIL-SERL and LeRobot use (``model.safetensors``,
+        renamed on load). Never downloaded. None: random. With such weights, HIL-SERL's pixel
+        default is "resnet10" with ``freeze_encoder: true``.
     freeze_encoder: keep the (pretrained) backbones fixed; their spatial-embedding heads train.
     image_augmentation_pad: DrQ random shift of up to this many pixels (edge-replicated) applied
         to every image in every update; 0 disables augmentation.

@@ -90,20 +90,61 @@ class ConvBackbone(nn.Module):
         return self.net(x)
 
 
+# The published ImageNet ResNet-10 that HIL-SERL trains with (and LeRobot ships converted to
+# safetensors) normalizes with 4 groups everywhere; matching it lets those weights load as they are.
+RESNET10_NORM_GROUPS = 4
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(before, after) padding of one spatial side for "SAME" output ceil(size / stride).
+
+    The JAX/Flax convention the pretrained ResNet-10 was trained with: when the total is odd, the
+    extra pixel goes after (bottom/right). PyTorch's symmetric ``padding=k // 2`` shifts a stride-2
+    window by one pixel against it, so the loaded weights would see other pixels.
+    """
+    total = max(0, (math.ceil(size / stride) - 1) * stride + kernel - size)
+    return total // 2, total - total // 2
+
+
+class SameConv2d(nn.Conv2d):
+    """A bias-free Conv2d with "SAME" padding (``same_padding``) computed from the input size."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding=0, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.kernel_size[0], self.stride[0]
+        top, bottom = same_padding(x.shape[-2], k, s)
+        left, right = same_padding(x.shape[-1], k, s)
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom))
+        return super().forward(x)
+
+
+class SameMaxPool2d(nn.Module):
+    """3x3 stride-2 max-pool with "SAME" padding (padded with -inf, so padding never wins)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom = same_padding(x.shape[-2], 3, 2)
+        left, right = same_padding(x.shape[-1], 3, 2)
+        x = F.pad(x, (left, right, top, bottom), value=-math.inf)
+        return F.max_pool2d(x, 3, 2)
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block: two 3x3 convs with GroupNorm and an identity (or 1x1) shortcut."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.norm1 = nn.GroupNorm(_groups(out_channels), out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.norm2 = nn.GroupNorm(_groups(out_channels), out_channels)
+        self.conv1 = SameConv2d(in_channels, out_channels, 3, stride)
+        self.norm1 = nn.GroupNorm(RESNET10_NORM_GROUPS, out_channels)
+        self.conv2 = SameConv2d(out_channels, out_channels, 3, 1)
+        self.norm2 = nn.GroupNorm(RESNET10_NORM_GROUPS, out_channels)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                nn.GroupNorm(_groups(out_channels), out_channels),
+                SameConv2d(in_channels, out_channels, 1, stride),
+                nn.GroupNorm(RESNET10_NORM_GROUPS, out_channels),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,16 +153,15 @@ class BasicBlock(nn.Module):
         return F.relu(y + self.shortcut(x))
 
 
-def _groups(channels: int) -> int:
-    return min(32, channels // 4)
-
-
 class ResNet10Backbone(nn.Module):
     """ResNet-10: 7x7/2 stem, 3x3/2 max-pool, four stages of one basic block (64..512 channels).
 
-    GroupNorm instead of BatchNorm: no running statistics, so train and eval behave alike and the
-    demo/online batch mix does not shift the features. Input (B, 3, H, W) float in [0, 1],
-    normalized with ImageNet statistics inside; output (B, 512, H/32, W/32).
+    The architecture of the ImageNet-pretrained ResNet-10 that HIL-SERL and LeRobot use (GroupNorm
+    with 4 groups, "SAME" padding on the max-pool and the stride-2 convs), so their weights load
+    with ``load_backbone_weights``. GroupNorm instead of BatchNorm: no running statistics, so train
+    and eval behave alike and the demo/online batch mix does not shift the features. Input
+    (B, 3, H, W) float in [0, 1], normalized with ImageNet statistics inside; output
+    (B, 512, H/32, W/32).
     """
 
     def __init__(self, widths: Sequence[int] = (64, 128, 256, 512)) -> None:
@@ -130,9 +170,9 @@ class ResNet10Backbone(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.stem = nn.Sequential(
             nn.Conv2d(3, widths[0], 7, 2, 3, bias=False),
-            nn.GroupNorm(_groups(widths[0]), widths[0]),
+            nn.GroupNorm(RESNET10_NORM_GROUPS, widths[0]),
             nn.ReLU(),
-            nn.MaxPool2d(3, 2, 1),
+            SameMaxPool2d(),
         )
         blocks = []
         in_channels = widths[0]
@@ -143,6 +183,35 @@ class ResNet10Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.stem((x - self.mean) / self.std))
+
+
+# Key names of the published ResNet-10 (the Hugging Face layout LeRobot loads; each conv wrapped
+# as ``.conv``, each GroupNorm as ``.group_norm``) -> ours. Applied in order to every key.
+_PUBLISHED_RESNET10_KEYS = (
+    ("embedder.0.", "stem.0."),
+    ("embedder.1.group_norm.", "stem.1."),
+    ("encoder.stages.", "blocks."),
+    (".conv.", "."),
+    (".group_norm.", "."),
+)
+
+
+def from_published_resnet10(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a published ResNet-10 state dict (``embedder.*``, ``encoder.stages.*``) to ours.
+
+    A state dict already in our names comes back unchanged; the pooler and classifier heads of the
+    published checkpoint (which we do not use) are dropped.
+    """
+    if not any(k.startswith(("embedder.", "encoder.stages.")) for k in state):
+        return state
+    renamed = {}
+    for key, value in state.items():
+        if not key.startswith(("embedder.", "encoder.stages.")):
+            continue
+        for old, new in _PUBLISHED_RESNET10_KEYS:
+            key = key.replace(old, new)
+        renamed[key] = value
+    return renamed
 
 
 def make_backbone(name: str) -> nn.Module:
@@ -165,11 +234,16 @@ def save_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
-    """Load weights written by ``save_backbone_weights`` (or any state dict with the same keys).
+    """Load weights written by ``save_backbone_weights``, or a published ResNet-10.
 
+    ``path``: a ``.safetensors`` or ``.pt`` state dict, or a local folder holding
+    ``model.safetensors`` (the layout of the Hugging Face ResNet-10 that HIL-SERL's weights were
+    converted to). Published key names are renamed to ours (``from_published_resnet10``).
     Raises FileNotFoundError if ``path`` is missing and ValueError if its keys or shapes differ.
     """
     path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
     if not path.is_file():
         raise FileNotFoundError(
             f"pretrained encoder weights {path} not found; copy the weights file to this machine "
@@ -185,6 +259,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
         raise ValueError(f"pretrained encoder weights {path} cannot be read: {exc}") from None
     if not isinstance(state, dict):
         raise ValueError(f"pretrained encoder weights {path} must hold a state dict")
+    state = from_published_resnet10(state)
     expected = backbone.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
