@@ -2,19 +2,30 @@
 
 The actor never blocks on the network: ``add`` queues a step, ``pump`` (called between env
 steps) sends, reads acks and resends, ``latest_weights`` hands over the newest weights if any
-arrived. Steps are grouped into batches of ``batch_steps`` (a batch also ends with its episode),
-numbered by the actor's own step counter (``seq``, persisted in ``spool_dir`` so an actor restart
-never reuses a number).
+arrived. Steps are grouped into batches of ``batch_steps`` (a batch also ends with its episode,
+and at least every ``seal_every_s``), numbered by the actor's own step counter (``seq``,
+persisted in ``spool_dir`` so an actor restart never reuses a number).
 
-Holding: a batch is kept until the learner acknowledges it as durable (written to its episode
-store). The newest ``max_memory_batches`` stay in memory; older ones spill to ``spool_dir`` (one
-file each, the encoded frames) and are read back when it is their turn. Past ``max_spool_bytes``
-the actor has held too much: ``add`` raises ``BackpressureError`` so the session can hold the arm
-and tell the operator, rather than silently dropping data.
+Durability: a batch is written to ``spool_dir`` (one file each, the encoded frames; fsynced, then
+renamed into place) when it is sealed, before it is first sent, and deleted only when the learner
+acknowledges it as durable (written to its episode store). So a kill -9 loses at most the
+unsealed tail: the steps of the last ``seal_every_s`` (an open episode keeps its newest step
+unsealed, so that ``end_episode`` can still mark the episode closed). A restarted actor resends
+its spool first. The newest ``max_memory_batches`` also stay in memory to resend without reading
+the disk. Past ``max_spool_bytes`` the actor has held too much: ``add`` raises
+``BackpressureError`` so the session can hold the arm and tell the operator, rather than silently
+dropping data. ``steps_held`` (not yet stored by the learner) and ``steps_stored`` (stored by the
+learner since this link started) are for the operator console; ``close`` says where every step
+went.
 
 Resending: if the learner's ``received`` stops advancing for ``resend_after_s`` while batches
 are unacknowledged (a learner restart loses what was in flight), every unacknowledged batch is
 sent again in order; the learner drops what it already has.
+
+Learner output is checked, never trusted: an ack whose numbers are not ints in range, weights
+whose version is not an int, whose tensors are not finite, or whose keys, shapes or dtypes differ
+from what ``expect_weights`` declared are logged, counted (``rejected_acks``,
+``rejected_weights``) and dropped; the actor keeps its last good weights.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import struct
 import tempfile
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,12 +46,14 @@ import zmq
 
 from robot_rl.data.batch import Transition
 from robot_rl.transport.codec import CodecError, decode, encode, weights_from_bytes
+from robot_rl.transport.learner_link import MAX_SEQ, non_finite_tensors
 from robot_rl.transport.security import SecurityConfig, secure_client
 from robot_rl.transport.steps import encode_steps
 
 log = logging.getLogger(__name__)
 
 SEQ_FILE = "next_seq"
+LOG_EVERY_S = 10.0  # the same complaint about the learner's output is logged at most this often
 
 
 class BackpressureError(RuntimeError):
@@ -50,8 +64,13 @@ class BackpressureError(RuntimeError):
 class _Batch:
     first_seq: int
     last_seq: int
-    frames: list[bytes] | None  # None while spilled to disk
-    path: Path | None = None
+    frames: list[bytes] | None  # None when only on disk
+    path: Path
+    nbytes: int = 0  # size of the spool file
+
+    @property
+    def steps(self) -> int:
+        return self.last_seq - self.first_seq + 1
 
 
 @dataclass(frozen=True)
@@ -61,6 +80,7 @@ class ActorLinkConfig:
     weights_endpoint: str = "tcp://127.0.0.1:5556"
     spool_dir: str = "runs/actor-spool"
     batch_steps: int = 16
+    seal_every_s: float = 1.0  # pending steps older than this are sealed (and spooled)
     max_memory_batches: int = 256
     max_spool_bytes: int = 8 * 1024**3
     max_in_flight: int = 64  # batches sent but not yet received
@@ -81,8 +101,17 @@ class ActorLink:
         self._next_seq = self._read_seq()
         self._pending: list[Transition] = []
         self._pending_starts: list[bool] = []
+        self._pending_since = 0.0  # monotonic time the oldest pending step arrived
         self._starts_next = True  # the first step after (re)start opens an episode
         self._batches: deque[_Batch] = deque(self._load_spool())
+        self._spool_bytes = sum(b.nbytes for b in self._batches)
+        self.steps_stored = 0  # steps the learner stored durably since this link started
+        self.rejected_acks = 0
+        self.rejected_weights = 0
+        self.learner_errors = 0  # acks that carried an error (the learner refused something)
+        self.last_learner_error = ""
+        self._expected_weights: dict[str, tuple[tuple[int, ...], Any]] | None = None
+        self._last_log: dict[str, float] = {}
         self._send_index = 0  # index into _batches of the next batch to send
         self.received = -1  # the learner's last received seq for us (from acks)
         self.durable = -1
@@ -133,33 +162,62 @@ class ActorLink:
             except ValueError:
                 log.warning("actor link: ignoring stray spool file %s", path)
                 continue
-            batches.append(_Batch(first, last, None, path))
+            batches.append(_Batch(first, last, None, path, path.stat().st_size))
             self._next_seq = max(self._next_seq, last + 1)
         if batches:
-            log.info("actor link: %d unacknowledged batches from a previous run", len(batches))
+            log.info("actor link: %d unacknowledged batches (%d steps) from a previous run in %s",
+                     len(batches), sum(b.steps for b in batches), self.spool)  # fmt: skip
         return batches
 
-    def _spill(self, batch: _Batch) -> None:
-        path = self.spool / f"batch_{batch.first_seq:012d}_{batch.last_seq:012d}.bin"
+    def _write_batch(self, first: int, last: int, frames: list[bytes]) -> _Batch:
+        """Write a sealed batch to the spool (fsynced, renamed into place)."""
+        path = self.spool / f"batch_{first:012d}_{last:012d}.bin"
         fd, tmp = tempfile.mkstemp(dir=self.spool, prefix=".batch.")
-        with os.fdopen(fd, "wb") as fh:
-            for frame in batch.frames or []:
-                fh.write(struct.pack("<Q", len(frame)))
-                fh.write(frame)
-        os.replace(tmp, path)
-        batch.frames, batch.path = None, path
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for frame in frames:
+                    fh.write(struct.pack("<Q", len(frame)))
+                    fh.write(frame)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return _Batch(first, last, frames, path, sum(8 + len(f) for f in frames))
+
+    def _fsync_spool(self) -> None:
+        """Make the renames in the spool durable (POSIX; skipped where unsupported)."""
+        try:
+            fd = os.open(self.spool, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError as exc:  # some filesystems refuse fsync on a directory; renames are done
+            log.debug("actor link: fsync of %s failed: %s", self.spool, exc)
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _read_spilled(path: Path) -> list[bytes]:
+        """A spooled batch's frames; CodecError if the file is truncated or corrupt."""
         data, frames, offset = path.read_bytes(), [], 0
         while offset < len(data):
+            if offset + 8 > len(data):
+                raise CodecError(f"spool file {path} is truncated")
             (size,) = struct.unpack_from("<Q", data, offset)
+            if offset + 8 + size > len(data):
+                raise CodecError(f"spool file {path} is truncated")
             frames.append(data[offset + 8 : offset + 8 + size])
             offset += 8 + size
+        if not frames:
+            raise CodecError(f"spool file {path} is empty")
         return frames
 
     def spooled_bytes(self) -> int:
-        return sum(b.path.stat().st_size for b in self._batches if b.path and b.path.exists())
+        """Bytes of unacknowledged batches in the spool."""
+        return self._spool_bytes
 
     # -- sending -------------------------------------------------------------------------------
     def add(self, step: Transition) -> None:
@@ -168,6 +226,8 @@ class ActorLink:
         # episode always has pending steps that end_episode() can mark as closing it.
         if len(self._pending) >= self.config.batch_steps:
             self._seal()
+        if not self._pending:
+            self._pending_since = time.monotonic()
         self._pending.append(step)
         self._pending_starts.append(self._starts_next)
         self._starts_next = step.terminated or step.truncated
@@ -182,31 +242,41 @@ class ActorLink:
             self._seal(closes_episode=True)
         self._starts_next = True
 
-    def _seal(self, closes_episode: bool = False) -> None:
-        if not self._pending:
+    def _seal(self, closes_episode: bool = False, keep_last: bool = False) -> None:
+        """Make the pending steps a batch, on disk before it is ever sent. keep_last: leave the
+        newest step pending (an open episode's, so end_episode can still close it)."""
+        count = len(self._pending) - (1 if keep_last else 0)
+        if count <= 0:
             return
+        steps, starts = self._pending[:count], self._pending_starts[:count]
         first = self._next_seq
-        frames = encode_steps(self.config.actor_id, first, self._pending, self._pending_starts,
+        frames = encode_steps(self.config.actor_id, first, steps, starts,
                               closes_episode=closes_episode)  # fmt: skip
-        batch = _Batch(first, first + len(self._pending) - 1, [bytes(f) for f in frames])
+        batch = self._write_batch(first, first + count - 1, [bytes(f) for f in frames])
         self._next_seq = batch.last_seq + 1
         self._write_seq()
-        self._pending, self._pending_starts = [], []
+        self._fsync_spool()
+        self._pending, self._pending_starts = self._pending[count:], self._pending_starts[count:]
+        self._pending_since = time.monotonic()
         self._batches.append(batch)
+        self._spool_bytes += batch.nbytes
         in_memory = [b for b in self._batches if b.frames is not None]
         if len(in_memory) > self.config.max_memory_batches:
-            if self.spooled_bytes() > self.config.max_spool_bytes:
-                raise BackpressureError(
-                    f"actor {self.config.actor_id} holds {len(self._batches)} unacknowledged "
-                    f"batches ({self.spooled_bytes() / 1e9:.1f} GB spooled in {self.spool}); "
-                    "the learner has not acknowledged data for too long: check it is running"
-                )
-            self._spill(in_memory[0])
+            in_memory[0].frames = None  # it is on disk; read back when it is its turn
+        if self._spool_bytes > self.config.max_spool_bytes:
+            raise BackpressureError(
+                f"actor {self.config.actor_id} holds {len(self._batches)} unacknowledged "
+                f"batches ({self._spool_bytes / 1e9:.1f} GB spooled in {self.spool}, limit "
+                f"{self.config.max_spool_bytes / 1e9:.1f} GB); the learner has not acknowledged "
+                "data for too long: check it is running"
+            )
 
     def pump(self) -> None:
         """Send what may be sent, read acks and weights, resend on silence. Never blocks."""
         self._read_acks()
         now = time.monotonic()
+        if len(self._pending) > 1 and now - self._pending_since >= self.config.seal_every_s:
+            self._seal(keep_last=not self._starts_next)
         if not self._hello_answered and now - self._last_hello >= self.config.hello_every_s:
             self._send(encode("request", self._next_msg_seq(),
                               {"op": "hello", "actor_id": self.config.actor_id}))  # fmt: skip
@@ -228,8 +298,13 @@ class ActorLink:
         )
         while self._send_index < len(self._batches) and in_flight < self.config.max_in_flight:
             batch = self._batches[self._send_index]
-            frames = batch.frames if batch.frames is not None else self._read_spilled(batch.path)
-            if not self._send([self._holds_from(frames[0]), *frames[1:]]):
+            try:
+                frames = batch.frames or self._read_spilled(batch.path)
+                header = self._holds_from(frames[0])
+            except (OSError, CodecError, ValueError, TypeError, KeyError) as exc:
+                self._drop_corrupt(batch, exc)
+                continue
+            if not self._send([header, *frames[1:]]):
                 break
             self._send_index += 1
             in_flight += 1
@@ -240,6 +315,25 @@ class ActorLink:
         fields = msgpack.unpackb(header, raw=False)
         fields["meta"]["holds_from"] = self._batches[0].first_seq
         return msgpack.packb(fields, use_bin_type=True)
+
+    def _drop_corrupt(self, batch: _Batch, exc: Exception) -> None:
+        """A spool file that cannot be read back: moved aside (``*.corrupt``), logged; its steps
+        are lost and the learner sees the gap."""
+        log.error("actor link: spooled batch seq %d-%d unreadable (%s); moved aside as %s.corrupt",
+                  batch.first_seq, batch.last_seq, exc, batch.path.name)  # fmt: skip
+        try:
+            batch.path.replace(batch.path.with_suffix(".corrupt"))
+        except OSError:
+            batch.path.unlink(missing_ok=True)
+        self._batches.remove(batch)
+        self._spool_bytes -= batch.nbytes
+
+    def _complain(self, kind: str, text: str) -> None:
+        """Log ``text`` at most every LOG_EVERY_S per ``kind`` (a broken learner repeats)."""
+        now = time.monotonic()
+        if now - self._last_log.get(kind, -LOG_EVERY_S) >= LOG_EVERY_S:
+            self._last_log[kind] = now
+            log.warning("actor link: %s", text)
 
     def _next_msg_seq(self) -> int:
         self._msg_seq += 1
@@ -260,33 +354,56 @@ class ActorLink:
                 return
             try:
                 ack = decode(frames, 1 << 20, frozenset({"transitions_ack"}))
-                received, durable = int(ack.meta["received"]), int(ack.meta["durable"])
-            except (CodecError, KeyError, TypeError, ValueError) as exc:
-                log.warning("actor link: dropped a malformed ack: %s", exc)
+            except CodecError as exc:
+                self.rejected_acks += 1
+                self._complain("ack", f"dropped a malformed ack: {str(exc)[:200]}")
                 continue
-            self.acks += 1
-            self._hello_answered = True
-            if received < self.received:  # the learner restarted and lost what was in flight
-                log.warning("actor link: learner now has seq %d (had %d); resending",
-                            received, self.received)  # fmt: skip
-                self._send_index = 0
-                self.resends += 1
-            if received > self.received or durable > self.durable:
-                self._last_progress = time.monotonic()
-            self.received, self.durable = received, durable
-            if self._next_seq <= received:  # our spool was wiped: never reuse numbers
-                log.warning("actor link: step counter %d behind the learner's %d; jumping ahead",
-                            self._next_seq, received)  # fmt: skip
-                self._next_seq = received + 1
-                self._write_seq()
-            self._free(durable)
+            error = ack.meta.get("error")
+            if error is not None:
+                self.learner_errors += 1
+                self.last_learner_error = str(error)[:200]
+                self._complain("error", f"the learner refused a message: {str(error)[:200]}")
+            received, durable = ack.meta.get("received"), ack.meta.get("durable")
+            if received is None and durable is None and error is not None:
+                continue  # an error about a message it could not attribute to us
+            if not all(
+                isinstance(v, int) and not isinstance(v, bool) and -1 <= v <= MAX_SEQ
+                for v in (received, durable)
+            ):
+                self.rejected_acks += 1
+                self._complain(
+                    "ack",
+                    f"dropped an ack with received={str(received)[:40]} "
+                    f"durable={str(durable)[:40]}; expected ints in -1..{MAX_SEQ}",
+                )
+                continue
+            self._take_ack(received, durable)
+
+    def _take_ack(self, received: int, durable: int) -> None:
+        self.acks += 1
+        self._hello_answered = True
+        if received < self.received:  # the learner restarted and lost what was in flight
+            log.warning("actor link: learner now has seq %d (had %d); resending",
+                        received, self.received)  # fmt: skip
+            self._send_index = 0
+            self.resends += 1
+        if received > self.received or durable > self.durable:
+            self._last_progress = time.monotonic()
+        self.received, self.durable = received, durable
+        if self._next_seq <= received:  # our spool was wiped: never reuse numbers
+            log.warning("actor link: step counter %d behind the learner's %d; jumping ahead",
+                        self._next_seq, received)  # fmt: skip
+            self._next_seq = received + 1
+            self._write_seq()
+        self._free(durable)
 
     def _free(self, durable: int) -> None:
         while self._batches and self._batches[0].last_seq <= durable:
             batch = self._batches.popleft()
             self._send_index = max(0, self._send_index - 1)
-            if batch.path is not None:
-                batch.path.unlink(missing_ok=True)
+            self._spool_bytes -= batch.nbytes
+            self.steps_stored += batch.steps
+            batch.path.unlink(missing_ok=True)
 
     def flush(self, timeout_s: float) -> bool:
         """Seal pending steps and pump until the learner holds everything durably, or timeout.
@@ -305,11 +422,39 @@ class ActorLink:
 
     @property
     def unacknowledged_steps(self) -> int:
-        return sum(b.last_seq - b.first_seq + 1 for b in self._batches) + len(self._pending)
+        """Steps not yet stored by the learner: spooled batches plus the unsealed tail."""
+        return sum(b.steps for b in self._batches) + len(self._pending)
+
+    @property
+    def steps_held(self) -> int:
+        """Steps the actor holds that the learner has not stored (for the console)."""
+        return self.unacknowledged_steps
+
+    @property
+    def steps_spooled(self) -> int:
+        """Held steps that are on disk in the spool (all sealed ones)."""
+        return sum(b.steps for b in self._batches)
+
+    def stop_summary(self) -> str:
+        """One line saying where this run's steps went (printed when the actor stops)."""
+        text = (
+            f"actor {self.config.actor_id}: {self.steps_stored} steps stored by the learner this "
+            f"run, {self.steps_spooled} held in the spool {self.spool} (sent next run)"
+        )
+        if self._pending:
+            text += f", {len(self._pending)} unsealed steps lost"
+        return text
 
     # -- weights -------------------------------------------------------------------------------
+    def expect_weights(self, state_dict: Mapping[str, Any]) -> None:
+        """Declare the keys, shapes and dtypes of the policy's state dict (nested as in
+        ``SACAgent.policy_state_dict``): published weights that differ are refused. (fp16 weights
+        are accepted for float32 tensors: the learner may send half precision.)"""
+        self._expected_weights = _layout(state_dict)
+
     def latest_weights(self) -> tuple[int, dict[str, Any]] | None:
-        """(version, state dict) of the newest weights received since the last call, or None."""
+        """(version, state dict) of the newest weights received since the last call, or None.
+        Malformed, non-finite or (after ``expect_weights``) mismatched weights are refused."""
         newest = None
         while True:
             try:
@@ -320,13 +465,28 @@ class ActorLink:
         if newest is None:
             return None
         try:
-            message = decode(newest, self.config.max_weights_bytes, frozenset({"weights"}))
-            version = int(message.meta["version"])
-            learner_id = str(message.meta.get("learner_id", ""))
-            state = weights_from_bytes(message.arrays["safetensors"])
-        except (CodecError, KeyError, TypeError, ValueError) as exc:
-            log.warning("actor link: dropped malformed weights: %s", exc)
+            return self._take_weights(newest)
+        except (CodecError, KeyError, TypeError, ValueError, OverflowError) as exc:
+            self.rejected_weights += 1
+            self._complain("weights", f"refused published weights ({str(exc)[:200]}); keeping "
+                           f"weights v{self.weights_version}")  # fmt: skip
             return None
+
+    def _take_weights(self, frames: list[Any]) -> tuple[int, dict[str, Any]] | None:
+        message = decode(frames, self.config.max_weights_bytes, frozenset({"weights"}))
+        version, learner_id = message.meta.get("version"), message.meta.get("learner_id", "")
+        if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= MAX_SEQ:
+            raise ValueError(f"version={str(version)[:40]}; expected an int in 0..{MAX_SEQ}")
+        if not isinstance(learner_id, str) or len(learner_id) > 64:
+            raise ValueError("learner_id must be a string of at most 64 characters")
+        if "safetensors" not in message.arrays:
+            raise ValueError("no safetensors array")
+        state = weights_from_bytes(message.arrays["safetensors"])
+        bad = non_finite_tensors(state)
+        if bad:
+            raise ValueError(f"non-finite values in {', '.join(bad[:5])}")
+        if self._expected_weights is not None:
+            _check_layout(_layout(state), self._expected_weights)
         if learner_id != self._learner_id:  # a (re)started learner numbers from its own start
             self._learner_id, self.weights_version = learner_id, -1
         if version <= self.weights_version:
@@ -336,7 +496,8 @@ class ActorLink:
         health = message.meta.get("health")
         if isinstance(health, dict):  # display only: scalars with short names, nothing else
             self.learner_health = {
-                str(k)[:40]: v for k, v in list(health.items())[:32]
+                str(k)[:40]: (v[:80] if isinstance(v, str) else v)
+                for k, v in list(health.items())[:32]
                 if isinstance(v, int | float | str) and not isinstance(v, bool)
             }  # fmt: skip
         return version, state
@@ -349,5 +510,43 @@ class ActorLink:
         return time.monotonic() - self.weights_received_at
 
     def close(self) -> None:
+        """Seal the unsealed tail into the spool (closing an open episode), log where every step
+        went (``stop_summary``), and close the sockets."""
+        try:
+            self.end_episode()
+        except BackpressureError as exc:  # the batch is on disk; the spool is over its limit
+            log.warning("actor link: %s", exc)
+        except OSError as exc:
+            log.error("actor link: could not spool the last %d steps: %s", len(self._pending), exc)
+        log.info("%s", self.stop_summary())
         self._dealer.close(linger=0)
         self._sub.close(linger=0)
+
+
+def _layout(state: Mapping[str, Any], prefix: str = "") -> dict[str, tuple[tuple[int, ...], Any]]:
+    """name -> (shape, dtype) of every tensor in a nested state dict."""
+    out: dict[str, tuple[tuple[int, ...], Any]] = {}
+    for key, value in state.items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(_layout(value, name))
+        elif hasattr(value, "shape") and hasattr(value, "dtype"):
+            out[name] = (tuple(value.shape), value.dtype)
+        else:
+            raise ValueError(f"weights entry {name!r} is a {type(value).__name__}, not a tensor")
+    return out
+
+
+def _check_layout(
+    got: dict[str, tuple[tuple[int, ...], Any]], want: dict[str, tuple[tuple[int, ...], Any]]
+) -> None:
+    import torch
+
+    if got.keys() != want.keys():
+        missing, extra = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
+        raise ValueError(f"keys differ from the policy's: missing {missing[:3]}, extra {extra[:3]}")
+    for name, (shape, dtype) in want.items():
+        got_shape, got_dtype = got[name]
+        half_ok = dtype == torch.float32 and got_dtype == torch.float16
+        if got_shape != shape or (got_dtype != dtype and not half_ok):
+            raise ValueError(f"{name} is {got_dtype} {got_shape}; the policy has {dtype} {shape}")

@@ -4,6 +4,11 @@ Both learner ends (``learner_link`` over ZMQ, ``inprocess`` in one process) keep
 episode here and write it (``robot_rl.data.episodes``, meta naming the actor and its seq range)
 when it ends, when the actor closes it, or when the actor restarts without finishing it. What is
 written is what the learner acknowledges as durable; ``restore`` reads it back after a restart.
+
+An episode that never ends (a missing time limit) is bounded: at ``max_episode_steps`` its steps
+so far are written as an unfinished episode (logged with the actor and the cap, counted in
+``episodes_cut``) and the following steps go to the next file, so memory and the time one write
+takes stay bounded and nothing is lost.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from robot_rl.data.episodes import load_episodes, save_episode
 
 log = logging.getLogger(__name__)
 
+MAX_SEQ = 2**53  # the largest seq the links accept (see learner_link)
+
 
 @dataclass
 class _Open:
@@ -27,20 +34,41 @@ class _Open:
 class EpisodeStore:
     """Per-actor open episodes, written when they end. ``durable[actor]``: last stored seq."""
 
-    def __init__(self, directory: str | Path, task: str, compress: bool = False) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        task: str,
+        compress: bool = False,
+        max_episode_steps: int = 10_000,
+    ) -> None:
+        if max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps={max_episode_steps}; expected >= 1")
         self.directory = Path(directory)
         self.task = task
         self.compress = compress  # deflating 128x128 frames would cap intake near 300 steps/s
+        self.max_episode_steps = max_episode_steps
         self.durable: dict[str, int] = {}
+        self.keys: dict[str, str] = {}  # actor id -> the CURVE key (z85) that sends it
+        self.episodes_cut = 0
         self._open: dict[str, _Open] = {}
 
     def restore(self) -> dict[str, int]:
-        """Read back the last stored seq of every actor (after a learner restart)."""
+        """Read back the last stored seq (and sending key) of every actor (after a learner
+        restart). Episode files with an implausible ``last_seq`` are ignored with a warning."""
         if self.directory.is_dir():
             for episode in load_episodes(self.directory):
                 actor, last = episode.meta.get("actor_id"), episode.meta.get("last_seq")
-                if isinstance(actor, str) and isinstance(last, int):
-                    self.durable[actor] = max(self.durable.get(actor, -1), last)
+                if not isinstance(actor, str) or not 0 < len(actor) <= 64:
+                    continue
+                if isinstance(last, bool) or not isinstance(last, int) or not 0 <= last <= MAX_SEQ:
+                    log.warning("episode store: %s has last_seq=%r; expected an int in 0..%d, "
+                                "ignored", episode.path, last, MAX_SEQ)  # fmt: skip
+                    continue
+                if last >= self.durable.get(actor, -1):
+                    self.durable[actor] = last
+                    key = episode.meta.get("actor_key")
+                    if isinstance(key, str) and key:
+                        self.keys[actor] = key
         return dict(self.durable)
 
     def add(self, actor_id: str, seq: int, step: Transition, starts_episode: bool) -> None:
@@ -52,6 +80,12 @@ class EpisodeStore:
             episode.first_seq = seq
         episode.steps.append(step)
         if step.terminated or step.truncated:
+            self._write(actor_id, seq)
+        elif len(episode.steps) >= self.max_episode_steps:
+            self.episodes_cut += 1
+            log.warning("episode store: %s's episode reached max_episode_steps=%d without an end "
+                        "flag; stored as unfinished, the next steps go to a new file (give the "
+                        "task a time limit)", actor_id, self.max_episode_steps)  # fmt: skip
             self._write(actor_id, seq)
 
     def close(self, actor_id: str) -> None:
@@ -68,6 +102,8 @@ class EpisodeStore:
         episode = self._open[actor_id]
         meta = {"task": self.task, "actor_id": actor_id, "first_seq": episode.first_seq,
                 "last_seq": last_seq, "source": "actor"}  # fmt: skip
+        if actor_id in self.keys:
+            meta["actor_key"] = self.keys[actor_id]
         save_episode(self.directory, episode.steps, meta, compress=self.compress)
         self.durable[actor_id] = last_seq
         self._open[actor_id] = _Open(first_seq=last_seq + 1)

@@ -11,7 +11,14 @@ Delivery contract (with ``actor_link.ActorLink``):
   ``durable``; actors free their copies up to ``durable`` only. After a learner restart the link
   rebuilds ``durable`` from the files, the actors resend everything after it, and nothing is lost
   or stored twice.
-- Malformed, unknown or oversized messages are logged, counted and dropped; they never raise.
+- Malformed, unknown or oversized messages are logged, counted (``rejected``) and answered with
+  an ack carrying ``error`` (a one-line reason); ``poll`` never raises for anything a peer sends.
+- Trust: with CURVE, an actor id belongs to the key that first sent it (kept in the episode
+  files' meta as ``actor_key``, so a restarted learner still knows it); another key claiming it is
+  refused. A batch may skip at most ``max_seq_gap`` steps past what the learner expects, so a
+  far-future ``first_seq`` is refused rather than stored (it would turn the real actor's next
+  steps into "duplicates"). At most ``max_actors`` actor ids are served, and an episode that
+  never ends is stored in parts of ``max_episode_steps`` (see ``EpisodeStore``).
 """
 
 from __future__ import annotations
@@ -37,6 +44,22 @@ log = logging.getLogger(__name__)
 
 ACCEPTED = frozenset({"transitions", "request", "heartbeat"})
 MAX_ACTOR_ID = 64
+MAX_SEQ = 2**53  # seq numbers stay exact as floats (JSON meta) and far from msgpack's limits
+MAX_ERROR_CHARS = 200  # an error reply never quotes more than this of what the peer sent
+
+
+class RejectedMessageError(ValueError):
+    """A message the learner refuses; the text is sent back to the actor as the ack's error."""
+
+
+def _short(text: object) -> str:
+    """``text`` as one line of at most MAX_ERROR_CHARS characters (never echo a peer's bulk)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= MAX_ERROR_CHARS else line[: MAX_ERROR_CHARS - 3] + "..."
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -76,12 +99,20 @@ class LearnerLink:
         max_message_bytes: int = 64 * 1024 * 1024,
         context: zmq.Context | None = None,
         compress: bool = False,
+        max_actors: int = 64,
+        max_seq_gap: int = 10_000,
+        max_episode_steps: int = 10_000,
     ) -> None:
-        self.store = EpisodeStore(store_dir, task, compress)
+        if max_actors < 1 or max_seq_gap < 0:
+            raise ValueError(f"max_actors={max_actors} (>= 1), max_seq_gap={max_seq_gap} (>= 0)")
+        self.store = EpisodeStore(store_dir, task, compress, max_episode_steps)
         self.sink = sink
         self.max_message_bytes = max_message_bytes
+        self.max_actors = max_actors
+        self.max_seq_gap = max_seq_gap
         self.actors: dict[str, ActorState] = {}
-        self.rejected = 0
+        self.rejected = 0  # messages refused (malformed, unauthorised, out of bounds)
+        self.weights_refused = 0  # publish_weights calls refused for non-finite tensors
         self.duplicates = 0
         self.steps_received = 0
         self.weights_version = -1
@@ -106,6 +137,10 @@ class LearnerLink:
         """Each actor's stored seq, from the episode files (after a learner restart)."""
         for actor, last in self.store.restore().items():
             self.actors.setdefault(actor, ActorState()).received = last
+        if len(self.actors) > self.max_actors:
+            log.warning("learner link: %d actors in %s, more than max_actors=%d; new actor ids "
+                        "are refused", len(self.actors), self.store.directory,
+                        self.max_actors)  # fmt: skip
         if self.actors:
             log.info("learner link: restored %s", self.store.durable)
 
@@ -122,48 +157,107 @@ class LearnerLink:
                 frames = self._router.recv_multipart(copy=False, flags=zmq.NOBLOCK)
             except zmq.Again:
                 break
-            accepted += self._handle(frames)
+            try:
+                accepted += self._handle(frames)
+            except Exception as exc:  # last guard: no message may end the learner's loop
+                self.rejected += 1
+                log.error("learner link: a message raised %s: %s; dropped",
+                          type(exc).__name__, _short(exc))  # fmt: skip
         return accepted
 
     def _handle(self, frames: list[Any]) -> int:
+        if len(frames) < 2:
+            self.rejected += 1
+            log.warning("learner link: dropped a message without a body")
+            return 0
         identity, body = frames[0], frames[1:]
+        actor_id: str | None = None
+        seq = 0
         try:
             message = decode(body, self.max_message_bytes, ACCEPTED)
+            seq = message.seq
             actor_id = message.meta.get("actor_id")
             if not isinstance(actor_id, str) or not 0 < len(actor_id) <= MAX_ACTOR_ID:
-                raise CodecError(f"actor_id {actor_id!r}; expected 1-{MAX_ACTOR_ID} characters")
-        except CodecError as exc:
-            self.rejected += 1
-            log.warning("learner link: dropped a malformed message: %s", exc)
+                actor_id = None
+                raise RejectedMessageError(
+                    f"actor_id must be a string of 1-{MAX_ACTOR_ID} characters"
+                )
+            state = self._actor(actor_id, _user_id(body[0]))
+        except (CodecError, RejectedMessageError) as exc:
+            self._refuse(identity, actor_id, seq, exc)
             return 0
-        state = self.actors.setdefault(actor_id, ActorState())
         state.last_seen_s = time.monotonic()
         accepted = 0
+        error = None
         if message.type == "transitions":
             try:
                 accepted = self._transitions(actor_id, state, message)
-            except CodecError as exc:
+            except (CodecError, RejectedMessageError) as exc:
                 self.rejected += 1
-                log.warning("learner link: dropped transitions from %s: %s", actor_id, exc)
+                error = _short(exc)
+                log.warning("learner link: refused transitions from %s: %s", actor_id, error)
         elif message.type == "request" and message.meta.get("op") not in ("hello", None):
             self.rejected += 1
-            log.warning("learner link: unknown request from %s: %s", actor_id, message.meta)
-            return 0
-        self._ack(identity, actor_id, state, message.seq)
+            error = _short(f"unknown request op {message.meta.get('op')!r}; known: hello")
+            log.warning("learner link: %s from %s", error, actor_id)
+        self._ack(identity, actor_id, state, seq, error)
         return accepted
+
+    def _actor(self, actor_id: str, user_id: str) -> ActorState:
+        """The state of ``actor_id``, bound to the CURVE key (``user_id``) that first sent it;
+        RejectedMessageError for another key or for one actor more than ``max_actors``."""
+        state = self.actors.get(actor_id)
+        if state is None:
+            if len(self.actors) >= self.max_actors:
+                raise RejectedMessageError(
+                    f"actor_id {actor_id!r} refused: this learner serves at most max_actors="
+                    f"{self.max_actors} actors"
+                )
+            state = self.actors[actor_id] = ActorState()
+        bound = self.store.keys.get(actor_id)
+        if user_id:
+            if bound is None:
+                self.store.keys[actor_id] = user_id
+            elif bound != user_id:
+                raise RejectedMessageError(
+                    f"actor_id {actor_id!r} belongs to another CURVE key; each actor needs its "
+                    "own key pair"
+                )
+        return state
+
+    def _refuse(self, identity: Any, actor_id: str | None, seq: int, exc: Exception) -> None:
+        self.rejected += 1
+        error = _short(exc)
+        log.warning("learner link: refused a message: %s", error)
+        meta = {"error": error} if actor_id is None else {"actor_id": actor_id, "error": error}
+        self._send(identity, seq, meta)
 
     def _transitions(self, actor_id: str, state: ActorState, message: Any) -> int:
         first_seq = message.meta.get("first_seq")
         count = message.meta.get("count")
-        if not isinstance(first_seq, int) or first_seq < 0 or not isinstance(count, int):
-            raise CodecError(f"first_seq={first_seq!r} count={count!r}")
+        if not _is_int(first_seq) or not 0 <= first_seq <= MAX_SEQ:
+            raise RejectedMessageError(f"first_seq={_short(repr(first_seq))}; expected an int "
+                                  f"in 0..{MAX_SEQ}")  # fmt: skip
+        if not _is_int(count) or count < 1 or first_seq + count - 1 > MAX_SEQ:
+            raise RejectedMessageError(f"count={_short(repr(count))}; expected an int >= 1 with "
+                                  f"first_seq + count - 1 <= {MAX_SEQ}")  # fmt: skip
         if first_seq <= state.received:
             self.duplicates += 1
             return 0
+        if first_seq - (state.received + 1) > self.max_seq_gap:
+            raise RejectedMessageError(
+                f"first_seq={first_seq} is {first_seq - state.received - 1} steps past the "
+                f"expected {state.received + 1}; at most max_seq_gap={self.max_seq_gap} steps may "
+                "be skipped"
+            )
         starts = message.arrays.get("starts_episode")
+        if starts is None or starts.dtype != np.bool_ or starts.shape != (count,):
+            raise CodecError(f"starts_episode must be bool ({count},)")
         gap = first_seq > state.received + 1
         holds_from = message.meta.get("holds_from", first_seq)
-        lost_for_good = holds_from == first_seq and starts is not None and len(starts) > 0
+        if not _is_int(holds_from):
+            raise RejectedMessageError(f"holds_from={_short(repr(holds_from))}; expected an int")
+        lost_for_good = holds_from == first_seq
         if gap and not (lost_for_good and bool(starts[0])):
             # The actor still holds the missing steps (they were in flight when this learner
             # started): wait for its resend rather than skip them.
@@ -195,16 +289,27 @@ class LearnerLink:
         self.steps_received += len(steps)
         return len(steps)
 
-    def _ack(self, identity: Any, actor_id: str, state: ActorState, seq: int) -> None:
+    def _ack(
+        self, identity: Any, actor_id: str, state: ActorState, seq: int, error: str | None = None
+    ) -> None:
         durable = self.store.durable.get(actor_id, -1)
-        meta = {"actor_id": actor_id, "received": state.received, "durable": durable,
-                "weights_version": self.weights_version}  # fmt: skip
+        meta: dict[str, Any] = {
+            "actor_id": actor_id,
+            "received": state.received,
+            "durable": durable,
+            "weights_version": self.weights_version,
+        }
+        if error is not None:
+            meta["error"] = error
+        self._send(identity, seq, meta)
+
+    def _send(self, identity: Any, seq: int, meta: dict[str, Any]) -> None:
         try:
             self._router.send_multipart(
                 [identity, *encode("transitions_ack", seq, meta)], flags=zmq.NOBLOCK
             )
         except zmq.ZMQError as exc:  # the actor went away; it will ask again
-            log.info("learner link: ack to %s not sent: %s", actor_id, exc)
+            log.info("learner link: ack to %s not sent: %s", meta.get("actor_id"), exc)
 
     # -- weights -------------------------------------------------------------------------------
     def publish_weights(
@@ -216,6 +321,12 @@ class LearnerLink:
     ) -> int:
         """Broadcast ``state_dict`` as version ``version``, with the learner's ``health`` (a few
         numbers and strings for the operator console); returns the bytes sent."""
+        bad = non_finite_tensors(state_dict)
+        if bad:
+            self.weights_refused += 1
+            log.error("learner link: weights %d not published: non-finite values in %s; the "
+                      "actors keep the last good weights", version, ", ".join(bad[:5]))  # fmt: skip
+            return 0
         data = weights_to_bytes(state_dict, half=half)
         meta = {"version": version, "half": half, "learner_id": self.learner_id,
                 "health": dict(health or {})}  # fmt: skip
@@ -239,3 +350,31 @@ class LearnerLink:
     def close(self) -> None:
         self._router.close(linger=0)
         self._pub.close(linger=0)
+
+
+def _user_id(frame: Any) -> str:
+    """The ZAP user id (the client's CURVE public key, z85) of a received frame; "" when the
+    socket has no authentication (plaintext on loopback)."""
+    try:
+        return str(frame.get("User-Id") or "")
+    except (zmq.ZMQError, AttributeError, TypeError):
+        return ""
+
+
+def non_finite_tensors(state_dict: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Names ("actor/net.0.weight") of the floating tensors in a (nested) state dict that hold a
+    NaN or an infinity."""
+    import torch
+
+    bad: list[str] = []
+    for key, value in state_dict.items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            bad += non_finite_tensors(value, name)
+        elif (
+            isinstance(value, torch.Tensor)
+            and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())
+        ):
+            bad.append(name)
+    return bad

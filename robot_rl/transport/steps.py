@@ -25,10 +25,32 @@ from typing import Any
 
 import numpy as np
 
-from robot_rl.data.batch import Transition
+from robot_rl.data.batch import STATE_KEY, Transition
 from robot_rl.transport.codec import CodecError, Message, encode
 
 FLAG_KEYS = ("terminated", "truncated", "intervened", "starts_episode")
+MAX_STEPS = 4096  # steps in one message (an actor seals a batch every 16 steps or every second)
+
+
+def _check_obs_rows(name: str, key: str, stacked: np.ndarray, rows: int) -> None:
+    """``stacked`` holds ``rows`` observations of ``key``: images uint8 (rows, H, W, 3), the
+    state a finite float (rows, D)."""
+    if key == STATE_KEY:
+        if stacked.ndim != 2 or stacked.shape[0] != rows or stacked.dtype.kind != "f":
+            raise CodecError(
+                f"transitions: {name} is {stacked.dtype} {stacked.shape}; expected float "
+                f"({rows}, D)"
+            )
+        if not np.isfinite(stacked).all():
+            raise CodecError(f"transitions: {name} holds a non-finite value (NaN or inf)")
+        return
+    if stacked.ndim != 4 or stacked.shape[0] != rows or stacked.shape[3] != 3:
+        raise CodecError(
+            f"transitions: {name} is {stacked.dtype} {stacked.shape}; expected uint8 "
+            f"({rows}, H, W, 3)"
+        )
+    if stacked.dtype != np.uint8:
+        raise CodecError(f"transitions: {name} is {stacked.dtype}; images must be uint8")
 
 
 def encode_steps(
@@ -73,31 +95,70 @@ class StepDecoder:
         self.last_next_obs: dict[str, np.ndarray] | None = None
 
     def decode(self, message: Message) -> list[Transition]:
-        """The message's transitions; CodecError if it is malformed or cannot continue."""
+        """The message's transitions; CodecError if it is malformed or cannot continue.
+
+        Checked before anything is built: ``count`` is an int in 1..MAX_STEPS; ``action`` is a
+        float (count, A) array; ``reward`` and ``gripper_penalty`` float (count,); the flags bool
+        (count,); each ``next_obs/<key>`` holds count rows (images uint8 (H, W, 3), ``state``
+        float (D,)) and each ``obs/<key>`` the same row shape; every float is finite.
+        """
         meta, arrays = message.meta, message.arrays
         count = meta.get("count")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise CodecError(f"transitions: count={count!r}; expected an int >= 1")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_STEPS:
+            raise CodecError(f"transitions: count={count!r}; expected an int in 1..{MAX_STEPS}")
         for key in ("action", "reward", "gripper_penalty", *FLAG_KEYS):
-            if key not in arrays or len(arrays[key]) != count:
-                raise CodecError(f"transitions: {key} missing or not {count} long")
+            if key not in arrays:
+                raise CodecError(f"transitions: array {key!r} is missing")
+        action = arrays["action"]
+        if action.ndim != 2 or action.shape[0] != count or action.dtype.kind != "f":
+            raise CodecError(
+                f"transitions: action is {action.dtype} {action.shape}; expected float ({count}, A)"
+            )
+        for key in ("reward", "gripper_penalty"):
+            if arrays[key].shape != (count,) or arrays[key].dtype.kind != "f":
+                raise CodecError(
+                    f"transitions: {key} is {arrays[key].dtype} {arrays[key].shape}; expected "
+                    f"float ({count},)"
+                )
         for key in FLAG_KEYS:
-            if arrays[key].dtype != np.bool_:
-                raise CodecError(f"transitions: {key} must be bool")
+            if arrays[key].dtype != np.bool_ or arrays[key].shape != (count,):
+                raise CodecError(
+                    f"transitions: {key} is {arrays[key].dtype} {arrays[key].shape}; expected "
+                    f"bool ({count},)"
+                )
+        for key in ("action", "reward", "gripper_penalty"):
+            if not np.isfinite(arrays[key]).all():
+                raise CodecError(f"transitions: {key} holds a non-finite value (NaN or inf)")
         obs_keys = sorted(k.split("/", 1)[1] for k in arrays if k.startswith("next_obs/"))
         if not obs_keys:
             raise CodecError("transitions: no next_obs arrays")
         next_obs = {k: arrays[f"next_obs/{k}"] for k in obs_keys}
-        if any(len(v) != count for v in next_obs.values()):
-            raise CodecError(f"transitions: a next_obs array is not {count} long")
+        for key, stacked in next_obs.items():
+            _check_obs_rows(f"next_obs/{key}", key, stacked, count)
         starts = arrays["starts_episode"]
         first_obs = {k: arrays.get(f"obs/{k}") for k in obs_keys}
         n_starts = int(starts.sum())
         for key, stacked in first_obs.items():
             if n_starts and (stacked is None or len(stacked) != n_starts):
                 raise CodecError(f"transitions: obs/{key} must hold {n_starts} episode starts")
+            if stacked is not None:
+                _check_obs_rows(f"obs/{key}", key, stacked, n_starts)
+                if stacked.shape[1:] != next_obs[key].shape[1:]:
+                    raise CodecError(
+                        f"transitions: obs/{key} rows are {stacked.shape[1:]}, next_obs/{key} "
+                        f"rows {next_obs[key].shape[1:]}"
+                    )
         if not starts[0] and self.last_next_obs is None:
             raise CodecError("transitions: the first step continues an episode never received")
+        if not starts[0] and self.last_next_obs is not None:
+            previous_keys = sorted(self.last_next_obs)
+            if previous_keys != obs_keys or any(
+                self.last_next_obs[k].shape != next_obs[k].shape[1:] for k in obs_keys
+            ):
+                raise CodecError(
+                    "transitions: the first step continues an episode whose observations had "
+                    "other keys or shapes"
+                )
         steps, start_index = [], 0
         previous = self.last_next_obs
         for i in range(count):

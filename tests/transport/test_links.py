@@ -157,10 +157,10 @@ def test_actor_restart_continues_its_numbering_and_the_learner_carries_on(tmp_pa
     sink = Sink()
     learner = start_learner(ep, store, sink)
     actor = ActorLink(actor_config(ep, spool), PLAIN)
-    for step in episode_steps(0, 5) + episode_steps(10, 6)[:5]:  # crash mid-episode
+    for step in episode_steps(0, 5) + episode_steps(10, 6)[:5]:  # stop mid-episode
         actor.add(step)
-    run_until(learner, actor, lambda: actor.received >= 8)  # the 5th step was never sent
-    actor.close()
+    run_until(learner, actor, lambda: actor.received >= 8)  # the 5th step is still pending
+    actor.close()  # a clean stop spools the pending step and closes the episode
 
     actor = ActorLink(actor_config(ep, spool), PLAIN)  # fresh process, same spool
     for step in episode_steps(30, 4):
@@ -169,8 +169,8 @@ def test_actor_restart_continues_its_numbering_and_the_learner_carries_on(tmp_pa
     status = learner.status()["a0"]
     assert status["durable"] == status["received"] >= 5 + 4 + 4 - 1
     episodes = list(load_episodes(store))
-    # The unfinished episode was closed and kept; the new one stored whole.
-    assert [len(e.transitions) for e in episodes] == [5, 4, 4]
+    # The unfinished episode was closed and kept whole; the new one stored whole.
+    assert [len(e.transitions) for e in episodes] == [5, 5, 4]
     assert not episodes[1].transitions[-1].terminated
     actor.close()
     learner.close()
