@@ -1,0 +1,566 @@
+"""The robot server's backend for a Franka arm (``robot_rl.transport.robot_server.RobotBackend``).
+
+Two control modes (``FrankaConfig.control``):
+- ``torque`` (default): our ``ControlLoop`` (reference pipeline, impedance law, torque safety,
+  watchdog) computes the torque every 1 ms on a dedicated thread that keeps time on monotonic
+  deadlines, with the garbage collector kept out of it (frozen and disabled; a young-generation
+  pass runs only in a tick's slack), and SCHED_FIFO priority and a CPU pin where the user may set
+  them. franky's ``SimpleTorqueMotion`` applies the torque, with its own rate limit, joint-limit
+  repulsion and signal timeout underneath.
+- ``tracker``: franky's C++ ``CartesianImpedanceTracker`` runs the 1 kHz law; a Python thread at
+  ``tracker_period_s`` feeds it from our reference pipeline (validation, workspace clip, velocity
+  limit, gain smoothing) under the same watchdog.
+Both: hold 100 ms after the last target and damp at 500 ms (``WatchdogConfig``), a latched software
+stop, the twin's state message. A reflex, a collision or a lost connection puts the mode at
+``fault`` (``ControlMode.FAULT``) with libfranka's error text in ``fault_text``; nothing moves
+until an explicit ``recover()`` (which reconnects first when the link was lost). The server's
+thread (``tick``, ``state``, ``status``) never calls franky: it reads what the control thread
+left, so a dead link cannot stall it.
+
+Resets (``reset(options)``, option ``mode``): ``home`` moves home in joint space at the capped
+speed; ``random`` goes home, then to a TCP offset drawn uniformly in ``random_box_m`` (seeded); an
+``operator`` reset holds the arm and answers with the prompt for the console.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from types import ModuleType
+from typing import Any, Literal
+
+import numpy as np
+from robot_rl.controllers.cartesian_impedance import CartesianReference
+from robot_rl.controllers.loop import ControlLoop, LoopConfig
+from robot_rl.controllers.reference import CartesianReferenceGenerator
+from robot_rl.controllers.targets import (
+    CartesianTarget,
+    InvalidTargetError,
+    JointTarget,
+    validate_cartesian_target,
+)
+from robot_rl.controllers.watchdog import ControlMode, watchdog_mode
+from robot_rl.hardware.franka import FrankaConfig, FrankaError, FrankaFaultError, FrankaRobot
+
+from robot_rl.interfaces import RobotState
+
+log = logging.getLogger(__name__)
+
+OPERATOR_PROMPT = "reset the scene, then press r"
+_STOPPED = "the arm is under a software stop: clear it (console: Clear stop) before new targets"
+
+
+@dataclass(frozen=True)
+class ResetConfig:
+    """How a real arm resets between episodes."""
+
+    mode: Literal["home", "random", "operator"] = "home"
+    random_box_m: tuple[float, float, float] = (0.03, 0.03, 0.02)  # half-widths around home TCP
+    settle_pos_m: float = 0.003
+    timeout_s: float = 15.0
+
+
+@dataclass
+class TimingRing:
+    """Preallocated stamps of torque updates and target latencies (no growth at 1 kHz)."""
+
+    capacity: int = 200_000
+    command_stamps_s: np.ndarray = field(init=False)
+    count: int = 0
+    latencies_s: list[float] = field(default_factory=list)  # capped at 10_000
+    mode_changes: list[tuple[float, int]] = field(default_factory=list)  # capped at 1_000
+
+    def __post_init__(self) -> None:
+        self.command_stamps_s = np.zeros(self.capacity)
+
+    def stamp(self, t_s: float) -> None:
+        self.command_stamps_s[self.count % self.capacity] = t_s
+        self.count += 1
+
+    def stamps(self) -> np.ndarray:
+        n = min(self.count, self.capacity)
+        idx = np.arange(self.count - n, self.count) % self.capacity
+        return self.command_stamps_s[idx]
+
+    def clear(self) -> None:
+        self.count = 0
+        self.latencies_s.clear()
+        self.mode_changes.clear()
+
+
+def realtime_setup(cpu: int | None, priority: int) -> dict[str, Any]:
+    """Ask for SCHED_FIFO ``priority`` and a CPU pin for the calling thread; say what was
+    granted (an unprivileged user gets neither, which is logged, not fatal)."""
+    granted: dict[str, Any] = {"fifo": False, "cpu": None}
+    if cpu is not None:
+        try:
+            os.sched_setaffinity(0, {cpu})
+            granted["cpu"] = cpu
+        except (OSError, AttributeError) as exc:
+            log.warning("could not pin the control loop to CPU %d: %s", cpu, exc)
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        granted["fifo"] = True
+    except (OSError, AttributeError, PermissionError) as exc:
+        log.info("control loop runs without SCHED_FIFO (%s); see docs/real_robot.md", exc)
+    return granted
+
+
+class FrankaBackend:
+    """A Franka arm behind the robot server (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: FrankaConfig,
+        loop_config: LoopConfig | None = None,
+        reset_config: ResetConfig | None = None,
+        franky_module: ModuleType | None = None,
+        server_period_s: float = 0.002,
+    ) -> None:
+        self.config = config
+        self.control = config.control
+        base = loop_config or LoopConfig()
+        self.loop_config = replace(
+            base,
+            clock="wallclock",
+            period_s=0.001,
+            posture_q_rad=tuple(config.home_q_rad),
+            joint_speed_fraction=config.home_speed_fraction,
+        )
+        self.reset_config = reset_config or ResetConfig()
+        self.period_s = server_period_s  # the server thread's rate; control runs on its own
+        self.robot = FrankaRobot(config, franky_module)
+        self._franky = self.robot._franky
+        self.loop: ControlLoop | None = None
+        self.timing = TimingRing()
+        self._lock = threading.Lock()
+        self._state: RobotState | None = None
+        self._fault_text = ""
+        self._connected = False
+        self._run = threading.Event()  # set while the control thread may command the arm
+        self._paused = threading.Event()  # the control thread acknowledges a pause
+        self._quit = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._target_stamp_s: float | None = None
+        self.realtime: dict[str, Any] = {}
+        self.recoveries = 0
+        # tracker mode
+        self._tracker: Any = None
+        self._tref: CartesianReferenceGenerator | None = None
+        self._tpending: CartesianTarget | None = None
+        self._tkeep_alive = False
+        self._tmode = ControlMode.HOLD
+        self._tlast_target_s = 0.0
+        self._tstopped = False
+        self._tdamped = False
+        self._trejected = 0
+        self._tfaults = 0
+        self._tstiffness = np.asarray(self.loop_config.cartesian_gains.stiffness, float).copy()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect, start the motion and the control thread (FrankaError if the arm is not
+        there)."""
+        self.robot.connect()
+        self._connected = True
+        self._start_motion()
+        self._thread = threading.Thread(target=self._control_thread, name="franka-control",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+        self._run.set()
+
+    def close(self) -> None:
+        self._run.clear()
+        self._quit.set()
+        if self._thread is not None:
+            self._thread.join(timeout=3.0)
+        with contextlib.suppress(Exception):
+            self._stop_motion()
+        self.robot.close()
+
+    def _start_motion(self) -> None:
+        self.robot.read_state()
+        if self.control == "torque":
+            self.robot.start_torque_motion()
+            if self.loop is None:
+                self.loop = ControlLoop(self.robot, self.loop_config)
+            self.loop.restart()
+        else:
+            self._start_tracker()
+        self._state = self.robot.read_state()
+
+    def _stop_motion(self) -> None:
+        if self.control == "torque":
+            self.robot.stop_motion()
+        elif self._tracker is not None:
+            try:
+                self._tracker.stop()
+            finally:
+                self._tracker = None
+
+    def _require_loop(self) -> ControlLoop:
+        if self.loop is None:
+            raise RuntimeError("the Franka backend has not started: call start() first")
+        return self.loop
+
+    def _pause(self, timeout_s: float = 1.0) -> None:
+        """Make the control thread stop commanding (and wait until it has)."""
+        self._paused.clear()
+        self._run.clear()
+        if not self._paused.wait(timeout_s):
+            raise RuntimeError("the control thread did not pause within 1 s")
+
+    # -- the control thread ----------------------------------------------------------------------
+    def _control_thread(self) -> None:
+        self.realtime = realtime_setup(self.config.cpu, self.config.rt_priority)
+        gc.collect()
+        gc.freeze()  # everything alive now is never scanned again
+        gc.disable()  # collections run only where this loop says (a young pass in slack)
+        period = 0.001 if self.control == "torque" else self.config.tracker_period_s
+        step = self._torque_step if self.control == "torque" else self._tracker_step
+        deadline = time.monotonic()
+        ticks = 0
+        try:
+            while not self._quit.is_set():
+                if not self._run.is_set():
+                    self._paused.set()
+                    self._run.wait(0.05)
+                    deadline = time.monotonic()
+                    continue
+                try:
+                    step()
+                except (FrankaFaultError, RuntimeError) as exc:
+                    self._enter_fault(str(exc) or type(exc).__name__)
+                    continue
+                ticks += 1
+                deadline += period
+                slack = deadline - time.monotonic()
+                if slack > 0.0003 and ticks % 1000 == 0:
+                    gc.collect(0)
+                    slack = deadline - time.monotonic()
+                if slack > 0:
+                    time.sleep(slack)
+                elif slack < -20 * period:  # far behind (a stall): re-anchor, do not burst
+                    deadline = time.monotonic()
+        finally:
+            gc.enable()
+            gc.unfreeze()
+
+    def _torque_step(self) -> None:
+        loop = self._require_loop()
+        stamp = self._target_stamp_s
+        previous = loop.status.mode if loop.status is not None else None
+        status = loop.tick()
+        now = time.monotonic()
+        self.timing.stamp(now)
+        self._state = self.robot._snap.state
+        if stamp is not None:
+            self._target_stamp_s = None
+            if len(self.timing.latencies_s) < 10_000:
+                self.timing.latencies_s.append(now - stamp)
+        if status.mode != previous and len(self.timing.mode_changes) < 1000:
+            self.timing.mode_changes.append((now, int(status.mode)))
+
+    def _enter_fault(self, text: str) -> None:
+        self._run.clear()
+        self._paused.set()
+        with self._lock:
+            first = not self._fault_text
+            self._fault_text = text
+        if "Net" in text or "network" in text.lower() or "UDP" in text or "TCP" in text:
+            self._connected = False
+        if first:
+            log.error("franka fault: %s (send a recover request to continue)", text)
+
+    # -- tracker mode ----------------------------------------------------------------------------
+    def _start_tracker(self) -> None:
+        f, c, lc = self._franky, self.config, self.loop_config
+        gains = lc.cartesian_gains
+        self._tstiffness = np.asarray(gains.stiffness, float).copy()
+        lim = self.config.limits
+        self._tracker = f.CartesianImpedanceTracker(
+            self.robot.franky_robot,
+            gains=f.CartesianImpedanceGains.diagonal(self._tstiffness),
+            translational_error_clip=np.asarray(gains.error_clip[:3], float),
+            rotational_error_clip=np.asarray(gains.error_clip[3:], float),
+            posture_task=f.PostureTask(np.asarray(c.home_q_rad, float), 5.0, max_torque=5.0),
+            max_delta_tau=c.max_delta_tau_nm,
+            lower_joint_limits=lim.joint_pos_min_rad + 0.05,
+            upper_joint_limits=lim.joint_pos_max_rad - 0.05,
+            gains_time_constant=lc.reference.gain_time_constant_s,
+        )
+        state = self.robot.read_state()
+        self._tref = CartesianReferenceGenerator(lc.reference, c.tracker_period_s, gains)
+        now = time.monotonic()
+        self._tref.reset(state.ee_pos_m, state.ee_quat_xyzw, now)
+        self._tlast_target_s = now
+        self._tmode = ControlMode.HOLD
+        self._tdamped = False
+        self._tpending = None
+
+    def _tracker_send(self, ref: CartesianReference) -> None:
+        f = self._franky
+        self._tracker.set_target(
+            f.Affine(np.asarray(ref.pos_m, float), np.asarray(ref.quat_xyzw, float)),
+            f.Twist(np.asarray(ref.twist[:3], float), np.asarray(ref.twist[3:], float)),
+        )
+
+    def _tracker_step(self) -> None:
+        self.robot.poll()
+        state = self.robot.read_state()
+        now = time.monotonic()
+        ref_gen = self._tref
+        if ref_gen is None:
+            raise RuntimeError("tracker mode without a reference generator: start() first")
+        with self._lock:
+            pending, self._tpending = self._tpending, None
+            keep_alive, self._tkeep_alive = self._tkeep_alive, False
+            stamp, self._target_stamp_s = self._target_stamp_s, None
+        if keep_alive and pending is None and self._tmode == ControlMode.ACTIVE:
+            self._tlast_target_s = now
+        if pending is not None:
+            if self._tmode != ControlMode.ACTIVE:  # resume from where the arm is
+                ref_gen.reset(state.ee_pos_m, state.ee_quat_xyzw, now)
+            ref_gen.set_goal(pending, now)
+            self._tlast_target_s = now
+        mode = watchdog_mode(now - self._tlast_target_s, self.loop_config.watchdog)
+        if self._tstopped:
+            mode = ControlMode.DAMP
+        f = self._franky
+        if mode == ControlMode.DAMP and not self._tdamped:  # stiffness 0, damping pinned
+            d = self.loop_config.safety.damping.damping_nm_s_per_rad
+            self._tracker.set_gains(
+                gains=f.CartesianImpedanceGains.diagonal(
+                    np.zeros(6), np.array([4 * d[0]] * 3 + [d[4]] * 3)
+                )
+            )
+            self._tdamped = True
+        elif mode != ControlMode.DAMP:
+            if self._tdamped:
+                self._tracker.set_gains(gains=f.CartesianImpedanceGains.diagonal(self._tstiffness))
+                self._tdamped = False
+            if mode == ControlMode.HOLD and self._tmode != ControlMode.HOLD:
+                ref_gen.reset(state.ee_pos_m, state.ee_quat_xyzw, now)
+            if mode == ControlMode.ACTIVE or self._tmode != ControlMode.HOLD:
+                ref = ref_gen.step(now)
+                stiffness = ref_gen.gains.stiffness
+                if not np.array_equal(stiffness, self._tstiffness):
+                    self._tstiffness = np.asarray(stiffness, float).copy()
+                    self._tracker.set_gains(gains=f.CartesianImpedanceGains.diagonal(stiffness))
+                self._tracker_send(ref)
+        sent = time.monotonic()
+        self.timing.stamp(sent)
+        if stamp is not None and len(self.timing.latencies_s) < 10_000:
+            self.timing.latencies_s.append(sent - stamp)
+        if mode != self._tmode and len(self.timing.mode_changes) < 1000:
+            self.timing.mode_changes.append((sent, int(mode)))
+        self._tmode = mode
+        self._state = state
+
+    # -- RobotBackend ----------------------------------------------------------------------------
+    def tick(self) -> Any:
+        """The server's periodic call: notice a motion that libfranka ended (reflex, collision,
+        lost link) without touching franky from this thread when the link may be dead."""
+        if self._fault_text or not self._run.is_set():
+            return None
+        if self.control == "torque" and self.loop is not None:
+            st = self.robot._snap.raw
+            if st is not None and "Reflex" in str(getattr(st, "robot_mode", "")):
+                self._enter_fault(f"reflex: {st.current_errors}")
+        return None
+
+    def set_target(self, target: CartesianTarget, gripper: Literal["open", "close"] | None) -> None:
+        """Queue a Cartesian target (InvalidTargetError if bad, stopped, or faulted)."""
+        if self._fault_text:
+            raise InvalidTargetError(f"the arm is in fault ({self._fault_text}); send recover")
+        if self.control == "torque":
+            loop = self._require_loop()
+            self._target_stamp_s = time.monotonic()
+            loop.set_cartesian_target(target)
+        else:
+            try:
+                checked = validate_cartesian_target(target)
+                self.loop_config.reference.workspace.clip(checked.pos_m, checked.quat_xyzw)
+            except InvalidTargetError as exc:
+                self._trejected += 1
+                log.warning("rejected Cartesian target: %s", exc)
+                raise
+            with self._lock:
+                if self._tstopped:
+                    raise InvalidTargetError(_STOPPED)
+                self._tpending = checked
+                self._target_stamp_s = time.monotonic()
+        if gripper == "open":
+            self.robot.gripper_move(0.08, 0.1)
+        elif gripper == "close":
+            self.robot.gripper_grasp(0.0, 40.0, 0.1)
+
+    def keep_alive(self) -> None:
+        if self.control == "torque":
+            if self.loop is not None:
+                self.loop.keep_alive()
+        else:
+            with self._lock:
+                self._tkeep_alive = True
+
+    def state(self) -> RobotState:
+        """The newest state the control thread read (never a franky call from here)."""
+        s = self._state
+        if s is None:
+            raise RuntimeError("no state yet: the backend has not started")
+        return s
+
+    def status(self) -> dict[str, Any]:
+        if self.control == "torque" and self.loop is not None:
+            st = self.loop.status
+            mode = int(st.mode) if st else int(ControlMode.HOLD)
+            law = st.law if st else "cartesian"
+            age = float(st.target_age_s) if st else 0.0
+            rejected, faults, stopped = (
+                self.loop.rejected_targets,
+                self.loop.faults,
+                self.loop.stopped,
+            )
+        else:
+            mode, law = int(self._tmode), "cartesian"
+            age = time.monotonic() - self._tlast_target_s
+            rejected, faults, stopped = self._trejected, self._tfaults, self._tstopped
+        fault = self._fault_text
+        return {
+            "law": law,
+            "mode": int(ControlMode.FAULT) if fault else mode,
+            "target_age_s": age,
+            "rejected_targets": int(rejected),
+            "faults": int(faults),
+            "stopped": bool(stopped),
+            "fault_text": fault,
+            "connected": bool(self._connected),
+            "control": self.control,
+            "recoveries": self.recoveries,
+        }
+
+    def software_stop(self, stop: bool) -> None:
+        if self.control == "torque":
+            if self.loop is not None:
+                (self.loop.software_stop if stop else self.loop.clear_stop)()
+            return
+        with self._lock:
+            self._tstopped = stop
+            self._tpending = None
+            if not stop:  # hold where the arm is until new targets arrive
+                self._tlast_target_s = time.monotonic() - self.loop_config.watchdog.hold_after_s
+        log.warning("software stop %s", "latched" if stop else "cleared")
+
+    def set_joint_target(self, q_rad: np.ndarray) -> None:
+        """Joint impedance toward ``q_rad`` (torque mode); in tracker mode, a capped-speed joint
+        move (blocking, like a reset)."""
+        if self._fault_text:
+            raise InvalidTargetError(f"the arm is in fault ({self._fault_text}); send recover")
+        if self.control == "torque":
+            self._require_loop().set_joint_target(JointTarget(q_rad))
+        else:
+            self._joint_move(np.asarray(q_rad, float))
+
+    def recover(self) -> dict[str, Any]:
+        """Clear a fault: reconnect if the link was lost, run libfranka's automatic error
+        recovery, restart the motion holding the current pose. RuntimeError if it cannot."""
+        with contextlib.suppress(RuntimeError):
+            self._pause()
+        try:
+            if not self._connected:
+                self.robot.disconnect()
+                self.robot.connect()
+                self._connected = True
+            if self.robot.franky_robot.has_errors or self._fault_text:
+                self.robot.recover()
+            self._stop_motion_quietly()
+            self._start_motion()
+        except (FrankaError, FrankaFaultError) as exc:
+            self._fault_text = str(exc)
+            if isinstance(exc, FrankaError):
+                self._connected = False
+            raise RuntimeError(str(exc)) from None
+        was = self._fault_text
+        self._fault_text = ""
+        self.recoveries += 1
+        self._run.set()
+        log.warning("recovered from: %s", was or "(no fault)")
+        return {"recovered": was}
+
+    def _stop_motion_quietly(self) -> None:
+        try:
+            self._stop_motion()
+        except Exception as exc:  # a dead motion's stored error: already reported as the fault
+            log.info("old motion ended with: %s", exc)
+
+    # -- resets ----------------------------------------------------------------------------------
+    def reset(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Reset between episodes (module docstring); ValueError for bad options, RuntimeError
+        when the arm cannot (fault, timeout)."""
+        unknown = set(options) - {"seed", "mode"}
+        if unknown:
+            raise ValueError(f"reset options {sorted(unknown)} unknown; allowed: seed, mode")
+        seed = options.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"reset seed={seed!r}; expected an int")
+        mode = options.get("mode", self.reset_config.mode)
+        if mode not in ("home", "random", "operator"):
+            raise ValueError(f"reset mode={mode!r}; allowed: home, random, operator")
+        if self._fault_text:
+            raise RuntimeError(f"the arm is in fault ({self._fault_text}); send recover first")
+        if mode == "operator":
+            self.software_stop(False)
+            return {"seed": seed, "mode": mode, "prompt": OPERATOR_PROMPT}
+        self._joint_move(np.asarray(self.config.home_q_rad, float))
+        reply: dict[str, Any] = {"seed": seed, "mode": mode}
+        if mode == "random":
+            rng = np.random.default_rng(seed)
+            box = np.asarray(self.reset_config.random_box_m)
+            home = self.state()
+            goal = home.ee_pos_m + rng.uniform(-box, box)
+            self._move_to(goal, home.ee_quat_xyzw)
+            reply["offset_m"] = (goal - home.ee_pos_m).tolist()
+        return reply
+
+    def _joint_move(self, q_goal: np.ndarray) -> None:
+        """A capped-speed joint-space move (franky's planner at ``home_speed_fraction`` of the
+        dynamics limits), then the control motion restarts holding there."""
+        self._pause()
+        try:
+            self._stop_motion()
+            motion = self._franky.JointMotion(
+                q_goal.tolist(), relative_dynamics_factor=self.config.home_speed_fraction
+            )
+            self.robot.franky_robot.move(motion)
+            self._start_motion()
+        except Exception as exc:
+            self._enter_fault(f"joint move failed: {exc}")
+            raise RuntimeError(f"joint move failed: {exc}") from None
+        self._run.set()
+
+    def _move_to(self, pos_m: np.ndarray, quat_xyzw: np.ndarray) -> None:
+        """Track a Cartesian goal through the normal pipeline until within ``settle_pos_m``."""
+        deadline = time.monotonic() + self.reset_config.timeout_s
+        target = CartesianTarget(np.asarray(pos_m, float), np.asarray(quat_xyzw, float))
+        self.set_target(target, None)
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+            if self._fault_text:
+                raise RuntimeError(f"fault during reset: {self._fault_text}")
+            self.keep_alive()
+            s = self.state()
+            if (
+                np.linalg.norm(s.ee_pos_m - pos_m) < self.reset_config.settle_pos_m
+                and np.linalg.norm(s.ee_twist[:3]) < 0.01
+            ):
+                return
+            if int(self.status()["mode"]) != int(ControlMode.ACTIVE):
+                self.set_target(target, None)
+        raise RuntimeError(
+            f"reset did not reach {pos_m.tolist()} in {self.reset_config.timeout_s} s"
+        )
