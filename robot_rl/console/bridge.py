@@ -5,7 +5,14 @@ hand back go to the teleop intervener; pause and the software stop hold the loop
 latches the arm's damping through the env); reset, mark success and mark failure end the episode
 (a success mark makes the step terminal with reward 1, a failure mark truncates it, so the episode
 record says what the operator saw); record demo hands the arm to the operator for the next episode
-and stores that episode as a demo. ``after_step`` publishes the step to the hub.
+and stores that episode as a demo. ``after_step`` publishes the step to the hub: robot state and
+mode, actions (normalised, in the env's action frame), who is in control, the detector, and one
+point of the episode timeline.
+``undo_mark`` withdraws a mark: one the actor has not applied never happens; one already applied is
+handed to ``on_undo_mark(episode, label)`` (the runtime relabels the stored episode).
+
+``operator_setup`` also starts a ``CameraForwarder`` when the env reads camera streams, so the page
+sees the cameras while the policy loop is paused, stopped or resetting.
 """
 
 from __future__ import annotations
@@ -44,6 +51,21 @@ class ConsoleBridge:
         self.recording = False  # this episode is an operator demo
         self.record_next = False
         self.takeover_page_ms: float | None = None  # the newest take-over's page clock
+        self.steps = 0  # steps of the current episode
+        self.holds = 0  # wait cycles spent holding (paused or stopped): a counter for tests
+        self.undone: list[tuple[int, str]] = []  # applied marks withdrawn: (episode, label)
+        self.on_undo_mark: Callable[[int, str], None] | None = None
+        self._labels: dict[int, str] = {}  # applied marks of recent episodes, by episode
+        self._episode = 0
+        self.streams_forwarded = False  # a CameraForwarder feeds the env's camera streams
+        self._last_refresh_s = 0.0
+        base = getattr(env, "unwrapped", env)
+        self.max_steps: int | None = getattr(base, "max_episode_steps", None)
+        config = getattr(base, "config", None)
+        self.period_s: float | None = getattr(config, "policy_period_s", None)
+        hub.update(step_limit=self.max_steps, policy_period_s=self.period_s,
+                   action_frame=getattr(base, "action_frame", "reset frame"),
+                   detector=getattr(base, "detector", None) is not None)  # fmt: skip
 
     def before_step(
         self, wait_s: float = 0.1, should_stop: Callable[[], bool] | None = None
@@ -53,15 +75,18 @@ class ConsoleBridge:
         request = StepRequest()
         while True:
             for control in self.hub.take_controls():
-                self._apply(control.name, control.page_ms, request)
+                self._apply(control.name, control.page_ms, request, control.episode)
             if not (self.paused or self.stopped) or request.reset or request.label:
                 break
             if should_stop is not None and should_stop():
                 break
+            self.holds += 1
+            self._refresh_frames()
             self.hub.wait(wait_s)
         return request
 
-    def _apply(self, name: str, page_ms: float | None, request: StepRequest) -> None:
+    def _apply(self, name: str, page_ms: float | None, request: StepRequest,
+               episode: int | None = None) -> None:  # fmt: skip
         log.info("console: %s", name)
         if name == "take_over" and self.operator is not None:
             self.operator.request("take")
@@ -80,12 +105,44 @@ class ConsoleBridge:
             self._software_stop(False)
         elif name == "reset":
             request.reset = True
-        elif name in ("mark_success", "mark_failure"):
+        elif name in ("mark_success", "mark_failure") and request.label is None:
             request.label = "success" if name == "mark_success" else "failure"
+            self._labels[self._episode] = request.label
+        elif name == "undo_mark" and episode is not None:
+            self._undo(episode)
         elif name == "record_demo":
             self.record_next = True
         self.hub.update(paused=self.paused, stopped=self.stopped,
                         recording=self.recording or self.record_next)  # fmt: skip
+
+    def _refresh_frames(self, period_s: float = 0.1) -> None:
+        """While holding, render an in-process sim's cameras so the page's view stays current
+        (a lockstep sim does not move while the loop holds, so this is the arm as it is)."""
+        now = time.monotonic()
+        scene = getattr(getattr(self.env, "unwrapped", self.env), "scene", None)
+        if self.streams_forwarded or now - self._last_refresh_s < period_s:
+            return
+        self._last_refresh_s = now
+        render = getattr(scene, "render", None)
+        if render is None:
+            return
+        try:
+            frames = {name: frame.image for name, frame in render().items()}
+        except Exception as exc:  # a failed render must not stop the hold loop
+            log.warning("console: camera refresh while holding failed: %s", exc)
+            return
+        self.hub.publish_frames(frames)
+
+    def _undo(self, episode: int) -> None:
+        label = self._labels.pop(episode, None)
+        if label is None:
+            log.warning("console: undo of a mark on episode %d, which has no applied mark", episode)
+            return
+        self.undone.append((episode, label))
+        del self.undone[:-100]
+        log.info("console: the %s mark of episode %d is withdrawn", label, episode)
+        if self.on_undo_mark is not None:
+            self.on_undo_mark(episode, label)
 
     def _software_stop(self, stop: bool) -> None:
         target = getattr(self.env, "unwrapped", self.env)
@@ -95,6 +152,7 @@ class ConsoleBridge:
     def start_episode(self) -> None:
         """At each reset: a requested demo starts now, with the operator in control."""
         self.recording, self.record_next = self.record_next, False
+        self.steps = 0
         if self.recording and self.operator is not None:
             self.operator.request("take")
         self.hub.update(recording=self.recording)
@@ -105,6 +163,9 @@ class ConsoleBridge:
         returns its success, the operator's mark first, else the env's."""
         success = episode_success(info)
         self.hub.end_episode(success, episode_return, interventions / max(1, steps))
+        self._episode += 1
+        for old in [e for e in self._labels if e < self._episode - 10]:
+            del self._labels[old]
         if self.recording and self.operator is not None:
             self.operator.request("release")
         self.recording = False
@@ -116,25 +177,53 @@ class ConsoleBridge:
         base = getattr(self.env, "unwrapped", self.env)
         if frames:
             self.hub.publish_frames(frames, info.get("frame_stamp_s", time.time()))
-        elif getattr(base, "cameras", None) is not None:  # camera streams the policy ignores
+        elif not self.streams_forwarded and getattr(base, "cameras", None) is not None:
             for camera in base.cameras.cameras:
                 received = base.cameras.latest(camera)
                 if received is not None:
                     self.hub.publish_frames({camera: received.frame.image},
                                             received.capture_wall_s)  # fmt: skip
+        self.steps += 1
+        operator = bool(info.get("intervened"))
         fields: dict[str, Any] = {"policy_action": policy_action, "episode_return": episode_return,
-                                  "in_control": "operator" if info.get("intervened") else "policy",
-                                  "operator_action": info["action"] if info.get("intervened")
+                                  "in_control": "operator" if operator else "policy",
+                                  "operator_action": info.get("action") if operator
                                   else None}  # fmt: skip
         if hasattr(base, "robot_state"):
             state = base.robot_state()
             fields.update(tcp_pos_m=state.ee_pos_m, gripper_width_m=state.gripper_width_m)
-        if "success_probability" in info:
-            fields["success_probability"] = info["success_probability"]
+            mode = robot_mode(state)
+            if mode is not None:
+                fields["robot_mode"] = mode
+        score = info.get("success_probability")
+        if score is not None:
+            fields["success_probability"] = score
         detector = getattr(base, "detector", None)
+        threshold = None
         if detector is not None:
-            fields["threshold"] = detector.decision.config.theta_on
+            threshold = fields["threshold"] = detector.decision.config.theta_on
+        fired = bool(info.get("detector_fired", score is not None and threshold is not None
+                                               and score >= threshold))  # fmt: skip
+        if fired:
+            fields["detector_fired"] = True
         self.hub.update(**fields)
+        self.hub.record_step(self.steps, operator, score, fired)
+
+
+MODES = ("active", "hold", "damp", "fault")  # ControlMode's order (controllers.watchdog)
+
+
+def robot_mode(state: Any) -> str | None:
+    """The robot's mode (active, hold, damp, stopped, fault) from a state that carries one."""
+    mode = getattr(state, "mode", None)
+    if mode is None:
+        return None
+    name = getattr(mode, "name", None)
+    if isinstance(name, str):
+        return name.lower()
+    if isinstance(mode, (int, np.integer)) and 0 <= int(mode) < len(MODES):
+        return MODES[int(mode)]
+    return str(mode).lower()[:16]
 
 
 @dataclass
@@ -143,8 +232,11 @@ class OperatorSetup:
     bridge: ConsoleBridge | None
     hub: ConsoleHub | None
     server: Any | None  # ConsoleServer when the console is enabled
+    forwarder: Any | None = None  # CameraForwarder when the env reads camera streams
 
     def close(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.stop()
         if self.server is not None:
             self.server.stop()
         operator = self.bridge.operator if self.bridge is not None else None
@@ -156,6 +248,7 @@ def operator_setup(env: Any, console: Any, teleop: Any, scripted: Any | None,
                    cameras: list[str]) -> OperatorSetup:  # fmt: skip
     """Wrap ``env`` with the operator (when a console or a teleop device is configured) before an
     optional scripted intervener, and start the console server when enabled."""
+    from robot_rl.console.forwarder import CameraForwarder
     from robot_rl.console.server import ConsoleServer
     from robot_rl.envs.intervention import InterventionWrapper
     from robot_rl.teleop.intervener import CombinedIntervener, open_device
@@ -170,7 +263,13 @@ def operator_setup(env: Any, console: Any, teleop: Any, scripted: Any | None,
     interrupt = getattr(getattr(env, "unwrapped", env), "interrupt_step", None)
     if hub is not None and interrupt is not None:
         hub.add_input_listener(interrupt)  # a paced env answers the operator at once
+    forwarder = None
     if hub is not None and console.enabled:
         server = ConsoleServer(hub, console, cameras)
+        streams = getattr(getattr(env, "unwrapped", env), "cameras", None)
+        if streams is not None and hasattr(streams, "latest"):
+            forwarder = CameraForwarder(streams, hub).start()  # frames while the loop holds
+            if bridge is not None:
+                bridge.streams_forwarded = True
         print(f"operator console: {server.start()}", flush=True)
-    return OperatorSetup(wrapped, bridge, hub, server)
+    return OperatorSetup(wrapped, bridge, hub, server, forwarder)

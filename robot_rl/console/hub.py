@@ -2,11 +2,18 @@
 
 The actor loop calls ``publish_frames`` (camera frames with their capture time), ``update``
 (robot state, actions, who is in control, the success detector's score and threshold, episode
-counters, learner health) and ``end_episode``; it takes the operator's controls with
-``take_controls`` once per step, and may ``wait`` on the hub between steps so that a control or
-teleop input wakes it at once. The web server (``robot_rl.console.server``) reads ``snapshot``,
-``frames_since`` and the chart history, and feeds ``control``, key presses and the browser
-gamepad into the hub. Frames are JPEG-encoded here, once per frame, at most ``max_fps`` per camera.
+counters, learner health), ``record_step`` (one point of the episode timeline) and
+``end_episode``; it takes the operator's controls with ``take_controls`` once per step, and may
+``wait`` on the hub between steps so that a control or teleop input wakes it at once. The web
+server (``robot_rl.console.server``) reads ``snapshot``, ``frames_since`` and the chart history,
+and feeds ``control``, key presses and the browser gamepad into the hub. Frames are JPEG-encoded
+here, once per frame, at most ``max_fps`` per camera; a ``CameraForwarder``
+(``robot_rl.console.forwarder``) feeds camera streams in independently of the policy loop.
+
+Control ownership: the page (tab) that took over last owns control; the owner may ``lock`` it, and
+then other tabs may only watch or send ``stop``. In-process callers (``client=None``) are the
+operator at the machine and are never refused. Marks: one per episode, with an ``undo_mark``
+within ``undo_window_s``. Every per-client collection here is bounded.
 """
 
 from __future__ import annotations
@@ -25,18 +32,28 @@ from robot_rl.teleop.keyboard import KeyboardTeleop
 
 log = logging.getLogger(__name__)
 
-CONTROLS = ("take_over", "hand_back", "mark_success", "mark_failure", "reset", "pause",
-            "resume", "record_demo", "stop", "clear_stop")  # fmt: skip
+CONTROLS = ("take_over", "hand_back", "mark_success", "mark_failure", "undo_mark", "reset",
+            "pause", "resume", "record_demo", "stop", "clear_stop", "lock", "unlock")  # fmt: skip
+MARKS = ("mark_success", "mark_failure")
+MAX_PENDING_CONTROLS = 64  # controls not yet taken by the actor loop
+MAX_MARKS = 1000  # the console's mark log (newest kept)
+MAX_TIMELINE_STEPS = 5000  # timeline points of the current episode
 
 
-@dataclass
+class ControlRefusedError(ValueError):
+    """A well-formed control that the console refuses now (locked, already marked, ...)."""
+
+
+@dataclass(frozen=True)
 class Control:
     name: str
     page_ms: float | None  # the page's Date.now() when the operator acted (latency probes)
     received_s: float  # time.time() when the hub got it
+    client: str | None = None  # the page (tab) that sent it; None: in-process
+    episode: int | None = None  # for undo_mark: the episode whose mark is withdrawn
 
 
-@dataclass
+@dataclass(frozen=True)
 class EncodedFrame:
     camera: str
     seq: int
@@ -75,21 +92,38 @@ class PageTeleop:
         self.keyboard.release_all()
 
 
-@dataclass
+@dataclass(frozen=True)
 class HubConfig:
     max_fps: float = 15.0  # frames per camera sent to the page
     jpeg_quality: int = 80
     history: int = 300  # points per chart
+    undo_window_s: float = 5.0  # a mark may be withdrawn this long after it was made
 
 
 class _History:
-    """Per-episode and per-step series for the page's charts, ``length`` points each."""
+    """Per-episode, per-step and per-report series for the page's charts, ``length`` each."""
 
     def __init__(self, length: int) -> None:
         self.success: deque[float] = deque(maxlen=length)
         self.returns: deque[float] = deque(maxlen=length)
         self.interventions: deque[float] = deque(maxlen=length)
         self.score: deque[float] = deque(maxlen=length)
+        self.utd: deque[float] = deque(maxlen=length)
+        self.loss: deque[float] = deque(maxlen=length)
+
+
+class _Timeline:
+    """The current episode, one entry per step: who controlled it and the detector's score."""
+
+    def __init__(self) -> None:
+        self.control: deque[str] = deque(maxlen=MAX_TIMELINE_STEPS)  # "p" policy, "o" operator
+        self.score: deque[float | None] = deque(maxlen=MAX_TIMELINE_STEPS)
+        self.marks: list[dict[str, Any]] = []  # {"step", "mark"} of this episode
+        self.fired_step: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"control": "".join(self.control), "score": list(self.score),
+                "marks": list(self.marks), "fired_step": self.fired_step}  # fmt: skip
 
 
 class ConsoleHub:
@@ -100,54 +134,83 @@ class ConsoleHub:
         self.page = PageTeleop(teleop)
         self._lock = threading.Condition()
         self._state: dict[str, Any] = {"in_control": "policy", "episode": 0, "paused": False,
-                                       "stopped": False, "recording": False}  # fmt: skip
+                                       "stopped": False, "recording": False, "step": 0,
+                                       "owner": None, "locked": False}  # fmt: skip
         self._frames: dict[str, EncodedFrame] = {}
         self._last_encode: dict[str, float] = {}
         self._seq = 0
         self._controls: deque[Control] = deque()
         self._history = _History(self.config.history)
-        self.marks: list[dict[str, Any]] = []  # every mark with its episode (the console log)
+        self._timeline = _Timeline()
+        self.marks: deque[dict[str, Any]] = deque(maxlen=MAX_MARKS)  # the console's mark log
         self.stream_latency_ms: deque[float] = deque(maxlen=10_000)  # reported by pages
+        self.frames_published = 0
+        self.frames_skipped = 0  # malformed frames (wrong dtype or shape, failed encoding)
+        self.refused = 0  # controls refused (locked, marked twice, too many pending)
         self.version = 0  # bumps on every change, for the server's push loop
         self._wake_seq = 0  # bumps on operator input (wakes ``wait``)
         self._pad_active = False
         self._listeners: list[Any] = []  # called on operator input (e.g. cut a paced step short)
 
     # -- actor side ---------------------------------------------------------------------------
-    def publish_frames(self, frames: dict[str, np.ndarray], stamp_s: float | None = None) -> None:
-        """RGB uint8 frames per camera, captured at wall-clock ``stamp_s`` (default now)."""
+    def publish_frames(self, frames: dict[str, np.ndarray], stamp_s: float | None = None) -> int:
+        """RGB uint8 (H, W, 3) frames per camera, captured at wall-clock ``stamp_s`` (default
+        now); returns how many were encoded (at most ``max_fps`` per camera get through)."""
         import cv2
 
-        stamp_s = time.time() if stamp_s is None else stamp_s
+        stamp_s = time.time() if stamp_s is None else float(stamp_s)
         min_gap = 1.0 / self.config.max_fps
+        encoded = 0
         for camera, image in frames.items():
-            if stamp_s - self._last_encode.get(camera, -1e9) < min_gap:
-                continue
+            with self._lock:
+                if stamp_s - self._last_encode.get(camera, -1e9) < min_gap:
+                    continue
+                self._last_encode[camera] = stamp_s
             image = np.asarray(image)
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-                log.warning("console: camera %s frame %s %s skipped", camera, image.shape,
-                            image.dtype)  # fmt: skip
+                self.frames_skipped += 1
+                log.warning("console: camera %s frame %s %s skipped; need (H, W, 3) uint8",
+                            camera, image.shape, image.dtype)  # fmt: skip
                 continue
             quality = [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality]
-            ok, jpeg = cv2.imencode(".jpg", image[:, :, ::-1], quality)
+            ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]), quality)
             if not ok:
+                self.frames_skipped += 1
                 continue
-            self._last_encode[camera] = stamp_s
             with self._lock:
                 self._seq += 1
                 self._frames[camera] = EncodedFrame(camera, self._seq, stamp_s, jpeg.tobytes())
+                self.frames_published += 1
                 self.version += 1
                 self._lock.notify_all()
+            encoded += 1
+        return encoded
 
     def update(self, **fields: Any) -> None:
-        """Merge fields into the state the page shows (numbers, strings, lists of numbers)."""
+        """Merge fields into the state the page shows (numbers, strings, lists of numbers).
+        ``utd`` and ``loss`` also go to their charts."""
         clean = {k: _jsonable(v) for k, v in fields.items()}
         with self._lock:
             self._state.update(clean)
-            if "success_probability" in clean and clean["success_probability"] is not None:
+            if clean.get("success_probability") is not None:
                 self._history.score.append(clean["success_probability"])
+            for name in ("utd", "loss"):
+                if isinstance(clean.get(name), (int, float)):
+                    getattr(self._history, name).append(float(clean[name]))
             self.version += 1
             self._lock.notify_all()
+
+    def record_step(self, step: int, operator: bool, score: float | None = None,
+                    fired: bool = False) -> None:  # fmt: skip
+        """One step of the current episode's timeline: its index (from 1), whether the operator
+        controlled it, the detector's score (probability) and whether the detector fired."""
+        score = float(score) if score is not None and np.isfinite(score) else None
+        with self._lock:
+            self._timeline.control.append("o" if operator else "p")
+            self._timeline.score.append(None if score is None else round(score, 4))
+            if fired and self._timeline.fired_step is None:
+                self._timeline.fired_step = int(step)
+            self._state["step"] = int(step)
 
     def end_episode(self, success: bool, episode_return: float, intervention_rate: float) -> None:
         with self._lock:
@@ -157,9 +220,10 @@ class ConsoleHub:
             n = len(self._history.success)
             recent = list(self._history.success)[-20:]
             self._state.update(episode=self._state.get("episode", 0) + 1, episodes_done=n,
-                               success_rate=float(np.mean(recent)),
+                               success_rate=float(np.mean(recent)), step=0,
                                intervention_rate=float(np.mean(
                                    list(self._history.interventions)[-20:])))  # fmt: skip
+            self._timeline = _Timeline()
             self.version += 1
             self._lock.notify_all()
 
@@ -190,20 +254,95 @@ class ConsoleHub:
                 log.exception("console: input listener failed")
 
     # -- server side --------------------------------------------------------------------------
-    def control(self, name: str, page_ms: float | None = None) -> None:
+    def control(self, name: str, page_ms: float | None = None, client: str | None = None) -> str:
+        """Queue the operator's control for the actor loop; returns a one-line confirmation.
+        Raises ``ValueError`` for an unknown control and ``ControlRefusedError`` for one refused now
+        (control locked by another tab, the episode already marked, nothing to undo)."""
         if name not in CONTROLS:
             raise ValueError(f"unknown console control {name!r}; known: {', '.join(CONTROLS)}")
         with self._lock:
-            self._controls.append(Control(name, page_ms, time.time()))
+            try:
+                message = self._accept(name, page_ms, client)
+            except ControlRefusedError:
+                self.refused += 1
+                raise
             self._wake_seq += 1
-            if name in ("mark_success", "mark_failure"):
-                self.marks.append({"mark": name, "episode": self._state.get("episode", 0),
-                                   "time_s": time.time()})  # fmt: skip
             self.version += 1
             self._lock.notify_all()
         self._notify()
+        return message
+
+    def _accept(self, name: str, page_ms: float | None, client: str | None) -> str:
+        """Check and queue one control (the lock is held)."""
+        owner, locked = self._state["owner"], self._state["locked"]
+        if locked and client is not None and client != owner and name != "stop":
+            raise ControlRefusedError(
+                f"{name} refused: control is locked by {owner}; only stop is allowed from this page"
+            )
+        if len(self._controls) >= MAX_PENDING_CONTROLS and name != "stop":
+            raise ControlRefusedError(
+                f"{name} refused: {MAX_PENDING_CONTROLS} controls are waiting for the actor loop"
+            )
+        episode = int(self._state.get("episode", 0))
+        now = time.time()
+        undo_of: int | None = None
+        if name in ("lock", "unlock"):
+            if client is not None and client != owner:
+                raise ControlRefusedError(
+                    f"{name} refused: only the page in control ({owner or 'none'}) may lock or "
+                    "unlock; take over first"
+                )
+            self._state["locked"] = name == "lock"
+            return f"control {'locked' if name == 'lock' else 'unlocked'} by {client or 'local'}"
+        if name in MARKS:
+            done = [m for m in self.marks if m["episode"] == episode and not m["undone"]]
+            if done:
+                label = done[-1]["mark"].removeprefix("mark_")
+                raise ControlRefusedError(
+                    f"episode {episode} is already marked {label}; undo it first"
+                )
+            self.marks.append({"mark": name, "episode": episode, "time_s": now,
+                               "step": self._state.get("step", 0), "undone": False})  # fmt: skip
+            self._timeline.marks.append({"step": self._state.get("step", 0), "mark": name})
+        elif name == "undo_mark":
+            window_s = self.config.undo_window_s
+            recent = [m for m in self.marks if not m["undone"] and now - m["time_s"] <= window_s]
+            if not recent:
+                raise ControlRefusedError(f"no mark of the last {window_s:g} s to undo")
+            mark = recent[-1]
+            mark["undone"] = True
+            undo_of = mark["episode"]
+            pending = [c for c in self._controls if c.name == mark["mark"]]
+            if pending:  # the actor has not seen it yet: it never happens
+                self._controls.remove(pending[-1])
+                kept = [m for m in self._timeline.marks if m["mark"] != mark["mark"]]
+                self._timeline.marks = kept
+                return f"mark {mark['mark']} of episode {undo_of} withdrawn"
+        if name == "take_over":
+            self._state["owner"] = client or "local"
+        elif name == "hand_back":
+            self._state.update(owner=None, locked=False)
+        self._controls.append(Control(name, page_ms, now, client, undo_of))
+        if name in MARKS:
+            return f"episode {episode} marked {name.removeprefix('mark_')} (undo: z)"
+        if name == "undo_mark":
+            return f"mark of episode {undo_of} withdrawn"
+        return f"{name} sent"
+
+    def client_left(self, client: str) -> None:
+        """A page closed: it holds no keys, and its lock ends."""
+        self.page.keyboard.release_all()
+        with self._lock:
+            if self._state["owner"] == client:
+                self._state["locked"] = False
+            self.version += 1
+            self._lock.notify_all()
 
     def key(self, key: str, down: bool) -> None:
+        """A teleop key held (``down``) or released on the page; unknown keys are refused."""
+        if not self.page.keyboard.is_teleop_key(key):
+            raise ValueError(f"key {key[:32]!r} is not a teleop key; keys: "
+                             f"{', '.join(sorted(self.page.keyboard.keys))}")  # fmt: skip
         if down:
             self.page.keyboard.press(key)
         else:
@@ -225,6 +364,7 @@ class ConsoleHub:
             self._notify()
 
     def snapshot(self) -> dict[str, Any]:
+        now = time.time()
         with self._lock:
             state = dict(self._state)
             state["charts"] = {
@@ -232,8 +372,13 @@ class ConsoleHub:
                 "returns": list(self._history.returns),
                 "interventions": list(self._history.interventions),
                 "score": list(self._history.score),
+                "utd": list(self._history.utd),
+                "loss": list(self._history.loss),
             }
-            state["marks"] = len(self.marks)
+            state["timeline"] = self._timeline.as_dict()
+            state["marks"] = sum(not m["undone"] for m in self.marks)
+            state["frame_age_ms"] = {c: round((now - f.stamp_s) * 1e3, 1)
+                                     for c, f in self._frames.items()}  # fmt: skip
             return state
 
     def frames_since(self, seen: dict[str, int]) -> list[EncodedFrame]:
@@ -248,7 +393,7 @@ class ConsoleHub:
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
-        return [round(float(v), 4) for v in value.ravel()]
+        return [round(float(v), 4) if np.isfinite(v) else None for v in value.ravel()]
     if isinstance(value, (np.floating, float)):
         return round(float(value), 5) if np.isfinite(value) else None
     if isinstance(value, (np.integer, np.bool_)):
@@ -261,17 +406,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def forward_camera_streams(subscriber: Any, hub: ConsoleHub, stop: threading.Event) -> None:
-    """Feed a ``CameraSubscriber``'s newest frames into the hub, each with its capture time
-    (run on a thread until ``stop``): camera streams on the network reach the console page."""
-    seen: dict[str, int] = {}
-    while not stop.is_set():
-        fresh = {}
-        for camera in subscriber.cameras:
-            received = subscriber.latest(camera)
-            if received is not None and received.frame.seq > seen.get(camera, -1):
-                seen[camera] = received.frame.seq
-                fresh[camera] = received
-        for camera, received in fresh.items():
-            hub.publish_frames({camera: received.frame.image}, received.capture_wall_s)
-        if not fresh:
-            stop.wait(0.005)
+    """Kept for callers of the old name: see ``robot_rl.console.forwarder.CameraForwarder``."""
+    from robot_rl.console.forwarder import CameraForwarder
+
+    CameraForwarder(subscriber, hub).run(stop)

@@ -1,0 +1,79 @@
+"""Camera streams into the console, independently of the policy loop.
+
+A ``CameraForwarder`` runs on its own thread and copies each camera's newest frame from a
+``CameraSubscriber`` (or anything with ``cameras`` and ``latest(camera)``) into the hub, stamped
+with its capture time, so the page keeps seeing the arm while the actor is paused, stopped or
+resetting. A bad frame is logged and counted; it never ends the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Protocol
+
+import numpy as np
+
+from robot_rl.console.hub import ConsoleHub
+
+log = logging.getLogger(__name__)
+
+
+class FrameSource(Protocol):
+    """What the forwarder reads: camera names and each one's newest received frame (an object
+    with ``frame.seq``, ``frame.image`` (H, W, 3) uint8 RGB and ``capture_wall_s``)."""
+
+    cameras: tuple[str, ...]
+
+    def latest(self, camera_id: str) -> Any: ...
+
+
+class CameraForwarder:
+    """Copies new frames from ``source`` into ``hub`` every ``poll_s`` until stopped."""
+
+    def __init__(self, source: FrameSource, hub: ConsoleHub, poll_s: float = 0.005) -> None:
+        self.source, self.hub, self.poll_s = source, hub, poll_s
+        self.forwarded = 0  # frames handed to the hub
+        self.bad_frames = 0  # frames that raised (logged, skipped)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> CameraForwarder:
+        self._thread = threading.Thread(target=self.run, args=(self._stop,),
+                                        name="console-cameras", daemon=True)  # fmt: skip
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def run(self, stop: threading.Event) -> None:
+        seen: dict[str, int] = {}
+        while not stop.is_set():
+            fresh = 0
+            for camera in tuple(self.source.cameras):
+                try:
+                    received = self.source.latest(camera)
+                    if received is None:
+                        continue
+                    seq = int(received.frame.seq)
+                    if seq <= seen.get(camera, -1):
+                        continue
+                    seen[camera] = seq
+                    image = np.asarray(received.frame.image)
+                    self.hub.publish_frames({camera: image}, float(received.capture_wall_s))
+                    self.forwarded += 1
+                    fresh += 1
+                except Exception as exc:  # one bad frame must not end the stream
+                    self.bad_frames += 1
+                    if self.bad_frames <= 10 or self.bad_frames % 1000 == 0:
+                        log.warning("console: camera %s frame skipped (%d so far): %s",
+                                    camera, self.bad_frames, exc)  # fmt: skip
+            if not fresh:
+                stop.wait(self.poll_s)
