@@ -42,6 +42,26 @@ class Transition:
     gripper_penalty: float = 0.0
 
 
+def non_finite_fields(step: Transition) -> list[str]:
+    """The fields of ``step`` holding a NaN or an infinity (obs and next_obs entries, action,
+    reward, gripper_penalty); empty for a finite step."""
+    bad: list[str] = []
+    for name, obs in (("obs", step.obs), ("next_obs", step.next_obs)):
+        for key, value in obs.items():
+            array = np.asarray(value)
+            if array.dtype.kind in "fc" and not np.isfinite(array).all():
+                bad.append(f"{name}[{key!r}]")
+    for name, value in (("action", step.action), ("reward", step.reward),
+                        ("gripper_penalty", step.gripper_penalty)):  # fmt: skip
+        try:
+            finite = bool(np.isfinite(np.asarray(value, dtype=np.float64)).all())
+        except (TypeError, ValueError):
+            finite = False  # not a number at all
+        if not finite:
+            bad.append(name)
+    return bad
+
+
 @dataclass(frozen=True)
 class Batch:
     """A training batch of B samples as torch tensors on one device.

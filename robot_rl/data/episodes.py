@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from robot_rl.data.batch import STATE_KEY, Transition, image_keys
+from robot_rl.data.batch import STATE_KEY, Transition, image_keys, non_finite_fields
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +132,13 @@ def episode_arrays(transitions: list[Transition]) -> dict[str, np.ndarray]:
     arrays["obs.state"] = _stack_vectors("obs.state", [f[STATE_KEY] for f in frames])
     arrays["action"] = _stack_vectors("action", [t.action for t in transitions])
     arrays["reward"] = np.array([t.reward for t in transitions], dtype=np.float32)
-    for key in ("action", "reward"):
+    arrays["gripper_penalty"] = np.array([t.gripper_penalty for t in transitions], dtype=np.float32)
+    for key in ("obs.state", "action", "reward", "gripper_penalty"):
         if not np.all(np.isfinite(arrays[key])):
             raise ValueError(f"{key} has NaN or inf values; the episode is not saved")
     arrays["terminated"] = np.array([t.terminated for t in transitions], dtype=np.bool_)
     arrays["truncated"] = np.array([t.truncated for t in transitions], dtype=np.bool_)
     arrays["intervened"] = np.array([t.intervened for t in transitions], dtype=np.bool_)
-    arrays["gripper_penalty"] = np.array([t.gripper_penalty for t in transitions], dtype=np.float32)
     return arrays
 
 
@@ -374,10 +374,14 @@ class EpisodeRecorder:
     def add(self, t: Transition) -> Path | None:
         """Record one step; returns the saved file's path when ``t`` ends the episode.
 
-        Raises ValueError, recording nothing, when ``t.obs`` does not continue the current episode
+        Raises ValueError, recording nothing, when ``t`` holds a NaN or an infinity (state,
+        action, reward, gripper penalty) or ``t.obs`` does not continue the current episode
         (call ``flush()`` or ``discard()`` first). If saving fails (e.g. disk full) the error is
         raised and that episode's steps are dropped, so the next episode starts clean.
         """
+        bad = non_finite_fields(t)
+        if bad:
+            raise ValueError(f"step has non-finite {', '.join(bad)}; not recorded")
         if self._steps and not np.array_equal(
             np.asarray(t.obs[STATE_KEY], dtype=np.float32),
             np.asarray(self._steps[-1].next_obs[STATE_KEY], dtype=np.float32),

@@ -11,6 +11,8 @@ Episodes. Steps arrive in order. A step with terminated or truncated ends its ep
 ``add`` starts a new one; ``close_episode()`` ends one without a final flag (used for demo segments
 and after an actor restart). Inside an episode each step's obs must be the previous step's next_obs;
 the state vectors are compared and a mismatch raises ValueError instead of storing a wrong frame.
+A step with a NaN or an infinity in its state, action, reward or gripper penalty raises ValueError
+and is not stored: one such step would poison every update that samples it.
 
 Targets. For a sampled step i the n-step window is i .. i+k-1 with k = min(n_step, steps left in
 its episode, including steps not yet received). rewards = sum_j gamma^j r_{i+j} and
@@ -92,6 +94,8 @@ def _check_obs(obs: dict[str, np.ndarray], name: str, spec: ObsSpec) -> dict[str
             f"{name}['{STATE_KEY}'] has shape {state.shape}; this buffer stores ({spec.state_dim},)"
         )
     out[STATE_KEY] = state.astype(np.float32, copy=False)
+    if not np.isfinite(out[STATE_KEY]).all():
+        raise ValueError(f"{name}['{STATE_KEY}']={state} is not finite; the step is not stored")
     return out
 
 

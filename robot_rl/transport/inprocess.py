@@ -5,10 +5,16 @@ with a queue instead of sockets (no encoding, no copies of frames).
 run the same loops on the ZMQ links. Steps go actor -> queue -> ``poll`` on the learner side ->
 the learner's sink and its durable ``EpisodeStore``; weights go ``publish_weights`` -> the
 actor's ``latest_weights`` (tensors cloned, so later updates never change what the actor holds).
+
+The same guards as the ZMQ links: a step with a non-finite number, or one the sink refuses, is
+logged, counted (``rejected``) and not stored, and ``poll`` never raises for it; non-finite weights
+are never published, and an actor that declared its policy's layout (``expect_weights``) refuses
+weights that do not match it and keeps its last good ones.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -20,7 +26,10 @@ import torch
 
 from robot_rl.data.batch import Transition
 from robot_rl.transport.episode_store import EpisodeStore
-from robot_rl.transport.learner_link import StepSink
+from robot_rl.transport.learner_link import StepSink, non_finite_tensors
+from robot_rl.transport.steps import non_finite_fields
+
+log = logging.getLogger(__name__)
 
 
 def _clone(state: Any) -> Any:
@@ -53,9 +62,12 @@ class InProcessActorLink:
         self._t = transport
         self.actor_id = actor_id
         self._next_seq = first_seq
+        self._first_seq = first_seq
         self._starts_next = True
         self.weights_version = -1
         self.weights_received_at = 0.0
+        self.rejected_weights = 0
+        self._expected_weights: dict[str, Any] | None = None
 
     def add(self, step: Transition) -> None:
         with self._t._cond:
@@ -74,11 +86,28 @@ class InProcessActorLink:
     def pump(self) -> None:
         """Nothing to send: steps are in the learner's queue as soon as they are added."""
 
+    def expect_weights(self, state_dict: Mapping[str, Any]) -> None:
+        """See ``ActorLink.expect_weights``."""
+        from robot_rl.transport.actor_link import _layout
+
+        self._expected_weights = _layout(state_dict)
+
     def latest_weights(self) -> tuple[int, dict[str, Any]] | None:
+        from robot_rl.transport.actor_link import _check_layout, _layout
+
         with self._t._cond:
             weights = self._t._weights
         if weights is None or weights[0] <= self.weights_version:
             return None
+        if self._expected_weights is not None:
+            try:
+                _check_layout(_layout(weights[1]), self._expected_weights)
+            except ValueError as exc:
+                self.rejected_weights += 1
+                self.weights_version = weights[0]  # do not look at this version again
+                log.warning("in-process link: refused weights v%d (%s); keeping the last good "
+                            "ones", weights[0], exc)  # fmt: skip
+                return None
         self.weights_version = weights[0]
         self.weights_received_at = time.monotonic()
         return weights
@@ -98,6 +127,16 @@ class InProcessActorLink:
         with self._t._cond:
             queued = sum(1 for item in self._t._queue if item[0] == self.actor_id and item[2])
             return queued + self._t._in_flight
+
+    @property
+    def steps_held(self) -> int:
+        """Steps handed over but not yet taken by the learner (for the console)."""
+        return self.unacknowledged_steps
+
+    @property
+    def steps_stored(self) -> int:
+        """Steps the learner has taken (the in-process learner stores what it takes)."""
+        return self._next_seq - self._first_seq - self.unacknowledged_steps
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until the learner has taken and stored everything queued."""
@@ -125,7 +164,9 @@ class InProcessLearnerLink:
         self.store = EpisodeStore(store_dir, task)
         self.store.restore()
         self.steps_received = 0
+        self.rejected = 0
         self.weights_version = -1
+        self.weights_refused = 0
 
     def poll(self, timeout_ms: int = 0, max_messages: int = 1 << 30) -> int:
         """Take every queued step (waiting up to ``timeout_ms`` for one); returns how many."""
@@ -144,28 +185,54 @@ class InProcessLearnerLink:
         return accepted
 
     def _take(self, items: list[tuple[str, int, Transition | None, bool]]) -> int:
-        """Hand each actor's consecutive steps to the sink as one run; a run that opens an
-        episode is marked as a discontinuity (the previous one may have been closed unfinished)."""
-        accepted, run, run_actor, run_starts = 0, [], None, False
+        """Hand each actor's consecutive steps to the sink as one run, then to the store; a run
+        that opens an episode is marked as a discontinuity (the previous one may have been closed
+        unfinished). A non-finite step, or a run the sink refuses, is logged and dropped."""
+        accepted = 0
+        run: list[tuple[int, Transition, bool]] = []
+        run_actor = ""
+        broken: set[str] = set()  # actors whose last step was dropped: the next run is apart
 
-        def flush() -> None:
-            if run:
-                self.sink(run_actor, list(run), run_starts)
+        def flush() -> int:
+            if not run:
+                return 0
+            steps = [step for _, step, _ in run]
+            try:
+                self.sink(run_actor, steps, run[0][2] or run_actor in broken)
+                broken.discard(run_actor)
+            except ValueError as exc:  # steps that do not fit the replay
+                self.rejected += 1
+                log.error("in-process link: %s sent %d steps the replay rejects: %s",
+                          run_actor, len(run), exc)  # fmt: skip
+                self.store.close(run_actor)
                 run.clear()
+                return 0
+            for seq, step, starts in run:
+                self.store.add(run_actor, seq, step, starts)
+            taken = len(run)
+            run.clear()
+            return taken
 
         for actor_id, seq, step, starts in items:
             if run and (actor_id != run_actor or starts):
-                flush()
+                accepted += flush()
             if step is None:
-                flush()
+                accepted += flush()
                 self.store.close(actor_id)
                 continue
+            bad = non_finite_fields(step)
+            if bad:
+                self.rejected += 1
+                log.error("in-process link: dropped step %d of %s: non-finite %s",
+                          seq, actor_id, ", ".join(bad))  # fmt: skip
+                accepted += flush()
+                self.store.close(actor_id)
+                broken.add(actor_id)
+                continue
             if not run:
-                run_actor, run_starts = actor_id, starts
-            self.store.add(actor_id, seq, step, starts)
-            run.append(step)
-            accepted += 1
-        flush()
+                run_actor = actor_id
+            run.append((seq, step, starts))
+        accepted += flush()
         self.steps_received += accepted
         return accepted
 
@@ -179,6 +246,12 @@ class InProcessLearnerLink:
         """Make ``state_dict`` (cloned) the newest weights; returns their size in bytes. (The
         in-process session shows the learner's health on the console itself: ``health`` is
         accepted for the same calls as the ZMQ link and not needed here.)"""
+        bad = non_finite_tensors(state_dict)
+        if bad:
+            self.weights_refused += 1
+            log.error("in-process link: weights %d not published: non-finite values in %s",
+                      version, ", ".join(bad[:5]))  # fmt: skip
+            return 0
         cloned = _clone(state_dict)
         if half:
             cloned = {k: {n: t.half() if t.is_floating_point() else t for n, t in v.items()}

@@ -38,7 +38,7 @@ from robot_rl.data.batch import Transition
 from robot_rl.transport.codec import CodecError, decode, encode, weights_to_bytes
 from robot_rl.transport.episode_store import EpisodeStore
 from robot_rl.transport.security import SecurityConfig, secure_server
-from robot_rl.transport.steps import StepDecoder
+from robot_rl.transport.steps import StepDecoder, non_finite_fields
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ class LearnerLink:
         self.max_seq_gap = max_seq_gap
         self.actors: dict[str, ActorState] = {}
         self.rejected = 0  # messages refused (malformed, unauthorised, out of bounds)
+        self.steps_rejected = 0  # steps dropped at intake for a NaN or an infinity
         self.weights_refused = 0  # publish_weights calls refused for non-finite tensors
         self.duplicates = 0
         self.steps_received = 0
@@ -273,21 +274,32 @@ class LearnerLink:
             self.store.close(actor_id)
         previous = state.decoder.last_next_obs
         steps = state.decoder.decode(message)
+        runs = _finite_runs(actor_id, first_seq, steps)
+        dropped = len(steps) - sum(len(run) for _, run in runs)
         try:
-            self.sink(actor_id, steps, discontinuity)
+            for offset, run in runs:
+                # After a dropped step the replay must not join what follows to what came
+                # before: a run that does not start the batch is a discontinuity.
+                self.sink(actor_id, run, discontinuity if offset == 0 else True)
         except ValueError as exc:  # steps that do not fit the replay (another obs layout)
             state.decoder.last_next_obs = previous
             self.rejected += 1
             log.error("learner link: %s sent steps the replay rejects (not acknowledged): %s",
                       actor_id, exc)  # fmt: skip
             return 0
+        kept = {start + i for start, run in runs for i in range(len(run))}
         for offset, step in enumerate(steps):
+            if offset not in kept:
+                self.store.close(actor_id)  # a dropped step ends the stored episode
+                continue
             self.store.add(actor_id, first_seq + offset, step, bool(starts[offset]))
         if message.meta.get("closes_episode") is True:
             self.store.close(actor_id)
+        if dropped:
+            self.steps_rejected += dropped
         state.received = first_seq + len(steps) - 1
-        self.steps_received += len(steps)
-        return len(steps)
+        self.steps_received += len(steps) - dropped
+        return len(steps) - dropped
 
     def _ack(
         self, identity: Any, actor_id: str, state: ActorState, seq: int, error: str | None = None
@@ -378,3 +390,25 @@ def non_finite_tensors(state_dict: Mapping[str, Any], prefix: str = "") -> list[
         ):
             bad.append(name)
     return bad
+
+
+def _finite_runs(
+    actor_id: str, first_seq: int, steps: list[Transition]
+) -> list[tuple[int, list[Transition]]]:
+    """``steps`` split into runs of finite steps, as (offset of the run's first step, run); a
+    step with a NaN or an infinity anywhere is dropped with a logged error."""
+    runs: list[tuple[int, list[Transition]]] = []
+    current: list[Transition] = []
+    for offset, step in enumerate(steps):
+        bad = non_finite_fields(step)
+        if bad:
+            log.error("learner link: dropped step %d of %s: non-finite %s",
+                      first_seq + offset, actor_id, ", ".join(bad))  # fmt: skip
+            if current:
+                runs.append((offset - len(current), current))
+            current = []
+            continue
+        current.append(step)
+    if current:
+        runs.append((len(steps) - len(current), current))
+    return runs

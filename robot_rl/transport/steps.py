@@ -25,8 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from robot_rl.data.batch import STATE_KEY, Transition
+from robot_rl.data.batch import STATE_KEY, Transition, non_finite_fields
 from robot_rl.transport.codec import CodecError, Message, encode
+
+__all__ = ["StepDecoder", "encode_steps", "non_finite_fields"]
 
 FLAG_KEYS = ("terminated", "truncated", "intervened", "starts_episode")
 MAX_STEPS = 4096  # steps in one message (an actor seals a batch every 16 steps or every second)
@@ -34,15 +36,13 @@ MAX_STEPS = 4096  # steps in one message (an actor seals a batch every 16 steps 
 
 def _check_obs_rows(name: str, key: str, stacked: np.ndarray, rows: int) -> None:
     """``stacked`` holds ``rows`` observations of ``key``: images uint8 (rows, H, W, 3), the
-    state a finite float (rows, D)."""
+    state float (rows, D)."""
     if key == STATE_KEY:
         if stacked.ndim != 2 or stacked.shape[0] != rows or stacked.dtype.kind != "f":
             raise CodecError(
                 f"transitions: {name} is {stacked.dtype} {stacked.shape}; expected float "
                 f"({rows}, D)"
             )
-        if not np.isfinite(stacked).all():
-            raise CodecError(f"transitions: {name} holds a non-finite value (NaN or inf)")
         return
     if stacked.ndim != 4 or stacked.shape[0] != rows or stacked.shape[3] != 3:
         raise CodecError(
@@ -100,7 +100,8 @@ class StepDecoder:
         Checked before anything is built: ``count`` is an int in 1..MAX_STEPS; ``action`` is a
         float (count, A) array; ``reward`` and ``gripper_penalty`` float (count,); the flags bool
         (count,); each ``next_obs/<key>`` holds count rows (images uint8 (H, W, 3), ``state``
-        float (D,)) and each ``obs/<key>`` the same row shape; every float is finite.
+        float (D,)) and each ``obs/<key>`` the same row shape. (Non-finite numbers are the
+        receiver's to drop, step by step: see ``non_finite_fields``.)
         """
         meta, arrays = message.meta, message.arrays
         count = meta.get("count")
@@ -126,9 +127,6 @@ class StepDecoder:
                     f"transitions: {key} is {arrays[key].dtype} {arrays[key].shape}; expected "
                     f"bool ({count},)"
                 )
-        for key in ("action", "reward", "gripper_penalty"):
-            if not np.isfinite(arrays[key]).all():
-                raise CodecError(f"transitions: {key} holds a non-finite value (NaN or inf)")
         obs_keys = sorted(k.split("/", 1)[1] for k in arrays if k.startswith("next_obs/"))
         if not obs_keys:
             raise CodecError("transitions: no next_obs arrays")
