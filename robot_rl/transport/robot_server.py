@@ -7,31 +7,56 @@ Server (one thread owns the robot; nothing else touches it):
   PUB socket at ``state_rate_hz`` (>= 100 Hz);
 - targets ("robot_target": arrays pos_m (3), quat_xyzw (4), optional twist (6) feedforward and
   stiffness (6, a gain change the loop ramps smoothly); meta gripper "open" / "close" / None) are
-  validated by the loop (finite, unit quaternion, inside the workspace); a bad one
+  validated by the loop (finite, unit quaternion, inside the workspace, bounded twist); a bad one
   is rejected, logged and counted in the state (``rejected_targets``), never sent to the arm;
-- requests ("request": op reset / ping / status / joint_mode, with a wall-clock ``deadline``) get
-  a "reply" with the same seq; a request already past its deadline is refused, not run late.
-  ``joint_mode`` switches the loop to joint impedance toward ``q_rad`` (e.g. a home posture); the
-  next pose target switches it back to Cartesian;
+- requests ("request": meta op, a wall-clock ``deadline``) get a "reply" with the same seq; a
+  request already past its deadline is refused, not run late. Ops: ping, status, stop (anyone);
+  acquire, release, reset (meta options {"seed": int}), joint_mode (meta q_rad, 7 floats),
+  clear_stop (the owner only). ``joint_mode`` switches the loop to joint impedance toward
+  ``q_rad`` (e.g. a home posture), checked against the joint limits and, through forward
+  kinematics, the workspace box; the next pose target switches it back to Cartesian;
 - the loop's watchdog holds the arm 100 ms after the last target and damps it at 500 ms, so a
   client that stops sending (crash, network) leaves the arm safe; a "heartbeat" between targets
   keeps a tracking arm tracking (it never wakes a holding one).
 
+Who may do what. Every message carries meta ``session`` (a random 32-hex-digit id a client makes
+once) and a header ``seq`` that grows with every message of that session:
+- one session owns control: the first to send a target, a heartbeat or an owner-only request
+  while nobody owns it (or ``acquire``), until it sends ``release`` or is silent for
+  ``owner_timeout_s`` (by then the watchdog has damped the arm). Other sessions may watch the
+  state stream, ``ping``, ask ``status`` and send ``stop``; their targets, heartbeats, resets,
+  joint moves and ``clear_stop`` are refused and counted (``refused_not_owner``). So a software
+  stop is cleared by the owner, which is where the console's explicit operator action goes;
+- a message whose seq is not above the last one seen from its session is refused as a replay
+  (ZMQ keeps one connection's messages in order, so a live client never trips this). On
+  plaintext this stops a captured request from being run again; CURVE (mandatory off loopback)
+  keeps others from reading or forging sessions at all.
+
+No message ends the loop: a malformed one is dropped and counted (``rejected_messages``), a bad
+request gets an error reply, and an error while handling one is logged, counted
+(``handler_errors``) and answered. A supervisor around the tick latches a software stop (the
+loop damps the arm) when ``backend.tick()`` raises, and restarts the serving loop if the loop
+itself fails; only a BaseException (interpreter exit) ends the thread, with the arm stopped first.
+
 State message ("robot_state") arrays: q, dq, tau (7), ee_pos (3), ee_quat (4, xyzw), ee_twist
 (6), and on a sim backend ``features`` (the task's); meta: gripper_width_m, command_age_s,
 stamp_s, mode (``robot_rl.controllers.watchdog.ControlMode``), target_age_s (the watchdog's clock),
-rejected_targets, faults, and ``success`` on a sim backend.
+rejected_targets, faults, stopped, tick_failures, and ``success`` on a sim backend.
 
 ``RobotClient`` keeps the newest state (``latest``), sends targets without blocking and makes
-requests with deadlines.
+requests with deadlines; it is safe to call from several threads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import re
+import secrets
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -40,7 +65,7 @@ import zmq
 
 from robot_rl.controllers.targets import CartesianTarget, InvalidTargetError, JointTarget
 from robot_rl.interfaces import RobotState
-from robot_rl.transport.codec import CodecError, decode, encode
+from robot_rl.transport.codec import CodecError, Message, decode, encode, quote
 from robot_rl.transport.security import SecurityConfig, secure_client, secure_server
 
 log = logging.getLogger(__name__)
@@ -49,25 +74,56 @@ GripperCommand = Literal["open", "close"] | None
 
 
 class RobotBackend(Protocol):
-    """What the server drives: a control loop over a robot (the twin scene, or a real arm)."""
+    """What the server drives: a control loop over a robot (the twin scene, or a real arm).
 
-    period_s: float
+    The server calls every method from its one thread, never concurrently. Errors:
+    - ``set_target`` and ``set_joint_target`` raise ``InvalidTargetError`` (a ValueError) for a
+      target they refuse (non-finite, outside the joint limits or the workspace, under a software
+      stop); the arm keeps its previous target. Nothing unchecked may reach the arm: the backend
+      applies the workspace, speed, torque and torque-rate limits (``ControlLoop`` does);
+    - ``reset`` raises ValueError naming the option for bad ``options``;
+    - ``tick`` may raise: the server then latches ``software_stop(True)`` and keeps ticking;
+    - ``software_stop(True)`` must make the arm damp to rest (or brake) and refuse targets until
+      ``software_stop(False)``; it must not raise while the robot can still be reached.
+    """
 
-    def tick(self) -> Any: ...
+    period_s: float  # control period, s (the server ticks at this rate on wall-clock deadlines)
 
-    def set_target(self, target: CartesianTarget, gripper: GripperCommand) -> None: ...
+    def tick(self) -> Any:
+        """Run one control period (read state, compute, command the arm)."""
+        ...
 
-    def keep_alive(self) -> None: ...
+    def set_target(self, target: CartesianTarget, gripper: GripperCommand) -> None:
+        """Queue a Cartesian target (base frame) and a gripper command (None keeps the last)."""
+        ...
 
-    def state(self) -> RobotState: ...
+    def keep_alive(self) -> None:
+        """Refresh the watchdog of a tracking arm without a new target (never wakes a held one)."""
+        ...
 
-    def status(self) -> dict[str, Any]: ...
+    def state(self) -> RobotState:
+        """The newest measured state."""
+        ...
 
-    def reset(self, options: dict[str, Any]) -> dict[str, Any]: ...
+    def status(self) -> dict[str, Any]:
+        """Plain, finite values for the state meta: law, mode (int ControlMode), target_age_s,
+        rejected_targets, faults, stopped, and on a sim backend success."""
+        ...
 
-    def set_joint_target(self, q_rad: np.ndarray) -> None: ...
+    def reset(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Start an episode (a sim re-randomizes from ``options["seed"]``); returns plain values."""
+        ...
 
-    def software_stop(self, stop: bool) -> None: ...
+    def set_joint_target(self, q_rad: np.ndarray) -> None:
+        """Joint impedance toward ``q_rad`` (7,) rad; raises InvalidTargetError if refused."""
+        ...
+
+    def software_stop(self, stop: bool) -> None:
+        """Latch (True) or clear (False) the software stop."""
+        ...
+
+
+RESET_OPTIONS = frozenset({"seed"})
 
 
 class SceneBackend:
@@ -123,9 +179,14 @@ class SceneBackend:
         self.scene.loop.set_joint_target(JointTarget(q_rad))
 
     def reset(self, options: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(str(k) for k in options if k not in RESET_OPTIONS)
+        if unknown:
+            raise ValueError(
+                f"reset options {quote(unknown)} unknown; allowed: {sorted(RESET_OPTIONS)}"
+            )
         seed = options.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"reset seed={seed!r}; expected an int")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise ValueError(f"reset seed={quote(seed)}; expected an int in [0, 2**63)")
         self.scene.reset(seed)
         return {"seed": seed}
 
@@ -136,14 +197,37 @@ class RobotEndpoints:
     state: str = "tcp://127.0.0.1:5561"  # PUB: the state stream
 
 
+# Requests anyone may make; the rest need control (see the module docstring).
+OPEN_OPS = ("ping", "status", "stop")
+OWNER_OPS = ("acquire", "release", "reset", "joint_mode", "clear_stop")
+KNOWN_OPS = OPEN_OPS + OWNER_OPS
+_SESSION = re.compile(r"[0-9a-f]{32}")
+MAX_SESSIONS = 1024  # replay windows kept (least recently heard forgotten first; never the owner)
+MAX_RESTARTS_PER_S = 10  # serving-loop failures within a second before the server gives up
+
+
 @dataclass
 class ServerStats:
+    """Counters, all bounded: ``requests`` has one key per known op plus "other"."""
+
     ticks: int = 0
     states_published: int = 0
     targets: int = 0
-    rejected_messages: int = 0
+    rejected_messages: int = 0  # malformed, or refused targets and heartbeats
+    refused_not_owner: int = 0
+    replayed: int = 0
+    handler_errors: int = 0  # an exception while handling one message (answered, loop runs on)
+    tick_failures: int = 0  # backend.tick() raised: software stop latched
+    loop_restarts: int = 0
+    publish_errors: int = 0
     late_ticks: int = 0
-    requests: dict[str, int] = field(default_factory=dict)
+    requests: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys((*KNOWN_OPS, "other"), 0)
+    )
+
+
+class _RefusedError(Exception):
+    """A message the server answers with an error (its text goes into the reply)."""
 
 
 class RobotServer:
@@ -156,16 +240,21 @@ class RobotServer:
         security: SecurityConfig,
         state_rate_hz: float = 200.0,
         context: zmq.Context | None = None,
+        owner_timeout_s: float = 2.0,
     ) -> None:
         if state_rate_hz < 100:
             raise ValueError(f"state_rate_hz={state_rate_hz}; publish at >= 100 Hz")
+        if not owner_timeout_s > 0:
+            raise ValueError(f"owner_timeout_s={owner_timeout_s}; expected > 0 s")
         self.backend = backend
         self.state_period_s = 1.0 / state_rate_hz
+        self.owner_timeout_s = owner_timeout_s
         self.stats = ServerStats()
         self._ctx = context or zmq.Context.instance()
         self._router = self._ctx.socket(zmq.ROUTER)
         self._router.linger = 0
         self._router.maxmsgsize = 1 << 20
+        self._router.sndhwm = 100
         secure_server(self._router, endpoints.commands, security)
         self._pub = self._ctx.socket(zmq.PUB)
         self._pub.linger = 0
@@ -176,6 +265,10 @@ class RobotServer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._state_seq = 0
+        self._sessions: OrderedDict[str, int] = OrderedDict()  # session -> last seq
+        self._owner: str | None = None
+        self._owner_heard_s = 0.0
+        self._restarts: list[float] = []
         self.error: BaseException | None = None
 
     def start(self) -> None:
@@ -191,31 +284,71 @@ class RobotServer:
         if self.error is not None:
             raise RuntimeError("robot server stopped on an error") from self.error
 
+    @property
+    def alive(self) -> bool:
+        """Whether the serving thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- the supervisor --------------------------------------------------------------------------
     def _run(self) -> None:
+        """Serve until stopped; restart the serving loop if it fails, stopping the arm first."""
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._serve()
+                except Exception as exc:
+                    self.stats.loop_restarts += 1
+                    log.exception("robot server: the serving loop failed; arm stopped, restarting")
+                    self._fail_safe(f"the serving loop failed: {type(exc).__name__}")
+                    now = time.monotonic()
+                    self._restarts = [t for t in self._restarts if now - t < 1.0] + [now]
+                    if len(self._restarts) > MAX_RESTARTS_PER_S:
+                        self.error = exc
+                        log.critical("robot server: failing repeatedly; the arm stays stopped")
+                        return
+        except BaseException as exc:  # interpreter exit: stop the arm, surface it through stop()
+            self.error = exc
+            self._fail_safe("the server thread is ending")
+            raise
+
+    def _fail_safe(self, why: str, quiet: bool = False) -> None:
+        """Latch the software stop (the loop damps the arm to rest); the owner must clear it."""
+        try:
+            self.backend.software_stop(True)
+            if not quiet:
+                log.error("robot server: %s; software stop latched (the owner clears it)", why)
+        except Exception:
+            log.critical("robot server: %s, and the software stop failed too", why, exc_info=True)
+
+    def _serve(self) -> None:
         period = self.backend.period_s
         next_tick = time.monotonic()
         next_state = next_tick
-        try:
-            while not self._stop.is_set():
-                self._drain(max_messages=8)
+        while not self._stop.is_set():
+            self._drain(max_messages=8)
+            try:
                 self.backend.tick()
                 self.stats.ticks += 1
-                now = time.monotonic()
-                if now >= next_state:
-                    self._publish_state()
-                    next_state += self.state_period_s
-                    if next_state < now:
-                        next_state = now + self.state_period_s
-                next_tick += period
-                delay = next_tick - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                elif delay < -20 * period:  # far behind (a slow host): re-anchor, do not burst
-                    self.stats.late_ticks += 1
-                    next_tick = time.monotonic()
-        except BaseException as exc:  # surfaced by stop(); the watchdog-free arm is the twin here
-            self.error = exc
-            log.exception("robot server failed")
+            except Exception as exc:
+                self.stats.tick_failures += 1
+                loud = self.stats.tick_failures == 1 or self.stats.tick_failures % 1000 == 0
+                if loud:
+                    log.error("robot server: tick failed (%d so far): %s",
+                              self.stats.tick_failures, quote(exc, 200))  # fmt: skip
+                self._fail_safe("a control tick failed", quiet=not loud)
+            now = time.monotonic()
+            if now >= next_state:
+                self._publish_state()
+                next_state += self.state_period_s
+                if next_state < now:
+                    next_state = now + self.state_period_s
+            next_tick += period
+            delay = next_tick - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -20 * period:  # far behind (a slow host): re-anchor, do not burst
+                self.stats.late_ticks += 1
+                next_tick = time.monotonic()
 
     # -- inputs ----------------------------------------------------------------------------------
     def _drain(self, max_messages: int) -> None:
@@ -231,14 +364,80 @@ class RobotServer:
                 self.stats.rejected_messages += 1
                 log.warning("robot server: dropped a malformed message: %s", exc)
                 continue
+            try:
+                self._handle(identity, message)
+            except Exception as exc:  # a bug or a backend error: answer, count, run on
+                self.stats.handler_errors += 1
+                log.exception("robot server: error handling a %s", message.type)
+                if message.type == "request":
+                    error = f"server error: {quote(exc, 200)}"
+                    self._reply(identity, message.seq, {"ok": False, "error": error})
+
+    def _handle(self, identity: bytes, message: Message) -> None:
+        op = message.meta.get("op") if message.type == "request" else None
+        if message.type == "request":
+            key = op if isinstance(op, str) and op in KNOWN_OPS else "other"
+            self.stats.requests[key] += 1
+        try:
+            session = self._admit(message)
             if message.type == "robot_target":
+                self._control(session, "send targets")
                 self._target(message)
             elif message.type == "heartbeat":
+                self._control(session, "send heartbeats")
                 self.backend.keep_alive()
             else:
-                self._request(identity, message)
+                self._reply(identity, message.seq, self._request(session, op, message.meta))
+        except _RefusedError as exc:
+            self.stats.rejected_messages += message.type != "request"
+            log.warning("robot server: refused a %s: %s", message.type, exc)
+            if message.type == "request":
+                self._reply(identity, message.seq, {"ok": False, "error": str(exc)})
 
-    def _target(self, message: Any) -> None:
+    def _admit(self, message: Message) -> str:
+        """The message's session, after the replay check; _RefusedError if it has none or is old."""
+        session = message.meta.get("session")
+        if not isinstance(session, str) or not _SESSION.fullmatch(session):
+            raise _RefusedError(
+                f"session={quote(session)}; every message needs meta session, 32 lowercase hex "
+                "digits a client draws once (RobotClient does)"
+            )
+        last = self._sessions.get(session)
+        if last is not None and message.seq <= last:
+            self.stats.replayed += 1
+            raise _RefusedError(
+                f"seq {message.seq} is not above {last}, this session's last: replayed"
+            )
+        self._sessions[session] = message.seq
+        self._sessions.move_to_end(session)
+        while len(self._sessions) > MAX_SESSIONS:
+            oldest = next(iter(self._sessions))
+            if oldest == self._owner:
+                self._sessions.move_to_end(oldest)
+                continue
+            del self._sessions[oldest]
+        if session == self._owner:
+            self._owner_heard_s = time.monotonic()
+        return session
+
+    def _control(self, session: str, what: str) -> None:
+        """Pass if ``session`` owns control, taking it when nobody does; else _RefusedError."""
+        now = time.monotonic()
+        if self._owner is not None and self._owner != session:
+            silent_s = now - self._owner_heard_s
+            if silent_s <= self.owner_timeout_s:
+                self.stats.refused_not_owner += 1
+                raise _RefusedError(
+                    f"another client holds control (heard {silent_s:.1f} s ago); this one may "
+                    f"watch, ping, ask status and send stop, not {what}"
+                )
+            log.warning("robot server: the owner was silent for %.1f s; control passes on",
+                        silent_s)  # fmt: skip
+        if self._owner != session:
+            log.info("robot server: session %s... takes control", session[:6])
+        self._owner, self._owner_heard_s = session, now
+
+    def _target(self, message: Message) -> None:
         meta, arrays = message.meta, message.arrays
         try:
             pos = np.array(arrays["pos_m"], dtype=float)  # a copy: the frame is read-only
@@ -249,76 +448,109 @@ class RobotServer:
             )
             gripper = meta.get("gripper")
             if gripper not in ("open", "close", None):
-                raise InvalidTargetError(f"gripper {gripper!r}; allowed open, close or none")
+                raise InvalidTargetError(f"gripper {quote(gripper)}; allowed open, close or none")
             self.backend.set_target(CartesianTarget(pos, quat, twist, stiffness), gripper)
             self.stats.targets += 1
-        except (KeyError, TypeError, ValueError, InvalidTargetError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:  # InvalidTargetError is a ValueError
             self.stats.rejected_messages += 1
-            log.warning("robot server: rejected target: %s", exc)
+            log.warning("robot server: rejected target: %s", quote(exc, 300))
 
-    def _request(self, identity: bytes, message: Any) -> None:
-        meta = message.meta
-        op = meta.get("op")
-        self.stats.requests[str(op)] = self.stats.requests.get(str(op), 0) + 1
+    def _request(self, session: str, op: Any, meta: dict[str, Any]) -> dict[str, Any]:
         deadline = meta.get("deadline")
-        reply: dict[str, Any]
-        if not isinstance(deadline, int | float) or time.time() > deadline:
-            reply = {"ok": False, "error": f"request {op!r} arrived after its deadline"}
-        elif op == "ping":
-            reply = {"ok": True}
-        elif op == "status":
-            reply = {"ok": True, **self.backend.status(), "ticks": self.stats.ticks}
-        elif op == "reset":
+        if (
+            isinstance(deadline, bool)
+            or not isinstance(deadline, int | float)
+            or not math.isfinite(deadline)
+        ):
+            raise _RefusedError(f"request deadline={quote(deadline)}; expected wall-clock seconds")
+        if time.time() > deadline:
+            raise _RefusedError(f"request {quote(op)} arrived after its deadline")
+        if op in OWNER_OPS:
+            self._control(session, str(op))
+        if op == "ping":
+            return {"ok": True}
+        if op == "status":
+            owner = "none" if self._owner is None else "you" if self._owner == session else "other"
+            return {"ok": True, **self.backend.status(), "ticks": self.stats.ticks,
+                    "owner": owner}  # fmt: skip
+        if op == "acquire":
+            return {"ok": True}
+        if op == "release":
+            self._owner = None
+            return {"ok": True}
+        if op == "reset":
+            options = meta.get("options")
+            if options is None:
+                options = {}
+            if not isinstance(options, dict):
+                raise _RefusedError(
+                    f"reset options={quote(options)}; expected a map like {{'seed': 3}}"
+                )
             try:
-                reply = {"ok": True, **self.backend.reset(dict(meta.get("options") or {}))}
+                return {"ok": True, **self.backend.reset(dict(options))}
             except (ValueError, RuntimeError) as exc:
-                reply = {"ok": False, "error": str(exc)}
-        elif op == "joint_mode":  # joint impedance toward q_rad; the next pose target switches back
+                raise _RefusedError(str(exc)[:300]) from None
+        if op == "joint_mode":  # joint impedance toward q_rad; the next pose target switches back
+            q_rad = meta.get("q_rad")
+            if not (
+                isinstance(q_rad, list)
+                and len(q_rad) == 7
+                and all(isinstance(v, int | float) and not isinstance(v, bool) for v in q_rad)
+            ):
+                raise _RefusedError(f"joint_mode q_rad={quote(q_rad)}; expected 7 numbers (rad)")
             try:
-                self.backend.set_joint_target(np.array(meta.get("q_rad"), dtype=float))
-                reply = {"ok": True}
-            except (ValueError, TypeError, InvalidTargetError) as exc:
-                reply = {"ok": False, "error": str(exc)}
-        elif op in ("stop", "clear_stop"):  # software stop: damp and refuse targets until cleared
+                self.backend.set_joint_target(np.array(q_rad, dtype=float))
+            except ValueError as exc:
+                raise _RefusedError(str(exc)[:300]) from None
+            return {"ok": True}
+        if op in ("stop", "clear_stop"):  # software stop: damp and refuse targets until cleared
             self.backend.software_stop(op == "stop")
-            reply = {"ok": True}
-        else:
-            reply = {
-                "ok": False,
-                "error": f"unknown op {op!r}; known: ping, status, reset, joint_mode, stop, "
-                "clear_stop",
-            }
+            return {"ok": True}
+        raise _RefusedError(f"unknown op {quote(op)}; known: {', '.join(KNOWN_OPS)}")
+
+    def _reply(self, identity: bytes, seq: int, reply: dict[str, Any]) -> None:
         reply["state_seq"] = self._state_seq  # states after this one reflect the request
         try:
-            self._router.send_multipart([identity, *encode("reply", message.seq, reply)],
-                                        flags=zmq.NOBLOCK)  # fmt: skip
+            frames = encode("reply", seq, reply)
+        except CodecError as exc:  # e.g. a backend status value that is not plain
+            frames = encode("reply", seq, {"ok": False, "error": f"reply not encodable: {exc}"})
+        try:
+            self._router.send_multipart([identity, *frames], flags=zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             log.info("robot server: reply not sent: %s", exc)
 
     # -- output ----------------------------------------------------------------------------------
     def _publish_state(self) -> None:
-        s = self.backend.state()
-        arrays = {"q": s.q_rad, "dq": s.dq_rad_s, "tau": s.tau_measured_nm, "ee_pos": s.ee_pos_m,
-                  "ee_quat": s.ee_quat_xyzw, "ee_twist": s.ee_twist}  # fmt: skip
-        features = getattr(self.backend, "features", None)
-        if features is not None:
-            arrays["features"] = features()
-        bodies = getattr(self.backend, "body_poses", None)
-        if bodies is not None:
-            arrays["bodies"] = bodies()
-        meta = {
-            "gripper_width_m": float(s.gripper_width_m),
-            "command_age_s": float(s.command_age_s),
-            "stamp_s": float(s.stamp_s),
-            **self.backend.status(),
-        }
-        self._state_seq += 1
         try:
-            self._pub.send_multipart(encode("robot_state", self._state_seq, meta, arrays),
-                                     copy=False, flags=zmq.NOBLOCK)  # fmt: skip
+            s = self.backend.state()
+            arrays = {"q": s.q_rad, "dq": s.dq_rad_s, "tau": s.tau_measured_nm,
+                      "ee_pos": s.ee_pos_m, "ee_quat": s.ee_quat_xyzw,
+                      "ee_twist": s.ee_twist}  # fmt: skip
+            features = getattr(self.backend, "features", None)
+            if features is not None:
+                arrays["features"] = features()
+            bodies = getattr(self.backend, "body_poses", None)
+            if bodies is not None:
+                arrays["bodies"] = bodies()
+            meta = {
+                "gripper_width_m": float(s.gripper_width_m),
+                "command_age_s": float(s.command_age_s),
+                "stamp_s": float(s.stamp_s),
+                **self.backend.status(),
+                "tick_failures": self.stats.tick_failures,
+                "refused_not_owner": self.stats.refused_not_owner,
+            }
+            frames = encode("robot_state", self._state_seq + 1, meta, arrays)
+        except Exception as exc:  # a state that cannot be read or encoded: skip it, count it
+            self.stats.publish_errors += 1
+            if self.stats.publish_errors == 1 or self.stats.publish_errors % 1000 == 0:
+                log.error("robot server: state not published (%d so far): %s",
+                          self.stats.publish_errors, quote(exc, 200))  # fmt: skip
+            return
+        self._state_seq += 1
+        with contextlib.suppress(zmq.Again):
+            self._pub.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
             self.stats.states_published += 1
-        except zmq.Again:
-            pass
 
 
 @dataclass(frozen=True)
@@ -334,7 +566,13 @@ class RemoteState:
 
 
 class RobotClient:
-    """Talks to a ``RobotServer``: newest state, non-blocking targets, requests with deadlines."""
+    """Talks to a ``RobotServer``: newest state, non-blocking targets, requests with deadlines.
+
+    Each client is one session (``session``, random) with its own growing seq; sends are
+    serialized by a lock, so threads may share a client (the env sends targets while the console
+    sends stop). The first target, heartbeat or owner-only request takes control if nobody holds
+    it (see the server's module docstring); ``acquire`` asks for it explicitly.
+    """
 
     def __init__(
         self,
@@ -351,13 +589,33 @@ class RobotClient:
         self._sub.rcvhwm = 4
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
         secure_client(self._sub, endpoints.state, security)
+        self.session = secrets.token_hex(16)
         self._seq = 0
+        self._socket_lock = threading.Lock()  # seq order == send order; one user of the socket
+        self._request_lock = threading.Lock()  # one request waits for its reply at a time
         self._latest: RemoteState | None = None
         self.states_received = 0
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._receive, name="robot-client", daemon=True)
         self._thread.start()
+
+    def _send(
+        self,
+        msg_type: str,
+        meta: dict[str, Any],
+        arrays: dict[str, np.ndarray] | None = None,
+        block: bool = False,
+    ) -> int | None:
+        """Send one message of this session; its seq, or None if the link was full."""
+        with self._socket_lock:
+            self._seq += 1
+            frames = encode(msg_type, self._seq, {**meta, "session": self.session}, arrays)
+            try:
+                self._dealer.send_multipart(frames, flags=0 if block else zmq.NOBLOCK)
+            except zmq.Again:
+                return None
+            return self._seq
 
     def send_target(self, target: CartesianTarget, gripper: GripperCommand = None) -> bool:
         """Queue a target (False if the link is full; the server's watchdog then holds)."""
@@ -367,41 +625,34 @@ class RobotClient:
             value = getattr(target, name)
             if value is not None:
                 arrays[name] = np.asarray(value, np.float64)
-        self._seq += 1
-        frames = encode("robot_target", self._seq, {"gripper": gripper}, arrays)
-        try:
-            self._dealer.send_multipart(frames, flags=zmq.NOBLOCK)
-            return True
-        except zmq.Again:
-            return False
+        return self._send("robot_target", {"gripper": gripper}, arrays) is not None
 
     def keep_alive(self) -> None:
         """Tell the server the target stream is alive without sending a new target."""
-        self._seq += 1
-        with contextlib.suppress(zmq.Again):
-            self._dealer.send_multipart(encode("heartbeat", self._seq), flags=zmq.NOBLOCK)
+        self._send("heartbeat", {})
 
     def request(self, op: str, timeout_s: float = 2.0, **meta: Any) -> dict[str, Any]:
         """Call ``op`` on the server; TimeoutError if no reply within ``timeout_s``,
         RuntimeError with the server's reason if it refused."""
-        self._seq += 1
-        seq = self._seq
-        payload = {"op": op, "deadline": time.time() + timeout_s, **meta}
-        self._dealer.send_multipart(encode("request", seq, payload))
-        deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            if not self._dealer.poll(int(left * 1000) + 1):
-                break
-            try:
-                reply = decode(self._dealer.recv_multipart(), 1 << 20, frozenset({"reply"}))
-            except CodecError as exc:
-                log.warning("robot client: dropped a malformed reply: %s", exc)
-                continue
-            if reply.seq != seq:  # a late reply to an earlier, timed-out request
-                continue
-            if not reply.meta.get("ok"):
-                raise RuntimeError(f"robot server refused {op!r}: {reply.meta.get('error')}")
-            return dict(reply.meta)
+        with self._request_lock:
+            payload = {"op": op, "deadline": time.time() + timeout_s, **meta}
+            seq = self._send("request", payload, block=True)
+            deadline = time.monotonic() + timeout_s
+            while deadline - time.monotonic() > 0:
+                with self._socket_lock:  # short polls: targets from other threads still go out
+                    frames = self._dealer.recv_multipart() if self._dealer.poll(5) else None
+                if frames is None:
+                    continue
+                try:
+                    reply = decode(frames, 1 << 20, frozenset({"reply"}))
+                except CodecError as exc:
+                    log.warning("robot client: dropped a malformed reply: %s", exc)
+                    continue
+                if reply.seq != seq:  # a late reply to an earlier, timed-out request
+                    continue
+                if not reply.meta.get("ok"):
+                    raise RuntimeError(f"robot server refused {op!r}: {reply.meta.get('error')}")
+                return dict(reply.meta)
         raise TimeoutError(f"no reply to {op!r} within {timeout_s} s; is the robot server up?")
 
     def reset(self, seed: int, timeout_s: float = 5.0) -> dict[str, Any]:
