@@ -87,11 +87,21 @@ def demo_console(image_size: int = 96, port: int = 0, max_episode_steps: int = 2
     from robot_rl.envs.twin_env import TwinEnv, TwinEnvConfig
     from robot_rl.teleop.command import TeleopConfig
 
-    config = TwinEnvConfig(task="reach", obs="pixels", image_width=image_size,
-                           image_height=image_size, max_episode_steps=max_episode_steps)  # fmt: skip
+    config = TwinEnvConfig(
+        task="reach",
+        obs="pixels",
+        image_width=image_size,
+        image_height=image_size,
+        max_episode_steps=max_episode_steps,
+    )
     env = TwinEnv(config)
-    setup = operator_setup(env, ConsoleConfig(enabled=True, port=port),
-                           TeleopConfig(device="console"), None, list(config.cameras))  # fmt: skip
+    setup = operator_setup(
+        env,
+        ConsoleConfig(enabled=True, port=port),
+        TeleopConfig(device="console"),
+        None,
+        list(config.cameras),
+    )
     return DemoConsole(setup, env).start()
 
 
@@ -108,12 +118,25 @@ def save_screenshots(out_dir: Path, chromium: str, driver: str) -> list[Path]:
         for episode in range(12):  # some history for the charts
             hub.end_episode(episode % 3 != 0, 0.2 * episode, 0.1 * (episode % 4))
             hub.update(utd=0.5 * episode, loss=2.0 / (1 + episode))
-        hub.update(utd_target=4.0, weight_age_s=3.2, weights_version=41, updates_per_s=18.5,
-                   steps_stored=1840, steps_held=24, demo_buffer=20, online_buffer=1840)  # fmt: skip
+        hub.update(
+            utd_target=4.0,
+            weight_age_s=3.2,
+            weights_version=41,
+            updates_per_s=18.5,
+            steps_stored=1840,
+            steps_held=24,
+            demo_buffer=20,
+            online_buffer=1840,
+        )
         options = webdriver.ChromeOptions()
         options.binary_location = chromium
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--hide-scrollbars"):  # fmt: skip
+        for flag in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+        ):
             options.add_argument(flag)
         browser = webdriver.Chrome(service=Service(driver), options=options)
         try:
@@ -150,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         chromium = shutil.which("chromium") or shutil.which("chromium-browser")
         driver = shutil.which("chromedriver")
         if not chromium or not driver:
-            raise SystemExit("screenshots need chromium and chromedriver (apt-get install "
-                             "chromium chromium-driver)")  # fmt: skip
+            raise SystemExit(
+                "screenshots need chromium and chromedriver (apt-get install "
+                "chromium chromium-driver)"
+            )
         for path in save_screenshots(args.screenshots, chromium, driver):
             print(path)
         return 0

@@ -319,6 +319,8 @@ class ConsoleHub:
                 self._timeline.marks = kept
                 return f"mark {mark['mark']} of episode {undo_of} withdrawn"
         if name == "take_over":
+            if self._state["owner"] != (client or "local"):  # a lock belongs to its owner
+                self._state["locked"] = False
             self._state["owner"] = client or "local"
         elif name == "hand_back":
             self._state.update(owner=None, locked=False)

@@ -7,8 +7,9 @@ a JSON header ({camera, seq, stamp_ms}), then the JPEG. The page sends JSON: ``c
 console control and the page's clock), ``key`` (teleop key down/up), ``gamepad`` (browser gamepad
 axes and buttons) and ``latency`` (a frame's capture-to-display time, measured by the page).
 A control is answered with ``ack`` (a one-line confirmation) or ``error``. Any malformed message
-(bad JSON, huge numbers, deep nesting, wrong types, binary) is logged, counted in ``malformed``
-and answered with an ``error`` message; it never closes the socket or stops the server.
+(bad JSON, huge numbers, deep nesting, wrong types, binary, over ``MAX_MESSAGE_BYTES``) is
+logged, counted in ``malformed`` and answered with an ``error`` message; it never closes the
+socket or stops the server. Only a frame over ``MAX_FRAME_BYTES`` closes the socket (1009).
 
 Security, on loopback too (a web page from anywhere can reach loopback through the browser):
 - every request's ``Host`` must name this server (``127.0.0.1:PORT``, ``localhost:PORT``; for a
@@ -45,7 +46,8 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {"console.js": "application/javascript", "console.css": "text/css",
                 "favicon.svg": "image/svg+xml"}  # fmt: skip
-MAX_MESSAGE_BYTES = 64 * 1024
+MAX_MESSAGE_BYTES = 64 * 1024  # a longer page message gets an error reply
+MAX_FRAME_BYTES = 1024 * 1024  # a longer one closes the socket (1009): the read is bounded
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_\-.~]{16,256}")  # URL-safe, no whitespace
 
 
@@ -257,7 +259,7 @@ class ConsoleServer:
     async def _websocket(self, request: Any) -> Any:
         from aiohttp import WSMsgType, web
 
-        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=10.0)
+        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=10.0)
         await ws.prepare(request)
         self.clients += 1
         self.connections += 1
@@ -291,6 +293,8 @@ class ConsoleServer:
         """One message from the page; an ``ack`` for a control, an ``error`` for anything
         malformed or refused, else None. Never raises."""
         try:
+            if len(text) > MAX_MESSAGE_BYTES:
+                raise ValueError(f"message of {len(text)} characters; at most {MAX_MESSAGE_BYTES}")
             msg = json.loads(text)
             if not isinstance(msg, dict):
                 raise ValueError(f"a message is a JSON object, not {type(msg).__name__}")
@@ -359,7 +363,10 @@ class ConsoleServer:
 def _finite(value: Any, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{field}={str(value)[:20]!r}; need a number")
-    number = float(value)  # OverflowError for a huge integer: answered as malformed
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range
+        raise ValueError(f"{field}={str(value)[:20]}...; need a finite number") from None
     if not math.isfinite(number):
         raise ValueError(f"{field}={number}; need a finite number")
     return number
