@@ -11,6 +11,7 @@ frames through the decision layer and says whether success fires on this frame; 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -86,6 +87,45 @@ class SuccessDetector:
         return self.decision.update(p, gate), p
 
 
+@dataclass(frozen=True)
+class BackboneSource:
+    """Where a probe's open_clip backbone comes from: ``source`` is local-dir:PATH, a checkpoint
+    file or hf-hub:ORG/REPO (already in the local cache); ``model_name`` and ``preprocess`` (a
+    JSON file) are needed for a bare checkpoint file. An empty source: the one the probe names."""
+
+    source: str = ""
+    model_name: str | None = None
+    preprocess: Path | None = None
+
+
+def load_scorer(path: str | Path, backbone: BackboneSource = BackboneSource(),
+                cameras: Sequence[str] = ()) -> FrameScorer:  # fmt: skip
+    """What ``robot-rl reward train`` wrote at ``path`` (a classifier folder or a probe JSON) as a
+    frame scorer. A probe looks at the cameras it records, else at ``cameras``."""
+    path = Path(path)
+    if path.is_dir():
+        from robot_rl.rewards.classifier import FrameClassifier
+
+        return FrameClassifier.load(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"reward model {path} not found; train one with robot-rl reward train"
+        )
+    from robot_rl.rewards.backbone import load_backbone
+    from robot_rl.rewards.probe import ProbeScorer
+
+    probe = ProbeScorer.load(path)
+    source = backbone.source or probe.backbone
+    chosen = probe.cameras or tuple(cameras)
+    if not source or not chosen:
+        raise ValueError(
+            f"probe {path} does not name its backbone and cameras; pass the backbone, or "
+            "retrain it with robot-rl reward train (which records both)"
+        )
+    model = load_backbone(source, backbone.model_name, backbone.preprocess)
+    return EmbeddingFrameScorer(model, probe, chosen)
+
+
 def load_detector(
     path: str | Path,
     backbone: str | None = None,
@@ -95,27 +135,7 @@ def load_detector(
     """A detector from ``robot-rl reward train``'s output: a classifier folder, or a probe JSON
     (which names its backbone and cameras; ``backbone`` overrides where the weights are). Without
     ``decision``, success fires after ``k`` frames at or above the model's threshold."""
-    path = Path(path)
-    if path.is_dir():
-        from robot_rl.rewards.classifier import FrameClassifier
-
-        scorer: FrameScorer = FrameClassifier.load(path)
-    elif path.is_file():
-        from robot_rl.rewards.backbone import load_backbone
-        from robot_rl.rewards.probe import ProbeScorer
-
-        probe = ProbeScorer.load(path)
-        source = backbone or probe.backbone
-        if not source or not probe.cameras:
-            raise ValueError(
-                f"probe {path} does not name its backbone and cameras; pass the backbone, or "
-                "retrain it with robot-rl reward train (which records both)"
-            )
-        scorer = EmbeddingFrameScorer(load_backbone(source), probe, probe.cameras)
-    else:
-        raise FileNotFoundError(
-            f"reward model {path} not found; train one with robot-rl reward train"
-        )
+    scorer = load_scorer(path, BackboneSource(backbone or ""))
     theta = float(getattr(scorer, "threshold", 0.5))
     return SuccessDetector(scorer, decision or DecisionConfig.from_threshold(theta, k))
 

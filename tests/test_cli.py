@@ -48,7 +48,7 @@ def test_bench_help_lists_registered_benches(capsys):
 
 def test_every_registered_bench_resolves_to_a_function():
     for name in cli.BENCHES:
-        assert callable(cli._load_bench(name)), name
+        assert callable(cli.load_bench(name)), name
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,54 @@
+"""Flags that several command groups share: a config file with ``--set`` overrides, and the
+CURVE key flags of a process that binds or connects sockets."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TypeVar
+
+from robot_rl.cli.errors import CliError
+
+T = TypeVar("T")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--config FILE`` and repeatable ``--set KEY=VALUE`` for the dataclass named ``what``."""
+    parser.add_argument("--config", type=Path, help=f"YAML file with {what} fields")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a {what} field, e.g. --set agent.utd_ratio=2 "
+                        "(repeatable)")  # fmt: skip
+
+
+def add_key_flags(parser: argparse.ArgumentParser, key: str | None) -> None:
+    """``--keys``, ``--key`` (this process's key name, default ``key``) and ``--plaintext``."""
+    parser.add_argument("--keys", default="keys", help="CURVE keys folder (robot-rl keys)")
+    parser.add_argument("--key", default=key, help=f"this process's key name (default {key})")
+    parser.add_argument("--plaintext", action="store_true",
+                        help="no CURVE (refused unless every endpoint is loopback)")  # fmt: skip
+
+
+def add_robot_flags(parser: argparse.ArgumentParser) -> None:
+    """``--task`` of a twin behind a robot server, and the server's ``--commands`` and ``--state``
+    endpoints."""
+    parser.add_argument("--task", default="reach", help="the twin's task (default reach)")
+    parser.add_argument("--commands", default="tcp://127.0.0.1:5560",
+                        help="robot server ROUTER endpoint (targets, requests)")  # fmt: skip
+    parser.add_argument("--state", default="tcp://127.0.0.1:5561",
+                        help="robot server state PUB endpoint")  # fmt: skip
+
+
+def load(cls: type[T], path: Path | None, overrides: list[str]) -> T:
+    """``cls`` from ``path`` (or its defaults) with ``overrides``; a bad config is a CliError."""
+    from robot_rl.config import ConfigError, load_config
+
+    try:
+        return load_config(cls, path, overrides)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def at_least(flag: str, value: int, minimum: int, why: str = "") -> None:
+    """Refuse ``--flag=value`` below ``minimum``."""
+    if value < minimum:
+        raise CliError(f"--{flag}={value}; need at least {minimum}{why}")

@@ -1,0 +1,54 @@
+"""``robot-rl robot-server``: the twin's controller loop served over ZMQ (targets in, state out)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from robot_rl.cli.errors import CliError
+from robot_rl.cli.flags import add_key_flags, add_robot_flags
+
+POLL_PERIOD_S = 0.2  # how often the waiting CLI looks at the server's health and the clock
+
+
+def add(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "robot-server", help="serve the twin's controller loop over ZMQ (targets in, state out)"
+    )
+    add_robot_flags(parser)
+    add_key_flags(parser, "robot")
+    parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from robot_rl.sim.scene import SceneConfig, TwinScene
+    from robot_rl.sim.tasks import TASKS
+    from robot_rl.transport.robot_server import RobotEndpoints, RobotServer, SceneBackend
+    from robot_rl.transport.security import SecurityConfig, SecurityError
+
+    if args.task not in TASKS:
+        raise CliError(f"task {args.task!r} unknown; known tasks: {sorted(TASKS)}")
+    scene = TwinScene(SceneConfig(task=args.task, cameras=()))
+    security = SecurityConfig(keys_dir=args.keys, name=args.key, plaintext=args.plaintext)
+    try:
+        server = RobotServer(
+            SceneBackend(scene), RobotEndpoints(args.commands, args.state), security
+        )
+    except SecurityError as exc:
+        scene.close()
+        raise CliError(str(exc)) from None
+    server.start()
+    print(f"robot server: {args.task} twin on {server.commands_endpoint}, state on "
+          f"{server.state_endpoint}; Ctrl-C stops")  # fmt: skip
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    try:
+        while server.error is None and (deadline is None or time.monotonic() < deadline):
+            time.sleep(POLL_PERIOD_S)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        scene.close()
+    print(f"robot server: {server.stats.ticks} ticks, {server.stats.targets} targets")
+    return 0
