@@ -19,6 +19,13 @@ Step t is (obs_t, action_t, reward_t, obs_{t+1}); the final frame obs_T is the e
 last observation (also after a time limit), never a reset frame. An episode may end without either
 flag (saved when recording stopped); loading it gives an open episode.
 
+Reading is defensive: before any array is read, every member of the archive must be a ``.npy``
+whose header (shape, dtype) agrees with the size the archive declares for it, and the declared
+sizes must stay under ``max_bytes`` (so a shape claiming terabytes or a deflate bomb is refused
+before it costs memory); meta must be a JSON object of bounded size and depth whose seq fields are
+ints; the floats must be finite. ``load_episodes`` moves a file that fails any of this into
+``quarantine/`` next to it, with a ``.reason.txt`` and a logged error, and loads the rest.
+
 Files are named ``episode_000042.npz``, numbered after the highest number present. A file is
 written to a hidden temporary name in the same directory (``.episode_000042.npz.<random>.tmp``),
 flushed and fsynced, then renamed with ``os.replace``, so a crash leaves either the complete file
@@ -48,6 +55,13 @@ from robot_rl.data.batch import STATE_KEY, Transition, image_keys, non_finite_fi
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+MAX_EPISODE_BYTES = 4 * 1024**3  # the most an episode file may unpack to (about 25k 128x128 steps
+#                                   with two cameras); larger files are refused unread
+MAX_MEMBERS = 64
+MAX_META_CHARS = 1 << 20
+MAX_META_DEPTH = 16
+MAX_SEQ = 2**53
+QUARANTINE_DIR = "quarantine"
 EPISODE_RE = re.compile(r"^episode_(\d{6,})\.npz$")
 TMP_SUFFIX = ".tmp"
 RESERVED_META = ("format_version", "created_utc", "num_steps")
@@ -255,13 +269,125 @@ def _check(arr: np.ndarray, path: Path, key: str, dtype: type, shape: tuple) -> 
         raise EpisodeFormatError(f"{path}: key {key!r} has shape {arr.shape}; expected {want}")
 
 
-def load_episode(path: str | Path) -> tuple[list[Transition], dict[str, Any]]:
+def _check_members(path: Path, max_bytes: int) -> None:
+    """EpisodeFormatError unless every member is a .npy whose header agrees with the size the
+    archive declares for it, and the total stays under ``max_bytes``; reads headers only."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        if zipfile.is_zipfile(path):
+            raise EpisodeFormatError(f"{path}: not a readable .npz file: {e}") from None
+        return  # not an archive at all: np.load says what it is
+    with archive:
+        members = archive.infolist()
+        if len(members) > MAX_MEMBERS:
+            raise EpisodeFormatError(f"{path}: {len(members)} members; at most {MAX_MEMBERS}")
+        total = 0
+        for info in members:
+            name = info.filename
+            if not name.endswith(".npy") or "/" in name or name.startswith("."):
+                raise EpisodeFormatError(f"{path}: member {name[:80]!r} is not a .npy array")
+            try:
+                with archive.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)  # fmt: skip
+                    shape, _, dtype = read_header(fh, max_header_size=10_000)
+                    header_bytes = fh.tell()
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+                reason = f"{path}: member {name!r} has no valid .npy header: {e}"
+                raise EpisodeFormatError(reason) from None
+            if dtype.hasobject:
+                raise EpisodeFormatError(f"{path}: key {name[:-4]!r} holds Python objects")
+            need = dtype.itemsize
+            for dim in shape:
+                need *= int(dim)
+            if need > max_bytes:
+                raise EpisodeFormatError(
+                    f"{path}: key {name[:-4]!r} claims shape {shape} ({need} bytes); an episode "
+                    f"file may hold at most {max_bytes} bytes"
+                )
+            if info.file_size != header_bytes + need:
+                raise EpisodeFormatError(
+                    f"{path}: key {name[:-4]!r} declares {info.file_size} bytes but its header "
+                    f"{dtype} {shape} needs {header_bytes + need}"
+                )
+            total += need
+            if total > max_bytes:
+                raise EpisodeFormatError(
+                    f"{path}: unpacks to more than {max_bytes} bytes; refused unread"
+                )
+
+
+def _meta_depth(value: Any, depth: int = 0) -> int:
+    if depth > MAX_META_DEPTH:
+        return depth
+    if isinstance(value, dict):
+        return max([_meta_depth(v, depth + 1) for v in value.values()], default=depth + 1)
+    if isinstance(value, list):
+        return max([_meta_depth(v, depth + 1) for v in value], default=depth + 1)
+    return depth
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _parse_meta(path: Path, text: str) -> dict[str, Any]:
+    """The meta JSON object, bounded in size and depth, with ints for the seq fields."""
+    if len(text) > MAX_META_CHARS:
+        raise EpisodeFormatError(f"{path}: key 'meta' is {len(text)} characters; at most "
+                                 f"{MAX_META_CHARS}")  # fmt: skip
+    # Depth first, by counting brackets, so json never recurses deeply.
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    if deepest > MAX_META_DEPTH:
+        raise EpisodeFormatError(f"{path}: key 'meta' nests {deepest} deep; at most "
+                                 f"{MAX_META_DEPTH}")  # fmt: skip
+    try:
+        meta = json.loads(text, parse_constant=_refuse_constant)
+    except (json.JSONDecodeError, ValueError, RecursionError) as e:
+        raise EpisodeFormatError(f"{path}: key 'meta' is not JSON: {e}") from None
+    if isinstance(meta, dict):
+        for key in ("first_seq", "last_seq"):
+            value = meta.get(key)
+            if key in meta and (
+                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ
+            ):
+                raise EpisodeFormatError(
+                    f"{path}: key 'meta' has {key}={str(value)[:40]}; expected an int in "
+                    f"0..{MAX_SEQ}"
+                )
+    return meta
+
+
+def load_episode(
+    path: str | Path, max_bytes: int = MAX_EPISODE_BYTES
+) -> tuple[list[Transition], dict[str, Any]]:
     """Read and validate one episode file; returns its steps and its meta dict.
 
-    Raises EpisodeFormatError naming the file and the offending key for a missing key, a wrong
-    dtype or shape, bad meta, or a corrupt/truncated file; OSError if it cannot be opened.
+    Raises EpisodeFormatError naming the file and the offending key for a member that is not a
+    .npy, declared sizes over ``max_bytes`` or at odds with the headers, a missing key, a wrong
+    dtype or shape, bad meta, non-finite floats, or a corrupt/truncated file; OSError if it
+    cannot be opened.
     """
     path = Path(path)
+    _check_members(path, max_bytes)
     try:
         data = np.load(path, allow_pickle=False)
     except (ValueError, EOFError, zipfile.BadZipFile) as e:
@@ -275,10 +401,7 @@ def load_episode(path: str | Path) -> tuple[list[Transition], dict[str, Any]]:
                 f"{path}: key 'meta' has dtype {meta_arr.dtype} and shape {meta_arr.shape}; "
                 "expected a 0-d str (JSON)"
             )
-        try:
-            meta = json.loads(str(meta_arr))
-        except json.JSONDecodeError as e:
-            raise EpisodeFormatError(f"{path}: key 'meta' is not JSON: {e}") from None
+        meta = _parse_meta(path, str(meta_arr))
         if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
             version = meta.get("format_version") if isinstance(meta, dict) else None
             raise EpisodeFormatError(
@@ -301,6 +424,11 @@ def load_episode(path: str | Path) -> tuple[list[Transition], dict[str, Any]]:
         for cam in cams:
             frames[cam] = _entry(data, path, f"obs.{cam}")
             _check(frames[cam], path, f"obs.{cam}", np.uint8, (T + 1, None, None, 3))
+    for key, values in (("obs.state", frames[STATE_KEY]), ("action", steps["action"]),
+                        ("reward", steps["reward"]),
+                        ("gripper_penalty", steps["gripper_penalty"])):  # fmt: skip
+        if not np.isfinite(values).all():
+            raise EpisodeFormatError(f"{path}: key {key!r} holds NaN or inf values")
     ends = steps["terminated"][:-1] | steps["truncated"][:-1]
     if bool(ends.any()):
         raise EpisodeFormatError(
@@ -324,12 +452,14 @@ def load_episode(path: str | Path) -> tuple[list[Transition], dict[str, Any]]:
     return transitions, meta
 
 
-def load_episodes(directory: str | Path, strict: bool = False) -> Iterator[Episode]:
+def load_episodes(
+    directory: str | Path, strict: bool = False, max_bytes: int = MAX_EPISODE_BYTES
+) -> Iterator[Episode]:
     """Yield the episodes of ``directory`` in number order, each read when reached.
 
     Leftover temporary files from an interrupted write are skipped with a logged warning. A file
-    that is corrupt, truncated or breaks the format is logged as an error naming the file and
-    skipped; with ``strict=True`` it raises EpisodeFormatError instead.
+    that is corrupt, truncated, hostile or breaks the format is quarantined (``quarantine``)
+    and skipped; with ``strict=True`` it raises EpisodeFormatError instead and stays in place.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -339,13 +469,43 @@ def load_episodes(directory: str | Path, strict: bool = False) -> Iterator[Episo
             log.warning("skipping %s: temporary file left by an interrupted write", p)
     for _, path in _numbered(directory):
         try:
-            transitions, meta = load_episode(path)
+            transitions, meta = load_episode(path, max_bytes)
         except EpisodeFormatError as e:
             if strict:
                 raise
-            log.error("skipping episode file %s: %s", path, e)
+            quarantine(path, str(e))
+            continue
+        except (MemoryError, RecursionError, ValueError, TypeError, KeyError, IndexError) as e:
+            # Anything a hostile file provokes past the checks: named, and never fatal.
+            reason = f"{path}: unreadable ({type(e).__name__}: {str(e)[:200]})"
+            if strict:
+                raise EpisodeFormatError(reason) from None
+            quarantine(path, reason)
+            continue
+        except OSError as e:
+            log.error("skipping episode file %s: cannot read it: %s", path, e)
             continue
         yield Episode(path, transitions, meta)
+
+
+def quarantine(path: Path, reason: str) -> Path | None:
+    """Move a bad episode file into ``quarantine/`` beside it, with ``<name>.reason.txt``
+    holding ``reason``; logs the reason. Returns the new path (None if it could not move)."""
+    target_dir = path.parent / QUARANTINE_DIR
+    target = target_dir / path.name
+    try:
+        target_dir.mkdir(exist_ok=True)
+        n = 1
+        while target.exists():  # a later file of the same number went bad too
+            target = target_dir / f"{path.stem}.{n}{path.suffix}"
+            n += 1
+        os.replace(path, target)
+        target.with_name(target.name + ".reason.txt").write_text(reason + "\n")
+    except OSError as e:
+        log.error("skipping episode file %s: %s (could not quarantine it: %s)", path, reason, e)
+        return None
+    log.error("quarantined episode file %s as %s: %s", path, target, reason)
+    return target
 
 
 class EpisodeRecorder:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
-import time
+import tracemalloc
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -162,12 +165,19 @@ def test_error_midway_through_a_write_leaves_earlier_episodes_intact(tmp_path, m
 
 
 WRITER = """
-import sys
+import os, sys, time
 import numpy as np
 from robot_rl.data.episodes import save_episode
 from tests.data.fakes import episode
 rng = np.random.default_rng(0)
+real_fsync = os.fsync
+def fsync_then_hang(fd):  # the 4th episode is written but not yet renamed: the kill lands here
+    real_fsync(fd)
+    print("inside", flush=True)
+    time.sleep(600)
 for e in range(10_000):
+    if e == 3:
+        os.fsync = fsync_then_hang
     steps = episode(e, 20, "truncated", cams=("front", "wrist"), hw=(48, 48))
     for t in steps:  # incompressible pixels make each write take a while
         for cam in ("front", "wrist"):
@@ -188,18 +198,20 @@ def test_process_killed_while_writing_leaves_a_loadable_directory(tmp_path: Path
     try:
         for _ in range(3):
             assert proc.stdout is not None and proc.stdout.readline(), "writer died early"
-        time.sleep(0.013)  # somewhere inside a later write
+        assert proc.stdout.readline().strip() == "inside"  # the 4th write, before its rename
     finally:
         proc.kill()
         proc.wait()
     if proc.stdout is not None:
         proc.stdout.close()
     files = sorted(tmp_path.glob("episode_*.npz"))
-    assert len(files) >= 3
+    assert len(files) == 3
+    assert len(list(tmp_path.glob(".episode_000003.npz.*.tmp"))) == 1  # the interrupted write
     with caplog.at_level(logging.WARNING, logger=ep_mod.__name__):
         loaded = list(load_episodes(tmp_path, strict=True))  # every named file is complete
     assert [e.path for e in loaded] == files
     assert all(len(e.transitions) == 20 for e in loaded)
+    assert any("interrupted write" in r.getMessage() for r in caplog.records)
 
 
 def test_leftover_temp_file_is_skipped_with_a_warning(tmp_path: Path, caplog):
@@ -211,17 +223,22 @@ def test_leftover_temp_file_is_skipped_with_a_warning(tmp_path: Path, caplog):
     assert any(".episode_000001.npz.4242.tmp" in r.getMessage() for r in caplog.records)
 
 
-def test_truncated_file_is_logged_and_skipped_or_raises_when_strict(tmp_path: Path, caplog):
+def test_truncated_file_is_quarantined_or_raises_when_strict(tmp_path: Path, caplog):
     save_episode(tmp_path, noisy_episode(0, 4), META)
     last = save_episode(tmp_path, noisy_episode(1, 4), META)
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    with pytest.raises(EpisodeFormatError, match=r"episode_000001\.npz"):
+        list(load_episodes(tmp_path, strict=True))
+    assert last.exists()  # strict leaves it in place
     with caplog.at_level(logging.ERROR, logger=ep_mod.__name__):
         loaded = list(load_episodes(tmp_path))
     assert [e.path.name for e in loaded] == ["episode_000000.npz"]
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "episode_000001.npz" in errors[0].getMessage()
-    with pytest.raises(EpisodeFormatError, match=r"episode_000001\.npz"):
-        list(load_episodes(tmp_path, strict=True))
+    moved = tmp_path / "quarantine" / "episode_000001.npz"
+    assert moved.is_file() and not last.exists()
+    reason = (tmp_path / "quarantine" / "episode_000001.npz.reason.txt").read_text()
+    assert "not a readable .npz" in reason
 
 
 # -- validation on load ----------------------------------------------------------------------------
@@ -353,3 +370,126 @@ def test_recorder_bounds_an_episode_that_never_ends(tmp_path: Path, caplog):
     assert len(saved) == 2 and rec.num_pending == 2
     assert [len(e.transitions) for e in load_episodes(tmp_path)] == [4, 4]
     assert any("max_steps=4" in r.getMessage() for r in caplog.records)
+
+
+def test_recorder_refuses_a_non_finite_step_and_keeps_the_episode(tmp_path: Path):
+    rec = EpisodeRecorder(tmp_path, META)
+    steps = episode(0, 3, "terminated")
+    rec.add(steps[0])
+    nan_next = {**steps[1].next_obs, "state": np.array([0, 2, np.nan], np.float32)}
+    with pytest.raises(ValueError, match=r"non-finite next_obs\['state'\]"):
+        rec.add(replace(steps[1], next_obs=nan_next))
+    with pytest.raises(ValueError, match="non-finite gripper_penalty"):
+        rec.add(replace(steps[1], gripper_penalty=float("inf")))
+    assert rec.num_pending == 1
+    rec.add(steps[1])
+    path = rec.add(steps[2])
+    assert path is not None
+    assert_same_steps(load_episode(path)[0], steps)
+
+
+def test_an_episode_with_a_nan_state_is_not_saved(tmp_path: Path):
+    steps = episode(0, 2)
+    bad = replace(steps[1], next_obs={**steps[1].next_obs, "state": np.full(3, np.inf, np.float32)})
+    with pytest.raises(ValueError, match=r"obs\.state has NaN or inf"):
+        save_episode(tmp_path, [steps[0], bad], META)
+    assert not list(tmp_path.glob("*.npz"))
+
+
+# -- hostile files: quarantined, the rest load -----------------------------------------------------
+
+
+def npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        out, {"descr": dtype, "fortran_order": False, "shape": shape}
+    )
+    return out.getvalue()
+
+
+def rewrite(path: Path, replace_members: dict[str, bytes] | None = None, bomb: str = "",
+            bomb_bytes: int = 0) -> None:  # fmt: skip
+    """Rewrite the archive at ``path`` with some members replaced (raw bytes), and optionally
+    one member ``bomb`` holding a .npy of ``bomb_bytes`` zeros, deflated (written in chunks)."""
+    with zipfile.ZipFile(path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    members.update(replace_members or {})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            if name != bomb:
+                zf.writestr(name, data)
+        if bomb:
+            with zf.open(bomb, "w", force_zip64=True) as fh:
+                fh.write(npy_header("|u1", (bomb_bytes,)))
+                chunk = bytes(1 << 20)
+                for _ in range(bomb_bytes >> 20):
+                    fh.write(chunk)
+
+
+def deep_meta(path: Path) -> None:
+    rewrite(path, {"meta.npy": npy_bytes(np.array("[" * 5000 + "]" * 5000))})
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
+def meta_with(path: Path, **changes: object) -> None:
+    _, meta = load_episode(path)
+    rewrite(path, {"meta.npy": npy_bytes(np.array(json.dumps({**meta, **changes})))})
+
+
+HOSTILE = {
+    "not-npy": (lambda p: rewrite(p, {"evil.txt": b"#!/bin/sh\n"}), "is not a .npy array"),
+    "4-tib-shape": (
+        lambda p: rewrite(p, {"obs.front.npy": npy_header("|u1", (4, 1 << 20, 1 << 20, 3))}),
+        "claims shape",
+    ),
+    "deep-meta": (deep_meta, "nests 5000 deep"),
+    "last-seq-1e30": (lambda p: meta_with(p, last_seq=1e30), "last_seq=1e+30"),
+    "nan-meta": (lambda p: meta_with(p, first_seq=float("nan")), "NaN is not a finite number"),
+    "size-lie": (
+        lambda p: rewrite(p, {"reward.npy": npy_header("<f4", (3,)) + bytes(4)}),
+        "declares",
+    ),
+    "nan-state": (
+        lambda p: rewrite(p, {"obs.state.npy": npy_bytes(np.full((4, 3), np.nan, np.float32))}),
+        "'obs.state' holds NaN",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_a_hostile_file_is_quarantined_and_the_rest_load(tmp_path: Path, name: str, caplog):
+    make_bad, reason = HOSTILE[name]
+    good = [episode(e, 3, "terminated") for e in range(3)]
+    paths = [save_episode(tmp_path, steps, {**META, "first_seq": 3 * e, "last_seq": 3 * e + 2})
+             for e, steps in enumerate(good)]  # fmt: skip
+    make_bad(paths[1])
+    with pytest.raises(EpisodeFormatError, match=re.escape(reason)):
+        load_episode(paths[1])
+    with caplog.at_level(logging.ERROR, logger=ep_mod.__name__):
+        loaded = list(load_episodes(tmp_path))
+    assert [e.path for e in loaded] == [paths[0], paths[2]]
+    assert_same_steps(loaded[1].transitions, good[2])
+    assert (tmp_path / "quarantine" / paths[1].name).is_file() and not paths[1].exists()
+    why = (tmp_path / "quarantine" / f"{paths[1].name}.reason.txt").read_text()
+    assert reason in why
+    assert any("quarantined" in r.getMessage() and reason in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+
+
+def test_a_deflate_bomb_is_refused_before_it_is_unpacked(tmp_path: Path):
+    path = save_episode(tmp_path, episode(0, 3), META)
+    rewrite(path, bomb="obs.front.npy", bomb_bytes=64 << 20)  # 64 MiB of zeros, ~64 KiB packed
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(EpisodeFormatError, match="claims shape"):
+            load_episode(path, max_bytes=8 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20  # the 64 MiB were never unpacked

@@ -263,7 +263,31 @@ BAD_STEPS = {
     "reward-nan": (bad("reward", float("nan")), r"reward=nan is not finite"),
     "reward-text": (bad("reward", "high"), r"reward='high' is not a number"),
     "penalty-inf": (bad("gripper_penalty", float("inf")), r"gripper_penalty=inf"),
+    "state-nan": (
+        bad("obs.state", np.array([0, np.nan, 0.5], np.float32)),
+        r"obs\['state'\]=.*not finite",
+    ),
+    "next-state-inf": (
+        bad("next_obs.state", np.array([0, 1, np.inf], np.float32)),
+        r"next_obs\['state'\]=.*not finite",
+    ),
 }
+
+
+def test_a_nan_state_never_reaches_a_sample():
+    buf = ReplayBuffer(100)
+    steps = episode(0, 3, "terminated")
+    buf.add(steps[0])
+    poisoned = dataclasses.replace(
+        steps[1], next_obs={**steps[1].next_obs, "state": np.full(3, np.nan, np.float32)}
+    )
+    with pytest.raises(ValueError, match="not finite"):
+        buf.add(poisoned)
+    buf.add(steps[1])
+    buf.add(steps[2])
+    batch = buf.sample(64)
+    assert torch.isfinite(batch.obs["state"]).all()
+    assert torch.isfinite(batch.next_obs["state"]).all()
 
 
 @pytest.mark.parametrize("name", sorted(BAD_STEPS))
