@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
 import gymnasium as gym
@@ -35,6 +35,7 @@ from robot_rl.agents.gripper import gripper_value_to_index
 from robot_rl.controllers.rotations import orientation_error, quat_exp, quat_mul, quat_to_matrix
 from robot_rl.controllers.targets import CartesianTarget
 from robot_rl.data.batch import STATE_KEY
+from robot_rl.envs.gym_adapter import GymAdapterConfig, make_gym_env
 from robot_rl.interfaces import RobotState
 from robot_rl.sim.cameras import DEFAULT_CAMERAS
 from robot_rl.sim.scene import SceneConfig, TwinScene
@@ -87,8 +88,15 @@ class TwinEnvConfig:
     # Act through a robot server instead of an in-process twin (state observations; pixels over
     # the network need camera streams, which the twin's server does not publish).
     remote: RemoteRobotConfig | None = None
+    # Any gymnasium env instead of the twin (robot_rl.envs.gym_adapter): its id, make() kwargs
+    # and the adapter; ``task`` is then only the run's and the episodes' label.
+    id: str = ""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    adapter: GymAdapterConfig = field(default_factory=GymAdapterConfig)
 
     def __post_init__(self) -> None:
+        if self.id:
+            return  # the external env checks its own spaces (GymAdapter)
         if self.task not in TASKS:
             raise ValueError(f"task {self.task!r} unknown; known tasks: {sorted(TASKS)}")
         if self.obs not in ("pixels", "state"):
@@ -331,6 +339,8 @@ class TwinEnv(gym.Env):
 def make_env(config: TwinEnvConfig, reward_fn: RewardFn = success_reward) -> TwinEnv:
     """The twin env for ``config`` (kept as a function so sessions can swap in a real-arm env),
     with its success detector when ``config.reward_model`` names one."""
+    if config.id:  # an external gymnasium env through the adapter
+        return make_gym_env(config.id, config.kwargs, config.adapter, config.max_episode_steps)
     if config.remote is not None:
         return _remote_env(config)
     detector = None
