@@ -9,6 +9,7 @@ from typing import Any
 
 from robot_rl.cli.errors import CliError
 from robot_rl.cli.flags import add_key_flags, add_robot_flags
+from robot_rl.endpoints import DEFAULT_ENDPOINTS
 
 log = logging.getLogger("robot_rl.cli")
 
@@ -23,7 +24,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
         "publish-twin", help="stream the twin's front and wrist cameras while its expert works"
     )
     twin.add_argument("--task", default="pick_cube")
-    _add_stream_flags(twin, "tcp://127.0.0.1:5570")
+    _add_stream_flags(twin, DEFAULT_ENDPOINTS.cameras)
     twin.add_argument("--size", type=int, default=128, help="square image side (default 128)")
     twin.add_argument("--jpeg", type=int, help="JPEG quality 1-100 (default raw frames)")
     twin.set_defaults(handler=run_publish_twin)
@@ -32,7 +33,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
         "mirror-twin", help="stream the cameras of a twin that runs behind a robot server"
     )
     add_robot_flags(mirror)
-    _add_stream_flags(mirror, "tcp://127.0.0.1:5570")
+    _add_stream_flags(mirror, DEFAULT_ENDPOINTS.cameras)
     mirror.add_argument("--size", type=int, default=128, help="square image side (default 128)")
     mirror.add_argument("--fps", type=float, default=10.0)
     mirror.set_defaults(handler=run_mirror_twin)
@@ -44,7 +45,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     real.add_argument("--crop", action="append", default=[], metavar="ID=X,Y,W,H",
                       help="crop camera ID to the box at pixel (X, Y) of size W x H before "
                       "--resize, e.g. front=80,0,480,480 (repeatable)")  # fmt: skip
-    _add_stream_flags(real, "tcp://0.0.0.0:5570")
+    _add_stream_flags(real, DEFAULT_ENDPOINTS.cameras_host)
     real.add_argument("--width", type=int, default=640)
     real.add_argument("--height", type=int, default=480)
     real.add_argument("--fps", type=int, default=30)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from robot_rl.cli.errors import CliError
-from robot_rl.cli.flags import add_config_flags, add_key_flags, load
+from robot_rl.cli.flags import add_config_flags, load
+from robot_rl.endpoints import DEFAULT_ENDPOINTS
 
 
 def add(subparsers: argparse._SubParsersAction) -> None:
@@ -28,23 +30,44 @@ def add(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_network_flags(parser: argparse.ArgumentParser, key: str | None) -> None:
     add_config_flags(parser, "TrainConfig")
-    parser.add_argument("--transitions", default="tcp://127.0.0.1:5555",
-                        help="transitions endpoint (learner binds, actors connect)")  # fmt: skip
-    parser.add_argument("--weights", default="tcp://127.0.0.1:5556", help="weights endpoint")
-    add_key_flags(parser, key)
-    parser.add_argument("--server-key", default="learner", help="the learner's key name")
+    parser.add_argument("--net", type=Path, metavar="FILE", help="YAML file with DistributedConfig "
+                        "fields (endpoints, security, weights_period_s, checkpoint_period_s, "
+                        "status_period_s, weights_half)")  # fmt: skip
+    parser.add_argument("--net-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a DistributedConfig field, e.g. --net-set "
+                        "weights_period_s=1 (repeatable)")  # fmt: skip
+    # These flags win over --net and --net-set.
+    parser.add_argument("--transitions", help="learner binds, actors connect "
+                        f"(endpoints.transitions; {DEFAULT_ENDPOINTS.transitions})")  # fmt: skip
+    parser.add_argument("--weights", help="weights endpoint (endpoints.weights; "
+                        f"{DEFAULT_ENDPOINTS.weights})")  # fmt: skip
+    parser.add_argument("--keys", help="CURVE keys folder (security.keys_dir; keys)")
+    parser.add_argument("--key", help="this process's key name (security.name; default "
+                        f"{key or 'the actor id'})")  # fmt: skip
+    parser.add_argument("--server-key", help="the learner's key name (security.server_name)")
+    parser.add_argument("--plaintext", action="store_true",
+                        help="no CURVE (refused unless every endpoint is loopback)")  # fmt: skip
 
 
-def _network_configs(args: argparse.Namespace, key: str, actor_id: str = "actor-0") -> Any:
+def _given(**values: Any) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def network_configs(args: argparse.Namespace, key: str, actor_id: str | None = None) -> Any:
+    """(TrainConfig, DistributedConfig) from the files, the ``--set`` overrides and the flags;
+    the process's key name defaults to ``key``."""
     from robot_rl.runtime.distributed import DistributedConfig
     from robot_rl.runtime.train import TrainConfig
-    from robot_rl.transport.learner_link import LinkEndpoints
-    from robot_rl.transport.security import SecurityConfig
 
     train = load(TrainConfig, args.config, list(args.set))
-    security = SecurityConfig(keys_dir=args.keys, name=args.key or key,
-                              server_name=args.server_key, plaintext=args.plaintext)  # fmt: skip
-    net = DistributedConfig(LinkEndpoints(args.transitions, args.weights), security, actor_id)
+    net = load(DistributedConfig, args.net, list(args.net_set))
+    endpoints = _given(transitions=args.transitions, weights=args.weights)
+    security = _given(keys_dir=args.keys, name=args.key or net.security.name or key,
+                      server_name=args.server_key, plaintext=args.plaintext or None)  # fmt: skip
+    net = dataclasses.replace(
+        net, endpoints=dataclasses.replace(net.endpoints, **endpoints),
+        security=dataclasses.replace(net.security, **security), **_given(actor_id=actor_id),
+    )  # fmt: skip
     return train, net
 
 
@@ -52,7 +75,7 @@ def run_learner(args: argparse.Namespace) -> int:
     from robot_rl.runtime.distributed import Learner
     from robot_rl.transport.security import SecurityError
 
-    train, net = _network_configs(args, "learner")
+    train, net = network_configs(args, "learner")
     try:
         learner = Learner(train, net, resume=args.resume)
     except SecurityError as exc:
@@ -66,7 +89,7 @@ def run_actor(args: argparse.Namespace) -> int:
     from robot_rl.runtime.distributed import Actor
     from robot_rl.transport.security import SecurityError
 
-    train, net = _network_configs(args, args.actor_id, args.actor_id)
+    train, net = network_configs(args, args.actor_id, args.actor_id)
     spool = args.spool or Path("runs") / "spool" / args.actor_id
     try:
         actor = Actor(train, net, spool)

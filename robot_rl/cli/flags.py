@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from robot_rl.cli.errors import CliError
+from robot_rl.endpoints import DEFAULT_ENDPOINTS
 
 T = TypeVar("T")
 
@@ -32,9 +33,9 @@ def add_robot_flags(parser: argparse.ArgumentParser) -> None:
     """``--task`` of a twin behind a robot server, and the server's ``--commands`` and ``--state``
     endpoints."""
     parser.add_argument("--task", default="reach", help="the twin's task (default reach)")
-    parser.add_argument("--commands", default="tcp://127.0.0.1:5560",
+    parser.add_argument("--commands", default=DEFAULT_ENDPOINTS.robot_commands,
                         help="robot server ROUTER endpoint (targets, requests)")  # fmt: skip
-    parser.add_argument("--state", default="tcp://127.0.0.1:5561",
+    parser.add_argument("--state", default=DEFAULT_ENDPOINTS.robot_state,
                         help="robot server state PUB endpoint")  # fmt: skip
 
 

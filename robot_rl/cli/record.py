@@ -10,6 +10,7 @@ from typing import Any
 
 from robot_rl.cli.errors import CliError
 from robot_rl.cli.flags import at_least, load
+from robot_rl.endpoints import DEFAULT_ENDPOINTS
 
 TELEOP_DEVICES = ("spacemouse", "gamepad", "console")
 
@@ -34,7 +35,8 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--teleop", choices=("scripted", *TELEOP_DEVICES), default="scripted",
                         help="who drives: the scripted expert (default), a SpaceMouse, a "
                         "gamepad, or the console page (keys, browser gamepad)")  # fmt: skip
-    parser.add_argument("--console-port", type=int, default=8765, help="console page port")
+    parser.add_argument("--console-port", type=int, default=DEFAULT_ENDPOINTS.console_port,
+                        help="console page port")  # fmt: skip
     parser.add_argument("--select", default="", help="which teleop device (serial, path, index)")
     parser.set_defaults(handler=run_record)
 

@@ -11,6 +11,7 @@ from robot_rl.bench.report import print_table
 from robot_rl.cli.bench import write_report
 from robot_rl.cli.errors import CliError
 from robot_rl.cli.flags import at_least
+from robot_rl.endpoints import DEFAULT_ENDPOINTS
 
 BAD_MODEL = (FileNotFoundError, KeyError, ValueError)  # MissingWeightsError is a FileNotFoundError
 
@@ -29,7 +30,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
                          help="label by hand: drive, press y when done, n to give up")  # fmt: skip
     collect.add_argument("--config", type=Path, help="training config whose env to use "
                          "(a robot: env.remote with camera_endpoints)")  # fmt: skip
-    collect.add_argument("--console-port", type=int, default=8765)
+    collect.add_argument("--console-port", type=int, default=DEFAULT_ENDPOINTS.console_port)
     collect.set_defaults(handler=run_collect)
     helps = {
         "train": "fit and calibrate a probe (default) or a fine-tuned classifier",

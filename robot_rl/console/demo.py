@@ -19,6 +19,7 @@ import numpy as np
 
 from robot_rl.console.bridge import OperatorSetup, operator_setup
 from robot_rl.console.server import ConsoleConfig
+from robot_rl.endpoints import DEFAULT_ENDPOINTS
 
 
 @dataclass
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--screenshots", type=Path, help="save screenshots into this folder")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--port", type=int, default=DEFAULT_ENDPOINTS.console_port)
     args = parser.parse_args(argv)
     if args.screenshots is not None:
         chromium = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from robot_rl.console.hub import ConsoleHub, ControlRefusedError
+from robot_rl.endpoints import DEFAULT_ENDPOINTS
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,8 @@ TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_\-.~]{16,256}")  # URL-safe, no whitespa
 @dataclass(frozen=True)
 class ConsoleConfig:
     enabled: bool = False
-    host: str = "127.0.0.1"
-    port: int = 8765  # 0: any free port
+    host: str = DEFAULT_ENDPOINTS.console_host
+    port: int = DEFAULT_ENDPOINTS.console_port  # 0: any free port
     token: str = ""  # empty: a random per-session token, carried in the printed URL
     state_hz: float = 20.0
     allowed_hosts: tuple[str, ...] = ()  # extra Host names for a wildcard bind (DNS names)
@@ -116,6 +117,7 @@ class ConsoleServer:
         self.connections = 0  # websockets ever opened (names the pages: "page 3")
         self.malformed = 0  # malformed messages answered with an error
         self.refused_requests = 0  # requests refused for Host, Origin or token
+        self._sockets: set[Any] = set()  # open websockets (server thread only)
 
     @property
     def url(self) -> str:
@@ -132,10 +134,22 @@ class ConsoleServer:
         return self.url
 
     def stop(self) -> None:
+        """Close every page's websocket (1001, going away), then the server."""
         if self._loop is not None and self._loop.is_running():
+            closing = asyncio.run_coroutine_threadsafe(self._close_sockets(), self._loop)
+            try:
+                closing.result(timeout=3.0)
+            except Exception as exc:  # the server stops regardless
+                log.warning("console: closing the pages' sockets: %r", exc)
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+
+    async def _close_sockets(self) -> None:
+        from aiohttp import WSCloseCode
+
+        for ws in list(self._sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"the console is stopping")
 
     # -- the server thread ---------------------------------------------------------------------
     def _serve(self) -> None:
@@ -261,6 +275,7 @@ class ConsoleServer:
 
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=10.0)
         await ws.prepare(request)
+        self._sockets.add(ws)
         self.clients += 1
         self.connections += 1
         client = f"page {self.connections} ({request.remote})"
@@ -285,6 +300,7 @@ class ConsoleServer:
             log.info("console: %s went away: %s", client, exc)
         finally:
             sender.cancel()
+            self._sockets.discard(ws)
             self.clients -= 1
             self.hub.client_left(client)  # a closed page holds no keys and no lock
         return ws

@@ -45,6 +45,7 @@ import msgpack
 import zmq
 
 from robot_rl.data.batch import Transition
+from robot_rl.endpoints import DEFAULT_ENDPOINTS
 from robot_rl.transport.codec import CodecError, decode, encode, weights_from_bytes
 from robot_rl.transport.learner_link import MAX_SEQ, non_finite_tensors
 from robot_rl.transport.security import SecurityConfig, secure_client
@@ -76,8 +77,8 @@ class _Batch:
 @dataclass(frozen=True)
 class ActorLinkConfig:
     actor_id: str = "actor-0"
-    transitions_endpoint: str = "tcp://127.0.0.1:5555"
-    weights_endpoint: str = "tcp://127.0.0.1:5556"
+    transitions_endpoint: str = DEFAULT_ENDPOINTS.transitions
+    weights_endpoint: str = DEFAULT_ENDPOINTS.weights
     spool_dir: str = "runs/actor-spool"
     batch_steps: int = 16
     seal_every_s: float = 1.0  # pending steps older than this are sealed (and spooled)

@@ -35,6 +35,7 @@ import numpy as np
 import zmq
 
 from robot_rl.data.batch import Transition
+from robot_rl.endpoints import DEFAULT_ENDPOINTS
 from robot_rl.transport.codec import CodecError, decode, encode, weights_to_bytes
 from robot_rl.transport.episode_store import EpisodeStore
 from robot_rl.transport.security import SecurityConfig, secure_server
@@ -67,8 +68,8 @@ class LinkEndpoints:
     """Where the learner listens. Defaults are loopback; a networked learner binds tcp://*:PORT
     with CURVE keys."""
 
-    transitions: str = "tcp://127.0.0.1:5555"
-    weights: str = "tcp://127.0.0.1:5556"
+    transitions: str = DEFAULT_ENDPOINTS.transitions
+    weights: str = DEFAULT_ENDPOINTS.weights
 
 
 @dataclass

@@ -64,6 +64,7 @@ import numpy as np
 import zmq
 
 from robot_rl.controllers.targets import CartesianTarget, InvalidTargetError, JointTarget
+from robot_rl.endpoints import DEFAULT_ENDPOINTS
 from robot_rl.interfaces import RobotState
 from robot_rl.transport.codec import CodecError, Message, decode, encode, quote
 from robot_rl.transport.security import SecurityConfig, secure_client, secure_server
@@ -193,8 +194,8 @@ class SceneBackend:
 
 @dataclass(frozen=True)
 class RobotEndpoints:
-    commands: str = "tcp://127.0.0.1:5560"  # ROUTER: targets and requests
-    state: str = "tcp://127.0.0.1:5561"  # PUB: the state stream
+    commands: str = DEFAULT_ENDPOINTS.robot_commands  # ROUTER: targets and requests
+    state: str = DEFAULT_ENDPOINTS.robot_state  # PUB: the state stream
 
 
 # Requests anyone may make; the rest need control (see the module docstring).
