@@ -6,10 +6,8 @@ File (``.npz``, written atomically): ``frames/<camera>`` uint8 (N, H, W, 3), ``l
 On the twin, labels come from the task's ground-truth predicate (``collect_twin``): half the
 episodes are the scripted expert, which succeeds and then holds its success for a few more steps
 (so there are enough positive frames), the other half are the expert with its target pushed off
-by a random offset (mostly failures, some near misses: the hard negatives). On a robot
-(``collect_teleop``) the operator drives and labels with the console's keys: "y" when the task is
-done (that frame and the next ``hold_steps`` are successes, then the episode ends), "n" to end a
-failed attempt.
+by a random offset (mostly failures, some near misses: the hard negatives). On a robot the
+operator labels frames with the console's marks (``robot_rl.runtime.record.collect_teleop``).
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from robot_rl.controllers.reference import Workspace
@@ -123,66 +120,4 @@ def collect_twin(
         {c: np.stack(f) for c, f in frames.items()}, np.array(labels, bool),
         np.array(episode_ids, np.int64), np.array(steps, np.int64),
         {"task": task, "cameras": list(cameras), "source": "twin ground truth", "size": size},
-    )  # fmt: skip
-
-
-def collect_teleop(
-    env: Any,
-    device: Any,
-    teleop: Any,
-    hub: Any,
-    episodes: int,
-    hold_steps: int = 10,
-    seed: int = 0,
-    pace: bool = True,
-) -> FrameDataset:
-    """Frames of ``episodes`` operator-driven episodes, labelled by the operator's marks (see the
-    module doc). ``env`` gives pixel observations (the twin, or a robot with camera streams)."""
-    import time
-
-    from robot_rl.console.bridge import ConsoleBridge
-    from robot_rl.teleop.intervener import operator_action
-
-    base = getattr(env, "unwrapped", env)
-    cameras = list(base.config.cameras)
-    if base.config.obs != "pixels":
-        raise ValueError("labelling frames needs pixel observations: set env.obs to pixels")
-    bridge = ConsoleBridge(hub, env, None)
-    rng = np.random.default_rng(seed)
-    frames: dict[str, list[np.ndarray]] = {c: [] for c in cameras}
-    labels, episode_ids, steps = [], [], []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=int(rng.integers(2**31 - 1)))
-        success_since: int | None = None
-        for step in range(10_000):
-            request = bridge.before_step()
-            if request.reset or request.label == "failure":
-                break
-            if request.label == "success" and success_since is None:
-                success_since = step
-            start = time.monotonic()
-            command = device.read()
-            action = operator_action(env, command, teleop)
-            for camera in cameras:
-                frames[camera].append(obs[camera])
-            labels.append(success_since is not None)
-            episode_ids.append(episode)
-            steps.append(step)
-            # The operator's marks, not the env's success, decide labels and episode ends.
-            obs, _, _, truncated, info = env.step(action)
-            info.update(intervened=True, action=action)
-            bridge.after_step(obs, action, info, 0.0)
-            if success_since is not None and step - success_since >= hold_steps:
-                break
-            if truncated:
-                break
-            if pace:
-                time.sleep(max(0.0, base.config.policy_period_s - (time.monotonic() - start)))
-        hub.end_episode(success_since is not None, 0.0, 1.0)
-    if not labels:
-        raise ValueError("no frames were collected")
-    return FrameDataset(
-        {c: np.stack(f) for c, f in frames.items()}, np.array(labels, bool),
-        np.array(episode_ids, np.int64), np.array(steps, np.int64),
-        {"task": base.config.task, "cameras": cameras, "source": "operator marks"},
     )  # fmt: skip

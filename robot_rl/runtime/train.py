@@ -1,6 +1,6 @@
-"""A training session in one process: an actor loop and a learner thread joined by the in-process
-link (``robot_rl.transport.inprocess``), the same link calls that ``robot-rl actor`` /
-``robot-rl learner`` make over ZMQ, and the same actor step and replay sink (``runtime.loops``).
+"""A training session in one process: the actor loop (``runtime.actor``) and the learner core
+(``runtime.learner``) joined by the in-process link (``robot_rl.transport.inprocess``), the same
+link calls that ``robot-rl actor`` / ``robot-rl learner`` make over ZMQ.
 
 The actor steps the env with its own policy copy (the learner publishes weights every
 ``policy_sync_every`` updates and the actor swaps them in between steps), lets the intervener take
@@ -13,14 +13,19 @@ depend on the CPU's speed; a real robot cannot wait, which is why ``robot-rl lea
 With ``concurrent: false`` the actor makes the learner step itself between env steps: slower in
 wall time, but a seed fixes the whole run (tests and benchmarks use it).
 
+SIGINT and SIGTERM finish the session cleanly: the open episode is stored (as unfinished), then the
+checkpoint and the learning curve are written (a second signal aborts). Checkpoints are also
+written every ``checkpoint_every`` env steps and every ``checkpoint_every_min`` minutes.
+
 Run directory layout (``runs/<name>/``): config.yaml, checkpoints/latest.pt, demos/ and episodes/
 (one .npz per episode, see ``robot_rl.data.episodes``), tb/ (TensorBoard), eval.jsonl,
-learning_curve.png.
+learning_curve.png. Everything a run owns lives inside it: a moved run resumes where it now is.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import threading
@@ -30,24 +35,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 import yaml
 from tqdm import tqdm
 
-from robot_rl.agents.checkpoint import load_checkpoint, save_checkpoint
 from robot_rl.agents.config import SACConfig
-from robot_rl.agents.sac import SACAgent
 from robot_rl.config import from_dict, to_dict
-from robot_rl.console.bridge import ConsoleBridge, OperatorSetup, operator_setup
-from robot_rl.console.hub import ConsoleHub
-from robot_rl.console.server import ConsoleConfig, ConsoleServer
-from robot_rl.data.episodes import load_episodes
-from robot_rl.data.mixing import route
-from robot_rl.data.replay import ReplayBuffer
+from robot_rl.console.bridge import operator_setup
+from robot_rl.console.server import ConsoleConfig
+from robot_rl.data.batch import Transition
 from robot_rl.envs.intervention import ScriptedIntervener
-from robot_rl.envs.twin_env import TwinEnv, TwinEnvConfig, make_env
-from robot_rl.runtime.loops import ReplaySink, act_once, due_batch, swap_weights
+from robot_rl.envs.twin_env import TwinEnvConfig, make_env
+from robot_rl.runtime.actor import (
+    ActorLoop,
+    EpisodeStats,
+    LinkRecorder,
+    Policy,
+    WeightSwap,
+    stop_on_signals,
+)
+from robot_rl.runtime.learner import Counters, LearnerCore
+from robot_rl.runtime.metrics import LOGGERS, MetricsSink, make_sink
 from robot_rl.runtime.record import record_demos
 from robot_rl.teleop.command import TeleopConfig
 from robot_rl.transport.inprocess import InProcessTransport
@@ -59,7 +69,7 @@ ACTOR_ID = "train"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One sim training session (the env config names the task and the observation mode)."""
+    """One training session (the env config names the task and the observation mode)."""
 
     env: TwinEnvConfig = field(default_factory=TwinEnvConfig)
     agent: SACConfig = field(default_factory=SACConfig)
@@ -76,7 +86,9 @@ class TrainConfig:
     policy_sync_every: int = 10  # learner updates between actor policy snapshots
     eval_every: int = 2_000  # env steps between deterministic evaluations (0: only at the end)
     eval_episodes: int = 10
-    checkpoint_every: int = 2_000
+    checkpoint_every: int = 2_000  # env steps between checkpoints (0: by time and at the end)
+    checkpoint_every_min: float = 10.0  # minutes between checkpoints (0: by steps and at the end)
+    logger: str = "tensorboard"  # where metrics go: tensorboard (run/tb) or wandb
     run_dir: str = "runs"
     name: str = ""  # default: <task>-<obs>-<seed>
     console: ConsoleConfig = field(default_factory=ConsoleConfig)  # the operator's web page
@@ -87,20 +99,19 @@ class TrainConfig:
         for name in ("env_steps", "batch_size", "replay_capacity", "n_step", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}; must be >= 1")
-        if self.demos < 0 or self.learning_starts < 0:
-            raise ValueError("demos and learning_starts must be >= 0")
+        if self.demos < 0 or self.learning_starts < 0 or self.checkpoint_every_min < 0:
+            raise ValueError("demos, learning_starts and checkpoint_every_min must be >= 0")
+        if self.logger not in LOGGERS:
+            raise ValueError(f"logger {self.logger!r}; allowed: {', '.join(LOGGERS)}")
 
     @property
     def run_name(self) -> str:
         return self.name or f"{self.env.task}-{self.env.obs}-{self.seed}"
 
-
-@dataclass
-class Counters:
-    env_steps: int = 0
-    updates: int = 0
-    episodes: int = 0
-    interventions: int = 0
+    @property
+    def run_path(self) -> Path:
+        """The run's directory: ``run_dir/run_name``."""
+        return Path(self.run_dir) / self.run_name
 
 
 class TrainingSession:
@@ -108,46 +119,65 @@ class TrainingSession:
 
     def __init__(self, config: TrainConfig, resume: bool = False) -> None:
         self.config = config
-        self.dir = Path(config.run_dir) / config.run_name
+        self.dir = config.run_path
         self._prepare_dir(resume)
         torch.manual_seed(config.seed)
         self.env = make_env(config.env)
         self.eval_env = make_env(config.env)
-        self.agent = SACAgent(
-            self.env.observation_space, self.env.action_space, config.agent, config.seed
-        )
-        self.demo = ReplayBuffer(config.replay_capacity, config.agent.discount, config.n_step)
-        self.online = ReplayBuffer(config.replay_capacity, config.agent.discount, config.n_step)
-        self.counters = Counters()
+        self.core = LearnerCore(config, self.dir, publish_every=config.policy_sync_every)
+        self.core.build_agent(self.env.observation_space, self.env.action_space)
+        if resume:
+            self.core.resume()
+            self.core.load_dir(self.dir / "demos", demos_only=True)
+            self.core.load_dir(self.dir / "episodes", demos_only=False)
+            log.info("resumed %s at %d env steps, %d updates; replay %d demo + %d online steps",
+                     self.dir, self.counters.env_steps, self.counters.updates, len(self.demo),
+                     len(self.online))  # fmt: skip
+        else:
+            if config.demos > 0:
+                record_demos(self.env, config.demos, self.dir / "demos", seed=config.seed + 10_000)
+            self.core.load_dir(self.dir / "demos", demos_only=True)
         self.recent_success: deque[float] = deque(maxlen=20)
         self.recent_return: deque[float] = deque(maxlen=20)
         self.recent_interventions: deque[float] = deque(maxlen=20)
-        self.evaluations: list[dict[str, float]] = []
-        self._lock = threading.Lock()  # replay buffers and counters
-        self._agent_lock = threading.Lock()  # the learner's agent while snapshotting
         self._stop = threading.Event()
+        self._signalled = threading.Event()  # SIGINT / SIGTERM: stop without a final evaluation
         self._learner_error: BaseException | None = None
-        self._policy = SACAgent(
-            self.env.observation_space, self.env.action_space, config.agent, config.seed
-        )
-        self._writer = None
-        self._weights_version, self._weights_at = -1, time.perf_counter()
-        self._last_checkpoint = "none yet"
-        self.hub: ConsoleHub | None = None
-        self.console: ConsoleServer | None = None
-        self._operator: OperatorSetup | None = None
-        if resume:
-            self._resume()
-        else:
-            self._load_or_record_demos()
-        self.sink = ReplaySink(self.demo, self.online, self._lock)
+        self.metrics: MetricsSink | None = None
+        self.policy = Policy(self.env.observation_space, self.env.action_space, config.agent,
+                             config.seed)  # fmt: skip
+        self.hub: Any = None
+        self.console: Any = None
+        self._operator: Any = None
         self.transport = InProcessTransport()
-        self.learner_link = self.transport.learner(
-            self.dir / "episodes", self.sink, config.env.task
-        )
+        self.learner_link = self.transport.learner(self.dir / "episodes", self.core.sink,
+                                                   config.env.task)  # fmt: skip
+        self.core.link = self.learner_link
         first_seq = self.learner_link.store.durable.get(ACTOR_ID, -1) + 1
         self.actor_link = self.transport.actor(ACTOR_ID, first_seq)
-        self._publish()
+        self.weights = WeightSwap(self.actor_link, self.policy)
+        self.core.publish()
+
+    # The learner core's state, under the names sessions have always had.
+    @property
+    def agent(self) -> Any:
+        return self.core.agent
+
+    @property
+    def counters(self) -> Counters:
+        return self.core.counters
+
+    @property
+    def demo(self) -> Any:
+        return self.core.demo
+
+    @property
+    def online(self) -> Any:
+        return self.core.online
+
+    @property
+    def evaluations(self) -> list[dict[str, float]]:
+        return self.core.evaluations
 
     # -- setup ---------------------------------------------------------------------------------
     def _prepare_dir(self, resume: bool) -> None:
@@ -167,47 +197,21 @@ class TrainingSession:
         if not resume:
             cfg_path.write_text(yaml.safe_dump(to_dict(self.config), sort_keys=False))
 
-    def _load_or_record_demos(self) -> None:
-        demo_dir = self.dir / "demos"
-        if self.config.demos > 0:
-            record_demos(self.env, self.config.demos, demo_dir, seed=self.config.seed + 10_000)
-        self._replay_dir(demo_dir, into_demo_only=True)
-
-    def _replay_dir(self, directory: Path, into_demo_only: bool) -> None:
-        for episode in load_episodes(directory):
-            for t in episode.transitions:
-                if into_demo_only:
-                    self.demo.add(t)
-                else:
-                    route(t, self.demo, self.online)
-            self.demo.close_episode()  # an episode cut off by a crash ends with its file
-            self.online.close_episode()
-
-    def _resume(self) -> None:
-        extra = load_checkpoint(self.dir / "checkpoints" / "latest.pt", self.agent)
-        self.counters = Counters(**extra["counters"])
-        self.evaluations = list(extra.get("evaluations", []))
-        self._replay_dir(self.dir / "demos", into_demo_only=True)
-        self._replay_dir(self.dir / "episodes", into_demo_only=False)
-        log.info(
-            "resumed %s at %d env steps, %d updates; replay %d demo + %d online transitions",
-            self.dir, self.counters.env_steps, self.counters.updates, len(self.demo),
-            len(self.online),
-        )  # fmt: skip
-
     # -- running -------------------------------------------------------------------------------
     def run(self) -> dict[str, float]:
-        """Train until ``env_steps``; returns the final evaluation."""
-        from torch.utils.tensorboard import SummaryWriter
-
-        self._writer = SummaryWriter(str(self.dir / "tb"))
-        self._last_log, self._updates_at_log = time.perf_counter(), self.counters.updates
+        """Train until ``env_steps`` (or a stop); returns the final evaluation (after a signal:
+        the latest one, without evaluating again)."""
+        self.metrics = self.core.metrics = make_sink(self.config.logger, self.dir, self.config)
         learner = None
         if self.config.concurrent:
             learner = threading.Thread(target=self._learner_thread, name="learner", daemon=True)
             learner.start()
         try:
-            self._actor_loop()
+            with stop_on_signals(self._signalled, "training"):
+                self._actor_loop()
+        except KeyboardInterrupt:  # a second signal, or no handler (not the main thread)
+            log.warning("interrupted: storing the open episode and saving a checkpoint")
+            self._signalled.set()
         finally:
             self._stop.set()
             if learner is not None:
@@ -218,11 +222,19 @@ class TrainingSession:
             self.learner_link.poll()
         if self._learner_error is not None:
             raise RuntimeError("the learner failed; see the log") from self._learner_error
-        final = self.evaluate(self.config.eval_episodes)
-        self._checkpoint()
+        final = self._final_evaluation()
+        self.core.checkpoint()
         self._plot()
-        self._writer.close()
+        self.metrics.close()
+        if self.interrupted:
+            print(f"stopped at {self.counters.env_steps} env steps; resume with --resume "
+                  f"(run directory {self.dir})", flush=True)  # fmt: skip
         return final
+
+    @property
+    def interrupted(self) -> bool:
+        """The run was stopped by SIGINT or SIGTERM."""
+        return self._signalled.is_set()
 
     def stop(self) -> None:
         """Ask a running session to finish (from another thread): it stores the open episode,
@@ -232,76 +244,22 @@ class TrainingSession:
     def _actor_loop(self) -> None:
         cfg = self.config
         env, bridge = self._actor_env()
-        rng = np.random.default_rng([cfg.seed, self.counters.env_steps])  # fresh seeds on resume
-        obs, _ = env.reset(seed=int(rng.integers(2**31 - 1)))
-        if bridge is not None:
-            bridge.start_episode()
-        episode_steps = 0
-        episode_return = 0.0
-        episode_interventions = 0
-        start = time.perf_counter()
-        start_steps = self.counters.env_steps
-        with tqdm(
-            total=cfg.env_steps, initial=self.counters.env_steps, desc="train", unit="step"
-        ) as bar:
-            while self.counters.env_steps < cfg.env_steps and not self._stop.is_set():
-                request = bridge.before_step(should_stop=self._stop.is_set) if bridge else None
-                if self._stop.is_set():  # asked to finish while paused or stopped
-                    break
-                if request is not None and request.reset:  # the operator restarts the episode
-                    self.actor_link.end_episode()
-                    episode_steps, episode_return, episode_interventions = 0, 0.0, 0
-                    obs, _ = env.reset(seed=int(rng.integers(2**31 - 1)))
-                    bridge.start_episode()
-                    continue
-                if cfg.concurrent:
-                    self._wait_for_learner()
-                else:
-                    self._learn_once()  # in step: deterministic for a seed
-                if self._learner_error is not None:
-                    return
-                version = swap_weights(self.actor_link, self._policy)
-                if version is not None:
-                    self._weights_version, self._weights_at = version, time.perf_counter()
-                next_obs, reward, terminated, truncated, info, t = act_once(
-                    env, self._policy, obs, self.actor_link, request.label if request else None
-                )
-                intervened = t.intervened
-                with self._lock:
-                    self.counters.env_steps += 1
-                    self.counters.interventions += intervened
-                episode_steps += 1
-                episode_return += reward
-                episode_interventions += intervened
-                obs = next_obs
-                bar.update(1)
-                if bridge is not None:
-                    bridge.after_step(obs, info["policy_action"], info, episode_return)
-                    if self.counters.env_steps % 10 == 0:
-                        self._console_health()
-                if terminated or truncated:
-                    self._end_episode(info, episode_return, episode_interventions, episode_steps)
-                    if bridge is not None:
-                        bridge.end_episode(info, episode_return, episode_interventions,
-                                           episode_steps)  # fmt: skip
-                    episode_steps, episode_return, episode_interventions = 0, 0.0, 0
-                    obs, _ = env.reset(seed=int(rng.integers(2**31 - 1)))
-                    if bridge is not None:
-                        bridge.start_episode()
-                steps = self.counters.env_steps
-                if steps % 100 == 0:
-                    rate = (steps - start_steps) / (time.perf_counter() - start)
-                    self._scalar("actor/env_steps_per_s", rate)
-                    bar.set_postfix(
-                        success=f"{np.mean(self.recent_success or [0]):.2f}",
-                        upd=self.counters.updates,
-                    )
-                if cfg.eval_every and steps % cfg.eval_every == 0:
-                    self.evaluate(cfg.eval_episodes)
-                if cfg.checkpoint_every and steps % cfg.checkpoint_every == 0:
-                    self._checkpoint()
+        loop = ActorLoop(
+            env, lambda obs: self.policy.act(obs, deterministic=False),
+            LinkRecorder(self.actor_link), seed=[cfg.seed, self.counters.env_steps],
+            bridge=bridge, before_act=self._before_act, after_step=self._after_step,
+            on_episode_end=self._end_episode,
+        )  # fmt: skip
+        self._rate_mark = (time.monotonic(), self.counters.env_steps)
+        self._checkpoint_at = time.monotonic()
+        with tqdm(total=cfg.env_steps, initial=self.counters.env_steps, desc="train",
+                  unit="step") as self._bar:  # fmt: skip
+            loop.run(
+                max_steps=cfg.env_steps - self.counters.env_steps,
+                should_stop=lambda: self._stop.is_set() or self._signalled.is_set(),
+            )
 
-    def _actor_env(self) -> tuple[Any, ConsoleBridge | None]:
+    def _actor_env(self) -> tuple[gym.Env, Any]:
         """The env the actor steps (with its interveners) and the console bridge, if any."""
         cfg = self.config
         cameras = list(cfg.env.cameras) if cfg.env.obs == "pixels" else []
@@ -311,29 +269,59 @@ class TrainingSession:
         self._operator = setup
         return setup.env, setup.bridge
 
-    def _console_health(self) -> None:
-        cfg = self.config
-        now = time.perf_counter()
-        last_t, last_updates = getattr(self, "_health_mark", (now, self.counters.updates))
-        self._health_mark = (now, self.counters.updates)
-        if now > last_t:
-            self.hub.update(updates_per_s=(self.counters.updates - last_updates) / (now - last_t))
-        utd = self.counters.updates * cfg.agent.utd_ratio / max(1, self.counters.env_steps)
-        self.hub.update(utd=utd, updates=self.counters.updates, demo_buffer=len(self.demo),
-                        online_buffer=len(self.online), env_steps=self.counters.env_steps,
-                        weights_version=self._weights_version,
-                        weight_age_s=now - self._weights_at,
-                        last_checkpoint=self._last_checkpoint)  # fmt: skip
+    def _before_act(self) -> bool:
+        """Hold the update-to-data ratio, then swap in the newest weights; False: stop."""
+        if self.config.concurrent:
+            self._wait_for_learner()
+        else:
+            self._learn_once()  # in step: deterministic for a seed
+        if self._learner_error is not None:
+            return False
+        return self.weights()
 
-    def _end_episode(self, info: dict[str, Any], ret: float, interventions: int, n: int) -> None:
+    def _after_step(self, step: Transition, info: dict[str, Any]) -> None:
+        cfg = self.config
+        with self.core.lock:
+            self.counters.env_steps += 1
+            self.counters.interventions += step.intervened
+        steps = self.counters.env_steps
+        self._bar.update(1)
+        if self.hub is not None and steps % 10 == 0:
+            self.hub.update(**self.core.health(), env_steps=steps,
+                            weights_version=self.weights.version,
+                            weight_age_s=time.monotonic() - self.weights.swapped_at)  # fmt: skip
+        if steps % 100 == 0:
+            now = time.monotonic()
+            last_t, last_steps = self._rate_mark
+            self._rate_mark = (now, steps)
+            rate = (steps - last_steps) / max(now - last_t, 1e-9)
+            self.core.scalar("actor/env_steps_per_s", rate)
+            latest = self.evaluations[-1]["success_rate"] if self.evaluations else float("nan")
+            assisted = float(np.mean(self.recent_success or [0]))
+            self._bar.set_postfix(assisted_success=f"{assisted:.2f}", eval_success=f"{latest:.2f}",
+                                  upd=self.counters.updates)  # fmt: skip
+        if cfg.eval_every and steps % cfg.eval_every == 0:
+            self.evaluate(cfg.eval_episodes)
+        by_steps = cfg.checkpoint_every and steps % cfg.checkpoint_every == 0
+        by_time = cfg.checkpoint_every_min and (
+            time.monotonic() - self._checkpoint_at >= 60 * cfg.checkpoint_every_min
+        )
+        if by_steps or by_time:
+            self.learner_link.poll()  # the steps before it are on disk with it
+            self.core.checkpoint()
+            self._checkpoint_at = time.monotonic()
+
+    def _end_episode(self, info: dict[str, Any], stats: EpisodeStats, finished: bool) -> None:
+        if not finished:
+            return
         self.counters.episodes += 1
         self.recent_success.append(float(info["success"]))
-        self.recent_return.append(ret)
-        self.recent_interventions.append(interventions / n)
-        self._scalar("actor/success_rate", float(np.mean(self.recent_success)))
-        self._scalar("actor/return", float(np.mean(self.recent_return)))
-        self._scalar("actor/intervention_rate", float(np.mean(self.recent_interventions)))
-        self._scalar("actor/episode_steps", n)
+        self.recent_return.append(stats.episode_return)
+        self.recent_interventions.append(stats.intervention_rate)
+        self.core.scalar("actor/success_rate", float(np.mean(self.recent_success)))
+        self.core.scalar("actor/return", float(np.mean(self.recent_return)))
+        self.core.scalar("actor/intervention_rate", float(np.mean(self.recent_interventions)))
+        self.core.scalar("actor/episode_steps", stats.steps)
 
     def _wait_for_learner(self) -> None:
         """Hold the update-to-data ratio: wait while the learner lags by more than the slack."""
@@ -355,67 +343,36 @@ class TrainingSession:
             self._learner_error = exc
 
     def _learn_once(self) -> bool:
-        """One learner step (``utd_ratio`` critic updates) if the data allows it; False if not."""
-        cfg = self.config
-        self.learner_link.poll()  # the actor's newest steps into replay and the episode store
-        batch = due_batch(self.sink, self.counters.env_steps, self.counters.updates,
-                          cfg.learning_starts, cfg.batch_size, cfg.agent.utd_ratio,
-                          self.agent.device)  # fmt: skip
-        if batch is None:
-            return False
-        with self._agent_lock:
-            metrics = self.agent.update(batch)
-        self.counters.updates += 1
-        if self.counters.updates % cfg.policy_sync_every == 0:
-            self._publish()
-        if self.counters.updates % 50 == 0:
-            now = time.perf_counter()
-            for key, value in metrics.items():
-                self._scalar(f"learner/{key}", value)
-            self._scalar(
-                "learner/updates_per_s",
-                (self.counters.updates - self._updates_at_log) / (now - self._last_log),
-            )
-            utd = self.counters.updates * cfg.agent.utd_ratio / max(1, self.counters.env_steps)
-            self._scalar("learner/utd", utd)
-            self._last_log, self._updates_at_log = now, self.counters.updates
-        return True
-
-    def _publish(self) -> None:
-        with self._agent_lock:
-            self.learner_link.publish_weights(self.agent.policy_state_dict(), self.counters.updates)
+        """The actor's newest steps into replay and the episode store, then one learner step."""
+        self.learner_link.poll()
+        return self.core.learn_once()
 
     # -- evaluation, checkpoints, plots --------------------------------------------------------
     def evaluate(self, episodes: int) -> dict[str, float]:
         """Deterministic policy on ``episodes`` seeded episodes of the eval env."""
-        with self._agent_lock:
+        with self.core.agent_lock:
             policy = copy.deepcopy(self.agent)
         result = evaluate_policy(policy, self.eval_env, episodes, seed=self.config.seed + 50_000)
         result["env_steps"] = float(self.counters.env_steps)
         self.evaluations.append(result)
-        self._scalar("eval/success_rate", result["success_rate"])
-        self._scalar("eval/return", result["return"])
+        self.core.scalar("eval/success_rate", result["success_rate"])
+        self.core.scalar("eval/return", result["return"])
         with (self.dir / "eval.jsonl").open("a") as fh:
             fh.write(json.dumps(result) + "\n")
         log.info("eval at %d steps: %s", self.counters.env_steps, result)
         return result
 
-    def _checkpoint(self) -> None:
-        self._last_checkpoint = time.strftime("%H:%M:%S")
-        with self._agent_lock:
-            save_checkpoint(
-                self.dir / "checkpoints" / "latest.pt",
-                self.agent,
-                {
-                    "counters": dict(vars(self.counters)),
-                    "evaluations": self.evaluations,
-                    "config": to_dict(self.config),
-                },
-            )
-
-    def _scalar(self, tag: str, value: float) -> None:
-        if self._writer is not None:
-            self._writer.add_scalar(tag, value, self.counters.env_steps)
+    def _final_evaluation(self) -> dict[str, float]:
+        """The evaluation at the last step: the periodic one if it ran there; after a signal,
+        the latest there is (a stop should not wait for ten episodes)."""
+        latest = self.evaluations[-1] if self.evaluations else None
+        if latest is not None and (
+            self.interrupted or latest["env_steps"] == self.counters.env_steps
+        ):
+            return latest
+        if self.interrupted:
+            return {}
+        return self.evaluate(self.config.eval_episodes)
 
     def _plot(self) -> None:
         import matplotlib
@@ -434,8 +391,9 @@ class TrainingSession:
         plt.close(fig)
 
 
-def evaluate_policy(agent: SACAgent, env: TwinEnv, episodes: int, seed: int) -> dict[str, float]:
-    """Success rate and mean return of the deterministic policy over seeded episodes."""
+def evaluate_policy(agent: Any, env: gym.Env, episodes: int, seed: int) -> dict[str, float]:
+    """Success rate and mean return of the deterministic policy (``act(obs, deterministic)``,
+    an agent or a ``Policy``) over seeded episodes."""
     successes, returns, lengths = [], [], []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
@@ -458,10 +416,19 @@ def evaluate_policy(agent: SACAgent, env: TwinEnv, episodes: int, seed: int) -> 
 
 
 def load_train_config(run_dir: Path) -> TrainConfig:
-    """The config a run was started with (its config.yaml)."""
-    path = run_dir / "config.yaml"
+    """The config a run was started with (its config.yaml), pointed at where the run is now
+    (``run_dir``), so a moved or copied run resumes in its new place."""
+    path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: {run_dir} is not a training run directory (or never started)"
         )
-    return from_dict(TrainConfig, yaml.safe_load(path.read_text()))
+    config = from_dict(TrainConfig, yaml.safe_load(path.read_text()))
+    return dataclasses.replace(config, run_dir=str(Path(run_dir).parent), name=Path(run_dir).name)
+
+
+def resume_config(run_dir: Path, env_steps: int | None = None) -> TrainConfig:
+    """The config to resume a run with: its own (``load_train_config``), with a new step budget
+    if given (the only field a resume may change)."""
+    config = load_train_config(run_dir)
+    return dataclasses.replace(config, env_steps=env_steps) if env_steps else config

@@ -95,7 +95,7 @@ def test_operator_marks_label_frames_on_a_robot_style_collection() -> None:
     """collect_teleop: frames are negative until the operator presses "y", then positive for
     hold_steps more frames; "n" ends an attempt with no positives."""
     import numpy as np
-    from robot_rl.rewards.dataset import collect_teleop
+    from robot_rl.runtime.record import collect_teleop
 
     from robot_rl.console.hub import ConsoleHub
     from robot_rl.envs.twin_env import TwinEnv, TwinEnvConfig

@@ -59,7 +59,9 @@ def test_a_session_fills_its_run_directory_and_holds_the_utd(tmp_path: Path) -> 
     assert len(episodes) - session.counters.episodes in (0, 1)
     assert [e.meta["first_seq"] for e in episodes] == sorted(e.meta["first_seq"] for e in episodes)
     evals = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
-    assert [e["env_steps"] for e in evals] == [20.0, 40.0, 40.0]  # periodic, periodic, final
+    # Periodic at 20 and 40; the final evaluation is the one at 40, not run twice.
+    assert [e["env_steps"] for e in evals] == [20.0, 40.0]
+    assert final == evals[-1]
     # One evaluation episode, as asked, under a sparse reward that ends the episode on success:
     # success is all or nothing, the return is 1 exactly when it succeeded, and a failed episode
     # runs to the time limit.
