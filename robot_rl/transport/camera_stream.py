@@ -10,12 +10,20 @@ Freshness over completeness: the publisher's send queue is eight frames deep, so
 subscriber loses frames instead of falling ever further behind, and the subscriber's receive
 thread keeps only the newest frame per camera. Drops show up as gaps in ``frame_seq`` and are
 counted per camera.
+
+Bad frames never stop the receive thread: a message that does not decode, whose meta has the
+wrong types (``camera_id`` not a short string, ``frame_seq`` not an int, a non-finite capture
+time), whose raw image is not uint8 (H, W, 3), or whose JPEG declares more than
+``max_decoded_bytes`` of pixels (read from the JPEG header before anything is decoded) is logged
+and counted in ``rejected``; the thread's own failures are logged and counted in ``errors``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import struct
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -31,6 +39,7 @@ from robot_rl.transport.security import SecurityConfig, secure_client, secure_se
 log = logging.getLogger(__name__)
 
 FRAME_TYPES = frozenset({"frame"})
+MAX_AGES = 200_000  # frame ages kept per camera with keep_ages (a bounded history)
 
 
 def _monotonic_to_wall(stamp_s: float) -> float:
@@ -104,10 +113,55 @@ def _jpeg_encode(image: np.ndarray, quality: int) -> np.ndarray:
     return data.reshape(-1)
 
 
-def _jpeg_decode(data: np.ndarray) -> np.ndarray:
+# Start-of-frame markers (baseline, extended, progressive, lossless, ...): they carry the size.
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD,
+                          0xCE, 0xCF})  # fmt: skip
+
+
+def jpeg_size(data: bytes | memoryview) -> tuple[int, int]:
+    """(height, width) from a JPEG's start-of-frame header, without decoding; CodecError if the
+    bytes are not a JPEG with one."""
+    view = memoryview(data).cast("B")
+    if len(view) < 4 or view[0] != 0xFF or view[1] != 0xD8:
+        raise CodecError("frame says jpeg but has no JPEG start marker")
+    offset = 2
+    while offset + 4 <= len(view):
+        if view[offset] != 0xFF:
+            raise CodecError(f"JPEG header is corrupt at byte {offset}")
+        marker = view[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            offset += 2
+            continue
+        (length,) = struct.unpack_from(">H", view, offset + 2)
+        if length < 2:
+            raise CodecError(f"JPEG segment length {length} at byte {offset}")
+        if marker in _SOF_MARKERS:
+            if offset + 9 > len(view):
+                break
+            height, width = struct.unpack_from(">HH", view, offset + 5)
+            return int(height), int(width)
+        if marker == 0xDA:  # start of scan before any frame header
+            break
+        offset += 2 + length
+    raise CodecError("JPEG has no frame header giving its size")
+
+
+def _jpeg_decode(data: np.ndarray, max_decoded_bytes: int) -> np.ndarray:
+    """RGB (H, W, 3) uint8 of a JPEG byte string; the size in its header is checked against
+    ``max_decoded_bytes`` before OpenCV decodes anything."""
     import cv2
 
-    image = cv2.imdecode(np.asarray(data, np.uint8), cv2.IMREAD_COLOR)
+    raw = np.ascontiguousarray(data, np.uint8).reshape(-1)
+    height, width = jpeg_size(raw.data)
+    if height * width * 3 > max_decoded_bytes:
+        raise CodecError(
+            f"JPEG declares {width}x{height} ({height * width * 3} bytes decoded); this "
+            f"subscriber takes at most {max_decoded_bytes} bytes per frame"
+        )
+    image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
     if image is None:
         raise CodecError("frame says jpeg but does not decode as JPEG")
     return np.ascontiguousarray(image[:, :, ::-1])
@@ -140,7 +194,8 @@ class CameraSubscriber:
     """Receives frames from camera publishers on a background thread, keeping the newest.
 
     cameras: the camera ids to keep (others are ignored). keep_ages: record every frame's
-    latency in ``stats`` (benchmarks). max_bytes: largest message accepted.
+    latency in ``stats`` (benchmarks; the newest ``MAX_AGES`` are kept). max_bytes: largest
+    message accepted. max_decoded_bytes: largest decoded JPEG frame accepted (4K RGB fits).
     """
 
     def __init__(
@@ -151,14 +206,19 @@ class CameraSubscriber:
         keep_ages: bool = False,
         max_bytes: int = 64 * 1024 * 1024,
         context: zmq.Context | None = None,
+        max_decoded_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         if not cameras:
             raise ValueError("name at least one camera to subscribe to")
         self.cameras = tuple(cameras)
         self.keep_ages = keep_ages
         self.max_bytes = max_bytes
+        self.max_decoded_bytes = max_decoded_bytes
         self.stats = {name: StreamStats() for name in self.cameras}
         self.rejected = 0  # malformed messages, dropped and logged
+        self.errors = 0  # failures of the receive thread itself, logged; the thread goes on
+        self.handled = 0  # messages handled (accepted, ignored or rejected)
+        self._last_log: dict[str, float] = {}
         self._latest: dict[str, ReceivedFrame] = {}
         self._cond = threading.Condition()
         self._ctx = context or zmq.Context.instance()
@@ -177,35 +237,68 @@ class CameraSubscriber:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         while not self._stop.is_set():
-            if not poller.poll(50):
-                continue
             try:
+                if not poller.poll(50):
+                    continue
                 frames = self._sock.recv_multipart(copy=False, flags=zmq.NOBLOCK)
             except zmq.Again:
                 continue
-            except zmq.ZMQError:
+            except zmq.ZMQError as exc:
                 if self._stop.is_set():
                     return
-                raise
-            self._handle(frames)
+                self.errors += 1
+                self._complain("socket", f"camera stream: receive failed: {exc}", logging.ERROR)
+                self._stop.wait(0.1)  # a broken socket must not spin the CPU
+                continue
+            try:
+                self._handle(frames)
+            except Exception as exc:  # last guard: the thread outlives any frame
+                self.errors += 1
+                self._complain("handle", f"camera stream: a frame raised {type(exc).__name__}: "
+                               f"{str(exc)[:200]}", logging.ERROR)  # fmt: skip
+            finally:
+                self.handled += 1
+
+    def _complain(self, kind: str, text: str, level: int = logging.WARNING) -> None:
+        """Log ``text`` at most once a second per ``kind`` (a broken publisher repeats)."""
+        now = time.monotonic()
+        if now - self._last_log.get(kind, -1.0) >= 1.0:
+            self._last_log[kind] = now
+            log.log(level, "%s", text)
 
     def _handle(self, frames: list) -> None:
         now = time.time()
         try:
             message = decode(frames, self.max_bytes, FRAME_TYPES)
             meta = message.meta
-            camera_id, frame_seq = meta["camera_id"], int(meta["frame_seq"])
-            capture = float(meta["capture_wall_s"])
+            camera_id, frame_seq = meta.get("camera_id"), meta.get("frame_seq")
+            capture, encoding = meta.get("capture_wall_s"), meta.get("encoding", "raw")
+            if not isinstance(camera_id, str) or not 0 < len(camera_id) <= 64:
+                raise CodecError(f"camera_id {str(camera_id)[:40]!r}; expected 1-64 characters")
+            if camera_id not in self.stats:
+                return  # a camera this subscriber does not want: not an error
+            if isinstance(frame_seq, bool) or not isinstance(frame_seq, int) or frame_seq < 0:
+                raise CodecError(f"frame_seq={str(frame_seq)[:40]}; expected an int >= 0")
+            if (
+                isinstance(capture, bool)
+                or not isinstance(capture, int | float)
+                or not math.isfinite(capture)
+            ):
+                raise CodecError(f"capture_wall_s={str(capture)[:40]}; expected finite seconds")
+            if "image" not in message.arrays:
+                raise CodecError("no image array")
             image = message.arrays["image"]
-            if meta.get("encoding", "raw") == "jpeg":
-                image = _jpeg_decode(image)
-            elif image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            if encoding == "jpeg":
+                if image.dtype != np.uint8 or image.ndim != 1:
+                    raise CodecError(f"jpeg image is {image.dtype} {image.shape}, not uint8 bytes")
+                image = _jpeg_decode(image, self.max_decoded_bytes)
+            elif encoding != "raw":
+                raise CodecError(f"encoding {str(encoding)[:20]!r}; expected raw or jpeg")
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or not image.size:
                 raise CodecError(f"image is {image.dtype} {image.shape}, not uint8 (H, W, 3)")
-        except (CodecError, KeyError, TypeError, ValueError) as exc:
-            log.warning("camera stream: dropped a malformed frame message: %s", exc)
+        except CodecError as exc:
             self.rejected += 1
-            return
-        if camera_id not in self.stats:
+            self._complain("frame", f"camera stream: dropped a bad frame message: {exc}")
             return
         stats = self.stats[camera_id]
         with self._cond:
@@ -216,6 +309,8 @@ class CameraSubscriber:
             stats.last_age_s = now - capture
             if self.keep_ages:
                 stats.ages_s.append(now - capture)
+                if len(stats.ages_s) > MAX_AGES:
+                    del stats.ages_s[: MAX_AGES // 2]
             frame = Frame(image, capture, frame_seq, camera_id)  # stamp: capture, wall clock
             self._latest[camera_id] = ReceivedFrame(frame, capture, now)
             self._cond.notify_all()

@@ -3,13 +3,18 @@ messages are dropped, multi-camera observations are synchronized."""
 
 from __future__ import annotations
 
+import struct
 import time
 
+import cv2
+import msgpack
 import numpy as np
 import pytest
+import zmq
 
 from robot_rl.interfaces import Frame
-from robot_rl.transport.camera_stream import CameraPublisher, CameraSubscriber
+from robot_rl.transport.camera_stream import CameraPublisher, CameraSubscriber, jpeg_size
+from robot_rl.transport.codec import CodecError, encode
 from robot_rl.transport.security import SecurityConfig
 
 PLAIN = SecurityConfig(plaintext=True)
@@ -84,8 +89,9 @@ def test_synchronized_observation_waits_for_every_camera_within_the_skew(link) -
     assert set(frames) == {"front", "wrist"}
     stamps = [f.capture_wall_s for f in frames.values()]
     assert max(stamps) - min(stamps) <= 0.05
-    time.sleep(0.12)  # the wrist frame is now older than the skew allows against a new front
-    pub.publish(frame("front", 11))
+    # A front frame captured 0.12 s after the wrist's: more apart than the skew allows.
+    later = frame("front", 11)
+    pub.publish(Frame(later.image, frames["wrist"].frame.stamp_s + 0.12, 11, "front"))
     wait_for(lambda: sub.latest("front").frame.seq == 11)
     with pytest.raises(TimeoutError, match="skew"):
         sub.wait_synchronized(max_skew_s=0.05, timeout_s=0.1)
@@ -147,3 +153,70 @@ def test_twin_cameras_stream_from_the_cli(capsys) -> None:
         sub.close()
     assert result["rc"] == 0
     assert "published" in capsys.readouterr().out
+
+
+def raw_publisher() -> tuple[zmq.Socket, str]:
+    sock = zmq.Context.instance().socket(zmq.PUB)
+    sock.linger = 0
+    sock.bind("tcp://127.0.0.1:0")
+    return sock, sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def frame_message(meta: dict, image: np.ndarray) -> list:
+    """A "frame" message with ``meta`` merged into valid meta (values encode may refuse, such
+    as inf, are patched into the header directly)."""
+    base = {"camera_id": "front", "frame_seq": 1, "capture_wall_s": time.time(), "encoding": "raw"}
+    frames = encode("frame", 1, base, {"image": image})
+    header = msgpack.unpackb(bytes(frames[0]), raw=False)
+    header["meta"].update(meta)
+    return [msgpack.packb(header, use_bin_type=True), *frames[1:]]
+
+
+def huge_jpeg() -> np.ndarray:
+    """A real 16x16 JPEG whose frame header is patched to claim 8000 x 8000 pixels (192 MB)."""
+    ok, data = cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8))
+    assert ok
+    data = bytearray(data.reshape(-1).tobytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 8000, 8000)
+    return np.frombuffer(bytes(data), np.uint8)
+
+
+def test_bad_frames_are_counted_and_the_thread_stays_alive(monkeypatch) -> None:
+    decoded = []
+    real = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: decoded.append(a) or real(*a))
+    sock, endpoint = raw_publisher()
+    sub = CameraSubscriber([endpoint], PLAIN, ["front"])
+    image = np.zeros((4, 4, 3), np.uint8)
+    bad = [
+        frame_message({"frame_seq": float("inf")}, image),
+        frame_message({"camera_id": ["front"]}, image),
+        frame_message({"capture_wall_s": float("nan")}, image),
+        frame_message({"encoding": "jpeg"}, huge_jpeg()),
+        frame_message({"encoding": "jpeg"}, np.frombuffer(b"\xff\xd8\xff\xda", np.uint8)),
+        frame_message({}, np.zeros((4, 4), np.uint8)),
+        frame_message({"encoding": ["raw"]}, image),
+    ]
+    try:
+        wait_for(lambda: sock.send_multipart(frame_message({}, image)) or sub.latest("front"))
+        start = sub.handled
+        for message in bad:
+            sock.send_multipart(message)
+        wait_for(lambda: sub.handled >= start + len(bad))
+        assert sub.rejected == len(bad) and sub.errors == 0
+        assert sub._thread.is_alive()
+        assert decoded == []  # the 192 MB JPEG was refused from its header, never decoded
+        sock.send_multipart(frame_message({"frame_seq": 99}, image))
+        wait_for(lambda: sub.latest("front").frame.seq == 99)
+    finally:
+        sub.close()
+        sock.close()
+
+
+def test_jpeg_size_comes_from_the_header() -> None:
+    ok, data = cv2.imencode(".jpg", np.zeros((24, 40, 3), np.uint8))
+    assert ok and jpeg_size(data.reshape(-1).tobytes()) == (24, 40)
+    assert jpeg_size(huge_jpeg().tobytes()) == (8000, 8000)
+    with pytest.raises(CodecError, match="no JPEG start marker"):
+        jpeg_size(b"\x89PNG....")
