@@ -255,7 +255,7 @@ def operator_setup(env: Any, console: Any, teleop: Any, scripted: Any | None,
 
     hub = operator = server = None
     if console.enabled or teleop.device in ("spacemouse", "gamepad"):
-        hub = ConsoleHub(teleop=teleop)
+        hub = ConsoleHub(console.hub, teleop=teleop)
         operator = TeleopIntervener(open_device(teleop, hub.page), teleop)
     intervener = CombinedIntervener(operator, scripted) if operator else scripted
     wrapped = InterventionWrapper(env, intervener) if intervener else env

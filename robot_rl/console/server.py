@@ -34,12 +34,12 @@ import re
 import secrets
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from robot_rl.console.hub import ConsoleHub, ControlRefusedError
+from robot_rl.console.hub import ConsoleHub, ControlRefusedError, HubConfig
 from robot_rl.endpoints import DEFAULT_ENDPOINTS
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class ConsoleConfig:
     token: str = ""  # empty: a random per-session token, carried in the printed URL
     state_hz: float = 20.0
     allowed_hosts: tuple[str, ...] = ()  # extra Host names for a wildcard bind (DNS names)
+    hub: HubConfig = field(default_factory=HubConfig)  # camera rate, JPEG, charts, undo
 
     def __post_init__(self) -> None:
         if self.token and not TOKEN_PATTERN.fullmatch(self.token):

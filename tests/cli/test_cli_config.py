@@ -148,3 +148,12 @@ def test_publish_frames_stops_at_the_duration() -> None:
     source = _Source(10**9, stop)
     assert publish_frames(_Publisher(), source, duration_s=0.0, stop=stop) == 0
     assert source.calls == 0
+
+
+def test_the_console_hub_settings_are_reachable_from_set() -> None:
+    from robot_rl.config import load_config
+    from robot_rl.runtime.train import TrainConfig
+
+    config = load_config(TrainConfig, None, ["console.hub.max_fps=5", "console.hub.history=50"])
+    assert (config.console.hub.max_fps, config.console.hub.history) == (5.0, 50)
+    assert config.console.hub.jpeg_quality == 80  # untouched fields keep their defaults
