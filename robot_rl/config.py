@@ -34,10 +34,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; pass an existing YAML file")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        loaded = _read_yaml(path)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         data = loaded or {}
@@ -48,6 +45,42 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
     except ConfigError as exc:
         log.error("%s", exc)
         raise
+
+
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_DEPTH = 64
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML in ``path``; ConfigError (one line) for a file that is binary, too large, too
+    deeply nested or not YAML."""
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is over {MAX_CONFIG_BYTES} bytes; not a config")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({exc.reason} at byte "
+                          f"{exc.start}); pass a YAML file") from None  # fmt: skip
+    if "\0" in text:
+        raise ConfigError(f"config file {path} holds NUL bytes; pass a YAML text file")
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"config file {path} is not valid YAML: {first}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests too deeply to be a config") from None
+    if _depth(loaded) > MAX_CONFIG_DEPTH:
+        raise ConfigError(f"config file {path} nests more than {MAX_CONFIG_DEPTH} deep")
+    return loaded
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    """Nesting depth of plain YAML data, stopping once past MAX_CONFIG_DEPTH."""
+    if level > MAX_CONFIG_DEPTH or not isinstance(value, dict | list):
+        return level
+    items = value.values() if isinstance(value, dict) else value
+    return max((_depth(v, level + 1) for v in items), default=level + 1)
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:

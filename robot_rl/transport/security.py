@@ -13,6 +13,7 @@ tests and for one-machine sessions: only when the config asks for them and only 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import threading
@@ -24,14 +25,6 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 log = logging.getLogger(__name__)
-
-LOOPBACK_PREFIXES = (
-    "tcp://127.",
-    "tcp://localhost:",
-    "tcp://[::1]:",
-    "ipc://",
-    "inproc://",
-)
 
 
 class SecurityError(RuntimeError):
@@ -60,8 +53,29 @@ class SecurityConfig:
 
 
 def is_loopback(endpoint: str) -> bool:
-    """True for endpoints that cannot leave this machine."""
-    return endpoint.startswith(LOOPBACK_PREFIXES)
+    """True for endpoints that cannot leave this machine: ``ipc://``, ``inproc://``, and
+    ``tcp://HOST:PORT`` where HOST is ``localhost`` or a loopback IP address (127.0.0.0/8,
+    ``[::1]``) and PORT a number or ``*``. Parsed, not prefix-matched: ``tcp://127.evil.example:1``
+    is a host name and ``tcp://127.0.0.1;192.168.1.5:1`` (source;destination) leaves the
+    machine, so neither counts."""
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or not rest:
+        return False
+    if scheme in ("ipc", "inproc"):
+        return True
+    if scheme != "tcp" or ";" in rest:
+        return False
+    host, colon, port = rest.rpartition(":")
+    if not colon or not (port.isdigit() or port == "*"):
+        return False
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name or an interface name: it may resolve anywhere
+        return False
 
 
 def generate_keys(directory: str | Path, name: str) -> tuple[Path, Path]:

@@ -104,7 +104,12 @@ def test_plaintext_only_on_loopback() -> None:
     ("endpoint", "loopback"),
     [("tcp://127.0.0.1:5555", True), ("tcp://localhost:1", True), ("tcp://[::1]:2", True),
      ("ipc:///tmp/x", True), ("inproc://a", True), ("tcp://0.0.0.0:5555", False),
-     ("tcp://192.168.1.4:5555", False), ("tcp://localhost.evil.com:1", False)],
+     ("tcp://192.168.1.4:5555", False), ("tcp://localhost.evil.com:1", False),
+     ("tcp://127.attacker.example:5555", False), ("tcp://127.0.0.1;192.168.1.5:5555", False),
+     ("tcp://127.0.0.1:*", True), ("tcp://127.9.8.7:1", True), ("tcp://[::1]:*", True),
+     ("tcp://127.0.0.1", False), ("tcp://127.0.0.1:55x", False), ("tcp://[::2]:1", False),
+     ("udp://127.0.0.1:1", False), ("tcp://:5555", False), ("127.0.0.1:5555", False),
+     ("ipc://", False)],
 )  # fmt: skip
 def test_is_loopback(endpoint: str, loopback: bool) -> None:
     assert is_loopback(endpoint) is loopback
