@@ -239,11 +239,12 @@ class FrankaGripper:
                 self._busy = command is not None
             if command is not None:
                 self._execute(command)
+            self._poll_width()  # before "done", so a waiter sees the width the command left
+            if command is not None:
                 with self._cond:
                     self._busy = False
                     self.done_count += 1
                     self._cond.notify_all()
-            self._poll_width()
 
     def _execute(self, c: _GripperCommand) -> None:
         try:

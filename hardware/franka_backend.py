@@ -233,8 +233,10 @@ class FrankaBackend:
                     deadline = time.monotonic()
                     continue
                 try:
+                    if ticks % 20 == 0:  # a motion libfranka ended (reflex, timeout): 20 ms at most
+                        self.robot.poll()
                     step()
-                except (FrankaFaultError, RuntimeError) as exc:
+                except Exception as exc:  # any franky error is a fault to report, never a crash
                     self._enter_fault(str(exc) or type(exc).__name__)
                     continue
                 ticks += 1
@@ -311,7 +313,6 @@ class FrankaBackend:
         )
 
     def _tracker_step(self) -> None:
-        self.robot.poll()
         state = self.robot.read_state()
         now = time.monotonic()
         ref_gen = self._tref
@@ -542,6 +543,19 @@ class FrankaBackend:
             self._enter_fault(f"joint move failed: {exc}")
             raise RuntimeError(f"joint move failed: {exc}") from None
         self._run.set()
+        if self.control == "torque":  # finish on our joint impedance: the planner's end lags
+            self._require_loop().set_joint_target(JointTarget(q_goal))
+            deadline = time.monotonic() + self.reset_config.timeout_s
+            while time.monotonic() < deadline and not self._fault_text:
+                s = self.state()
+                if np.abs(s.q_rad - q_goal).max() < 0.005 and np.abs(s.dq_rad_s).max() < 0.02:
+                    return
+                self.keep_alive()
+                time.sleep(0.01)
+            raise RuntimeError(
+                f"the arm did not settle at {q_goal.tolist()} within "
+                f"{self.reset_config.timeout_s} s: {self._fault_text or 'timeout'}"
+            )
 
     def _move_to(self, pos_m: np.ndarray, quat_xyzw: np.ndarray) -> None:
         """Track a Cartesian goal through the normal pipeline until within ``settle_pos_m``."""

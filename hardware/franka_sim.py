@@ -1,0 +1,111 @@
+"""franky-sim as a child process: a MuJoCo FR3 that speaks the libfranka network protocol.
+
+The robot's code runs unchanged against it (tests, the bench, ``session_franka_sim.yaml``). It
+binds the FCI ports (1337 robot, 1338 gripper) on one loopback address, so each simulator gets its
+own 127.x.y.z. It runs in its own process so its 1 kHz physics loop does not share our GIL.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from robot_rl.controllers.loop import LoopConfig
+from robot_rl.controllers.reference import ReferenceConfig, Workspace
+
+# franky-sim's MuJoCo FR3 starts here (franky_sim.DEFAULT_INITIAL_JOINT_POS), its TCP at about
+# (0.554, 0.0, 0.521) m, gripper down.
+SIM_HOME_Q_RAD = (0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785)
+# A workspace box around that start (the default box's top, 0.5 m, is below it).
+SIM_WORKSPACE = Workspace(pos_min_m=(0.3, -0.3, 0.1), pos_max_m=(0.75, 0.3, 0.65))
+
+
+def sim_loop_config() -> LoopConfig:
+    """The control loop's settings for franky-sim: the defaults with ``SIM_WORKSPACE``."""
+    return LoopConfig(reference=ReferenceConfig(workspace=SIM_WORKSPACE))
+
+
+def free_loopback_ip() -> str:
+    """A random 127.x.y.z: parallel simulators (other tests, other users) never share ports."""
+    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+
+
+class FrankySim:
+    """``franky-sim`` on ``ip`` until ``stop()`` (or the end of a ``with`` block)."""
+
+    def __init__(self, ip: str | None = None, log_path: Path | None = None) -> None:
+        self.ip = ip or free_loopback_ip()
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 60.0) -> FrankySim:
+        """Start it and wait until it says it accepts connections (RuntimeError otherwise)."""
+        cmd = [sys.executable, "-m", "franky_sim.run_server", "--simulator", "mujoco",
+               "--hostname", self.ip]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+        self.process = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        deadline = time.monotonic() + timeout_s
+        seen: list[str] = []
+        assert_out = self.process.stdout
+        if assert_out is None:
+            raise RuntimeError("franky-sim started without a stdout pipe")
+        for line in assert_out:
+            seen.append(line.rstrip())
+            if "Connect to the server" in line:
+                self._drain_in_background()
+                return self
+            if time.monotonic() > deadline:
+                break
+        self.stop()
+        raise RuntimeError(f"franky-sim did not come up on {self.ip}: {' | '.join(seen[-5:])}")
+
+    def _drain_in_background(self) -> None:
+        """Keep reading its output so a full pipe never stalls the simulator."""
+        import threading
+
+        def drain() -> None:
+            out = self.process.stdout if self.process else None
+            if out is None:
+                return
+            sink = self.log_path.open("a") if self.log_path else None
+            try:
+                for line in out:
+                    if sink is not None:
+                        sink.write(line)
+            finally:
+                if sink is not None:
+                    sink.close()
+
+        threading.Thread(target=drain, name="franky-sim-log", daemon=True).start()
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """Take it away abruptly (the test of a lost arm)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def __enter__(self) -> FrankySim:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
