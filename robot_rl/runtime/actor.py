@@ -75,10 +75,15 @@ class Pacer:
     """Monotonic deadlines ``period_s`` apart: ``wait()`` sleeps until the next one. A loop that
     falls more than a period behind starts a fresh schedule from now instead of rushing."""
 
-    def __init__(self, period_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        period_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if not period_s > 0:
             raise ValueError(f"period_s={period_s}; must be > 0")
-        self.period_s, self.clock = period_s, clock
+        self.period_s, self.clock, self.sleep = period_s, clock, sleep
         self._deadline: float | None = None
 
     def restart(self) -> None:
@@ -90,7 +95,7 @@ class Pacer:
         if self._deadline is None or now - self._deadline > self.period_s:
             self._deadline = now
         self._deadline += self.period_s
-        time.sleep(max(0.0, self._deadline - now))
+        self.sleep(max(0.0, self._deadline - now))
 
 
 class Policy:
@@ -136,6 +141,13 @@ class Policy:
     def _modules(self) -> list[torch.nn.Module]:
         return [m for m in (self.encoder, self.actor, self.gripper_critic) if m is not None]
 
+    def policy_state_dict(self) -> dict[str, Any]:
+        """The weights, laid out as ``SACAgent.policy_state_dict``."""
+        state = {"encoder": self.encoder.state_dict(), "actor": self.actor.state_dict()}
+        if self.gripper_critic is not None:
+            state["gripper_critic"] = self.gripper_critic.state_dict()
+        return state
+
     def load_policy_state_dict(self, state: dict[str, Any]) -> None:
         """Weights from ``SACAgent.policy_state_dict`` (or a learner's publication)."""
         self.encoder.load_state_dict(state["encoder"])
@@ -171,14 +183,18 @@ class Policy:
 class WeightSource(Protocol):
     """Where an actor's new weights come from (``ActorLink`` or ``InProcessActorLink``)."""
 
+    def expect_weights(self, state_dict: dict[str, Any]) -> None: ...
+
     def latest_weights(self) -> tuple[int, dict[str, Any]] | None: ...
 
 
 class WeightSwap:
-    """Loads the newest published weights into a policy; called between steps."""
+    """Loads the newest published weights into a policy; called between steps. The source
+    refuses weights laid out otherwise than the policy's (logged and counted by the link)."""
 
     def __init__(self, source: WeightSource, policy: Policy) -> None:
         self.source, self.policy = source, policy
+        source.expect_weights(policy.policy_state_dict())
         self.version = -1
         self.swapped_at = time.monotonic()
 

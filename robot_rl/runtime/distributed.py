@@ -244,10 +244,11 @@ class Actor:
     def _after_step(self, step: Transition, info: dict[str, Any]) -> None:
         hub = self.operator.hub
         if hub is not None and self._loop is not None and self._loop.steps % 10 == 1:
-            hub.update(weights_version=self.link.weights_version,
-                       weight_age_s=self.link.weights_age_s,
-                       held_steps=self.link.unacknowledged_steps,
-                       **self.link.learner_health)  # fmt: skip
+            hub.update(**self.link.learner_health, weights_version=self.link.weights_version,
+                       weight_age_s=self.link.weights_age_s, steps_held=self.link.steps_held,
+                       steps_stored=self.link.steps_stored,
+                       utd_target=self.train.agent.utd_ratio,
+                       learner_error=self.link.last_learner_error)  # fmt: skip
 
     def _end_episode(self, info: dict[str, Any], stats: EpisodeStats, finished: bool) -> None:
         if not finished:
@@ -264,6 +265,7 @@ class Actor:
             self._loop.close()  # the learner stores the open episode as unfinished
         done = self.link.flush(flush_timeout_s)
         self.link.close()
+        print(self.link.stop_summary(), flush=True)
         self.operator.close()
         self.env.close()
         return done

@@ -101,6 +101,11 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)}; must be >= 1")
         if self.demos < 0 or self.learning_starts < 0 or self.checkpoint_every_min < 0:
             raise ValueError("demos, learning_starts and checkpoint_every_min must be >= 0")
+        if self.env.id and (self.demos or self.interventions):
+            raise ValueError(
+                f"env.id={self.env.id!r} is not the twin: scripted demos and the "
+                "scripted intervener need it; set demos: 0 and interventions: false"
+            )
         if self.logger not in LOGGERS:
             raise ValueError(f"logger {self.logger!r}; allowed: {', '.join(LOGGERS)}")
 
@@ -289,7 +294,10 @@ class TrainingSession:
         if self.hub is not None and steps % 10 == 0:
             self.hub.update(**self.core.health(), env_steps=steps,
                             weights_version=self.weights.version,
-                            weight_age_s=time.monotonic() - self.weights.swapped_at)  # fmt: skip
+                            weight_age_s=time.monotonic() - self.weights.swapped_at,
+                            steps_held=self.actor_link.steps_held,
+                            steps_stored=self.actor_link.steps_stored,
+                            utd_target=cfg.agent.utd_ratio)  # fmt: skip
         if steps % 100 == 0:
             now = time.monotonic()
             last_t, last_steps = self._rate_mark
