@@ -12,9 +12,10 @@ Server (one thread owns the robot; nothing else touches it):
 - requests ("request": meta op, a wall-clock ``deadline``) get a "reply" with the same seq; a
   request already past its deadline is refused, not run late. Ops: ping, status, stop (anyone);
   acquire, release, reset (meta options {"seed": int}), joint_mode (meta q_rad, 7 floats),
-  clear_stop (the owner only). ``joint_mode`` switches the loop to joint impedance toward
-  ``q_rad`` (e.g. a home posture), checked against the joint limits and, through forward
-  kinematics, the workspace box; the next pose target switches it back to Cartesian;
+  clear_stop, recover (clears a real arm's fault; backends with ``recover()``) (the owner only).
+  ``joint_mode`` switches the loop to joint impedance toward ``q_rad`` (e.g. a home posture),
+  checked against the joint limits and, through forward kinematics, the workspace box; the next
+  pose target switches it back to Cartesian;
 - the loop's watchdog holds the arm 100 ms after the last target and damps it at 500 ms, so a
   client that stops sending (crash, network) leaves the arm safe; a "heartbeat" between targets
   keeps a tracking arm tracking (it never wakes a holding one).
@@ -200,7 +201,7 @@ class RobotEndpoints:
 
 # Requests anyone may make; the rest need control (see the module docstring).
 OPEN_OPS = ("ping", "status", "stop")
-OWNER_OPS = ("acquire", "release", "reset", "joint_mode", "clear_stop")
+OWNER_OPS = ("acquire", "release", "reset", "joint_mode", "clear_stop", "recover")
 KNOWN_OPS = OPEN_OPS + OWNER_OPS
 _SESSION = re.compile(r"[0-9a-f]{32}")
 MAX_SESSIONS = 1024  # replay windows kept (least recently heard forgotten first; never the owner)
@@ -507,6 +508,14 @@ class RobotServer:
         if op in ("stop", "clear_stop"):  # software stop: damp and refuse targets until cleared
             self.backend.software_stop(op == "stop")
             return {"ok": True}
+        if op == "recover":  # a real arm's fault (reflex, lost link) clears only on this request
+            recover = getattr(self.backend, "recover", None)
+            if recover is None:
+                raise _RefusedError("this backend has no faults to recover from")
+            try:
+                return {"ok": True, **recover()}
+            except RuntimeError as exc:
+                raise _RefusedError(str(exc)[:300]) from None
         raise _RefusedError(f"unknown op {quote(op)}; known: {', '.join(KNOWN_OPS)}")
 
     def _reply(self, identity: bytes, seq: int, reply: dict[str, Any]) -> None:
