@@ -232,3 +232,47 @@ def test_unreachable_fci_is_one_line_naming_the_ip():
     with pytest.raises(FrankaError, match=r"127\.0\.0\.254.*FCI") as info:
         backend.start()
     assert "\n" not in str(info.value)
+
+
+def test_robot_server_over_franky_sim_streams_state_and_recovers_on_request(sim):
+    """The server's contract end to end: targets over ZMQ move the arm, the state meta says mode
+    and fault, a lost arm is reported as fault with libfranka's words, and only an explicit
+    ``recover`` request brings it back (refused with the FCI line while the arm is away)."""
+    from robot_rl.transport.robot_server import RobotClient, RobotServer
+    from tests.netutil import PLAIN, loopback_endpoints
+
+    backend = FrankaBackend(_config(sim.ip, "torque"), sim_loop_config())
+    backend.start()
+    endpoints = loopback_endpoints()
+    server = RobotServer(backend, endpoints, PLAIN)
+    server.start()
+    client = RobotClient(endpoints, PLAIN)
+    try:
+        start = client.latest(timeout_s=5.0)
+        assert start.meta["control"] == "torque" and start.meta["fault_text"] == ""
+        goal = start.state.ee_pos_m + np.array([0.0, 0.03, 0.0])
+        clock = sim_clock(backend)
+        t0 = clock()
+        while clock() - t0 < 1.5:  # a 20 Hz stream for 1.5 simulated seconds
+            assert client.send_target(CartesianTarget(goal, start.state.ee_quat_xyzw))
+            time.sleep(0.05)
+        moved = client.latest(timeout_s=2.0, newer_than_seq=client.latest().seq)
+        assert moved.meta["mode"] == int(ControlMode.ACTIVE)
+        assert np.linalg.norm(moved.state.ee_pos_m - goal) <= SETTLE_M
+        sim.kill()
+        _wait_for(
+            lambda: client.latest().meta["mode"] == int(ControlMode.FAULT), 10.0, "fault in state"
+        )
+        faulted = client.latest()
+        assert faulted.meta["fault_text"] and faulted.meta["connected"] is False
+        with pytest.raises(RuntimeError, match="FCI"):
+            client.request("recover", timeout_s=10.0)
+        sim.start()
+        reply = client.request("recover", timeout_s=10.0)
+        assert reply["recovered"]
+        back = client.latest(timeout_s=2.0, newer_than_seq=client.latest().seq)
+        assert back.meta["mode"] != int(ControlMode.FAULT) and back.meta["connected"] is True
+    finally:
+        client.close()
+        server.stop()
+        backend.close()
