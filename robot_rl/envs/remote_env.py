@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from robot_rl.agents.gripper import gripper_value_to_index
+from robot_rl.actions import gripper_value_to_index
 from robot_rl.data.batch import STATE_KEY
 from robot_rl.envs.twin_env import (
     GRIPPER_ACTIONS,

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal, Protocol
 import gymnasium as gym
 import numpy as np
 
-from robot_rl.agents.gripper import gripper_value_to_index
+from robot_rl.actions import gripper_value_to_index
 from robot_rl.controllers.rotations import orientation_error, quat_exp, quat_mul, quat_to_matrix
 from robot_rl.controllers.targets import CartesianTarget
 from robot_rl.data.batch import STATE_KEY

@@ -1,4 +1,5 @@
-"""Gripper discretization (both ways, edges, teleop round trip) and the double-DQN target."""
+"""Gripper discretization (``robot_rl.actions``: both ways, edges, teleop round trip) and the
+double-DQN target."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from robot_rl.agents.gripper import (
+from robot_rl.actions import (
     GRIPPER_CLOSE,
     GRIPPER_OPEN,
     GRIPPER_STAY,
-    double_dqn_target,
     gripper_index_to_value,
     gripper_value_to_index,
 )
+from robot_rl.agents.gripper import double_dqn_target
 
 # (command value, index) pairs, thresholds at +-0.5 with the edges themselves meaning "stay".
 VALUE_TO_INDEX = [

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from robot_rl.actions import gripper_value_to_index
 from robot_rl.agents.encoders import ResNet10Backbone, save_backbone_weights
-from robot_rl.agents.gripper import gripper_value_to_index
 from robot_rl.agents.sac import SACAgent
 from robot_rl.agents.spaces import SpaceError
 from robot_rl.data.batch import Batch
