@@ -136,13 +136,17 @@ def load_backbone(
                 f"{folder} must hold {CONFIG_FILE} and the weights (open_clip_model.safetensors); "
                 "export them with open_clip on a machine with the model, and copy the folder here"
             )
-        model, _, _ = open_clip.create_model_and_transforms(source, device=device)
+        model, _, _ = open_clip.create_model_and_transforms(
+            source, device=device, weights_only=True
+        )
         cfg = json.loads(config.read_text()).get("preprocess_cfg", {})
         tokenizer = open_clip.get_tokenizer(source)
         name = f"local-dir:{folder.name}"
     elif source.startswith("hf-hub:"):
         try:
-            model, _, _ = open_clip.create_model_and_transforms(source, device=device)
+            model, _, _ = open_clip.create_model_and_transforms(
+                source, device=device, weights_only=True
+            )
             tokenizer = open_clip.get_tokenizer(source)
         except Exception as exc:  # huggingface_hub raises its own offline errors
             raise MissingWeightsError(
@@ -163,8 +167,10 @@ def load_backbone(
             raise ValueError(
                 f"checkpoint {path} needs model_name (an open_clip config, e.g. ViT-B-32)"
             )
-        model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=str(path),
-                                                           device=device)  # fmt: skip
+        # weights_only: a .pt/.bin checkpoint is read without unpickling code (torch >= 2.6).
+        model, _, _ = open_clip.create_model_and_transforms(
+            model_name, pretrained=str(path), device=device, weights_only=True
+        )
         tokenizer = open_clip.get_tokenizer(model_name)
         cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
         if preprocess is not None:
