@@ -37,7 +37,11 @@ from typing import Any, Literal
 import numpy as np
 from robot_rl.controllers.cartesian_impedance import CartesianReference
 from robot_rl.controllers.loop import ControlLoop, LoopConfig
-from robot_rl.controllers.reference import CartesianReferenceGenerator
+from robot_rl.controllers.reference import (
+    CartesianReferenceGenerator,
+    ReferenceConfig,
+    Workspace,
+)
 from robot_rl.controllers.targets import (
     CartesianTarget,
     InvalidTargetError,
@@ -63,6 +67,21 @@ class ResetConfig:
     random_box_m: tuple[float, float, float] = (0.03, 0.03, 0.02)  # half-widths around home TCP
     settle_pos_m: float = 0.003
     timeout_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class FrankaRig:
+    """One rig's file (``robot-rl robot-server --backend franka --rig RIG.yaml``): the arm's site
+    and safety settings, the workspace box its targets are clipped to (``robot-rl robot
+    capture-pose`` prints corners to paste), and how it resets."""
+
+    franka: FrankaConfig
+    workspace: Workspace = field(default_factory=Workspace)
+    reset: ResetConfig = field(default_factory=ResetConfig)
+
+    def loop_config(self) -> LoopConfig:
+        """The control loop's settings with this rig's workspace (the rest are the defaults)."""
+        return LoopConfig(reference=ReferenceConfig(workspace=self.workspace))
 
 
 @dataclass

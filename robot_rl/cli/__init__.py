@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # The command groups, in the order ``robot-rl --help`` lists them: robot_rl.cli.<name>.add.
 COMMANDS: tuple[str, ...] = (
     "bench", "record", "train", "keys", "cameras", "distributed", "robot", "reward", "session",
+    "franka",  # doctor, robot capture-pose (the robot-server's Franka backend is run from there)
 )  # fmt: skip
 
 

@@ -27,6 +27,7 @@ BenchFn = Callable[..., dict[str, float]]
 BENCHES: dict[str, str] = {
     "console": "robot_rl.bench.console:run_console_bench",
     "control": "robot_rl.bench.control:run_control_bench",
+    "franka": "robot_rl.bench.franka:run_franka_bench",
     "learner": "robot_rl.bench.learner:run_learner_bench",
     "learning": "robot_rl.bench.learning:run_learning_bench",
     "reward": "robot_rl.bench.reward:run_reward_bench",

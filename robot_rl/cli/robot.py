@@ -7,6 +7,7 @@ import time
 
 from robot_rl.cli.errors import CliError
 from robot_rl.cli.flags import add_key_flags, add_robot_flags
+from robot_rl.cli.franka import add_backend_flags
 
 POLL_PERIOD_S = 0.2  # how often the waiting CLI looks at the server's health and the clock
 
@@ -16,12 +17,17 @@ def add(subparsers: argparse._SubParsersAction) -> None:
         "robot-server", help="serve the twin's controller loop over ZMQ (targets in, state out)"
     )
     add_robot_flags(parser)
+    add_backend_flags(parser)  # --backend franka|franka-sim, --robot-ip, --control, --rig
     add_key_flags(parser, "robot")
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.backend != "twin":  # a real arm (or franky-sim): robot_rl.cli.franka
+        from robot_rl.cli.franka import run_franka_server
+
+        return run_franka_server(args)
     from robot_rl.sim.scene import SceneConfig, TwinScene
     from robot_rl.sim.tasks import TASKS
     from robot_rl.transport.robot_server import RobotEndpoints, RobotServer, SceneBackend
