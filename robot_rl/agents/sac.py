@@ -136,6 +136,7 @@ class SACAgent:
         self.act_generator = torch.Generator(self.device).manual_seed(seed + 1)
         self.critic_steps = 0
         self.actor_steps = 0
+        self.skipped_steps = 0  # optimizer steps skipped for a non-finite loss or gradient
 
     # ---------------------------------------------------------------- acting
 
@@ -283,12 +284,11 @@ class SACAgent:
         if self.gripper_optimizer is not None:
             self.gripper_optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self._clip(self.critic_optimizer)
-        self.critic_optimizer.step()
+        optimizers = [self.critic_optimizer]
         if self.gripper_optimizer is not None:
-            self._clip(self.gripper_optimizer)
-            self.gripper_optimizer.step()
-        self.critic_steps += 1
+            optimizers.append(self.gripper_optimizer)
+        if self._step_if_finite(loss, optimizers):
+            self.critic_steps += 1
         return info, features.detach()
 
     def _actor_step(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -296,13 +296,12 @@ class SACAgent:
         self.actor_optimizer.zero_grad(set_to_none=True)
         self.temperature_optimizer.zero_grad(set_to_none=True)
         # The two losses share no parameters (each detaches the other's), so one backward.
-        (actor_loss + temperature_loss).backward()
-        self._clip(self.actor_optimizer)
-        self.actor_optimizer.step()
-        self.temperature_optimizer.step()
+        loss = actor_loss + temperature_loss
+        loss.backward()
+        if self._step_if_finite(loss, [self.actor_optimizer, self.temperature_optimizer]):
+            self.actor_steps += 1
         # The actor loss also left gradients on the critic; they are not stepped, drop them.
         self.critic.zero_grad(set_to_none=True)
-        self.actor_steps += 1
         return info
 
     @torch.no_grad()
@@ -419,10 +418,33 @@ class SACAgent:
         encoder_params = [p for p in self.encoder.parameters() if p.requires_grad]
         return encoder_params + list(self.critic.parameters())
 
-    def _clip(self, optimizer: torch.optim.Optimizer) -> None:
+    def _clip(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """Clip the optimizer's gradients to ``grad_clip_norm`` (if set); their total norm."""
+        params = [p for group in optimizer.param_groups for p in group["params"]]
         if self.config.grad_clip_norm is not None:
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            nn.utils.clip_grad_norm_(params, self.config.grad_clip_norm)
+            return nn.utils.clip_grad_norm_(params, self.config.grad_clip_norm)
+        grads = [p.grad for p in params if p.grad is not None]
+        return nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+
+    def _step_if_finite(self, loss: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> bool:
+        """Clip and step ``optimizers`` only if ``loss`` and every gradient are finite; else drop
+        the gradients, count a skipped step and return False (one NaN must never reach the
+        weights: they are published to the actors). One host sync per call."""
+        norms = [self._clip(optimizer) for optimizer in optimizers]
+        finite = torch.isfinite(loss.detach()).all()
+        for norm in norms:
+            finite = finite & torch.isfinite(norm)
+        if not bool(finite):
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            if self.skipped_steps & (self.skipped_steps - 1) == 0:  # 1, 2, 4, 8, ...: not a flood
+                log.warning("SAC: skipped an optimizer step with a non-finite loss or gradient "
+                            "(%d skipped so far)", self.skipped_steps)  # fmt: skip
+            return False
+        for optimizer in optimizers:
+            optimizer.step()
+        return True
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self._amp_dtype is None:
