@@ -12,6 +12,13 @@ Debian's chromium + chromedriver) with the console page open.
 - ``takeover_latency_ms_p95``: from the key press on the page (its ``Date.now()`` at keydown) to
   the robot client sending the first target of the operator's action. The press of "t" (take
   over) is repeated ``presses`` times, with "h" (hand back) and a random pause between.
+- ``frame_age_ms_paused_p95``: the age of the camera frame on the page (now minus its capture
+  stamp, sampled by the page at random instants, every camera) while the actor loop is paused:
+  camera streams reach the page through the console's forwarder, not the policy loop, so it must
+  stay near its running figure (``frame_age_ms_running_p95``, sampled the same way in the same
+  run just before the pause; ``frame_age_paused_ratio_vs_running`` compares the two). The
+  publisher's frame period (~100 ms) is its floor: the mean age is about half of it plus the
+  stream latency.
 """
 
 from __future__ import annotations
@@ -33,12 +40,12 @@ def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | s
             "bench console drives a real browser: apt-get install chromium chromium-driver"
         )
     from robot_rl.console.bridge import operator_setup
-    from robot_rl.console.hub import forward_camera_streams
+    from robot_rl.console.forwarder import CameraForwarder
     from robot_rl.console.server import ConsoleConfig
     from robot_rl.envs.remote_env import RemoteEnv
     from robot_rl.envs.twin_env import TwinEnvConfig
     from robot_rl.sim.scene import SceneConfig, TwinScene
-    from robot_rl.teleop.command import TeleopConfig
+    from robot_rl.teleop_command import TeleopConfig
     from robot_rl.transport.camera_stream import CameraSubscriber
     from robot_rl.transport.robot_server import (
         RobotClient,
@@ -81,12 +88,13 @@ def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | s
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     subscriber = CameraSubscriber([f"tcp://127.0.0.1:{camera_port}"], security, ["front", "wrist"])
-    threads = [
-        threading.Thread(target=_act, args=(setup.env, bridge, stop), daemon=True),
-        threading.Thread(target=forward_camera_streams, args=(subscriber, hub, stop), daemon=True),
-    ]
+    threads = [threading.Thread(target=_act, args=(setup.env, bridge, stop), daemon=True)]
     for thread in threads:
         thread.start()
+    forwarder = CameraForwarder(subscriber, hub).start()
+    ages_running: list[float] = []
+    ages_paused: list[float] = []
+    shown_paused = 0
     browser = _browser(chromium, driver_path)
     try:
         browser.get(setup.server.url)
@@ -102,8 +110,17 @@ def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | s
             body.send_keys("h")
             time.sleep(float(rng.uniform(0.15, 0.4)))  # land at random points of the 10 Hz step
         stream = list(hub.stream_latency_ms)
+        samples = 30 if quick else 100
+        ages_running = _frame_ages(browser, samples, rng)
+        body.send_keys("p")  # pause the actor loop
+        _wait(lambda: bridge.paused and bridge.holds >= 2, 5)
+        shown_before = browser.execute_script("return window.consoleStats.frames")
+        ages_paused = _frame_ages(browser, samples, rng)
+        shown_paused = browser.execute_script("return window.consoleStats.frames") - shown_before
+        body.send_keys("u")
     finally:
         stop.set()
+        forwarder.stop()
         browser.quit()
         for thread in threads:
             thread.join(timeout=5)
@@ -119,6 +136,13 @@ def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | s
         "stream_latency_ms_p50": float(np.percentile(stream, 50)),
         "takeover_latency_ms_p95": float(np.percentile(takeover_ms, 95)),
         "takeover_latency_ms_p50": float(np.percentile(takeover_ms, 50)),
+        "frame_age_ms_paused_p95": float(np.percentile(ages_paused, 95)),
+        "frame_age_ms_running_p95": float(np.percentile(ages_running, 95)),
+        "frame_age_paused_ratio_vs_running": float(
+            np.percentile(ages_paused, 95) / np.percentile(ages_running, 95)
+        ),
+        "frame_age_samples": len(ages_paused),
+        "frames_shown_while_paused": int(shown_paused),
         "frames_measured": len(stream),
         "takeovers_measured": len(takeover_ms),
         "policy_period_ms": 100.0,
@@ -133,12 +157,22 @@ def _act(env: Any, bridge: Any, stop: threading.Event) -> None:
     policy = np.zeros(4, np.float32)
     steps = 0
     while not stop.is_set():
-        bridge.before_step(wait_s=0.05)
+        bridge.before_step(wait_s=0.05, should_stop=stop.is_set)
         _, _, terminated, truncated, _ = env.step(policy)
         steps += 1
         if terminated or truncated or steps >= 80:
             env.reset(seed=steps)
             steps = 0
+
+
+def _frame_ages(browser: Any, samples: int, rng: np.random.Generator) -> list[float]:
+    """Every camera's on-page frame age (ms), sampled ``samples`` times at random instants
+    (uniform 20-80 ms apart, so the samples do not lock to the 10 Hz frame clock)."""
+    ages: list[float] = []
+    for _ in range(samples):
+        ages.extend(browser.execute_script("return window.consoleFrameAges()").values())
+        time.sleep(float(rng.uniform(0.02, 0.08)))
+    return ages
 
 
 def _browser(chromium: str, driver_path: str) -> Any:

@@ -86,7 +86,7 @@ class DemoConsole:
 def demo_console(image_size: int = 96, port: int = 0, max_episode_steps: int = 200) -> DemoConsole:
     """Start the twin (reach, pixels from front and wrist) with the console on ``port``."""
     from robot_rl.envs.twin_env import TwinEnv, TwinEnvConfig
-    from robot_rl.teleop.command import TeleopConfig
+    from robot_rl.teleop_command import TeleopConfig
 
     config = TwinEnvConfig(
         task="reach",

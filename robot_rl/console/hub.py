@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from robot_rl.teleop.command import TeleopCommand, TeleopConfig, command_from_axes
 from robot_rl.teleop.keyboard import KeyboardTeleop
+from robot_rl.teleop_command import TeleopCommand, TeleopConfig, command_from_axes
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,7 @@ class ConsoleHub:
         self.frames_published = 0
         self.frames_skipped = 0  # malformed frames (wrong dtype or shape, failed encoding)
         self.refused = 0  # controls refused (locked, marked twice, too many pending)
+        self.waits = 0  # calls of ``wait`` (the actor holding while paused or stopped)
         self.version = 0  # bumps on every change, for the server's push loop
         self._wake_seq = 0  # bumps on operator input (wakes ``wait``)
         self._pad_active = False
@@ -237,6 +238,7 @@ class ConsoleHub:
     def wait(self, timeout_s: float) -> bool:
         """Sleep up to ``timeout_s``; True early if a control or teleop input arrived."""
         with self._lock:
+            self.waits += 1
             start = self._wake_seq
             return self._lock.wait_for(
                 lambda: bool(self._controls) or self._wake_seq != start, timeout_s

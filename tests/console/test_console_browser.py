@@ -18,7 +18,7 @@ from robot_rl.data.episodes import load_episodes
 from robot_rl.envs.twin_env import TwinEnvConfig
 from robot_rl.runtime.train import TrainConfig, TrainingSession
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float = 20.0, what: str = "") -> object:
@@ -69,6 +69,11 @@ def test_console_streams_takes_over_and_marks_success(tmp_path: Path, browser) -
     finally:
         session.stop()
         runner.join(timeout=60)
+    if runner.is_alive():
+        import faulthandler
+        import sys
+
+        faulthandler.dump_traceback(sys.stderr)
     assert not runner.is_alive()
     episodes = list(load_episodes(tmp_path / "console" / "episodes"))
     marked = episodes[0].transitions
@@ -87,6 +92,14 @@ def test_bench_console_quick_measures_both_latencies(tmp_path: Path, browser) ->
     assert cli.main(["bench", "console", "--quick", "--json", str(out)]) == 0
     results = json.loads(out.read_text())
     assert results["takeovers_measured"] == 8 and results["frames_measured"] > 10
-    # Loose bounds (a loaded CI machine): the bench's figures are in the closing note.
-    assert 0 < results["takeover_latency_ms_p95"] < 1000
-    assert 0 < results["stream_latency_ms_p95"] < 1000
+    # Behaviour that holds at any speed (the figures themselves belong to the bench's JSON):
+    # a take-over cuts the paced 10 Hz step short, so half of them reach the robot client well
+    # inside one policy period (a regression that waits for the step boundary lands uniformly
+    # across the period: p50 near 50 ms, p95 near 95 ms, and with any load above it).
+    assert results["takeover_latency_ms_p50"] < results["policy_period_ms"] / 2
+    # Frames keep reaching the page while the actor is paused: the forwarder, not the policy
+    # loop, carries them (a page fed by the loop shows none while paused).
+    assert results["frames_shown_while_paused"] > 0
+    # Capture stamps are wall-clock seconds turned into ms: every frame is shown after it was
+    # captured (a unit or clock mix-up gives negative or absurd latencies).
+    assert 0 < results["stream_latency_ms_p50"] <= results["stream_latency_ms_p95"]

@@ -16,6 +16,8 @@ const SHORTCUT_LABELS = { take_over: "take over", hand_back: "hand back", mark_s
 const stats = { frames: 0, states: 0, lastLatencyMs: null, frameAgeMs: {}, stale: {},
   connected: false, attempts: 0, controlsSent: [], acks: 0, errors: 0 };
 window.consoleStats = stats;
+// Each camera's on-screen frame age now (ms): what the operator sees, for tests and the bench.
+window.consoleFrameAges = () => Object.fromEntries(Object.entries(frameStamp).map(([c, t]) => [c, Date.now() - t]));
 let ws = null;
 let lastMessageMs = 0;
 let attempt = 0;
@@ -217,6 +219,8 @@ function showBanner() {
 
 function showState(s) {
   stats.states += 1;
+  if (s.steps_held === undefined && s.held_steps !== undefined) s.steps_held = s.held_steps;
+  if (s.steps_stored === undefined && s.steps_received !== undefined) s.steps_stored = s.steps_received;
   state = s;
   showBadges();
   showBanner();
@@ -298,6 +302,7 @@ function showHealth(s) {
   if (s.steps_held != null) health("h_stored", s.steps_held < 500 ? "ok" : s.steps_held < 5000 ? "warn" : "bad");
   const list = document.getElementById("warnings");
   const warnings = Array.isArray(s.robot_warnings) ? s.robot_warnings.slice(-5) : [];
+  if (s.learner_error) warnings.push(`learner: ${s.learner_error}`);
   list.replaceChildren(...warnings.map((w) => { const li = document.createElement("li"); li.textContent = String(w); return li; }));
 }
 
@@ -308,7 +313,11 @@ function smooth(values, n) {
     return part.reduce((a, b) => a + b, 0) / part.length;
   });
 }
+const chartKeys = {}; // chart id -> what it last drew: redraw only on change
 function chart(id, o) {
+  const key = `${o.values.length}:${o.values[o.values.length - 1]}:${o.line}`;
+  if (chartKeys[id] === key) return;
+  chartKeys[id] = key;
   const canvas = document.getElementById(id);
   const g = canvas.getContext("2d");
   const W = canvas.width, H = canvas.height, L = 44, R = 8, T = 18, B = 18;
@@ -338,7 +347,12 @@ function chart(id, o) {
 }
 function fmtTick(v) { return Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(1) : v.toFixed(2); }
 
+let timelineKey = "";
 function timeline(s) {
+  const t0 = s.timeline || { control: "", score: [], marks: [] };
+  const key = `${s.episode}:${t0.control.length}:${(t0.marks || []).length}:${t0.fired_step}:${s.threshold}:${s.step_limit}`;
+  if (key === timelineKey) return;
+  timelineKey = key;
   const canvas = document.getElementById("timeline");
   const rect = canvas.getBoundingClientRect();
   if (rect.width > 0 && Math.abs(canvas.width - rect.width) > 2) canvas.width = Math.round(rect.width);
