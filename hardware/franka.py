@@ -333,6 +333,7 @@ class FrankaRobot:
                     "rig file if none is attached"
                 ) from None
         self._snap = _Snapshot()
+        self._last_command_s = time.monotonic()  # the age counts from the connection on
         log.info("connected to the %s at %s", c.model, c.robot_ip)
 
     @property
@@ -408,8 +409,8 @@ class FrankaRobot:
 
     def read_state(self) -> RobotState:
         """One state sample (see ``robot_rl.interfaces.RobotState``); the model is evaluated at it.
-        ``stamp_s`` is host monotonic time at the read; ``command_age_s`` is inf before the
-        first torque."""
+        ``stamp_s`` is host monotonic time at the read; ``command_age_s`` counts from the last
+        command (a torque, or a tracker reference: ``mark_command``), or from the connection."""
         raw = self._robot.state
         now = time.monotonic()
         pose = raw.O_T_EE
@@ -424,7 +425,7 @@ class FrankaRobot:
             ee_quat_xyzw=np.asarray(pose.quaternion, dtype=float).reshape(4),
             ee_twist=jac @ dq,
             gripper_width_m=self.gripper.width_m if self.gripper is not None else 0.0,
-            command_age_s=np.inf if self._last_command_s is None else now - self._last_command_s,
+            command_age_s=0.0 if self._last_command_s is None else now - self._last_command_s,
             stamp_s=now,
         )
         self._snap = _Snapshot(raw, state)
@@ -456,6 +457,10 @@ class FrankaRobot:
         self._last_command_s = time.monotonic()
         self.last_tau_nm = tau_nm
         self.torque_commands += 1
+
+    def mark_command(self) -> None:
+        """A command reached the arm by another path (franky's tracker): restart the age."""
+        self._last_command_s = time.monotonic()
 
     def gripper_move(self, width_m: float, speed_m_s: float) -> None:
         if self.gripper is not None:

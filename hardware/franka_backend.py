@@ -373,6 +373,7 @@ class FrankaBackend:
                     self._tstiffness = np.asarray(stiffness, float).copy()
                     self._tracker.set_gains(gains=f.CartesianImpedanceGains.diagonal(stiffness))
                 self._tracker_send(ref)
+                self.robot.mark_command()
         sent = time.monotonic()
         self.timing.stamp(sent)
         if stamp is not None and len(self.timing.latencies_s) < 10_000:
