@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from robot_rl.teleop.command import (
+from robot_rl.teleop_command import (
     DeviceNotFoundError,
     TeleopCommand,
     TeleopConfig,

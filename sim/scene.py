@@ -75,11 +75,13 @@ class TwinScene:
         self.loop.restart()
         self._gripper = None
         if self.task.grasp_at_reset:
-            self._command_gripper("close")
+            self.command_gripper("close")
             self.loop.run_for(0.3)  # let the grasp force build before the episode starts
         self.episode_time_s = 0.0
 
-    def _command_gripper(self, action: GripperAction) -> None:
+    def command_gripper(self, action: GripperAction) -> None:
+        """Open or close the fingers (non-blocking: they move as the loop ticks); None, or the
+        command already under way, changes nothing. ValueError for any other action."""
         if action is None or action == self._gripper:
             return  # re-sending a command would restart the finger motion
         if action == "open":
@@ -94,7 +96,7 @@ class TwinScene:
         """Send a target (None keeps the last) and gripper command, then run one policy period."""
         if target is not None:
             self.loop.set_cartesian_target(target)
-        self._command_gripper(gripper)
+        self.command_gripper(gripper)
         for _ in range(self._ticks_per_step):
             self.loop.tick()
         self.episode_time_s += self._ticks_per_step * self.config.twin.period_s

@@ -78,7 +78,7 @@ def operator(env: Any, device: str, console_port: int | None, cameras: list[str]
     console page on ``console_port`` unless it is None; a device not plugged in is a CliError."""
     from robot_rl.console.bridge import operator_setup
     from robot_rl.console.server import ConsoleConfig
-    from robot_rl.teleop.command import DeviceNotFoundError, TeleopConfig
+    from robot_rl.teleop_command import DeviceNotFoundError, TeleopConfig
 
     teleop = TeleopConfig(device=device, select=select)
     console = ConsoleConfig(enabled=console_port is not None, port=console_port or 0)

@@ -26,8 +26,8 @@ from robot_rl.envs.twin_env import TwinEnv
 from robot_rl.rewards.dataset import FrameDataset
 from robot_rl.runtime.actor import ActorLoop, EpisodeStats, Pacer
 from robot_rl.sim.tasks import Expert
-from robot_rl.teleop.command import TeleopConfig
 from robot_rl.teleop.intervener import TeleopDevice, operator_action
+from robot_rl.teleop_command import TeleopConfig
 
 log = logging.getLogger(__name__)
 

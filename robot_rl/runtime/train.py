@@ -59,7 +59,7 @@ from robot_rl.runtime.actor import (
 from robot_rl.runtime.learner import Counters, LearnerCore
 from robot_rl.runtime.metrics import LOGGERS, MetricsSink, make_sink
 from robot_rl.runtime.record import record_demos
-from robot_rl.teleop.command import TeleopConfig
+from robot_rl.teleop_command import TeleopConfig
 from robot_rl.transport.inprocess import InProcessTransport
 
 log = logging.getLogger(__name__)

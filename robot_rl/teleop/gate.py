@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from robot_rl.teleop.command import TeleopCommand
+from robot_rl.teleop_command import TeleopCommand
 
 Force = Literal["take", "release"]
 

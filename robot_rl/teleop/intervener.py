@@ -18,8 +18,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from robot_rl.envs.twin_env import twist_to_action
-from robot_rl.teleop.command import DeviceNotFoundError, TeleopCommand, TeleopConfig, twist_speeds
 from robot_rl.teleop.gate import Force, InterventionGate
+from robot_rl.teleop_command import DeviceNotFoundError, TeleopCommand, TeleopConfig, twist_speeds
 
 
 class TeleopDevice(Protocol):

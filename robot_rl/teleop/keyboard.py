@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from robot_rl.teleop.command import TeleopCommand, TeleopConfig, command_from_axes
+from robot_rl.teleop_command import TeleopCommand, TeleopConfig, command_from_axes
 
 DEFAULT_KEYS = {
     "w": "+x", "s": "-x", "a": "+y", "d": "-y", "r": "+z", "f": "-z",

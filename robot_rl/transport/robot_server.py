@@ -143,7 +143,7 @@ class SceneBackend:
 
     def set_target(self, target: CartesianTarget, gripper: GripperCommand) -> None:
         self.scene.loop.set_cartesian_target(target)
-        self.scene._command_gripper(gripper)
+        self.scene.command_gripper(gripper)
 
     def keep_alive(self) -> None:
         self.scene.loop.keep_alive()

@@ -95,11 +95,11 @@ def test_operator_marks_label_frames_on_a_robot_style_collection() -> None:
     """collect_teleop: frames are negative until the operator presses "y", then positive for
     hold_steps more frames; "n" ends an attempt with no positives."""
     import numpy as np
-    from robot_rl.runtime.record import collect_teleop
 
     from robot_rl.console.hub import ConsoleHub
     from robot_rl.envs.twin_env import TwinEnv, TwinEnvConfig
-    from robot_rl.teleop.command import TeleopCommand, TeleopConfig
+    from robot_rl.runtime.record import collect_teleop
+    from robot_rl.teleop_command import TeleopCommand, TeleopConfig
 
     hub = ConsoleHub()
     env = TwinEnv(TwinEnvConfig(task="reach", obs="pixels", cameras=("front",), image_width=32,

@@ -10,15 +10,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from robot_rl.teleop.command import (
+from robot_rl.teleop.gate import InterventionGate
+from robot_rl.teleop.keyboard import KeyboardTeleop
+from robot_rl.teleop_command import (
     DeviceNotFoundError,
     TeleopCommand,
     TeleopConfig,
     command_from_axes,
     shape_axes,
 )
-from robot_rl.teleop.gate import InterventionGate
-from robot_rl.teleop.keyboard import KeyboardTeleop
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -6,6 +6,9 @@ robot base frame: output axis i takes raw axis ``axis_map[i]`` times ``axis_sign
 ``deadzone`` an axis reads 0, and outside it is rescaled so the response starts at 0 (no jump at
 the edge); then ``scale[i]`` applies. A twist component of 1.0 means full speed:
 ``max_linear_m_s`` or ``max_angular_rad_s``.
+
+A contract, with the contracts (``interfaces``, ``config``): the devices in ``hardware`` produce
+commands and ``teleop``, the console and the runtime consume them, so it sits below all of them.
 """
 
 from __future__ import annotations
