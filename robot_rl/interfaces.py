@@ -10,7 +10,7 @@ Conventions used throughout the project (stated once, here):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -111,7 +111,9 @@ class LockstepRobot(Robot, Protocol):
 
 @dataclass(frozen=True)
 class Frame:
-    """One camera image: uint8 (H, W, 3) RGB, capture stamp (s, monotonic), sequence number."""
+    """One camera image: uint8 (H, W, 3) RGB, capture stamp (s), sequence number. The stamp is
+    host ``time.monotonic()`` for real cameras and streams; inside the twin it is sim time (the
+    publishers restamp twin frames with host time before they go on the wire)."""
 
     image: np.ndarray
     stamp_s: float
@@ -127,23 +129,6 @@ class Camera(Protocol):
     def camera_id(self) -> str: ...
 
     def read(self) -> Frame: ...
-
-
-@dataclass(frozen=True)
-class TeleopCommand:
-    """Operator input: twist (6,) base frame, gripper in [-1 close, +1 open], engaged flag."""
-
-    twist: np.ndarray
-    gripper: float
-    engaged: bool
-    buttons: tuple[bool, ...] = field(default_factory=tuple)
-
-
-@runtime_checkable
-class Teleop(Protocol):
-    """A teleoperation device (SpaceMouse, gamepad, keyboard, or a fake)."""
-
-    def read(self) -> TeleopCommand: ...
 
 
 @runtime_checkable

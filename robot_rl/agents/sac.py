@@ -185,8 +185,8 @@ class SACAgent:
             info, features = self._critic_step(minibatch)
             critic_infos.append(info)
             self._update_targets()  # Polyak after every critic step
-        # RLPD / SERL: the actor learns once, on the last minibatch. Like DrQ-v2 it reuses that
-        # step's (augmented) encoder features rather than encoding the images again.
+        # RLPD: the actor learns once per update, on the last minibatch. Like DrQ-v2 it reuses
+        # that step's (augmented) encoder features rather than encoding the images again.
         actor_info = self._actor_step(features)
 
         metrics = {k: torch.stack([i[k] for i in critic_infos]).mean() for k in critic_infos[0]}

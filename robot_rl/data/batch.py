@@ -99,22 +99,3 @@ class Batch:
             self.gripper_penalties.to(device, non_blocking=non_blocking),
             self.intervened.to(device, non_blocking=non_blocking),
         )
-
-
-def concat_batches(a: Batch, b: Batch) -> Batch:
-    """One batch holding a's samples then b's (used for the 50/50 demo/online mix)."""
-
-    def cat(x: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if x.keys() != y.keys():
-            raise ValueError(f"batches have different observation keys: {sorted(x)} vs {sorted(y)}")
-        return {k: torch.cat([x[k], y[k]]) for k in x}
-
-    return Batch(
-        cat(a.obs, b.obs),
-        torch.cat([a.actions, b.actions]),
-        torch.cat([a.rewards, b.rewards]),
-        cat(a.next_obs, b.next_obs),
-        torch.cat([a.discounts, b.discounts]),
-        torch.cat([a.gripper_penalties, b.gripper_penalties]),
-        torch.cat([a.intervened, b.intervened]),
-    )

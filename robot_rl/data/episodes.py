@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from robot_rl.data.batch import STATE_KEY, Transition, image_keys, non_finite_fields
+from robot_rl.data.batch import STATE_KEY, Transition, image_keys
 
 log = logging.getLogger(__name__)
 
@@ -506,67 +506,3 @@ def quarantine(path: Path, reason: str) -> Path | None:
         return None
     log.error("quarantined episode file %s as %s: %s", path, target, reason)
     return target
-
-
-class EpisodeRecorder:
-    """Collects the steps of the current episode and saves them when it ends.
-
-    Used by the actor: each finished episode (terminated or truncated) is on disk before the next
-    begins, so a crash loses at most the current one. max_steps bounds memory for an episode that
-    never ends (a missing time limit): at that length the steps so far are saved as an open
-    episode (no end flag) with a logged warning, and recording goes on in a new file.
-    """
-
-    def __init__(self, directory: str | Path, meta: dict, max_steps: int = 10_000) -> None:
-        check_meta(meta)
-        if max_steps < 1:
-            raise ValueError(f"max_steps={max_steps}; expected >= 1")
-        self.directory = Path(directory)
-        self.meta = dict(meta)
-        self.max_steps = max_steps
-        self._steps: list[Transition] = []
-
-    @property
-    def num_pending(self) -> int:
-        """Steps of the current, unsaved episode."""
-        return len(self._steps)
-
-    def add(self, t: Transition) -> Path | None:
-        """Record one step; returns the saved file's path when ``t`` ends the episode.
-
-        Raises ValueError, recording nothing, when ``t`` holds a NaN or an infinity (state,
-        action, reward, gripper penalty) or ``t.obs`` does not continue the current episode
-        (call ``flush()`` or ``discard()`` first). If saving fails (e.g. disk full) the error is
-        raised and that episode's steps are dropped, so the next episode starts clean.
-        """
-        bad = non_finite_fields(t)
-        if bad:
-            raise ValueError(f"step has non-finite {', '.join(bad)}; not recorded")
-        if self._steps and not np.array_equal(
-            np.asarray(t.obs[STATE_KEY], dtype=np.float32),
-            np.asarray(self._steps[-1].next_obs[STATE_KEY], dtype=np.float32),
-            equal_nan=True,
-        ):
-            raise ValueError(
-                f"obs['{STATE_KEY}'] does not continue the current episode of {len(self._steps)} "
-                "steps; call flush() or discard() before starting a new one"
-            )
-        self._steps.append(t)
-        if t.terminated or t.truncated:
-            return self.flush()
-        if len(self._steps) >= self.max_steps:
-            log.warning(
-                "episode reached max_steps=%d without terminated/truncated; saving it open",
-                self.max_steps,
-            )
-            return self.flush()
-        return None
-
-    def flush(self) -> Path | None:
-        """Save the current steps now (an open episode if the last did not end); None if none."""
-        steps, self._steps = self._steps, []
-        return save_episode(self.directory, steps, self.meta) if steps else None
-
-    def discard(self) -> None:
-        """Drop the current episode's steps (e.g. the operator aborted it)."""
-        self._steps = []

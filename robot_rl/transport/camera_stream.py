@@ -26,13 +26,13 @@ import math
 import struct
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import zmq
 
-from robot_rl.interfaces import Camera, Frame
+from robot_rl.interfaces import Frame
 from robot_rl.transport.codec import CodecError, decode, encode
 from robot_rl.transport.security import SecurityConfig, secure_client, secure_server
 
@@ -92,11 +92,6 @@ class CameraPublisher:
         self._seq += 1
         with contextlib.suppress(zmq.Again):  # PUB drops at the high-water mark; nothing to undo
             self._sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
-
-    def publish_from(self, cameras: Iterable[Camera]) -> None:
-        """Read one frame from each camera and publish it."""
-        for camera in cameras:
-            self.publish(camera.read())
 
     def close(self) -> None:
         self._sock.close(linger=0)

@@ -44,7 +44,7 @@ MESSAGE_TYPES = frozenset(
     {
         "frame",  # one camera frame: arrays {"image"}, meta {camera_id, capture stamp, ...}
         "transitions",  # a batch of env steps from an actor
-        "transitions_ack",  # the learner's receipt: meta {actor_id, up_to}
+        "transitions_ack",  # receipt: meta {actor_id, received, durable, weights_version, error?}
         "weights",  # policy weights: arrays {"safetensors"}, meta {version}
         "robot_state",  # the robot server's state at >= 100 Hz
         "robot_target",  # pose / gains / gripper targets to the robot server

@@ -22,7 +22,6 @@ from robot_rl.data import episodes as ep_mod
 from robot_rl.data.batch import Transition
 from robot_rl.data.episodes import (
     EpisodeFormatError,
-    EpisodeRecorder,
     episode_arrays,
     load_episode,
     load_episodes,
@@ -318,74 +317,6 @@ def test_bad_episode_is_not_saved(tmp_path: Path, steps: list, meta: dict, patte
     with pytest.raises(ValueError, match=pattern):
         save_episode(tmp_path, steps, meta)
     assert not list(tmp_path.iterdir())
-
-
-# -- recorder --------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "meta, max_steps, pattern",
-    [({}, 10, r"meta\['task'\]"), ({**META, "created_utc": "x"}, 10, "set by"), (META, 0, "max_")],
-)
-def test_recorder_rejects_bad_settings(tmp_path: Path, meta: dict, max_steps: int, pattern: str):
-    with pytest.raises(ValueError, match=pattern):
-        EpisodeRecorder(tmp_path, meta, max_steps=max_steps)
-
-
-def test_recorder_saves_each_episode_when_it_ends(tmp_path: Path):
-    rec = EpisodeRecorder(tmp_path, META)
-    first, second = episode(0, 3, "terminated"), episode(1, 2, "truncated")
-    returned = [rec.add(t) for t in [*first, *second]]
-    assert returned[:2] == [None, None] and returned[3] is None
-    assert [p.name for p in (returned[2], returned[4])] == [
-        "episode_000000.npz",
-        "episode_000001.npz",
-    ]
-    rec.add(episode(2, 3)[0])  # an unfinished episode stays in memory only
-    assert rec.num_pending == 1
-    assert len(list(load_episodes(tmp_path))) == 2
-    assert_same_steps(load_episode(returned[4])[0], second)
-
-
-def test_recorder_rejects_a_step_that_does_not_continue(tmp_path: Path):
-    rec = EpisodeRecorder(tmp_path, META)
-    rec.add(episode(0, 3)[0])
-    with pytest.raises(ValueError, match="does not continue"):
-        rec.add(episode(1, 3)[0])
-    assert rec.num_pending == 1
-    rec.discard()
-    assert rec.num_pending == 0 and rec.flush() is None
-    rec.add(episode(1, 3)[0])
-    path = rec.flush()  # saved as an open episode
-    assert path is not None
-    steps, _ = load_episode(path)
-    assert len(steps) == 1 and not (steps[0].terminated or steps[0].truncated)
-
-
-def test_recorder_bounds_an_episode_that_never_ends(tmp_path: Path, caplog):
-    rec = EpisodeRecorder(tmp_path, META, max_steps=4)
-    with caplog.at_level(logging.WARNING, logger=ep_mod.__name__):
-        paths = [rec.add(t) for t in episode(0, 10, end=None)]
-    saved = [p for p in paths if p is not None]
-    assert len(saved) == 2 and rec.num_pending == 2
-    assert [len(e.transitions) for e in load_episodes(tmp_path)] == [4, 4]
-    assert any("max_steps=4" in r.getMessage() for r in caplog.records)
-
-
-def test_recorder_refuses_a_non_finite_step_and_keeps_the_episode(tmp_path: Path):
-    rec = EpisodeRecorder(tmp_path, META)
-    steps = episode(0, 3, "terminated")
-    rec.add(steps[0])
-    nan_next = {**steps[1].next_obs, "state": np.array([0, 2, np.nan], np.float32)}
-    with pytest.raises(ValueError, match=r"non-finite next_obs\['state'\]"):
-        rec.add(replace(steps[1], next_obs=nan_next))
-    with pytest.raises(ValueError, match="non-finite gripper_penalty"):
-        rec.add(replace(steps[1], gripper_penalty=float("inf")))
-    assert rec.num_pending == 1
-    rec.add(steps[1])
-    path = rec.add(steps[2])
-    assert path is not None
-    assert_same_steps(load_episode(path)[0], steps)
 
 
 def test_an_episode_with_a_nan_state_is_not_saved(tmp_path: Path):

@@ -54,34 +54,3 @@ def test_the_env_ends_episodes_when_the_detector_fires(tiny_dir: Path) -> None:
     env.close()
     with pytest.raises(ValueError, match="pixels"):
         TwinEnv(TwinEnvConfig(task="reach", obs="state"), detector=never)
-
-
-def test_async_scoring_never_blocks_and_keeps_the_newest() -> None:
-    import threading
-
-    from robot_rl.rewards.detector import AsyncScorer
-
-    release = threading.Event()
-
-    class BusyDetector:  # stands in for a slow backbone: scores only when released
-        cameras = ("front",)
-
-        def score(self, frames: dict[str, np.ndarray]) -> np.ndarray:
-            release.wait(10)
-            return np.array([frames["front"].mean() / 255.0])
-
-    scorer = AsyncScorer(BusyDetector())
-    for step in range(50):  # all handed over while the scorer is stuck on the first one
-        scorer.submit(step, {"front": np.full((4, 4, 3), step, np.uint8)})
-    assert scorer.latest() is None
-    release.set()
-    deadline = threading.Event()
-    for _ in range(500):
-        latest = scorer.latest()
-        if latest is not None and latest[0] == 49:
-            break
-        deadline.wait(0.01)
-    tag, p = scorer.latest()
-    assert tag == 49 and p == pytest.approx(49 / 255.0)
-    assert scorer.skipped >= 47  # stale frames were replaced, not queued
-    scorer.close()
