@@ -14,7 +14,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from robot_rl.controllers.loop import LoopConfig
 from robot_rl.controllers.reference import ReferenceConfig, Workspace
 
@@ -109,3 +111,40 @@ class FrankySim:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class SimReachBackend:
+    """A reach task on franky-sim, for whole sessions on one machine (``robot-server --backend
+    franka-sim --task reach``): a ``FrankaBackend`` whose reset goes home, then to a random TCP
+    offset, and draws a goal; it publishes ``features`` (goal minus TCP, (3,) m, base frame) and
+    ``success`` (TCP within ``success_radius_m`` of the goal), as the twin's reach does."""
+
+    goal_low_m = (0.45, -0.15, 0.3)
+    goal_high_m = (0.7, 0.15, 0.55)
+    min_goal_distance_m = 0.1
+    success_radius_m = 0.015
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.period_s = backend.period_s
+        self.goal_m = np.zeros(3)
+
+    def __getattr__(self, name: str) -> Any:  # tick, set_target, state, ... of the arm
+        return getattr(self.backend, name)
+
+    def reset(self, options: dict[str, Any]) -> dict[str, Any]:
+        reply = self.backend.reset({**options, "mode": "random"})
+        rng = np.random.default_rng(reply["seed"])
+        tcp = self.backend.state().ee_pos_m
+        for _ in range(100):
+            self.goal_m = rng.uniform(self.goal_low_m, self.goal_high_m)
+            if np.linalg.norm(self.goal_m - tcp) >= self.min_goal_distance_m:
+                break
+        return {**reply, "goal_m": self.goal_m.tolist()}
+
+    def features(self) -> np.ndarray:
+        return self.goal_m - self.backend.state().ee_pos_m
+
+    def status(self) -> dict[str, Any]:
+        dist = float(np.linalg.norm(self.features()))
+        return {**self.backend.status(), "success": dist <= self.success_radius_m}

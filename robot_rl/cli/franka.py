@@ -121,7 +121,7 @@ def run_franka_server(args: argparse.Namespace) -> int:
     """``robot-server --backend franka|franka-sim``: a Franka behind the robot server."""
     from robot_rl.hardware.franka import FrankaError
     from robot_rl.hardware.franka_backend import FrankaBackend
-    from robot_rl.hardware.franka_sim import FrankySim
+    from robot_rl.hardware.franka_sim import FrankySim, SimReachBackend
     from robot_rl.transport.robot_server import RobotEndpoints, RobotServer
     from robot_rl.transport.security import SecurityConfig, SecurityError
 
@@ -135,9 +135,13 @@ def run_franka_server(args: argparse.Namespace) -> int:
             backend.start()
         except FrankaError as exc:
             raise CliError(str(exc)) from None
+        served = backend
+        if sim is not None and args.task == "reach":  # a goal and success, as the twin's reach
+            served = SimReachBackend(backend)
+            served.reset({"seed": 0})
         security = SecurityConfig(keys_dir=args.keys, name=args.key, plaintext=args.plaintext)
         try:
-            server = RobotServer(backend, RobotEndpoints(args.commands, args.state), security)
+            server = RobotServer(served, RobotEndpoints(args.commands, args.state), security)
         except SecurityError as exc:
             raise CliError(str(exc)) from None
         server.start()

@@ -97,6 +97,7 @@ class SessionConfig:
     actor_id: str = "actor-0"
     actor_steps: int = 1_000_000
     robot_server_task: str = ""  # start the twin's robot server for this task ("" : none)
+    robot_server_args: tuple[str, ...] = ()  # more robot-server flags: --backend franka-sim, ...
     robot_commands: str = "tcp://127.0.0.1:5560"
     robot_state: str = "tcp://127.0.0.1:5561"
     # Camera publishers, each the arguments of one `robot-rl cameras` process, e.g.
@@ -296,6 +297,7 @@ class Session:
                     "--commands", cfg.robot_commands, "--state", cfg.robot_state]  # fmt: skip
             if cfg.plaintext:
                 args.append("--plaintext")
+            args += list(cfg.robot_server_args)
             part = self._spawn("robot-server", args)
             self._wait_healthy(part, lambda: _listening(cfg.robot_commands, cfg.robot_state),
                                "commands and state ports listening")  # fmt: skip
