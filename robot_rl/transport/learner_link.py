@@ -165,6 +165,7 @@ class LearnerLink:
                 self.rejected += 1
                 log.error("learner link: a message raised %s: %s; dropped",
                           type(exc).__name__, _short(exc))  # fmt: skip
+                self._send(frames[0], 0, {"error": _short(f"internal error: {exc}")})
         return accepted
 
     def _handle(self, frames: list[Any]) -> int:

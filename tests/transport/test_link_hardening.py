@@ -102,6 +102,7 @@ BAD_MESSAGES = {
     "2-D starts_episode": transitions({}, changed(starts_episode=np.ones((2, 2), bool))),
     "no starts_episode": transitions({}, changed(starts_episode=None, **{"obs/state": None})),
     "0-d action": transitions({}, changed(action=np.array(0.5, np.float32))),
+    "0-d obs/state": transitions({}, changed(**{"obs/state": np.array(0.5, np.float32)})),
     "first_seq 2**64-1": with_header(transitions({}, good_arrays()), first_seq=2**64 - 1),
     "first_seq inf": with_header(transitions({}, good_arrays()), first_seq=float("inf")),
     "count 2**63": with_header(transitions({}, good_arrays()), count=2**63),
