@@ -5,13 +5,11 @@ its run is ``run_franka_server``)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import time
 from pathlib import Path
 
 from robot_rl.cli.errors import CliError
-
-POLL_PERIOD_S = 0.2
 
 
 def add(subparsers: argparse._SubParsersAction) -> None:
@@ -148,12 +146,8 @@ def run_franka_server(args: argparse.Namespace) -> int:
         print(f"robot server: franka ({backend.control}) at {backend.config.robot_ip} on "
               f"{server.commands_endpoint}, state on {server.state_endpoint}; Ctrl-C stops; the "
               "hardware stop stays in the operator's hand", flush=True)  # fmt: skip
-        deadline = None if args.duration is None else time.monotonic() + args.duration
-        try:
-            while server.error is None and (deadline is None or time.monotonic() < deadline):
-                time.sleep(POLL_PERIOD_S)
-        except KeyboardInterrupt:
-            pass
+        with contextlib.suppress(KeyboardInterrupt):
+            server.wait(args.duration)
     finally:
         if server is not None:
             server.stop()

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 from robot_rl.cli.errors import CliError
 from robot_rl.cli.flags import add_key_flags, add_robot_flags
 from robot_rl.cli.franka import add_backend_flags
-
-POLL_PERIOD_S = 0.2  # how often the waiting CLI looks at the server's health and the clock
 
 
 def add(subparsers: argparse._SubParsersAction) -> None:
@@ -47,10 +44,8 @@ def run(args: argparse.Namespace) -> int:
     server.start()
     print(f"robot server: {args.task} twin on {server.commands_endpoint}, state on "
           f"{server.state_endpoint}; Ctrl-C stops")  # fmt: skip
-    deadline = None if args.duration is None else time.monotonic() + args.duration
     try:
-        while server.error is None and (deadline is None or time.monotonic() < deadline):
-            time.sleep(POLL_PERIOD_S)
+        server.wait(args.duration)
     except KeyboardInterrupt:
         pass
     finally:

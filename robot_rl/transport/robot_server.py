@@ -286,6 +286,16 @@ class RobotServer:
         if self.error is not None:
             raise RuntimeError("robot server stopped on an error") from self.error
 
+    def wait(self, duration_s: float | None = None, poll_s: float = 0.2) -> None:
+        """Block while the server serves: until ``duration_s`` has passed (None: no limit), the
+        serving loop has stopped on an error, or ``stop`` is called. Ctrl-C reaches the caller."""
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        while self.error is None and not self._stop.is_set():
+            left_s = poll_s if deadline is None else min(poll_s, deadline - time.monotonic())
+            if left_s <= 0:
+                return
+            self._stop.wait(left_s)
+
     @property
     def alive(self) -> bool:
         """Whether the serving thread runs."""

@@ -157,3 +157,21 @@ def test_the_console_hub_settings_are_reachable_from_set() -> None:
     config = load_config(TrainConfig, None, ["console.hub.max_fps=5", "console.hub.history=50"])
     assert (config.console.hub.max_fps, config.console.hub.history) == (5.0, 50)
     assert config.console.hub.jpeg_quality == 80  # untouched fields keep their defaults
+
+
+def test_robot_server_wait_returns_at_the_duration_on_an_error_or_a_stop() -> None:
+    """``RobotServer.wait`` (what ``robot-rl robot-server`` blocks in) ends for each reason."""
+    import time
+    from types import SimpleNamespace
+
+    from robot_rl.transport.robot_server import RobotServer
+
+    server = SimpleNamespace(error=None, _stop=threading.Event())
+    start = time.monotonic()
+    RobotServer.wait(server, duration_s=0.05, poll_s=0.01)
+    assert time.monotonic() - start >= 0.05
+    server.error = RuntimeError("tick failed")
+    RobotServer.wait(server, duration_s=None)  # returns at once: the loop has failed
+    server.error = None
+    server._stop.set()
+    RobotServer.wait(server, duration_s=None)  # returns at once: stopped
