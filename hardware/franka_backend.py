@@ -256,7 +256,7 @@ class FrankaBackend:
                         self.robot.poll()
                     step()
                 except Exception as exc:  # any franky error is a fault to report, never a crash
-                    self._enter_fault(str(exc) or type(exc).__name__)
+                    self._enter_fault(self._fault_reason(exc))
                     continue
                 ticks += 1
                 deadline += period
@@ -286,6 +286,19 @@ class FrankaBackend:
                 self.timing.latencies_s.append(now - stamp)
         if status.mode != previous and len(self.timing.mode_changes) < 1000:
             self.timing.mode_changes.append((now, int(status.mode)))
+
+    def _fault_reason(self, exc: BaseException) -> str:
+        """libfranka's reason: the ended motion's own error when there is one (a reflex, a
+        signal timeout), else what was raised (a lost link shows as a failed state read)."""
+        text = f"{type(exc).__name__}: {exc}"
+        try:
+            self.robot.poll()
+        except FrankaFaultError as motion_error:
+            if str(motion_error) not in text:
+                text = f"{motion_error} ({text})"
+        except Exception as other:  # the poll itself can fail on a dead link
+            log.debug("poll after a fault: %s", other)
+        return text
 
     def _enter_fault(self, text: str) -> None:
         self._run.clear()
@@ -549,33 +562,39 @@ class FrankaBackend:
         return reply
 
     def _joint_move(self, q_goal: np.ndarray) -> None:
-        """A capped-speed joint-space move (franky's planner at ``home_speed_fraction`` of the
-        dynamics limits), then the control motion restarts holding there."""
-        self._pause()
-        try:
-            self._stop_motion()
-            motion = self._franky.JointMotion(
-                q_goal.tolist(), relative_dynamics_factor=self.config.home_speed_fraction
-            )
-            self.robot.franky_robot.move(motion)
-            self._start_motion()
-        except Exception as exc:
-            self._enter_fault(f"joint move failed: {exc}")
-            raise RuntimeError(f"joint move failed: {exc}") from None
-        self._run.set()
-        if self.control == "torque":  # finish on our joint impedance: the planner's end lags
-            self._require_loop().set_joint_target(JointTarget(q_goal))
-            deadline = time.monotonic() + self.reset_config.timeout_s
-            while time.monotonic() < deadline and not self._fault_text:
-                s = self.state()
-                if np.abs(s.q_rad - q_goal).max() < 0.005 and np.abs(s.dq_rad_s).max() < 0.02:
-                    return
-                self.keep_alive()
-                time.sleep(0.01)
-            raise RuntimeError(
-                f"the arm did not settle at {q_goal.tolist()} within "
-                f"{self.reset_config.timeout_s} s: {self._fault_text or 'timeout'}"
-            )
+        """A capped-speed joint-space move to ``q_goal`` (7,) rad, returning once settled.
+
+        Torque mode: our joint impedance law toward a reference limited to
+        ``home_speed_fraction`` of each joint's velocity limit, inside the running torque motion
+        (the arm is never handed over). Tracker mode: franky's joint planner at that fraction of
+        the dynamics limits, then the tracker restarts holding there. RuntimeError on a fault or
+        a timeout."""
+        if self.control == "tracker":
+            self._pause()
+            try:
+                self._stop_motion()
+                motion = self._franky.JointMotion(
+                    q_goal.tolist(), relative_dynamics_factor=self.config.home_speed_fraction
+                )
+                self.robot.franky_robot.move(motion)
+                self._start_motion()
+            except Exception as exc:
+                self._enter_fault(f"joint move failed: {type(exc).__name__}: {exc}")
+                raise RuntimeError(f"joint move failed: {exc}") from None
+            self._run.set()
+            return
+        self._require_loop().set_joint_target(JointTarget(q_goal))
+        deadline = time.monotonic() + self.reset_config.timeout_s
+        while time.monotonic() < deadline and not self._fault_text:
+            s = self.state()
+            if np.abs(s.q_rad - q_goal).max() < 0.005 and np.abs(s.dq_rad_s).max() < 0.02:
+                return
+            self.keep_alive()
+            time.sleep(0.01)
+        raise RuntimeError(
+            f"the arm did not settle at {q_goal.tolist()} within "
+            f"{self.reset_config.timeout_s} s: {self._fault_text or 'timeout'}"
+        )
 
     def _move_to(self, pos_m: np.ndarray, quat_xyzw: np.ndarray) -> None:
         """Track a Cartesian goal through the normal pipeline until within ``settle_pos_m``."""

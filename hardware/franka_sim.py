@@ -128,13 +128,24 @@ class SimReachBackend:
         self.backend = backend
         self.period_s = backend.period_s
         self.goal_m = np.zeros(3)
+        self._start: tuple[np.ndarray, np.ndarray] | None = None
 
     def __getattr__(self, name: str) -> Any:  # tick, set_target, state, ... of the arm
         return getattr(self.backend, name)
 
     def reset(self, options: dict[str, Any]) -> dict[str, Any]:
-        reply = self.backend.reset({**options, "mode": "random"})
-        rng = np.random.default_rng(reply["seed"])
+        """A Cartesian move to the start TCP plus a seeded offset (fast: no joint homing), then a
+        goal at least ``min_goal_distance_m`` away."""
+        seed = options.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"reset seed={seed!r}; expected an int")
+        if self._start is None:
+            s = self.backend.state()
+            self._start = (s.ee_pos_m.copy(), s.ee_quat_xyzw.copy())
+        rng = np.random.default_rng(seed)
+        box = np.asarray(self.backend.reset_config.random_box_m)
+        self.backend._move_to(self._start[0] + rng.uniform(-box, box), self._start[1])
+        reply: dict[str, Any] = {"seed": seed}
         tcp = self.backend.state().ee_pos_m
         for _ in range(100):
             self.goal_m = rng.uniform(self.goal_low_m, self.goal_high_m)
