@@ -140,3 +140,12 @@ def test_action_names_follow_the_twins_layout():
     assert action_names(4, False) == ["x", "y", "z", "gripper"]
     assert action_names(7, True) == ["x", "y", "z", "rx", "ry", "rz", "gripper"]
     assert action_names(2, False) == ["0", "1"]
+
+
+def test_the_cli_saves_an_rrd_and_refuses_a_missing_target(run_dir: Path, tmp_path: Path):
+    from robot_rl.cli import main
+
+    out = tmp_path / "cli.rrd"
+    assert main(["view", str(run_dir), "--save", str(out), "--episode", "0"]) == 0
+    assert _entities(out)["/cameras/front"] == 4
+    assert main(["view", str(tmp_path / "nothing"), "--save", str(out)]) == 2

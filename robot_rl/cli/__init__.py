@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 COMMANDS: tuple[str, ...] = (
     "bench", "record", "train", "keys", "cameras", "distributed", "robot", "reward", "session",
     "franka",  # doctor, robot capture-pose (the robot-server's Franka backend is run from there)
+    "data", "view",  # LeRobotDataset export/import; episodes in rerun
 )  # fmt: skip
 
 

@@ -114,3 +114,23 @@ def test_without_the_extra_the_error_names_it(monkeypatch):
         monkeypatch.setitem(sys.modules, name, None)  # as if not installed
     with pytest.raises(MissingExtraError, match=r"pip install 'robot-rl\[lerobot\]'"):
         dataset_class()
+
+
+def test_the_data_cli_refuses_bad_paths(tmp_path: Path):
+    from robot_rl.cli import main
+
+    (tmp_path / "taken").mkdir()
+    assert main(["data", "export", str(tmp_path / "none"), str(tmp_path / "ds")]) == 2
+    assert main(["data", "export", str(tmp_path), str(tmp_path / "taken")]) == 2
+    assert main(["data", "export", str(tmp_path), str(tmp_path / "x"), "--demos"]) == 2
+    assert main(["data", "import", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+
+
+@needs_lerobot
+def test_the_data_cli_round_trip(tmp_path: Path):
+    from robot_rl.cli import main
+
+    _record(tmp_path / "eps")
+    assert main(["data", "export", str(tmp_path / "eps"), str(tmp_path / "ds"), "--images"]) == 0
+    assert main(["data", "import", str(tmp_path / "ds"), "--out", str(tmp_path / "back")]) == 0
+    assert len(list(load_episodes(tmp_path / "back"))) == 2
