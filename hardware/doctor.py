@@ -72,9 +72,7 @@ def check_kernel() -> Check:
 def loop_jitter(seconds: float, period_s: float = 0.001) -> dict[str, float]:
     """Run a bare 1 kHz loop on monotonic deadlines (with SCHED_FIFO if allowed) for
     ``seconds``; interval p99/max (ms) and the fraction of 1 ms periods with no tick."""
-    from robot_rl.hardware.franka_backend import realtime_setup
-
-    from robot_rl.bench.franka import missed_period_fraction
+    from robot_rl.hardware.franka_backend import missed_period_fraction, realtime_setup
 
     n = max(2, int(seconds / period_s))
     stamps = np.zeros(n)

@@ -112,6 +112,16 @@ class TimingRing:
         self.mode_changes.clear()
 
 
+def missed_period_fraction(stamps_s: np.ndarray, period_s: float = 0.001) -> float:
+    """Fraction of the ``period_s`` slots between the first and last stamp with no stamp in it."""
+    if len(stamps_s) < 2:
+        return 1.0
+    # Slots start half a period before the first stamp, so a steady 1 kHz stream sits mid-slot.
+    slots = np.floor((stamps_s - stamps_s[0]) / period_s + 0.5).astype(np.int64)
+    total = int(slots[-1]) + 1
+    return 1.0 - len(np.unique(slots)) / total
+
+
 def realtime_setup(cpu: int | None, priority: int) -> dict[str, Any]:
     """Ask for SCHED_FIFO ``priority`` and a CPU pin for the calling thread; say what was
     granted (an unprivileged user gets neither, which is logged, not fatal)."""

@@ -56,8 +56,6 @@ ALLOWED_FOR_NOW: set[tuple[str, str]] = {
     ("robot_rl.runtime.learner", "robot_rl.runtime.train"),
     # A cycle inside console: hub.py keeps a shim for the forwarder's old name.
     ("robot_rl.console.hub", "robot_rl.console.forwarder"),
-    # Upward: robot-rl doctor reuses a statistic of the Franka bench; it belongs in hardware.
-    ("robot_rl.hardware.doctor", "robot_rl.bench.franka"),
 }
 
 

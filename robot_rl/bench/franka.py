@@ -37,6 +37,7 @@ import numpy as np
 
 from robot_rl.controllers.targets import CartesianTarget
 from robot_rl.controllers.watchdog import ControlMode
+from robot_rl.hardware.franka_backend import missed_period_fraction
 
 SEND_PERIOD_S = 0.05  # 20 Hz target stream
 CIRCLE_RADIUS_M = 0.05
@@ -155,16 +156,6 @@ def watchdog_hold_ms(backend: object, quat_xyzw: np.ndarray, start_m: np.ndarray
             return (holds[0] - last_target_s) * 1e3
         time.sleep(0.005)
     raise RuntimeError("the watchdog did not hold within 2 s of the last target")
-
-
-def missed_period_fraction(stamps_s: np.ndarray, period_s: float = 0.001) -> float:
-    """Fraction of the ``period_s`` slots between the first and last stamp with no stamp in it."""
-    if len(stamps_s) < 2:
-        return 1.0
-    # Slots start half a period before the first stamp, so a steady 1 kHz stream sits mid-slot.
-    slots = np.floor((stamps_s - stamps_s[0]) / period_s + 0.5).astype(np.int64)
-    total = int(slots[-1]) + 1
-    return 1.0 - len(np.unique(slots)) / total
 
 
 def _intervals_ms(stamps_s: np.ndarray) -> np.ndarray:

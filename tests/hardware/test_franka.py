@@ -18,9 +18,8 @@ from robot_rl.hardware.franka import (
     FrankaRobot,
     fci_unreachable_message,
 )
-from robot_rl.hardware.franka_backend import realtime_setup
+from robot_rl.hardware.franka_backend import missed_period_fraction, realtime_setup
 
-from robot_rl.bench.franka import missed_period_fraction
 from robot_rl.interfaces import PANDA_LIMITS, Robot
 
 J = np.arange(42, dtype=float).reshape(6, 7) / 42.0
