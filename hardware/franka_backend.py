@@ -65,7 +65,7 @@ class ResetConfig:
 
     mode: Literal["home", "random", "operator"] = "home"
     random_box_m: tuple[float, float, float] = (0.03, 0.03, 0.02)  # half-widths around home TCP
-    settle_pos_m: float = 0.003
+    settle_pos_m: float = 0.005  # a reset pose needs no more (a sim or a payload sags a few mm)
     timeout_s: float = 15.0
 
 
@@ -619,7 +619,7 @@ class FrankaBackend:
             s = self.state()
             if (
                 np.linalg.norm(s.ee_pos_m - pos_m) < self.reset_config.settle_pos_m
-                and np.linalg.norm(s.ee_twist[:3]) < 0.01
+                and np.linalg.norm(s.ee_twist[:3]) < 0.02
             ):
                 return
             if int(self.status()["mode"]) != int(ControlMode.ACTIVE):
