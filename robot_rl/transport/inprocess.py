@@ -47,6 +47,7 @@ class InProcessTransport:
         self._queue: deque[tuple[str, int, Transition | None, bool]] = deque()
         self._weights: tuple[int, dict[str, Any]] | None = None
         self._in_flight = 0  # items taken by poll() but not yet stored
+        self._in_flight_steps: dict[str, int] = {}  # of which steps, per actor
 
     def actor(self, actor_id: str, first_seq: int = 0) -> InProcessActorLink:
         return InProcessActorLink(self, actor_id, first_seq)
@@ -126,7 +127,7 @@ class InProcessActorLink:
     def unacknowledged_steps(self) -> int:
         with self._t._cond:
             queued = sum(1 for item in self._t._queue if item[0] == self.actor_id and item[2])
-            return queued + self._t._in_flight
+            return queued + self._t._in_flight_steps.get(self.actor_id, 0)
 
     @property
     def steps_held(self) -> int:
@@ -176,11 +177,19 @@ class InProcessLearnerLink:
             items = list(self._t._queue)
             self._t._queue.clear()
             self._t._in_flight += len(items)
+            taken: dict[str, int] = {}
+            for actor_id, _, step, _ in items:
+                taken[actor_id] = taken.get(actor_id, 0) + (step is not None)
+            for actor_id, n in taken.items():
+                flying = self._t._in_flight_steps
+                flying[actor_id] = flying.get(actor_id, 0) + n
         try:
             accepted = self._take(items)
         finally:
             with self._t._cond:
                 self._t._in_flight -= len(items)
+                for actor_id, n in taken.items():
+                    self._t._in_flight_steps[actor_id] -= n
                 self._t._cond.notify_all()
         return accepted
 
