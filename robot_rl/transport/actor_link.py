@@ -254,9 +254,9 @@ class ActorLink:
         frames = encode_steps(self.config.actor_id, first, steps, starts,
                               closes_episode=closes_episode)  # fmt: skip
         batch = self._write_batch(first, first + count - 1, [bytes(f) for f in frames])
-        self._next_seq = batch.last_seq + 1
-        self._write_seq()
         self._fsync_spool()
+        # The spool's file names carry the seq; next_seq is written when batches are freed.
+        self._next_seq = batch.last_seq + 1
         self._pending, self._pending_starts = self._pending[count:], self._pending_starts[count:]
         self._pending_since = time.monotonic()
         self._batches.append(batch)
@@ -399,6 +399,8 @@ class ActorLink:
         self._free(durable)
 
     def _free(self, durable: int) -> None:
+        if self._batches and self._batches[0].last_seq <= durable:
+            self._write_seq()  # before the files that also carry it are deleted
         while self._batches and self._batches[0].last_seq <= durable:
             batch = self._batches.popleft()
             self._send_index = max(0, self._send_index - 1)

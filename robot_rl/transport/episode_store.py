@@ -39,7 +39,7 @@ class EpisodeStore:
         directory: str | Path,
         task: str,
         compress: bool = False,
-        max_episode_steps: int = 10_000,
+        max_episode_steps: int = 2_000,
     ) -> None:
         if max_episode_steps < 1:
             raise ValueError(f"max_episode_steps={max_episode_steps}; expected >= 1")

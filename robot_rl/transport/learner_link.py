@@ -102,7 +102,7 @@ class LearnerLink:
         compress: bool = False,
         max_actors: int = 64,
         max_seq_gap: int = 10_000,
-        max_episode_steps: int = 10_000,
+        max_episode_steps: int = 2_000,
     ) -> None:
         if max_actors < 1 or max_seq_gap < 0:
             raise ValueError(f"max_actors={max_actors} (>= 1), max_seq_gap={max_seq_gap} (>= 0)")
