@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import sys
@@ -297,3 +298,74 @@ needs_gym_hil = pytest.mark.skipif(
     importlib.util.find_spec("gym_hil") is None,
     reason="gym-hil is not installed (pip install '.[gym-hil]')",
 )
+
+
+TELEOP_STEPS = (3, 4, 5)  # episode steps (mod 10) where the scripted operator drives
+TELEOP_ENV_ACTION = np.array([0.0, 0.0, 1.0, 2.0], np.float32)  # up, gym-hil's 2 = close
+
+
+def _hil_with_scripted_operator(**kwargs: Any) -> gym.Env:
+    """gym-hil's wrapped pick-cube with an operator who takes over on ``TELEOP_STEPS``, reporting
+    it as gym-hil's own intervention wrapper does (is_intervention, teleop_action)."""
+    from gym_hil.wrappers.factory import make_env
+
+    class ScriptedOperator(gym.Wrapper):
+        def reset(self, *, seed=None, options=None):
+            self.t = 0
+            return self.env.reset(seed=seed, options=options)
+
+        def step(self, action):
+            takes_over = self.t % 10 in TELEOP_STEPS
+            self.t += 1
+            executed = TELEOP_ENV_ACTION if takes_over else action
+            obs, reward, terminated, truncated, info = self.env.step(executed)
+            info["is_intervention"] = takes_over
+            info["teleop_action"] = executed
+            return obs, reward, terminated, truncated, info
+
+    env = make_env("gym_hil/PandaPickCubeBase-v0", reset_delay_seconds=0.0, **kwargs)
+    return ScriptedOperator(env)
+
+
+@needs_gym_hil
+@pytest.mark.integration
+def test_training_on_gym_hil_stores_transitions_interventions_and_episodes(tmp_path):
+    from robot_rl.agents.config import SACConfig
+    from robot_rl.data.episodes import load_episodes
+    from robot_rl.runtime.train import TrainConfig, TrainingSession
+
+    gym.register("robot_rl_test/HilOperator-v0", entry_point=_hil_with_scripted_operator)
+    try:
+        adapter = dataclasses.replace(HIL_LIKE, mujoco_gl="osmesa")
+        env = TwinEnvConfig(id="robot_rl_test/HilOperator-v0", task="gym_hil_pick_cube",
+                            adapter=adapter, max_episode_steps=40)  # fmt: skip
+        config = TrainConfig(
+            env=env, agent=SACConfig(utd_ratio=1, hidden_dims=(32, 32)), env_steps=300,
+            demos=0, interventions=False, learning_starts=50, batch_size=16, concurrent=False,
+            eval_every=0, eval_episodes=1, checkpoint_every=0, run_dir=str(tmp_path), name="hil",
+        )  # fmt: skip
+        session = TrainingSession(config)
+        session.run()
+    finally:
+        gym.registry.pop("robot_rl_test/HilOperator-v0")
+    episodes = list(load_episodes(tmp_path / "hil" / "episodes", strict=True))
+    assert sum(len(e.transitions) for e in episodes) == 300
+    assert all(e.meta["task"] == "gym_hil_pick_cube" for e in episodes)
+    finished = [e for e in episodes if e.transitions[-1].terminated or e.transitions[-1].truncated]
+    assert len(finished) >= 300 // 40 - 1
+    for e in finished:  # the time limit cuts an episode at 40 steps unless the cube was lifted
+        assert len(e.transitions) == 40 or e.transitions[-1].terminated
+    operator_action = np.array([0.0, 0.0, 1.0, -1.0], np.float32)  # robot-rl: -1 closes
+    taken_over = 0
+    for e in episodes:
+        for t, step in enumerate(e.transitions):
+            assert step.intervened == (t % 10 in TELEOP_STEPS), f"{e.path} step {t}"
+            assert step.obs["state"].shape == (21,) and np.isfinite(step.obs["state"]).all()
+            if step.intervened:
+                np.testing.assert_allclose(step.action, operator_action)
+                taken_over += 1
+            else:
+                assert np.all(np.abs(step.action) <= 1.0)
+    assert session.counters.interventions == taken_over > 0
+    assert len(session.demo) == taken_over  # interventions reach the demo buffer, as HIL-SERL
+    assert session.counters.updates > 0
