@@ -71,12 +71,13 @@ def cartesian_impedance_torque(
     # fast on light modes (a joint-1/joint-3 counter-rotation near q2 = 0 weighs ~0.02 kg m^2) and
     # set off a limit cycle against the 1000 Nm/s rate limit. Capped, then projected.
     omega = gains.nullspace_natural_freq_rad_s
-    accel_posture = (
-        omega * omega * (posture_q_rad - state.q_rad)
-        - (2.0 * gains.nullspace_damping_ratio * omega) * dq
-    )
     cap = gains.nullspace_torque_cap_nm
-    tau_posture = np.minimum(np.maximum(model.mass_matrix @ accel_posture, -cap), cap)
+    # Only the spring is capped: a capped damper stops damping once the posture is far away (at
+    # the workspace's corners), and the arm then swings through its self-motion at joint speeds
+    # near their limits.
+    tau_spring = model.mass_matrix @ (omega * omega * (posture_q_rad - state.q_rad))
+    tau_damper = model.mass_matrix @ ((2.0 * gains.nullspace_damping_ratio * omega) * dq)
+    tau_posture = np.minimum(np.maximum(tau_spring, -cap), cap) - tau_damper
     # N^T = I - J^T Jbar^T, with Jbar^T = Lambda J M^-1.
     tau_null = tau_posture - J.T @ (task_inertia @ (JMinv @ tau_posture))
 

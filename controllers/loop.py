@@ -5,6 +5,14 @@ reference pipeline + impedance law (or pure damping) -> torque safety -> command
 Lockstep mode steps a simulated robot once per tick; wall-clock mode runs on monotonic deadlines for
 a real arm. ``set_*_target`` may be called from any thread; a bad target raises InvalidTargetError
 in the caller and the loop runs on with its previous target.
+
+What bounds where the TCP goes: Cartesian targets are clipped to the workspace (rejected far
+outside it), their twist feedforward is scaled into the speed limits (rejected far over them), and
+the reference brakes at the box faces (``reference``). Joint targets must lie inside the soft
+joint limits, with their TCP (``forward_kinematics``, the Panda's by default) inside the box; while
+the joint reference moves, a step that would take its TCP further out of the box is not taken.
+Torque safety then adds joint-limit repulsion, a joint-velocity guard, torque and torque-rate
+limits.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,10 +28,12 @@ import numpy as np
 from robot_rl.controllers.cartesian_impedance import cartesian_impedance_torque
 from robot_rl.controllers.gains import CartesianGains, JointGains
 from robot_rl.controllers.joint_impedance import damping_torque, joint_impedance_torque
+from robot_rl.controllers.kinematics import panda_tcp_position
 from robot_rl.controllers.reference import (
     CartesianReferenceGenerator,
     JointReferenceGenerator,
     ReferenceConfig,
+    bound_twist,
 )
 from robot_rl.controllers.targets import (
     CartesianTarget,
@@ -61,6 +72,12 @@ class LoopConfig:
     posture_q_rad: tuple[float, ...] = PANDA_READY_Q_RAD
     joint_speed_fraction: float = 0.5
     telemetry_capacity: int = 60_000
+    # TCP position (3,) m, base frame, of joint angles (7,) rad: checks joint targets against the
+    # workspace box. The Panda's (Franka's DH table and hand); another arm passes its own.
+    forward_kinematics: Callable[[np.ndarray], np.ndarray] = panda_tcp_position
+    # How far (m) a joint reference's TCP may stray outside the box while it moves (FK is exact,
+    # the path between two checked ticks is 1 ms long).
+    joint_box_tolerance_m: float = 0.002
 
 
 @dataclass(frozen=True)
@@ -110,6 +127,8 @@ class ControlLoop:
         self._start_s: float | None = None
         self._last_tick_wall: float | None = None
         self.rejected_targets = 0
+        self.scaled_twists = 0  # targets whose twist feedforward was scaled into the speed limits
+        self.joint_box_stops = 0  # ticks a joint reference was stopped at the workspace box
         self.faults = 0
         self.stopped = False  # software stop: latched damping until clear_stop()
         self.status: LoopStatus | None = None
@@ -124,6 +143,12 @@ class ControlLoop:
             checked = validate_cartesian_target(target)
             # Far outside the workspace is an error for the caller, not for the 1 kHz tick.
             self.config.reference.workspace.clip(checked.pos_m, checked.quat_xyzw)
+            if checked.twist is not None:  # feedforward within the reference's speed limits
+                twist, scaled = bound_twist(checked.twist, self.config.reference)
+                if scaled:
+                    self.scaled_twists += 1
+                    checked = CartesianTarget(checked.pos_m, checked.quat_xyzw, twist,
+                                              checked.stiffness)  # fmt: skip
         except InvalidTargetError as exc:
             self.rejected_targets += 1
             log.warning("rejected Cartesian target: %s", exc)
@@ -134,9 +159,11 @@ class ControlLoop:
             self._pending = checked
 
     def set_joint_target(self, target: JointTarget) -> None:
-        """Validate and queue a joint target; raises InvalidTargetError (logged) if bad."""
+        """Validate and queue a joint target; raises InvalidTargetError (logged) if bad: not
+        finite, outside the soft joint limits, or with its TCP outside the workspace box."""
         try:
             checked = validate_joint_target(target)
+            self._check_joint_goal(checked.q_rad)
         except InvalidTargetError as exc:
             self.rejected_targets += 1
             log.warning("rejected joint target: %s", exc)
@@ -145,6 +172,24 @@ class ControlLoop:
             if self.stopped:
                 raise InvalidTargetError(_STOPPED)
             self._pending = checked
+
+    def _check_joint_goal(self, q_rad: np.ndarray) -> None:
+        lo, hi = self.joint.q_min_rad, self.joint.q_max_rad
+        bad = np.flatnonzero((q_rad < lo) | (q_rad > hi))
+        if bad.size:
+            i = int(bad[0])
+            raise InvalidTargetError(
+                f"q_rad[{i}] (joint {i + 1}) = {q_rad[i]:.4f} rad is outside its allowed range "
+                f"{lo[i]:.4f}..{hi[i]:.4f} rad (the joint limits less a "
+                f"{self.config.safety.joint_margin_rad} rad margin)"
+            )
+        tcp = np.asarray(self.config.forward_kinematics(q_rad), dtype=float)
+        ws = self.config.reference.workspace
+        if ws.outside_m(tcp) > 0.0:
+            raise InvalidTargetError(
+                f"q_rad={np.round(q_rad, 4).tolist()} puts the TCP at {np.round(tcp, 4).tolist()} "
+                f"m, outside the workspace box {list(ws.pos_min_m)}..{list(ws.pos_max_m)}"
+            )
 
     def keep_alive(self) -> None:
         """The target stream is alive but has nothing new (a client between two 10 Hz targets):
@@ -257,7 +302,7 @@ class ControlLoop:
             # A stalled stream is worth a warning; idling after a (re)start without targets is not.
             level = logging.WARNING if self._targets_seen else logging.DEBUG
             log.log(level, "no target for %.0f ms: holding the current pose", age * 1e3)
-            self.cartesian.reset(state.ee_pos_m, state.ee_quat_xyzw, now)
+            self.cartesian.brake_to_rest(now)  # within the acceleration limits, then hold
             self.joint.reset(state.q_rad)
         elif mode == ControlMode.DAMP and self._mode != ControlMode.DAMP and not self.stopped:
             log.warning("no target for %.0f ms: damping the arm to rest", age * 1e3)
@@ -271,7 +316,7 @@ class ControlLoop:
                     state, model, ref, self.cartesian.gains, self._posture
                 )
             else:
-                q_ref, dq_ref = self.joint.step()
+                q_ref, dq_ref = self._joint_step()
                 tau = joint_impedance_torque(state, model, q_ref, dq_ref, self.config.joint_gains)
         except Exception:  # a controller failure must not kill the loop: damp and report
             self.faults += 1
@@ -306,6 +351,25 @@ class ControlLoop:
             mode, age, now, flags, tau, self._law, self.rejected_targets, self.faults
         )
         return self.status
+
+    def _joint_step(self) -> tuple[np.ndarray, np.ndarray]:
+        """The joint reference's next step, unless it would take the TCP further outside the box
+        (beyond the tolerance): then the reference stays where it is (and says so once)."""
+        before = self.joint.q_rad.copy()
+        q_ref, dq_ref = self.joint.step()
+        if not dq_ref.any():
+            return q_ref, dq_ref
+        ws, fk = self.config.reference.workspace, self.config.forward_kinematics
+        outside = ws.outside_m(np.asarray(fk(q_ref), dtype=float))
+        if outside > self.config.joint_box_tolerance_m and outside > ws.outside_m(
+            np.asarray(fk(before), dtype=float)
+        ):
+            self.joint.reset(before)  # stop here; the goal is dropped
+            self.joint_box_stops += 1
+            if self.joint_box_stops == 1 or self.joint_box_stops % 1000 == 0:
+                log.warning("joint reference stopped: its TCP would leave the workspace box")
+            return before, np.zeros_like(dq_ref)
+        return q_ref, dq_ref
 
     # -- running ---------------------------------------------------------------------------------
     def run_for(self, duration_s: float) -> LoopStatus | None:

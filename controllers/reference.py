@@ -3,13 +3,23 @@
 Stages after validation (``robot_rl.controllers.targets``):
 1. clip the target to the workspace box (position) and to bounds on the rotation away from a nominal
    orientation (rotation vector in the nominal frame, so no Euler-angle singularities);
-   a position further than ``reject_margin_m`` outside the box is rejected as out of range;
+   a position further than ``reject_margin_m`` outside the box is rejected as out of range; a
+   twist feedforward is scaled down to the reference speed limits, and one more than
+   ``TWIST_REJECT_FACTOR`` times over them is rejected (``bound_twist``);
 2. interpolate from the current reference to the goal over the observed target period: linearly, or
    with a cubic Hermite segment when the target carries a twist (so streamed trajectories keep their
    velocity), extrapolating for at most one more period if the next target is late;
 3. limit the reference's linear and angular speed; the reference twist is its own finite difference;
-4. smooth stiffness changes with a first-order filter.
+4. keep the reference in the box on every tick: it brakes toward a face at
+   ``box_brake_m_s2`` so that it reaches the face at rest (whatever a Hermite segment or its
+   extrapolation asks for), and never moves further out of the box (a reference that starts
+   outside, after a reset, may only move back in);
+5. smooth stiffness changes with a first-order filter.
 No clock inside: callers pass the time.
+
+The default workspace box is one the Panda reaches gripper-down, away from its joint limits and
+singular poses (tests/controllers/test_workspace_reach.py sweeps it); its corners are not the
+arm's reach, which is a sphere about the shoulder.
 """
 
 from __future__ import annotations
@@ -32,8 +42,8 @@ GRIPPER_DOWN_QUAT_XYZW = (1.0, 0.0, 0.0, 0.0)
 class Workspace:
     """Allowed TCP poses: a position box (m) and per-axis rotation bounds (rad) about a nominal."""
 
-    pos_min_m: tuple[float, float, float] = (0.25, -0.4, 0.005)
-    pos_max_m: tuple[float, float, float] = (0.75, 0.4, 0.6)
+    pos_min_m: tuple[float, float, float] = (0.3, -0.25, 0.015)
+    pos_max_m: tuple[float, float, float] = (0.65, 0.25, 0.5)
     nominal_quat_xyzw: tuple[float, float, float, float] = GRIPPER_DOWN_QUAT_XYZW
     rot_bound_rad: tuple[float, float, float] = (0.7, 0.7, math.pi)
     reject_margin_m: float = 0.25
@@ -57,6 +67,11 @@ class Workspace:
         quat_c = quat_mul(nominal, quat_exp(rot_c)) if clipped else quat_xyzw
         return pos_c, quat_c, clipped
 
+    def outside_m(self, pos_m: np.ndarray) -> float:
+        """How far (m, along the worst axis) ``pos_m`` lies outside the box; <= 0 inside."""
+        lo, hi = np.asarray(self.pos_min_m), np.asarray(self.pos_max_m)
+        return float(np.maximum(lo - pos_m, pos_m - hi).max())
+
 
 @dataclass(frozen=True)
 class ReferenceConfig:
@@ -65,12 +80,62 @@ class ReferenceConfig:
     max_linear_speed_m_s: float = 0.5
     max_angular_speed_rad_s: float = 1.5
     max_linear_accel_m_s2: float = 5.0  # bound on the acceleration feedforward
+    box_brake_m_s2: float = 2.5  # deceleration toward a workspace face (0.5 m/s stops in 5 cm)
     max_angular_accel_rad_s2: float = 20.0
     nominal_target_period_s: float = 0.1
     min_target_period_s: float = 0.01
     max_target_period_s: float = 0.1
     gain_time_constant_s: float = 0.05
     workspace: Workspace = field(default_factory=Workspace)
+
+
+# A twist more than this many times over the reference speed limits is a bug or an attack, not a
+# trajectory to follow: it is rejected rather than scaled down.
+TWIST_REJECT_FACTOR = 2.0
+
+
+def bound_twist(twist: np.ndarray, config: ReferenceConfig) -> tuple[np.ndarray, bool]:
+    """(twist scaled into the speed limits, whether it was scaled); InvalidTargetError if it is
+    more than ``TWIST_REJECT_FACTOR`` times over them. twist (6,) m/s then rad/s, base frame."""
+    out = np.array(twist, dtype=float)
+    scaled = False
+    for part, limit, unit in ((slice(0, 3), config.max_linear_speed_m_s, "m/s"),
+                              (slice(3, 6), config.max_angular_speed_rad_s, "rad/s")):  # fmt: skip
+        peak = float(np.abs(out[part]).max())  # checked first: the norm of 1e308 overflows
+        speed = float(np.linalg.norm(out[part])) if peak <= 1e150 else math.inf
+        if speed > TWIST_REJECT_FACTOR * limit:
+            raise InvalidTargetError(
+                f"twist={np.round(out, 4).tolist()} asks for {speed:.4g} {unit}; the reference "
+                f"moves at most {limit} {unit} and twists above {TWIST_REJECT_FACTOR * limit} "
+                f"{unit} are rejected"
+            )
+        if speed > limit:
+            out[part] *= limit / speed
+            scaled = True
+    return out, scaled
+
+
+# Goal braking decelerates a little below the acceleration limit, so that the limit can follow it.
+_BRAKE_SHARE = 0.8
+
+
+def _shape(
+    step: np.ndarray, previous: np.ndarray, max_step: float, max_change: float, left: float | None
+) -> np.ndarray:
+    """One tick's step (3,) of the reference: within ``max_step`` (speed), braked to stop within
+    ``left`` (when given), and differing from ``previous`` by at most ``max_change``
+    (acceleration). All per tick: m or rad, per tick, per tick squared."""
+    norm = math.sqrt(float(step @ step))
+    cap = max_step
+    if left is not None:
+        cap = min(cap, math.sqrt(2.0 * _BRAKE_SHARE * max_change * left))
+    if norm > cap:
+        step = step * (cap / norm)
+    change = step - previous
+    change_norm = math.sqrt(float(change @ change))
+    if change_norm > max_change:
+        step = previous + change * (max_change / change_norm)
+    return step
 
 
 def _hermite(
@@ -95,6 +160,9 @@ class CartesianReferenceGenerator:
         self._stiffness_goal = gains.stiffness.copy()
         self._gain_alpha = period_s / (config.gain_time_constant_s + period_s)
         self.clipped_count = 0
+        self.braked_ticks = 0  # ticks on which the box braked or stopped the reference
+        self._box_lo = np.asarray(config.workspace.pos_min_m, dtype=float)
+        self._box_hi = np.asarray(config.workspace.pos_max_m, dtype=float)
         self._pos = np.zeros(3)
         self._quat = np.array([0.0, 0.0, 0.0, 1.0])
         self._twist = np.zeros(6)
@@ -122,6 +190,19 @@ class CartesianReferenceGenerator:
         self._hold_segment(now_s)
         self._last_goal_time_s = None
 
+    def brake_to_rest(self, now_s: float) -> None:
+        """Stop where the reference can stop from its current speed within the acceleration
+        limits (the watchdog's hold: an abrupt stop of a moving reference jerks the arm)."""
+        cfg, v = self.config, self._twist
+        lin_speed, rot_speed = float(np.linalg.norm(v[:3])), float(np.linalg.norm(v[3:]))
+        self._hold_segment(now_s)
+        self._seg_T = self.period_s
+        self._seg_p1 = self._pos + v[:3] * lin_speed / (
+            2 * _BRAKE_SHARE * cfg.max_linear_accel_m_s2
+        )
+        self._seg_rot = v[3:] * rot_speed / (2 * _BRAKE_SHARE * cfg.max_angular_accel_rad_s2)
+        self._last_goal_time_s = None
+
     def set_goal(self, target: CartesianTarget, now_s: float) -> bool:
         """Start a segment toward a validated target. Returns whether the workspace clipped it."""
         pos, quat, clipped = self.config.workspace.clip(target.pos_m, target.quat_xyzw)
@@ -142,7 +223,11 @@ class CartesianReferenceGenerator:
         self._seg_rot = quat_log(quat_mul(quat, quat_conj(self._quat)))
         self._seg_hermite = target.twist is not None
         self._seg_v0 = self._twist.copy()
-        self._seg_v1 = np.zeros(6) if target.twist is None else target.twist
+        self._seg_v1 = np.zeros(6) if target.twist is None else target.twist.copy()
+        # A goal on a face of the box cannot move on through it: drop that part of its twist.
+        lo, hi = self._box_lo, self._box_hi
+        outward = ((pos >= hi) & (self._seg_v1[:3] > 0)) | ((pos <= lo) & (self._seg_v1[:3] < 0))
+        self._seg_v1[:3][outward] = 0.0
         if target.stiffness is not None:
             self._stiffness_goal = target.stiffness
         return clipped
@@ -173,20 +258,28 @@ class CartesianReferenceGenerator:
         lin_step = p_des - self._pos
         lin_norm = math.sqrt(float(lin_step @ lin_step))
         lin_max = cfg.max_linear_speed_m_s * dt
-        if lin_norm > lin_max:
-            lin_step *= lin_max / lin_norm
         rot_step = quat_log(quat_mul(q_des, quat_conj(self._quat)))
         rot_norm = math.sqrt(float(rot_step @ rot_step))
         rot_max = cfg.max_angular_speed_rad_s * dt
-        if rot_norm > rot_max:
-            rot_step *= rot_max / rot_norm
+        # Linear segments end at rest on their goal: brake toward it so that the acceleration
+        # limit below can stop there (Hermite segments end at the target's twist instead).
+        lin_left = rot_left = None
+        if not self._seg_hermite:
+            lin_left = float(np.linalg.norm(self._seg_p1 - self._pos))
+            goal_quat = quat_mul(quat_exp(self._seg_rot), self._seg_q0)
+            rot_left = float(np.linalg.norm(quat_log(quat_mul(goal_quat, quat_conj(self._quat)))))
+        lin_step = _shape(lin_step, self._twist[:3] * dt, lin_max,
+                          cfg.max_linear_accel_m_s2 * dt * dt, lin_left)  # fmt: skip
+        rot_step = _shape(rot_step, self._twist[3:] * dt, rot_max,
+                          cfg.max_angular_accel_rad_s2 * dt * dt, rot_left)  # fmt: skip
+        lin_step, braked = self._keep_in_box(lin_step)
         self._pos = self._pos + lin_step
         self._quat = quat_mul(quat_exp(rot_step), self._quat)
         twist = np.concatenate((lin_step, rot_step)) / dt
         # Acceleration feedforward only along smooth (twist-given) segments; a linear segment's
         # velocity steps, and a speed-limited one is not the planned path.
         limited = lin_norm > lin_max or rot_norm > rot_max
-        if self._seg_hermite and not limited:
+        if braked or (self._seg_hermite and not limited):  # braking is planned: feed it forward
             accel = (twist - self._twist) / dt
             accel[:3] = np.minimum(
                 np.maximum(accel[:3], -cfg.max_linear_accel_m_s2), cfg.max_linear_accel_m_s2
@@ -207,13 +300,34 @@ class CartesianReferenceGenerator:
             self.gains = dataclasses.replace(self.gains, stiffness=k)
         return CartesianReference(self._pos, self._quat, self._twist, accel)
 
+    def _keep_in_box(self, lin_step: np.ndarray) -> tuple[np.ndarray, bool]:
+        """This tick's position step, braked so the reference reaches a box face at rest and
+        never moves further out of the box; (step, whether it was changed)."""
+        lo, hi = self._box_lo, self._box_hi
+        pos = self._pos
+        # Room to each face along the direction of motion (0 when at or beyond it); the speed
+        # toward a face is capped at sqrt(2 a room), so braking at a completes at the face.
+        room = np.where(lin_step > 0, hi - pos, pos - lo)
+        cap = np.sqrt(2.0 * self.config.box_brake_m_s2 * np.maximum(room, 0.0))
+        cap *= self.period_s
+        step = np.clip(lin_step, -cap, cap)
+        new = pos + step
+        # Never past a face, unless already beyond it (then never further out).
+        new = np.minimum(new, np.maximum(hi, pos))
+        new = np.maximum(new, np.minimum(lo, pos))
+        step = new - pos
+        changed = bool((step != lin_step).any())
+        self.braked_ticks += int(changed)
+        return step, changed
+
     @property
     def goal_pos_m(self) -> np.ndarray:
         return self._seg_p1
 
 
 class JointReferenceGenerator:
-    """Linear interpolation of joint targets with per-joint speed limits and soft joint limits."""
+    """Straight-line joint reference toward a goal, within per-joint speed and soft position
+    limits."""
 
     def __init__(
         self,
@@ -237,7 +351,12 @@ class JointReferenceGenerator:
         self.goal_rad = np.clip(q_rad, self.q_min_rad, self.q_max_rad)
 
     def step(self) -> tuple[np.ndarray, np.ndarray]:
-        """(q_ref (7,) rad, dq_ref (7,) rad/s) for this tick."""
-        step = np.clip(self.goal_rad - self.q_rad, -self.max_step_rad, self.max_step_rad)
+        """(q_ref (7,) rad, dq_ref (7,) rad/s) for this tick. All joints arrive together: the
+        reference runs a straight line in joint space, as fast as its slowest joint allows (so
+        the path between two checked poses is known)."""
+        step = self.goal_rad - self.q_rad
+        ratio = float(np.max(np.abs(step) / self.max_step_rad))
+        if ratio > 1.0:
+            step = step / ratio
         self.q_rad = self.q_rad + step
         return self.q_rad, step / self.period_s

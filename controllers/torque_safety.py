@@ -2,10 +2,12 @@
 
 Order, each stage seeing the previous one's output:
 1. non-finite guard: a NaN/inf torque is replaced by pure joint damping (flagged);
-2. joint-limit repulsion: a spring-damper pushes joints back from position limits, and damping
-   opposes joint speed beyond a fraction of the velocity limit;
-3. per-joint clamp to the torque limits;
-4. torque-rate limit against the torque sent on the previous tick (last, so nothing undoes it).
+2. joint-limit repulsion: a spring-damper pushes joints back from position limits;
+3. joint-velocity guard: on a joint faster than ``velocity_guard_fraction`` of its limit, torque
+   that would speed it up further is cut and damping brakes the excess (clamp); when any joint
+   passes ``velocity_hold_fraction`` of its limit the whole arm gets pure damping (hold);
+4. per-joint clamp to the torque limits;
+5. torque-rate limit against the torque sent on the previous tick (last, so nothing undoes it).
 The output is checked once more; if it is still not finite the previous torque is reused.
 """
 
@@ -24,6 +26,8 @@ FLAG_NONFINITE = 1
 FLAG_REPULSION = 2
 FLAG_CLAMPED = 4
 FLAG_RATE_LIMITED = 8
+FLAG_VELOCITY = 16  # the velocity guard cut or braked a joint's torque
+FLAG_VELOCITY_HOLD = 32  # a joint neared its speed limit: pure damping this tick
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,15 @@ class SafetyConfig:
     repulsion_damping_nm_s_per_rad: float = 5.0
     velocity_guard_fraction: float = 0.85
     velocity_guard_damping_nm_s_per_rad: float = 20.0
+    velocity_hold_fraction: float = 0.95
     damping: DampingGains = field(default_factory=DampingGains)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.velocity_guard_fraction < self.velocity_hold_fraction <= 1.0:
+            raise ValueError(
+                f"velocity_guard_fraction={self.velocity_guard_fraction}, velocity_hold_fraction="
+                f"{self.velocity_hold_fraction}; need 0 < guard < hold <= 1"
+            )
 
 
 class TorqueSafety:
@@ -51,6 +63,7 @@ class TorqueSafety:
         self._soft_min = limits.joint_pos_min_rad + c.joint_margin_rad
         self._soft_max = limits.joint_pos_max_rad - c.joint_margin_rad
         self._vel_guard = c.velocity_guard_fraction * limits.joint_vel_max_rad_s
+        self._vel_hold = c.velocity_hold_fraction * limits.joint_vel_max_rad_s
 
     def reset(self, tau_nm: np.ndarray | None = None) -> None:
         """Forget the rate-limit history (only when the arm is known to carry this torque)."""
@@ -70,11 +83,21 @@ class TorqueSafety:
 
         below = q_rad < self._soft_min
         above = q_rad > self._soft_max
-        if (below | above | (np.abs(dq_rad_s) > self._vel_guard)).any():
+        if (below | above).any():
             flags |= FLAG_REPULSION
             k, d = c.repulsion_stiffness_nm_per_rad, c.repulsion_damping_nm_s_per_rad
             tau_nm += np.where(below, k * (self._soft_min - q_rad) - d * np.minimum(dq_rad_s, 0), 0)
             tau_nm += np.where(above, k * (self._soft_max - q_rad) - d * np.maximum(dq_rad_s, 0), 0)
+
+        speed = np.abs(dq_rad_s)
+        fast = speed > self._vel_guard
+        if fast.any():
+            flags |= FLAG_VELOCITY
+            if (speed > self._vel_hold).any():  # hold: bring the whole arm to rest
+                flags |= FLAG_VELOCITY_HOLD
+                tau_nm = damping_torque(dq_rad_s, c.damping)
+            else:  # clamp: nothing may speed a fast joint up; brake what is over the guard
+                tau_nm = np.where(fast & (tau_nm * dq_rad_s > 0), 0.0, tau_nm)
             excess = dq_rad_s - np.clip(dq_rad_s, -self._vel_guard, self._vel_guard)
             tau_nm -= c.velocity_guard_damping_nm_s_per_rad * excess
 

@@ -15,6 +15,8 @@ from robot_rl.controllers.torque_safety import (
     FLAG_NONFINITE,
     FLAG_RATE_LIMITED,
     FLAG_REPULSION,
+    FLAG_VELOCITY,
+    FLAG_VELOCITY_HOLD,
     SafetyConfig,
     TorqueSafety,
 )
@@ -210,14 +212,45 @@ def test_repulsion_damps_motion_toward_the_limit_only():
 def test_velocity_guard_brakes_a_joint_near_its_speed_limit(joint):
     config = SafetyConfig()
     dq = np.zeros(7)
-    dq[joint] = 0.95 * PANDA_LIMITS.joint_vel_max_rad_s[joint]  # past the 85 % guard
+    dq[joint] = 0.9 * PANDA_LIMITS.joint_vel_max_rad_s[joint]  # past the 85 % guard
     s = safety()
     for _ in range(10):
         out, flags = s.process(np.zeros(7), Q_MID, dq)
-    assert flags & FLAG_REPULSION
+    assert flags & FLAG_VELOCITY and not flags & FLAG_VELOCITY_HOLD
     assert out[joint] < 0.0
     excess = dq[joint] - config.velocity_guard_fraction * PANDA_LIMITS.joint_vel_max_rad_s[joint]
     assert out[joint] == pytest.approx(-config.velocity_guard_damping_nm_s_per_rad * excess)
+
+
+@pytest.mark.parametrize("joint", range(7))
+def test_velocity_guard_cuts_torque_that_would_speed_a_fast_joint_up(joint):
+    dq = np.zeros(7)
+    dq[joint] = -0.9 * PANDA_LIMITS.joint_vel_max_rad_s[joint]
+    tau = np.full(7, -5.0)  # pushes every joint the negative way: joint ``joint`` is already fast
+    s = safety()
+    for _ in range(20):
+        out, _ = s.process(tau, Q_MID, dq)
+    assert out[joint] > 0.0  # not -5 Nm: the push is cut and the excess is braked
+    np.testing.assert_allclose(np.delete(out, joint), -5.0)  # slow joints keep their torque
+
+
+def test_velocity_guard_holds_the_whole_arm_near_the_speed_limit():
+    config = SafetyConfig()
+    dq = np.full(7, 0.3)
+    dq[3] = 0.97 * PANDA_LIMITS.joint_vel_max_rad_s[3]  # past the 95 % hold
+    s = safety()
+    for _ in range(100):  # long enough for the rate limit to let the torque settle
+        out, flags = s.process(np.full(7, 8.0), Q_MID, dq)
+    assert flags & FLAG_VELOCITY_HOLD
+    excess = dq[3] - config.velocity_guard_fraction * PANDA_LIMITS.joint_vel_max_rad_s[3]
+    expected = -config.damping.damping_nm_s_per_rad * dq
+    expected[3] -= config.velocity_guard_damping_nm_s_per_rad * excess
+    np.testing.assert_allclose(out, expected)  # pure damping: the 8 Nm command is gone
+
+
+def test_velocity_guard_fractions_are_checked():
+    with pytest.raises(ValueError, match="need 0 < guard < hold <= 1"):
+        SafetyConfig(velocity_guard_fraction=0.96, velocity_hold_fraction=0.95)
 
 
 def test_reset_forgets_the_rate_history():
