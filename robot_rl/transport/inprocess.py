@@ -209,10 +209,10 @@ class InProcessLearnerLink:
             try:
                 self.sink(run_actor, steps, run[0][2] or run_actor in broken)
                 broken.discard(run_actor)
-            except ValueError as exc:  # steps that do not fit the replay
+            except Exception as exc:  # steps the replay refuses (another obs layout), or its bug
                 self.rejected += 1
-                log.error("in-process link: %s sent %d steps the replay rejects: %s",
-                          run_actor, len(run), exc)  # fmt: skip
+                log.error("in-process link: %s sent %d steps the replay rejects: %s: %s",
+                          run_actor, len(run), type(exc).__name__, exc)  # fmt: skip
                 self.store.close(run_actor)
                 run.clear()
                 return 0

@@ -283,12 +283,11 @@ class LearnerLink:
                 # After a dropped step the replay must not join what follows to what came
                 # before: a run that does not start the batch is a discontinuity.
                 self.sink(actor_id, run, discontinuity if offset == 0 else True)
-        except ValueError as exc:  # steps that do not fit the replay (another obs layout)
+        except Exception as exc:  # steps the replay refuses (another obs layout), or its bug
             state.decoder.last_next_obs = previous
-            self.rejected += 1
-            log.error("learner link: %s sent steps the replay rejects (not acknowledged): %s",
-                      actor_id, exc)  # fmt: skip
-            return 0
+            log.error("learner link: %s sent steps the replay rejects (not acknowledged): %s: %s",
+                      actor_id, type(exc).__name__, _short(exc))  # fmt: skip
+            raise RejectedMessageError(f"the learner's replay refuses these steps: {exc}") from None
         kept = {start + i for start, run in runs for i in range(len(run))}
         for offset, step in enumerate(steps):
             if offset not in kept:

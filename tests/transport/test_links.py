@@ -319,5 +319,10 @@ def test_steps_the_replay_rejects_are_not_acknowledged_and_the_learner_serves_on
         actor.pump()
     assert learner.rejected >= 1 and actor.durable == -1 and len(online) == 1
     assert not list((tmp_path / "store").glob("episode_*"))
+    while actor.learner_errors == 0:  # the actor is told why, in the ack
+        assert time.monotonic() < deadline + 5
+        learner.poll(timeout_ms=5)
+        actor.pump()
+    assert "replay refuses these steps" in actor.last_learner_error
     actor.close()
     learner.close()
