@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from robot_rl.cli.errors import CliError
-from robot_rl.cli.flags import add_config_flags, load
+from robot_rl.cli.flags import add_config_flags, given, load
 from robot_rl.endpoints import DEFAULT_ENDPOINTS
 
 
@@ -49,10 +49,6 @@ def _add_network_flags(parser: argparse.ArgumentParser, key: str | None) -> None
                         help="no CURVE (refused unless every endpoint is loopback)")  # fmt: skip
 
 
-def _given(**values: Any) -> dict[str, Any]:
-    return {name: value for name, value in values.items() if value is not None}
-
-
 def network_configs(args: argparse.Namespace, key: str, actor_id: str | None = None) -> Any:
     """(TrainConfig, DistributedConfig) from the files, the ``--set`` overrides and the flags;
     the process's key name defaults to ``key``."""
@@ -61,12 +57,12 @@ def network_configs(args: argparse.Namespace, key: str, actor_id: str | None = N
 
     train = load(TrainConfig, args.config, list(args.set))
     net = load(DistributedConfig, args.net, list(args.net_set))
-    endpoints = _given(transitions=args.transitions, weights=args.weights)
-    security = _given(keys_dir=args.keys, name=args.key or net.security.name or key,
+    endpoints = given(transitions=args.transitions, weights=args.weights)
+    security = given(keys_dir=args.keys, name=args.key or net.security.name or key,
                       server_name=args.server_key, plaintext=args.plaintext or None)  # fmt: skip
     net = dataclasses.replace(
         net, endpoints=dataclasses.replace(net.endpoints, **endpoints),
-        security=dataclasses.replace(net.security, **security), **_given(actor_id=actor_id),
+        security=dataclasses.replace(net.security, **security), **given(actor_id=actor_id),
     )  # fmt: skip
     return train, net
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from robot_rl.cli.errors import CliError
 from robot_rl.endpoints import DEFAULT_ENDPOINTS
@@ -47,6 +47,11 @@ def load(cls: type[T], path: Path | None, overrides: list[str]) -> T:
         return load_config(cls, path, overrides)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
+
+
+def given(**values: Any) -> dict[str, Any]:
+    """The ``values`` a flag set (not None): the fields they override in a config."""
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def at_least(flag: str, value: int, minimum: int, why: str = "") -> None:

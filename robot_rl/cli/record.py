@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from robot_rl.cli.errors import CliError
-from robot_rl.cli.flags import at_least, load
+from robot_rl.cli.flags import add_config_flags, at_least, given, load
 from robot_rl.endpoints import DEFAULT_ENDPOINTS
 
 TELEOP_DEVICES = ("spacemouse", "gamepad", "console")
@@ -26,18 +26,15 @@ def add(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser("record", help="record demos (scripted expert or teleop)")
     parser.add_argument("--task", help="task name (required without --config; else env.task)")
-    parser.add_argument("--config", type=Path, help="training config whose env to record on "
-                        "(a robot: env.remote); --task and --obs override it")  # fmt: skip
+    add_config_flags(parser, "TrainConfig (its env, teleop and console: a robot is env.remote)")
     parser.add_argument("--episodes", type=int, default=20, help="successful episodes to record")
-    parser.add_argument("--obs", choices=("pixels", "state"), help="observations (default pixels)")
+    parser.add_argument("--obs", choices=("pixels", "state"), help="observations (env.obs)")
     parser.add_argument("--out", type=Path, help="directory (default runs/demos/<task>-<obs>)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--teleop", choices=("scripted", *TELEOP_DEVICES), default="scripted",
                         help="who drives: the scripted expert (default), a SpaceMouse, a "
                         "gamepad, or the console page (keys, browser gamepad)")  # fmt: skip
-    parser.add_argument("--console-port", type=int, default=DEFAULT_ENDPOINTS.console_port,
-                        help="console page port")  # fmt: skip
-    parser.add_argument("--select", default="", help="which teleop device (serial, path, index)")
+    add_operator_flags(parser)
     parser.set_defaults(handler=run_record)
 
 
@@ -48,16 +45,22 @@ def run_demo(args: argparse.Namespace) -> int:
     return int(solve(args.task, args.seed, args.episodes))
 
 
-def env_config(config: Path | None, **fields: Any) -> Any:
-    """The env config of training config ``config`` (or the twin's defaults), with ``fields`` that
-    are not None set on top."""
-    from robot_rl.envs.twin_env import TwinEnvConfig
+def add_operator_flags(parser: argparse.ArgumentParser) -> None:
+    """``--console-port`` and ``--select``: console.port and teleop.select of the config."""
+    parser.add_argument("--console-port", type=int, help="console page port (console.port; "
+                        f"default {DEFAULT_ENDPOINTS.console_port})")  # fmt: skip
+    parser.add_argument("--select", help="which teleop device: a serial, path or index "
+                        "(teleop.select)")  # fmt: skip
+
+
+def session_config(args: argparse.Namespace, **env_fields: Any) -> Any:
+    """The TrainConfig of ``--config`` and ``--set`` (or the defaults), with the env fields that
+    flags set (not None) on top."""
     from robot_rl.runtime.train import TrainConfig
 
-    base = load(TrainConfig, config, []).env if config else None
-    chosen = {key: value for key, value in fields.items() if value is not None}
+    train = load(TrainConfig, args.config, list(args.set))
     try:
-        return dataclasses.replace(base, **chosen) if base else TwinEnvConfig(**chosen)
+        return dataclasses.replace(train, env=dataclasses.replace(train.env, **given(**env_fields)))
     except ValueError as exc:
         raise CliError(str(exc)) from None
 
@@ -72,18 +75,25 @@ def make(config: Any) -> Any:
         raise CliError(str(exc)) from None
 
 
-def operator(env: Any, device: str, console_port: int | None, cameras: list[str],
-             select: str = "") -> Any:  # fmt: skip
-    """The operator's teleop device around ``env`` (``console.bridge.OperatorSetup``), with the
-    console page on ``console_port`` unless it is None; a device not plugged in is a CliError."""
-    from robot_rl.console.bridge import operator_setup
-    from robot_rl.console.server import ConsoleConfig
-    from robot_rl.teleop_command import DeviceNotFoundError, TeleopConfig
+def operator_configs(train: Any, args: argparse.Namespace, console: bool) -> tuple[Any, Any]:
+    """(TeleopConfig, ConsoleConfig): ``train``'s, with the device ``--teleop``, ``--select`` and
+    ``--console-port`` on top; the page is on when ``console`` or ``train`` asks for it."""
+    teleop = dataclasses.replace(train.teleop, device=args.teleop, **given(select=args.select))
+    page = dataclasses.replace(train.console, enabled=console or train.console.enabled,
+                               **given(port=args.console_port))  # fmt: skip
+    return teleop, page
 
-    teleop = TeleopConfig(device=device, select=select)
-    console = ConsoleConfig(enabled=console_port is not None, port=console_port or 0)
+
+def operator(env: Any, train: Any, args: argparse.Namespace, console: bool,
+             cameras: list[str]) -> Any:  # fmt: skip
+    """The operator around ``env`` (``console.bridge.OperatorSetup``, see ``operator_configs``);
+    a device that is not plugged in is a CliError."""
+    from robot_rl.console.bridge import operator_setup
+    from robot_rl.teleop_command import DeviceNotFoundError
+
+    teleop, page = operator_configs(train, args, console)
     try:
-        return operator_setup(env, console, teleop, None, cameras)
+        return operator_setup(env, page, teleop, None, cameras)
     except DeviceNotFoundError as exc:
         raise CliError(str(exc)) from None
 
@@ -94,8 +104,8 @@ def run_record(args: argparse.Namespace) -> int:
     at_least("episodes", args.episodes, 1)
     if args.task is None and args.config is None:
         raise CliError("record needs --task NAME or --config FILE (whose env.task is used)")
-    config = env_config(args.config, task=args.task, obs=args.obs or (None if args.config
-                                                                     else "pixels"))  # fmt: skip
+    train = session_config(args, task=args.task, obs=args.obs)
+    config = train.env
     if config.remote is not None and args.teleop == "scripted":
         raise CliError("the scripted expert drives only the twin; on a robot (env.remote) pass "
                        f"--teleop {' | '.join(TELEOP_DEVICES)}")  # fmt: skip
@@ -106,8 +116,7 @@ def run_record(args: argparse.Namespace) -> int:
         print(f"recorded {len(paths)} episodes into {out}")
         return 0
     cameras = list(config.cameras) if config.obs == "pixels" else []
-    port = args.console_port if args.teleop == "console" else None
-    setup = operator(env, args.teleop, port, cameras, args.select)
+    setup = operator(env, train, args, args.teleop == "console", cameras)
     print("drive the arm; mark each episode on the console (y success, n failure) or let the "
           "task's success end it; only successful episodes are kept. Ctrl-C stops.")  # fmt: skip
     try:

@@ -10,8 +10,8 @@ from typing import Any
 from robot_rl.bench.report import print_table
 from robot_rl.cli.bench import write_report
 from robot_rl.cli.errors import CliError
-from robot_rl.cli.flags import at_least
-from robot_rl.endpoints import DEFAULT_ENDPOINTS
+from robot_rl.cli.flags import add_config_flags, at_least
+from robot_rl.cli.record import add_operator_flags
 
 BAD_MODEL = (FileNotFoundError, KeyError, ValueError)  # MissingWeightsError is a FileNotFoundError
 
@@ -28,9 +28,9 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     collect.add_argument("--out", type=Path, required=True, help="dataset .npz to write")
     collect.add_argument("--teleop", choices=("spacemouse", "gamepad", "console"),
                          help="label by hand: drive, press y when done, n to give up")  # fmt: skip
-    collect.add_argument("--config", type=Path, help="training config whose env to use "
-                         "(a robot: env.remote with camera_endpoints)")  # fmt: skip
-    collect.add_argument("--console-port", type=int, default=DEFAULT_ENDPOINTS.console_port)
+    add_config_flags(collect, "TrainConfig (its env, teleop and console: a robot is env.remote "
+                     "with camera_endpoints)")  # fmt: skip
+    add_operator_flags(collect)
     collect.set_defaults(handler=run_collect)
     helps = {
         "train": "fit and calibrate a probe (default) or a fine-tuned classifier",
@@ -99,15 +99,15 @@ def run_collect(args: argparse.Namespace) -> int:
 
 def _collect_teleop(args: argparse.Namespace) -> Any:
     """Frames labelled by the operator's console marks while they drive (sim or a robot)."""
-    from robot_rl.cli.record import env_config, make, operator
+    from robot_rl.cli.record import make, operator, session_config
     from robot_rl.runtime.record import collect_teleop
 
-    config = env_config(args.config, task=args.task, obs="pixels",
-                        cameras=tuple(args.cameras.split(",")), image_width=args.size,
-                        image_height=args.size)  # fmt: skip
-    env = make(config)
+    train = session_config(args, task=args.task, obs="pixels",
+                           cameras=tuple(args.cameras.split(",")), image_width=args.size,
+                           image_height=args.size)  # fmt: skip
+    env = make(train.env)
     try:
-        setup = operator(env, args.teleop, args.console_port, list(config.cameras))
+        setup = operator(env, train, args, True, list(train.env.cameras))
     except CliError:
         env.close()
         raise

@@ -175,3 +175,23 @@ def test_robot_server_wait_returns_at_the_duration_on_an_error_or_a_stop() -> No
     server.error = None
     server._stop.set()
     RobotServer.wait(server, duration_s=None)  # returns at once: stopped
+
+
+def test_record_takes_env_teleop_and_console_settings_from_the_config(tmp_path: Path) -> None:
+    from robot_rl.cli.record import operator_configs, session_config
+
+    config = tmp_path / "train.yaml"
+    config.write_text("env: {task: pick_cube, obs: state}\nteleop: {deadzone: 0.3, select: '2'}\n"
+                      "console: {port: 9000}\n")  # fmt: skip
+    argv = ["record", "--config", str(config), "--set", "teleop.max_linear_m_s=0.05",
+            "--teleop", "spacemouse", "--obs", "pixels"]  # fmt: skip
+    args = cli.build_parser().parse_args(argv)
+    train = session_config(args, task=args.task, obs=args.obs)
+    assert (train.env.task, train.env.obs) == ("pick_cube", "pixels")  # the flag wins over the file
+    teleop, page = operator_configs(train, args, console=False)
+    assert (teleop.device, teleop.deadzone, teleop.select, teleop.max_linear_m_s) == (
+        "spacemouse", 0.3, "2", 0.05)  # fmt: skip
+    assert (page.enabled, page.port) == (False, 9000)
+    args = cli.build_parser().parse_args([*argv, "--select", "0", "--console-port", "9100"])
+    teleop, page = operator_configs(train, args, console=True)
+    assert (teleop.select, page.enabled, page.port) == ("0", True, 9100)
