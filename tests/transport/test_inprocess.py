@@ -80,7 +80,7 @@ def test_an_episode_closed_unfinished_is_not_joined_to_the_next(tmp_path: Path) 
     """A restart or operator reset: half an episode, closed, then a fresh episode, into real
     replay buffers through the shared sink (which would reject a join)."""
     from robot_rl.data.replay import ReplayBuffer
-    from robot_rl.runtime.loops import ReplaySink
+    from robot_rl.runtime.learner import ReplaySink
 
     demo, online = ReplayBuffer(1000), ReplayBuffer(1000)
     sink = ReplaySink(demo, online, threading.Lock())
@@ -99,7 +99,7 @@ def test_an_episode_closed_unfinished_is_not_joined_to_the_next(tmp_path: Path) 
 
 def test_a_nan_step_is_dropped_at_intake_and_the_rest_reach_replay(tmp_path: Path) -> None:
     from robot_rl.data.replay import ReplayBuffer
-    from robot_rl.runtime.loops import ReplaySink
+    from robot_rl.runtime.learner import ReplaySink
 
     demo, online = ReplayBuffer(1000), ReplayBuffer(1000)
     sink = ReplaySink(demo, online, threading.Lock())

@@ -277,7 +277,7 @@ def test_two_actors_feed_one_learner_with_their_streams_kept_apart(tmp_path: Pat
 
 def test_a_closed_episode_and_the_next_reach_replay_apart_over_zmq(tmp_path: Path) -> None:
     from robot_rl.data.replay import ReplayBuffer
-    from robot_rl.runtime.loops import ReplaySink
+    from robot_rl.runtime.learner import ReplaySink
 
     demo, online = ReplayBuffer(1000), ReplayBuffer(1000)
     sink = ReplaySink(demo, online, threading.Lock())
@@ -299,7 +299,7 @@ def test_steps_the_replay_rejects_are_not_acknowledged_and_the_learner_serves_on
     tmp_path: Path,
 ) -> None:
     from robot_rl.data.replay import ReplayBuffer
-    from robot_rl.runtime.loops import ReplaySink
+    from robot_rl.runtime.learner import ReplaySink
 
     demo, online = ReplayBuffer(1000), ReplayBuffer(1000)
     sink = ReplaySink(demo, online, threading.Lock())
