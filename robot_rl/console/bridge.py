@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from robot_rl.console.hub import ConsoleHub
+from robot_rl.envs.arm_env import arm_env
 from robot_rl.teleop.intervener import TeleopIntervener
 
 log = logging.getLogger(__name__)
@@ -59,13 +60,12 @@ class ConsoleBridge:
         self._episode = 0
         self.streams_forwarded = False  # a CameraForwarder feeds the env's camera streams
         self._last_refresh_s = 0.0
-        base = getattr(env, "unwrapped", env)
-        self.max_steps: int | None = getattr(base, "max_episode_steps", None)
-        config = getattr(base, "config", None)
-        self.period_s: float | None = getattr(config, "policy_period_s", None)
+        self.arm = arm_env(env)  # None for a plain gymnasium env (env.id)
+        self.max_steps = self.arm.max_episode_steps if self.arm else None
+        self.period_s = self.arm.config.policy_period_s if self.arm else None
         hub.update(step_limit=self.max_steps, policy_period_s=self.period_s,
-                   action_frame=getattr(base, "action_frame", "reset frame"),
-                   detector=getattr(base, "detector", None) is not None)  # fmt: skip
+                   action_frame=self.arm.action_frame if self.arm else "reset frame",
+                   detector=self.arm is not None and self.arm.detector is not None)  # fmt: skip
 
     def before_step(
         self, wait_s: float = 0.1, should_stop: Callable[[], bool] | None = None
@@ -119,15 +119,11 @@ class ConsoleBridge:
         """While holding, render an in-process sim's cameras so the page's view stays current
         (a lockstep sim does not move while the loop holds, so this is the arm as it is)."""
         now = time.monotonic()
-        scene = getattr(getattr(self.env, "unwrapped", self.env), "scene", None)
-        if self.streams_forwarded or now - self._last_refresh_s < period_s:
+        if self.arm is None or self.streams_forwarded or now - self._last_refresh_s < period_s:
             return
         self._last_refresh_s = now
-        render = getattr(scene, "render", None)
-        if render is None:
-            return
         try:
-            frames = {name: frame.image for name, frame in render().items()}
+            frames = self.arm.still_frames()
         except Exception as exc:  # a failed render must not stop the hold loop
             log.warning("console: camera refresh while holding failed: %s", exc)
             return
@@ -145,9 +141,8 @@ class ConsoleBridge:
             self.on_undo_mark(episode, label)
 
     def _software_stop(self, stop: bool) -> None:
-        target = getattr(self.env, "unwrapped", self.env)
-        if hasattr(target, "software_stop"):
-            target.software_stop(stop)
+        if self.arm is not None:
+            self.arm.software_stop(stop)
 
     def start_episode(self) -> None:
         """At each reset: a requested demo starts now, with the operator in control."""
@@ -174,10 +169,10 @@ class ConsoleBridge:
     def after_step(self, obs: dict[str, np.ndarray], policy_action: np.ndarray,
                    info: dict[str, Any], episode_return: float) -> None:  # fmt: skip
         frames = {k: v for k, v in obs.items() if getattr(v, "ndim", 0) == 3}
-        base = getattr(self.env, "unwrapped", self.env)
+        base = self.arm
         if frames:
             self.hub.publish_frames(frames, info.get("frame_stamp_s", time.time()))
-        elif not self.streams_forwarded and getattr(base, "cameras", None) is not None:
+        elif not self.streams_forwarded and base is not None and base.cameras is not None:
             for camera in base.cameras.cameras:
                 received = base.cameras.latest(camera)
                 if received is not None:
@@ -189,7 +184,7 @@ class ConsoleBridge:
                                   "in_control": "operator" if operator else "policy",
                                   "operator_action": info.get("action") if operator
                                   else None}  # fmt: skip
-        if hasattr(base, "robot_state"):
+        if base is not None:
             state = base.robot_state()
             fields.update(tcp_pos_m=state.ee_pos_m, gripper_width_m=state.gripper_width_m)
             mode = robot_mode(state)
@@ -198,7 +193,7 @@ class ConsoleBridge:
         score = info.get("success_probability")
         if score is not None:
             fields["success_probability"] = score
-        detector = getattr(base, "detector", None)
+        detector = base.detector if base is not None else None
         threshold = None
         if detector is not None:
             threshold = fields["threshold"] = detector.decision.config.theta_on
@@ -260,15 +255,14 @@ def operator_setup(env: Any, console: Any, teleop: Any, scripted: Any | None,
     intervener = CombinedIntervener(operator, scripted) if operator else scripted
     wrapped = InterventionWrapper(env, intervener) if intervener else env
     bridge = ConsoleBridge(hub, wrapped, operator) if hub is not None else None
-    interrupt = getattr(getattr(env, "unwrapped", env), "interrupt_step", None)
-    if hub is not None and interrupt is not None:
-        hub.add_input_listener(interrupt)  # a paced env answers the operator at once
+    arm = arm_env(env)
+    if hub is not None and arm is not None:
+        hub.add_input_listener(arm.interrupt_step)  # a paced env answers the operator at once
     forwarder = None
     if hub is not None and console.enabled:
         server = ConsoleServer(hub, console, cameras)
-        streams = getattr(getattr(env, "unwrapped", env), "cameras", None)
-        if streams is not None and hasattr(streams, "latest"):
-            forwarder = CameraForwarder(streams, hub).start()  # frames while the loop holds
+        if arm is not None and arm.cameras is not None:
+            forwarder = CameraForwarder(arm.cameras, hub).start()  # frames while the loop holds
             if bridge is not None:
                 bridge.streams_forwarded = True
         print(f"operator console: {server.start()}", flush=True)

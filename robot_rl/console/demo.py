@@ -106,6 +106,19 @@ def demo_console(image_size: int = 96, port: int = 0, max_episode_steps: int = 2
     return DemoConsole(setup, env).start()
 
 
+def set_viewport(browser: Any, width: int, height: int) -> None:
+    """Size the window so the page's viewport (innerWidth x innerHeight) is width x height."""
+    browser.set_window_size(width, height)
+    for _ in range(5):  # window chrome differs between builds: measure and correct
+        inner = browser.execute_script("return [innerWidth, innerHeight]")
+        if inner == [width, height]:
+            return
+        outer = browser.get_window_size()
+        browser.set_window_size(outer["width"] + width - inner[0],
+                                outer["height"] + height - inner[1])  # fmt: skip
+    raise RuntimeError(f"could not size the viewport to {width}x{height}")
+
+
 def save_screenshots(out_dir: Path, chromium: str, driver: str) -> list[Path]:
     """Screenshots of a running demo console at 1600x1000 and 800x600 under ``out_dir``."""
     from selenium import webdriver
@@ -142,17 +155,24 @@ def save_screenshots(out_dir: Path, chromium: str, driver: str) -> list[Path]:
         browser = webdriver.Chrome(service=Service(driver), options=options)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
+            steps = demo.steps
+            hub.control("take_over")  # some operator steps on the timeline
+            while demo.steps < steps + 15 and demo.thread is not None and demo.thread.is_alive():
+                hub.wait_change(hub.version, 0.1)
+            hub.control("hand_back")
             for width, height in ((1600, 1000), (800, 600)):
-                browser.set_window_size(width, height)
-                inner = browser.execute_script("return [innerWidth, innerHeight]")
-                browser.set_window_size(2 * width - inner[0], 2 * height - inner[1])
                 browser.get(demo.url)
+                set_viewport(browser, width, height)
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline and browser.execute_script(
                     "return window.consoleStats.frames < 6 || window.consoleStats.states < 3"
                 ):
                     time.sleep(0.1)
                 time.sleep(1.0)  # let a few steps of the timeline draw
+                fresh = "return Object.values(window.consoleFrameAges()).every((a) => a < 300)"
+                deadline = time.monotonic() + 10  # a loaded machine renders slowly: pick a
+                while time.monotonic() < deadline and not browser.execute_script(fresh):
+                    time.sleep(0.02)  # moment with fresh frames (the stale overlay is real)
                 path = out_dir / f"console_{width}x{height}.png"
                 browser.save_screenshot(str(path))
                 paths.append(path)

@@ -157,7 +157,9 @@ class ConsoleHub:
     def publish_frames(self, frames: dict[str, np.ndarray], stamp_s: float | None = None) -> int:
         """RGB uint8 (H, W, 3) frames per camera, captured at wall-clock ``stamp_s`` (default
         now); returns how many were encoded (at most ``max_fps`` per camera get through)."""
-        import cv2
+        from robot_rl.extras import require
+
+        cv2 = require("cv2", "console", "the console's camera views")
 
         stamp_s = time.time() if stamp_s is None else float(stamp_s)
         min_gap = 1.0 / self.config.max_fps

@@ -127,6 +127,9 @@ class ConsoleServer:
         return f"http://{host}:{self.port}/?token={self.token}"
 
     def start(self, timeout_s: float = 10.0) -> str:
+        from robot_rl.extras import require
+
+        require("aiohttp", "console", "the operator console")  # a clear error before the thread
         self._thread = threading.Thread(target=self._serve, name="console", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout_s) or self.error is not None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from robot_rl.console.demo import DemoConsole, demo_console
+from robot_rl.console.demo import DemoConsole, demo_console, set_viewport
 from robot_rl.console.hub import ConsoleHub
 from robot_rl.console.server import ConsoleConfig, ConsoleServer
 
@@ -35,10 +35,8 @@ def stats(browser) -> dict:
 
 
 def open_page(browser, url: str, width: int = 1280, height: int = 900) -> None:
-    browser.set_window_size(width, height)
-    inner = browser.execute_script("return [innerWidth, innerHeight]")
-    browser.set_window_size(2 * width - inner[0], 2 * height - inner[1])
     browser.get(url)
+    set_viewport(browser, width, height)
     wait_for(lambda: stats(browser).get("connected") and stats(browser)["states"], what="state")
 
 

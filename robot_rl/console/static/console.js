@@ -152,8 +152,8 @@ function showAges() {
     worst = worst === null ? age : Math.max(worst, age);
     setText(`age-${camera}`, `frame age ${age.toFixed(0)} ms`);
     const overlay = document.getElementById(`stale-${camera}`);
-    overlay.classList.toggle("hidden", !stale);
-    if (stale) overlay.textContent = `STALE: frame ${(age / 1000).toFixed(1)} s old`;
+    if (overlay.classList.contains("hidden") === stale) overlay.classList.toggle("hidden", !stale);
+    if (stale) setText(`stale-${camera}`, `STALE: frame ${(age / 1000).toFixed(1)} s old`);
   }
   if (worst !== null) {
     setText("frame_age", `${worst.toFixed(0)} ms (oldest camera)`);
@@ -163,10 +163,12 @@ function showAges() {
 setInterval(showAges, 100);
 
 // -- state ------------------------------------------------------------------------------------
-function setText(id, value) {
+function setText(id, value) { // touches the DOM only on a change
   const el = document.getElementById(id);
-  if (el) el.textContent = value;
+  const text = String(value);
+  if (el && el.textContent !== text) el.textContent = text;
 }
+function setClass(el, cls) { if (el.className !== cls) el.className = cls; }
 function fmt(value, digits = 3) {
   if (value === undefined || value === null) return "-";
   if (Array.isArray(value)) return "[" + value.map((v) => (v === null ? "nan" : Number(v).toFixed(digits))).join(", ") + "]";
@@ -175,7 +177,7 @@ function fmt(value, digits = 3) {
 }
 function health(id, level) {
   const el = document.getElementById(id);
-  if (el) el.className = `health ${level || ""}`;
+  if (el) setClass(el, `health ${level || ""}`);
 }
 
 function showBadges() {
@@ -187,12 +189,13 @@ function showBadges() {
   else if (s.robot_mode === "fault") { text = "FAULT: nobody drives"; cls = "fault"; }
   else if (s.robot_mode === "damp" || s.robot_mode === "stopped") { text = `${s.robot_mode}: nobody drives`; cls = "stopped"; }
   else if (s.paused) { text = `paused (${s.in_control || "policy"})`; cls = "offline"; }
-  badge.textContent = text;
-  badge.className = `badge ${cls}`;
+  if (badge.textContent !== text) badge.textContent = text;
+  setClass(badge, `badge ${cls}`);
   const mode = document.getElementById("mode");
   const m = s.stopped && (!s.robot_mode || s.robot_mode === "active") ? "stopped" : s.robot_mode;
-  mode.textContent = `robot ${m || "mode unknown"}`;
-  mode.className = `badge mode ${m || ""}`;
+  const modeText = m ? `robot ${m}` : "robot mode not reported";
+  if (mode.textContent !== modeText) mode.textContent = modeText;
+  setClass(mode, `badge mode ${m || ""}`);
 }
 function showBanner() {
   const banner = document.getElementById("banner");
@@ -212,8 +215,8 @@ function showBanner() {
   } else if (s.robot_mode === "hold") {
     text = "ROBOT HOLD: targets stalled; the arm holds its pose."; cls = "warn";
   }
-  banner.textContent = text;
-  banner.className = `banner ${cls}${text ? "" : " hidden"}`;
+  if (banner.textContent !== text) banner.textContent = text;
+  setClass(banner, `banner ${cls}${text ? "" : " hidden"}`);
   stats.banner = text;
 }
 
@@ -231,13 +234,14 @@ function showState(s) {
     setText("time_left", `${Math.max(0, (s.step_limit - (s.step || 0)) * s.policy_period_s).toFixed(1)} s left`);
   }
   const rec = document.getElementById("recording");
-  rec.className = `rec ${s.recording ? "on" : "off"}`;
+  setClass(rec, `rec ${s.recording ? "on" : "off"}`);
   const stored = s.steps_stored === undefined ? "" : `, stored ${s.steps_stored} / held ${s.steps_held ?? 0}`;
-  rec.textContent = `${s.recording ? "● REC demo" : "demo off"}${stored}`;
+  setText("recording", `${s.recording ? "● REC demo" : "demo off"}${stored}`);
   const owner = s.in_control === "operator" ? (s.owner || "a teleop device") : "policy";
   setText("owner", `control: ${owner}${s.owner && s.owner === me ? " (this page)" : ""}${s.locked ? ", LOCKED" : ""}; ${s.clients ?? 1} page(s) open`);
   const lock = document.getElementById("lock_button");
-  lock.firstChild.textContent = s.locked && s.owner === me ? "Unlock " : "Lock ";
+  const lockText = s.locked && s.owner === me ? "Unlock " : "Lock ";
+  if (lock.firstChild.textContent !== lockText) lock.firstChild.textContent = lockText;
   setText("tcp", fmt(s.tcp_pos_m));
   setText("gripper", s.gripper_width_m == null ? "-" : `${(s.gripper_width_m * 1000).toFixed(1)} mm`);
   setText("policy_action", fmt(s.policy_action, 2));
@@ -303,7 +307,11 @@ function showHealth(s) {
   const list = document.getElementById("warnings");
   const warnings = Array.isArray(s.robot_warnings) ? s.robot_warnings.slice(-5) : [];
   if (s.learner_error) warnings.push(`learner: ${s.learner_error}`);
-  list.replaceChildren(...warnings.map((w) => { const li = document.createElement("li"); li.textContent = String(w); return li; }));
+  const joined = warnings.join("\n");
+  if (list.dataset.shown !== joined) {
+    list.dataset.shown = joined;
+    list.replaceChildren(...warnings.map((w) => { const li = document.createElement("li"); li.textContent = String(w); return li; }));
+  }
 }
 
 // -- charts: title, axes with units and range; one point draws a dot ---------------------------------
@@ -377,6 +385,7 @@ function timeline(s) {
   t.score.forEach((p, i) => { if (p === null) return; if (started) g.lineTo(x(i + 0.5), y(p)); else { g.moveTo(x(i + 0.5), y(p)); started = true; } });
   g.stroke();
   g.font = "11px sans-serif";
+  if (!started && s.threshold == null) { g.fillStyle = "#777"; g.fillText("no detector", L + 6, top + 14); }
   for (const m of t.marks || []) {
     g.strokeStyle = g.fillStyle = m.mark === "mark_success" ? "#4f4" : "#f44";
     g.beginPath(); g.moveTo(x(m.step), 2); g.lineTo(x(m.step), H - 14); g.stroke();
