@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from robot_rl.cli.errors import CliError
-from robot_rl.cli.flags import add_key_flags, add_robot_flags
+from robot_rl.cli.flags import add_key_flags, add_robot_flags, check_task
 from robot_rl.endpoints import DEFAULT_ENDPOINTS
 
 log = logging.getLogger("robot_rl.cli")
@@ -60,13 +60,6 @@ def _add_stream_flags(parser: argparse.ArgumentParser, endpoint: str) -> None:
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
 
 
-def _check_task(task: str) -> None:
-    from robot_rl.sim.tasks import TASKS
-
-    if task not in TASKS:
-        raise CliError(f"task {task!r} unknown; known tasks: {sorted(TASKS)}")
-
-
 def _publisher(args: argparse.Namespace, jpeg: int | None = None) -> Any:
     from robot_rl.transport.camera_stream import CameraPublisher
     from robot_rl.transport.security import SecurityConfig, SecurityError
@@ -98,7 +91,7 @@ def run_publish_twin(args: argparse.Namespace) -> int:
     """The twin's cameras as a stream source (for viewers and the console) with no robot."""
     from robot_rl.transport.camera_sources import TwinExpertFrames
 
-    _check_task(args.task)
+    check_task(args.task)
     publisher = _publisher(args, args.jpeg)
     return _serve(args, TwinExpertFrames(args.task, args.size), publisher,
                   f" of the {args.task} twin")  # fmt: skip
@@ -110,7 +103,7 @@ def run_mirror_twin(args: argparse.Namespace) -> int:
     from robot_rl.transport.robot_server import RobotClient, RobotEndpoints
     from robot_rl.transport.security import SecurityConfig, SecurityError
 
-    _check_task(args.task)
+    check_task(args.task)
     security = SecurityConfig(keys_dir=args.keys, name=args.key, server_name="robot",
                               plaintext=args.plaintext)  # fmt: skip
     try:

@@ -39,6 +39,14 @@ def add_robot_flags(parser: argparse.ArgumentParser) -> None:
                         help="robot server state PUB endpoint")  # fmt: skip
 
 
+def check_task(task: str) -> None:
+    """Refuse a twin task that does not exist, naming the ones that do."""
+    from robot_rl.sim.tasks import TASKS
+
+    if task not in TASKS:
+        raise CliError(f"task {task!r} unknown; known tasks: {sorted(TASKS)}")
+
+
 def load(cls: type[T], path: Path | None, overrides: list[str]) -> T:
     """``cls`` from ``path`` (or its defaults) with ``overrides``; a bad config is a CliError."""
     from robot_rl.config import ConfigError, load_config

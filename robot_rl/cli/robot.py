@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from robot_rl.cli.errors import CliError
-from robot_rl.cli.flags import add_key_flags, add_robot_flags
+from robot_rl.cli.flags import add_key_flags, add_robot_flags, check_task
 from robot_rl.cli.franka import add_backend_flags
 
 
@@ -26,12 +26,10 @@ def run(args: argparse.Namespace) -> int:
 
         return run_franka_server(args)
     from robot_rl.sim.scene import SceneConfig, TwinScene
-    from robot_rl.sim.tasks import TASKS
     from robot_rl.transport.robot_server import RobotEndpoints, RobotServer, SceneBackend
     from robot_rl.transport.security import SecurityConfig, SecurityError
 
-    if args.task not in TASKS:
-        raise CliError(f"task {args.task!r} unknown; known tasks: {sorted(TASKS)}")
+    check_task(args.task)
     scene = TwinScene(SceneConfig(task=args.task, cameras=()))
     security = SecurityConfig(keys_dir=args.keys, name=args.key, plaintext=args.plaintext)
     try:
