@@ -14,6 +14,7 @@ ISSUE_KEYS = ("precision", "recall", "episode_recall", "episode_false_success_ra
               "ece", "head_latency_ms_p95", "frame_latency_ms_p95", "backbone")  # fmt: skip
 
 
+@pytest.mark.integration  # minutes on 2 cores: collects, trains and judges per task
 @pytest.mark.timeout(600)
 def test_bench_reward_quick_writes_the_issue_keys(tmp_path: Path) -> None:
     out = tmp_path / "reward.json"

@@ -102,6 +102,7 @@ def test_a_saved_classifier_loads_as_a_detector_with_identical_scores(trained, t
         load_detector(tmp_path / "missing")
 
 
+@pytest.mark.integration
 def test_relabelling_false_positives_and_refitting_stops_them() -> None:
     torch.set_num_threads(2)
     rng = np.random.default_rng(4)

@@ -15,6 +15,7 @@ from robot_rl import cli
 pytestmark = pytest.mark.timeout(300)
 
 
+@pytest.mark.integration
 def test_collected_labels_match_the_ground_truth_and_round_trip(tmp_path: Path) -> None:
     data = collect_twin("reach", episodes=4, cameras=("front",), size=24, seed=1, hold_steps=3)
     assert data.frames["front"].shape[1:] == (24, 24, 3)
@@ -29,6 +30,7 @@ def test_collected_labels_match_the_ground_truth_and_round_trip(tmp_path: Path) 
     assert loaded.meta["task"] == "reach"
 
 
+@pytest.mark.integration
 def test_collect_train_eval_through_the_cli(tmp_path: Path, tiny_dir: Path, capsys) -> None:
     data = tmp_path / "reach.npz"
     argv = ["reward", "collect", "--task", "reach", "--episodes", "8", "--cameras", "front",
@@ -56,6 +58,7 @@ def test_collect_train_eval_through_the_cli(tmp_path: Path, tiny_dir: Path, caps
     assert (tmp_path / "pr.png").stat().st_size > 1000
 
 
+@pytest.mark.integration
 def test_classifier_train_eval_relabel_through_the_cli(tmp_path: Path) -> None:
     data = collect_twin("reach", episodes=6, cameras=("front",), size=32, seed=2, hold_steps=3)
     new = collect_twin("reach", episodes=4, cameras=("front",), size=32, seed=3, hold_steps=3)

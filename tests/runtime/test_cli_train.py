@@ -24,6 +24,7 @@ def tiny_flags(run_dir: Path, steps: int = 30) -> list[str]:
     return flags
 
 
+@pytest.mark.integration
 def test_train_then_eval_then_resume(tmp_path: Path, capsys) -> None:
     assert cli.main(tiny_flags(tmp_path)) == 0
     out = capsys.readouterr().out

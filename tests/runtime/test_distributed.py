@@ -54,6 +54,7 @@ def test_actor_and_learner_in_one_process_over_zmq(tmp_path: Path) -> None:
     assert (tmp_path / "tiny" / "checkpoints" / "latest.pt").is_file()
 
 
+@pytest.mark.integration
 def test_learner_and_actor_processes_with_curve_keys(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     assert cli.main(["keys", "generate", "--dir", str(keys), "--name", "learner"]) == 0

@@ -71,6 +71,7 @@ def test_a_session_fills_its_run_directory_and_holds_the_utd(tmp_path: Path) -> 
     assert evals[-1]["success_rate"] == final["success_rate"]
 
 
+@pytest.mark.integration
 def test_in_step_mode_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     runs = []
     for name in ("a", "b"):
@@ -89,6 +90,7 @@ def test_an_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(tmp_pa
         TrainingSession(tiny(tmp_path, name="never-ran"), resume=True)
 
 
+@pytest.mark.integration
 def test_resume_restores_weights_counters_and_replay(tmp_path: Path) -> None:
     first = TrainingSession(tiny(tmp_path, env_steps=30, concurrent=False))
     first.run()
