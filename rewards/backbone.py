@@ -124,7 +124,9 @@ def load_backbone(
 ) -> ClipBackbone:
     """A backbone from local files (see the module docstring); MissingWeightsError if absent."""
     _offline()
-    import open_clip
+    from robot_rl.extras import require
+
+    open_clip = require("open_clip", "clip", "CLIP success detectors")
 
     source = str(source)
     if source.startswith("local-dir:"):

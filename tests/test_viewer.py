@@ -14,10 +14,17 @@ from robot_rl.data.batch import Transition
 from robot_rl.data.episodes import save_episode
 from robot_rl.runtime.view import action_names, find_episodes, select
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("rerun") is None,
-    reason="rerun-sdk is not installed (pip install '.[viewer]')",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        importlib.util.find_spec("rerun") is None,
+        reason="rerun-sdk is not installed (pip install '.[viewer]')",
+    ),
+    pytest.mark.skipif(
+        importlib.util.find_spec("rerun") is not None
+        and importlib.util.find_spec("rerun.chunk") is None,
+        reason="reading an .rrd back needs rerun-sdk's rerun.chunk (0.41 or newer)",
+    ),
+]
 
 
 def _episode(length: int, intervened: list[bool], xyz: float = 1.0) -> list[Transition]:

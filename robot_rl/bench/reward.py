@@ -77,7 +77,9 @@ def _p95_ms(fn, repeats: int) -> float:  # noqa: ANN001 - a zero-argument callab
 
 def _clip_latency(repeats: int) -> dict[str, float]:
     """ViT-B-32 (random weights, timing only) on two cameras, and a probe head on its output."""
-    import open_clip
+    from robot_rl.extras import require
+
+    open_clip = require("open_clip", "clip", "robot-rl bench reward")
 
     from robot_rl.rewards.backbone import ClipBackbone, Preprocess
     from robot_rl.rewards.probe import ProbeScorer

@@ -98,10 +98,9 @@ class CameraPublisher:
 
 
 def _jpeg_encode(image: np.ndarray, quality: int) -> np.ndarray:
-    try:
-        import cv2
-    except ImportError as exc:
-        raise RuntimeError("JPEG streams need OpenCV: pip install opencv-python-headless") from exc
+    from robot_rl.extras import require
+
+    cv2 = require("cv2", "cameras", "JPEG camera streams")
     ok, data = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise RuntimeError("OpenCV could not JPEG-encode a frame")
@@ -147,7 +146,9 @@ def jpeg_size(data: bytes | memoryview) -> tuple[int, int]:
 def _jpeg_decode(data: np.ndarray, max_decoded_bytes: int) -> np.ndarray:
     """RGB (H, W, 3) uint8 of a JPEG byte string; the size in its header is checked against
     ``max_decoded_bytes`` before OpenCV decodes anything."""
-    import cv2
+    from robot_rl.extras import require
+
+    cv2 = require("cv2", "cameras", "JPEG camera streams")
 
     raw = np.ascontiguousarray(data, np.uint8).reshape(-1)
     height, width = jpeg_size(raw.data)
