@@ -134,3 +134,26 @@ def test_the_data_cli_round_trip(tmp_path: Path):
     assert main(["data", "export", str(tmp_path / "eps"), str(tmp_path / "ds"), "--images"]) == 0
     assert main(["data", "import", str(tmp_path / "ds"), "--out", str(tmp_path / "back")]) == 0
     assert len(list(load_episodes(tmp_path / "back"))) == 2
+
+
+@needs_lerobot
+def test_train_takes_imported_demos_into_its_demo_buffer(tmp_path: Path):
+    from robot_rl.agents.config import SACConfig
+    from robot_rl.data.lerobot_io import export_lerobot, import_lerobot
+    from robot_rl.envs.twin_env import TwinEnvConfig, make_env
+    from robot_rl.runtime.record import record_demos
+    from robot_rl.runtime.train import TrainConfig, TrainingSession
+
+    env_cfg = TwinEnvConfig(task="reach", obs="state", max_episode_steps=15)
+    env = make_env(env_cfg)
+    record_demos(env, 2, tmp_path / "recorded", seed=5)  # stands in for LeRobot teleop demos
+    env.close()
+    steps = sum(len(e.transitions) for e in load_episodes(tmp_path / "recorded"))
+    export_lerobot(load_episodes(tmp_path / "recorded"), tmp_path / "ds")
+    # `robot-rl data import ... --out runs/<name>/demos`, then `robot-rl train --set name=<name>`
+    import_lerobot(tmp_path / "ds", tmp_path / "runs" / "from-lerobot" / "demos")
+    config = TrainConfig(env=env_cfg, agent=SACConfig(hidden_dims=(16, 16)), env_steps=1, demos=0,
+                         learning_starts=1, batch_size=4, eval_every=0, eval_episodes=1,
+                         run_dir=str(tmp_path / "runs"), name="from-lerobot")  # fmt: skip
+    session = TrainingSession(config)
+    assert len(session.demo) == steps
