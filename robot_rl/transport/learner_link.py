@@ -239,11 +239,14 @@ class LearnerLink:
         first_seq = message.meta.get("first_seq")
         count = message.meta.get("count")
         if not _is_int(first_seq) or not 0 <= first_seq <= MAX_SEQ:
-            raise RejectedMessageError(f"first_seq={_short(repr(first_seq))}; expected an int "
-                                  f"in 0..{MAX_SEQ}")  # fmt: skip
+            raise RejectedMessageError(
+                f"first_seq={_short(repr(first_seq))}; expected an int in 0..{MAX_SEQ}"
+            )
         if not _is_int(count) or count < 1 or first_seq + count - 1 > MAX_SEQ:
-            raise RejectedMessageError(f"count={_short(repr(count))}; expected an int >= 1 with "
-                                  f"first_seq + count - 1 <= {MAX_SEQ}")  # fmt: skip
+            raise RejectedMessageError(
+                f"count={_short(repr(count))}; expected an int >= 1 with first_seq + count - 1 "
+                f"<= {MAX_SEQ}"
+            )
         if first_seq <= state.received:
             self.duplicates += 1
             return 0
