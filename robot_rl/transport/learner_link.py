@@ -114,6 +114,7 @@ class LearnerLink:
         self.actors: dict[str, ActorState] = {}
         self.rejected = 0  # messages refused (malformed, unauthorised, out of bounds)
         self.steps_rejected = 0  # steps dropped at intake for a NaN or an infinity
+        self.store_errors = 0  # episode writes that failed (disk full, permissions)
         self.weights_refused = 0  # publish_weights calls refused for non-finite tensors
         self.duplicates = 0
         self.steps_received = 0
@@ -292,13 +293,20 @@ class LearnerLink:
                       actor_id, type(exc).__name__, _short(exc))  # fmt: skip
             raise RejectedMessageError(f"the learner's replay refuses these steps: {exc}") from None
         kept = {start + i for start, run in runs for i in range(len(run))}
-        for offset, step in enumerate(steps):
-            if offset not in kept:
-                self.store.close(actor_id)  # a dropped step ends the stored episode
-                continue
-            self.store.add(actor_id, first_seq + offset, step, bool(starts[offset]))
-        if message.meta.get("closes_episode") is True:
-            self.store.close(actor_id)
+        try:
+            for offset, step in enumerate(steps):
+                if offset not in kept:
+                    self.store.close(actor_id)  # a dropped step ends the stored episode
+                    continue
+                self.store.add(actor_id, first_seq + offset, step, bool(starts[offset]))
+            if message.meta.get("closes_episode") is True:
+                self.store.close(actor_id)
+        except OSError as exc:
+            # The replay has the steps and the store keeps them open (written at its next
+            # write); they are received but not durable, so the actor keeps its copies.
+            self.store_errors += 1
+            log.error("learner link: episode store %s failed: %s; %s's steps stay unacknowledged "
+                      "as durable", self.store.directory, exc, actor_id)  # fmt: skip
         if dropped:
             self.steps_rejected += dropped
         state.received = first_seq + len(steps) - 1
