@@ -458,3 +458,36 @@ def test_a_kill_9_loses_at_most_the_unsealed_tail(tmp_path: Path) -> None:
     assert len(stored(tmp_path / "store")) == 46 + 3
     restarted.close()
     learner.close()
+
+
+def test_a_failed_episode_write_is_counted_and_retried_with_nothing_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from robot_rl.transport import episode_store
+
+    real = episode_store.save_episode
+    calls = []
+
+    def disk_full_once(*args: Any, **kwargs: Any) -> Path:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(episode_store, "save_episode", disk_full_once)
+    ep = free_endpoints()
+    learner = start_learner(ep, tmp_path / "store", Sink())
+    actor = ActorLink(actor_config(ep, tmp_path / "spool"), PLAIN)
+    first = episode_steps(0, 3)
+    for step in first:
+        actor.add(step)
+    run_until(learner, actor, lambda: actor.received == 2)
+    assert learner.store_errors == 1 and actor.durable == -1  # the actor keeps its copies
+    second = episode_steps(10, 4)
+    for step in second:
+        actor.add(step)
+    run_until(learner, actor, lambda: actor.unacknowledged_steps == 0)
+    assert all(map(same, stored(tmp_path / "store"), first + second))
+    assert [len(e.transitions) for e in load_episodes(tmp_path / "store")] == [3, 4]
+    actor.close()
+    learner.close()
