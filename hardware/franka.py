@@ -23,6 +23,7 @@ with franky's.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -133,6 +134,22 @@ class FrankaConfig:
     @property
     def limits(self) -> ArmLimits:
         return ARM_LIMITS[self.model]
+
+
+def _scheduling() -> tuple[int, int] | None:
+    try:
+        return os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    except (OSError, AttributeError):
+        return None
+
+
+def _restore_scheduling(policy: tuple[int, int] | None) -> None:
+    if policy is None or _scheduling() == policy:
+        return
+    try:
+        os.sched_setscheduler(0, policy[0], os.sched_param(policy[1]))
+    except (OSError, AttributeError) as exc:
+        log.warning("could not restore this thread's scheduling after connecting: %s", exc)
 
 
 def load_franky() -> ModuleType:
@@ -305,10 +322,16 @@ class FrankaRobot:
         arm does not answer)."""
         f, c = self._franky, self.config
         rt = f.RealtimeConfig.Enforce if c.realtime == "enforce" else f.RealtimeConfig.Ignore
+        policy = _scheduling()
         try:
             robot = f.Robot(c.robot_ip, realtime_config=rt)
         except Exception as exc:  # franky raises NetworkException, RealtimeException, ...
             raise FrankaError(fci_unreachable_message(c.robot_ip, exc)) from None
+        finally:
+            # libfranka makes the connecting thread SCHED_FIFO 99 where it may, and every thread
+            # or process started from it later inherits that; only the control loop should run
+            # real-time (FrankaConfig.rt_priority), so the caller gets its own policy back.
+            _restore_scheduling(policy)
         try:
             if robot.has_errors:
                 log.warning("the arm reports errors at connect; they stay until a recover")

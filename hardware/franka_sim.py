@@ -40,9 +40,12 @@ def free_loopback_ip() -> str:
 class FrankySim:
     """``franky-sim`` on ``ip`` until ``stop()`` (or the end of a ``with`` block)."""
 
-    def __init__(self, ip: str | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self, ip: str | None = None, log_path: Path | None = None, rt_priority: int = 50
+    ) -> None:
         self.ip = ip or free_loopback_ip()
         self.log_path = log_path
+        self.rt_priority = rt_priority  # 0: leave the simulator's scheduling alone
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 60.0) -> FrankySim:
@@ -53,6 +56,7 @@ class FrankySim:
         self.process = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
+        self.realtime = self._make_realtime()
         deadline = time.monotonic() + timeout_s
         seen: list[str] = []
         assert_out = self.process.stdout
@@ -67,6 +71,18 @@ class FrankySim:
                 break
         self.stop()
         raise RuntimeError(f"franky-sim did not come up on {self.ip}: {' | '.join(seen[-5:])}")
+
+    def _make_realtime(self) -> bool:
+        """The simulator stands in for the arm, whose 1 kHz cycle is hard real time: give it
+        SCHED_FIFO where this user may (on a busy machine a normal-priority simulator oversleeps
+        and falls to a third of real time). Whether it got it is ``self.realtime``."""
+        if self.rt_priority <= 0 or self.process is None:
+            return False
+        try:
+            os.sched_setscheduler(self.process.pid, os.SCHED_FIFO, os.sched_param(self.rt_priority))
+        except (OSError, AttributeError):
+            return False
+        return True
 
     def _drain_in_background(self) -> None:
         """Keep reading its output so a full pipe never stalls the simulator."""

@@ -91,8 +91,7 @@ def _rig(args: argparse.Namespace, sim_ip: str | None) -> object:
     from robot_rl.hardware.franka_sim import SIM_HOME_Q_RAD, SIM_WORKSPACE
 
     if sim_ip is not None:  # franky-sim on this machine: no RT kernel, its own start posture
-        franka = FrankaConfig(robot_ip=sim_ip, realtime="ignore", rt_priority=0,
-                              home_q_rad=SIM_HOME_Q_RAD)  # fmt: skip
+        franka = FrankaConfig(robot_ip=sim_ip, realtime="ignore", home_q_rad=SIM_HOME_Q_RAD)
         rig = FrankaRig(franka, workspace=SIM_WORKSPACE)
     elif args.rig is not None:
         try:
