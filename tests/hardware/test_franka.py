@@ -4,6 +4,7 @@ non-blocking gripper worker, the FCI error line, and the bench's missed-period c
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import types
 
@@ -291,3 +292,30 @@ def test_realtime_setup_reports_what_it_got_without_raising():
     worker.join(5.0)
     assert result["cpu"] is None  # no such core: refused and logged, not fatal
     assert isinstance(result["fifo"], bool)
+
+
+def test_connect_gives_the_calling_thread_its_scheduling_back():
+    """libfranka makes the connecting thread SCHED_FIFO 99 (and all it starts later inherits it);
+    the fake does the same where this user may, and connect() must undo it."""
+    import os
+
+    class _GreedyRobot(_FrankyRobot):
+        def __init__(self, ip: str, realtime_config=None) -> None:
+            super().__init__(ip, realtime_config)
+            # Where this user may not, there is nothing to undo and the check below still holds.
+            with contextlib.suppress(PermissionError):
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+
+    franky = _fake_franky(_Gripper())
+    franky.Robot = _GreedyRobot
+    seen: dict = {}
+
+    def connect() -> None:
+        seen["before"] = os.sched_getscheduler(0)
+        FrankaRobot(FrankaConfig(robot_ip="10.0.0.2", realtime="ignore"), franky).connect()
+        seen["after"] = os.sched_getscheduler(0)
+
+    worker = threading.Thread(target=connect)
+    worker.start()
+    worker.join(5.0)
+    assert seen["after"] == seen["before"]
