@@ -57,7 +57,6 @@ class ConsoleBridge:
         self.undone: list[tuple[int, str]] = []  # applied marks withdrawn: (episode, label)
         self.on_undo_mark: Callable[[int, str], None] | None = None
         self._labels: dict[int, str] = {}  # applied marks of recent episodes, by episode
-        self._episode = 0
         self.streams_forwarded = False  # a CameraForwarder feeds the env's camera streams
         self._last_refresh_s = 0.0
         self.arm = arm_env(env)  # None for a plain gymnasium env (env.id)
@@ -107,7 +106,8 @@ class ConsoleBridge:
             request.reset = True
         elif name in ("mark_success", "mark_failure") and request.label is None:
             request.label = "success" if name == "mark_success" else "failure"
-            self._labels[self._episode] = request.label
+            if episode is not None:
+                self._labels[episode] = request.label
         elif name == "undo_mark" and episode is not None:
             self._undo(episode)
         elif name == "record_demo":
@@ -158,9 +158,8 @@ class ConsoleBridge:
         returns its success, the operator's mark first, else the env's."""
         success = episode_success(info)
         self.hub.end_episode(success, episode_return, interventions / max(1, steps))
-        self._episode += 1
-        for old in [e for e in self._labels if e < self._episode - 10]:
-            del self._labels[old]
+        while len(self._labels) > 10:  # applied marks kept for an undo: the newest few
+            del self._labels[min(self._labels)]
         if self.recording and self.operator is not None:
             self.operator.request("release")
         self.recording = False

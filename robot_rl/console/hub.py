@@ -50,7 +50,7 @@ class Control:
     page_ms: float | None  # the page's Date.now() when the operator acted (latency probes)
     received_s: float  # time.time() when the hub got it
     client: str | None = None  # the page (tab) that sent it; None: in-process
-    episode: int | None = None  # for undo_mark: the episode whose mark is withdrawn
+    episode: int | None = None  # marks and undo_mark: the episode (the hub's count) concerned
 
 
 @dataclass(frozen=True)
@@ -328,7 +328,8 @@ class ConsoleHub:
             self._state["owner"] = client or "local"
         elif name == "hand_back":
             self._state.update(owner=None, locked=False)
-        self._controls.append(Control(name, page_ms, now, client, undo_of))
+        about = episode if name in MARKS else undo_of
+        self._controls.append(Control(name, page_ms, now, client, about))
         if name in MARKS:
             return f"episode {episode} marked {name.removeprefix('mark_')} (undo: z)"
         if name == "undo_mark":
