@@ -301,7 +301,7 @@ class ActorLink:
             batch = self._batches[self._send_index]
             try:
                 frames = batch.frames or self._read_spilled(batch.path)
-                header = self._holds_from(frames[0])
+                header = self._holds_from(frames[0], self._send_index)
             except (OSError, CodecError, ValueError, TypeError, KeyError) as exc:
                 self._drop_corrupt(batch, exc)
                 continue
@@ -310,20 +310,46 @@ class ActorLink:
             self._send_index += 1
             in_flight += 1
 
-    def _holds_from(self, header: bytes) -> bytes:
-        """The header with ``holds_from``: the oldest seq this actor can still resend. A learner
-        skips a gap in the stream only when the actor no longer holds the missing steps."""
+    def _holds_from(self, header: bytes, index: int) -> bytes:
+        """The header of batch ``index`` with ``holds_from``: the oldest seq before it that this
+        actor can still resend (its own first seq when the steps just before it are gone for
+        good). A learner skips a gap in the stream only when the actor cannot fill it."""
+        batch = self._batches[index]
+        before = self._batches[index - 1] if index > 0 else None
+        contiguous = before is not None and before.last_seq + 1 == batch.first_seq
         fields = msgpack.unpackb(header, raw=False)
-        fields["meta"]["holds_from"] = self._batches[0].first_seq
+        fields["meta"]["holds_from"] = self._batches[0].first_seq if contiguous else batch.first_seq
         return msgpack.packb(fields, use_bin_type=True)
 
     def _drop_corrupt(self, batch: _Batch, exc: Exception) -> None:
         """A spool file that cannot be read back: moved aside (``*.corrupt``), logged; its steps
-        are lost and the learner sees the gap."""
+        are lost and the learner sees the gap. The batches after it that continue its episode
+        cannot be delivered either (their first observation was in it): moved aside as
+        ``*.orphan``, so that the stream resumes at the next episode start."""
         log.error("actor link: spooled batch seq %d-%d unreadable (%s); moved aside as %s.corrupt",
                   batch.first_seq, batch.last_seq, exc, batch.path.name)  # fmt: skip
+        index = self._batches.index(batch)
+        self._set_aside(batch, ".corrupt")
+        while index < len(self._batches):
+            following = self._batches[index]
+            try:
+                frames = following.frames or self._read_spilled(following.path)
+                starts = decode(frames).arrays["starts_episode"]
+                continues = not bool(starts[0])
+            except (OSError, CodecError, KeyError, IndexError) as exc2:
+                log.error("actor link: spooled batch seq %d-%d unreadable too (%s)",
+                          following.first_seq, following.last_seq, exc2)  # fmt: skip
+                continues = True
+            if not continues:
+                break
+            log.error("actor link: batch seq %d-%d continues the lost episode; moved aside as "
+                      "%s.orphan", following.first_seq, following.last_seq,
+                      following.path.name)  # fmt: skip
+            self._set_aside(following, ".orphan")
+
+    def _set_aside(self, batch: _Batch, suffix: str) -> None:
         try:
-            batch.path.replace(batch.path.with_suffix(".corrupt"))
+            batch.path.replace(batch.path.with_suffix(suffix))
         except OSError:
             batch.path.unlink(missing_ok=True)
         self._batches.remove(batch)

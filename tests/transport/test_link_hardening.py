@@ -491,3 +491,28 @@ def test_a_failed_episode_write_is_counted_and_retried_with_nothing_lost(
     assert [len(e.transitions) for e in load_episodes(tmp_path / "store")] == [3, 4]
     actor.close()
     learner.close()
+
+
+def test_a_corrupt_spool_batch_costs_only_its_episode_and_the_stream_goes_on(
+    tmp_path: Path,
+) -> None:
+    ep, spool = free_endpoints(), tmp_path / "spool"
+    actor = ActorLink(actor_config(ep, spool, batch_steps=4), PLAIN)  # the learner is down
+    one, two, three = episode_steps(0, 6), episode_steps(10, 10), episode_steps(30, 3)
+    for step in one + two + three:
+        actor.add(step)
+    actor.close()
+    # Batches: 0-3, 4-5 | 6-9, 10-13, 14-15 | 16-18. The disk mangles 10-13.
+    (spool / "batch_000000000010_000000000013.bin").write_bytes(b"\x05\x00\x00")
+    learner = start_learner(ep, tmp_path / "store", Sink())
+    restarted = ActorLink(actor_config(ep, spool), PLAIN)
+    run_until(learner, restarted, lambda: restarted.unacknowledged_steps == 0)
+    episodes = [e.transitions for e in load_episodes(tmp_path / "store")]
+    assert [len(e) for e in episodes] == [6, 4, 3]  # episode two up to the lost batch
+    assert all(map(same, [t for e in episodes for t in e], one + two[:4] + three))
+    assert sorted(p.name for p in spool.glob("batch_*")) == [
+        "batch_000000000010_000000000013.corrupt",
+        "batch_000000000014_000000000015.orphan",
+    ]
+    restarted.close()
+    learner.close()
