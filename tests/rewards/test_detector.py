@@ -54,3 +54,37 @@ def test_the_env_ends_episodes_when_the_detector_fires(tiny_dir: Path) -> None:
     env.close()
     with pytest.raises(ValueError, match="pixels"):
         TwinEnv(TwinEnvConfig(task="reach", obs="state"), detector=never)
+
+
+def test_load_scorer_refuses_a_missing_model_and_a_probe_without_backbone(tmp_path: Path) -> None:
+    from robot_rl.rewards.detector import BackboneSource, load_detector, load_scorer
+
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.json"):
+        load_scorer(tmp_path / "nowhere.json")
+    with pytest.raises(FileNotFoundError, match="robot-rl reward train"):
+        load_detector(tmp_path / "nowhere.json")
+    bare = tmp_path / "bare.json"
+    ProbeScorer(torch.zeros(4), 0.0).save(bare)  # records neither backbone nor cameras
+    with pytest.raises(ValueError, match="backbone and cameras"):
+        load_scorer(bare, cameras=("front",))
+    with pytest.raises(ValueError, match="backbone and cameras"):
+        load_scorer(bare, BackboneSource("local-dir:/somewhere"))  # still no cameras
+
+
+def test_load_scorer_takes_the_probes_backbone_and_cameras(tiny_dir: Path, tmp_path: Path) -> None:
+    from robot_rl.rewards.detector import BackboneSource, load_scorer
+
+    dim = load_backbone(f"local-dir:{tiny_dir}").embed_dim
+    path = tmp_path / "probe.json"
+    probe = ProbeScorer(torch.zeros(2 * dim), 0.0, cameras=("front", "wrist"))
+    probe.backbone = f"local-dir:{tiny_dir}"
+    probe.save(path)
+    scorer = load_scorer(path, cameras=("other",))  # the probe's own cameras win
+    assert scorer.cameras == ("front", "wrist")
+    frames = {c: np.zeros((3, 32, 32, 3), np.uint8) for c in ("front", "wrist")}
+    assert scorer.score(frames) == pytest.approx(np.full(3, 0.5))  # zero weights: p = 0.5
+    probe.backbone = ""
+    probe.save(path)
+    with pytest.raises(ValueError, match="backbone"):
+        load_scorer(path)
+    assert load_scorer(path, BackboneSource(f"local-dir:{tiny_dir}")).cameras == ("front", "wrist")
