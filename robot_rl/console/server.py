@@ -259,6 +259,8 @@ class ConsoleServer:
 
         return web.FileResponse(STATIC / "index.html", headers={
             "Cache-Control": "no-store", "X-Frame-Options": "DENY",
+            "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; "
+            "connect-src 'self'; frame-ancestors 'none'",
             "Referrer-Policy": "no-referrer"})  # fmt: skip
 
     async def _favicon(self, request: Any) -> Any:
