@@ -185,6 +185,7 @@ for e in range(10_000):
 """
 
 
+@pytest.mark.integration  # a child process, killed mid-write
 def test_process_killed_while_writing_leaves_a_loadable_directory(tmp_path: Path, caplog):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.Popen(
