@@ -155,6 +155,32 @@ def test_a_click_then_space_and_enter_adds_no_mark(demo, browser) -> None:
     assert stats(browser)["controlsSent"] == ["mark_success", "resume"]
     assert [m["mark"] for m in hub.marks] == ["mark_success"]
     assert stats(browser)["errors"] == 0
+    browser.find_element(By.TAG_NAME, "body").send_keys("z")  # undo, within its window
+    wait_for(lambda: stats(browser)["acks"] == 3, what="the undo's ack")
+    assert "withdrawn" in browser.find_element(By.ID, "toast").text
+    assert hub.snapshot()["marks"] == 0 and hub.marks[-1]["undone"]
+
+
+def test_backspace_resets_only_when_pressed_twice_and_the_key_map_is_shown(demo, browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    open_page(browser, demo.url)
+    body = browser.find_element(By.TAG_NAME, "body")
+    body.send_keys(Keys.BACKSPACE)
+    assert "press Backspace" in browser.find_element(By.ID, "toast").text
+    body.send_keys("u")  # a sentinel: once acked, anything sent before it has arrived
+    wait_for(lambda: stats(browser)["acks"] == 1, what="the sentinel's ack")
+    assert stats(browser)["controlsSent"] == ["resume"]  # one Backspace sent nothing
+    episodes = demo.episodes
+    body.send_keys(Keys.BACKSPACE)
+    body.send_keys(Keys.BACKSPACE)
+    wait_for(lambda: demo.episodes > episodes, what="the reset episode")
+    assert stats(browser)["controlsSent"] == ["resume", "reset"]
+    rows = browser.find_elements(By.CSS_SELECTOR, "#keymap tr")
+    text = "\n".join(row.text for row in rows)
+    assert "Esc software stop" in text and "Backspace x2 reset" in text
+    assert "W teleop +x (hold)" in text and "C teleop close (hold)" in text
 
 
 def test_both_cameras_stay_on_the_page(demo, browser) -> None:
