@@ -385,23 +385,29 @@ def _user_id(frame: Any) -> str:
         return ""
 
 
-def non_finite_tensors(state_dict: Mapping[str, Any], prefix: str = "") -> list[str]:
+def non_finite_tensors(state_dict: Mapping[str, Any]) -> list[str]:
     """Names ("actor/net.0.weight") of the floating tensors in a (nested) state dict that hold a
-    NaN or an infinity."""
+    NaN or an infinity (one device sync for the whole dict)."""
     import torch
 
-    bad: list[str] = []
-    for key, value in state_dict.items():
-        name = f"{prefix}/{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            bad += non_finite_tensors(value, name)
-        elif (
-            isinstance(value, torch.Tensor)
-            and value.is_floating_point()
-            and not bool(torch.isfinite(value).all())
-        ):
-            bad.append(name)
-    return bad
+    named: list[tuple[str, Any]] = []
+
+    def collect(prefix: str, node: Mapping[str, Any]) -> None:
+        for key, value in node.items():
+            name = f"{prefix}/{key}" if prefix else str(key)
+            if isinstance(value, Mapping):
+                collect(name, value)
+            elif isinstance(value, torch.Tensor) and value.is_floating_point():
+                named.append((name, value))
+
+    collect("", state_dict)
+    if not named:
+        return []
+    device = named[0][1].device  # one device in practice; .to() is a no-op there
+    finite = torch.stack([torch.isfinite(t).all().to(device) for _, t in named])
+    if bool(finite.all()):
+        return []
+    return [name for (name, _), ok in zip(named, finite.tolist(), strict=True) if not ok]
 
 
 def _finite_runs(
