@@ -104,6 +104,9 @@ class ConsoleBridge:
             self._software_stop(False)
         elif name == "reset":
             request.reset = True
+        elif name in ("mark_success", "mark_failure") and episode not in (None, self.hub.episode):
+            log.warning("console: %s dropped: it was meant for episode %s, which has ended",
+                        name, episode)  # fmt: skip
         elif name in ("mark_success", "mark_failure") and request.label is None:
             request.label = "success" if name == "mark_success" else "failure"
             if episode is not None:

@@ -230,6 +230,12 @@ class ConsoleHub:
             self.version += 1
             self._lock.notify_all()
 
+    @property
+    def episode(self) -> int:
+        """Episodes ended so far: the index of the running episode."""
+        with self._lock:
+            return int(self._state.get("episode", 0))
+
     def take_controls(self) -> list[Control]:
         """The operator's controls since the last call, oldest first."""
         with self._lock:

@@ -211,3 +211,13 @@ def test_the_forwarder_feeds_frames_independently_and_survives_bad_ones() -> Non
     finally:
         forwarder.stop()
     assert not forwarder.alive
+
+
+def test_a_mark_for_an_episode_that_ended_meanwhile_is_dropped() -> None:
+    hub = ConsoleHub()
+    bridge = ConsoleBridge(hub, FakeEnv())
+    hub.control("mark_success")  # meant for episode 0 ...
+    bridge.end_episode({"success": False}, 0.0, 0, 5)  # ... which the env ended meanwhile
+    assert bridge.before_step().label is None  # not applied to episode 1
+    hub.control("mark_failure")  # episode 1 has its own mark
+    assert bridge.before_step().label == "failure"
