@@ -25,6 +25,7 @@ construction) should be no worse.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import subprocess
@@ -170,8 +171,28 @@ def _quiet_window(backend: object, seconds: float, start_m: np.ndarray,
     return timing.stamps().copy()
 
 
+def _normal_scheduling() -> None:
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
 def bench_mode(mode: str, window_s: float, seed: int, rt_priority: int) -> dict[str, float]:
-    """All phases for one control mode on a fresh simulator (see the module docstring)."""
+    """All phases for one control mode on a fresh simulator (see the module docstring). The
+    calling thread streams the targets, as a robot server's thread on the robot PC would: it asks
+    for SCHED_FIFO below the control loop for the run (and gets its own policy back after)."""
+    from robot_rl.hardware.franka_backend import realtime_setup
+
+    policy = os.sched_getscheduler(0), os.sched_getparam(0)
+    stream_fifo = rt_priority > 0 and bool(realtime_setup(None, max(1, rt_priority - 20))["fifo"])
+    try:
+        out = _bench_mode(mode, window_s, rt_priority)
+    finally:
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, *policy)
+    out[f"{mode}_stream_sched_fifo"] = stream_fifo
+    return out
+
+
+def _bench_mode(mode: str, window_s: float, rt_priority: int) -> dict[str, float]:
     from robot_rl.hardware.franka import FrankaConfig
     from robot_rl.hardware.franka_backend import FrankaBackend
     from robot_rl.hardware.franka_sim import SIM_HOME_Q_RAD, FrankySim, sim_loop_config
@@ -189,7 +210,7 @@ def bench_mode(mode: str, window_s: float, seed: int, rt_priority: int) -> dict[
             backend.timing.clear()
             clock = sim_clock(backend)
             goal = home + np.array([0.03, 0.0, 0.0])
-            static = hold_and_measure(backend, goal, quat, 2.0, 0.5, clock)
+            static = hold_and_measure(backend, goal, quat, 4.0, 1.0, clock)
             out[f"{mode}_static_error_mm"] = float(static.mean() * 1e3)
             lat = np.asarray(backend.timing.latencies_s)
             out[f"{mode}_target_to_applied_ms_p99"] = float(np.percentile(lat, 99) * 1e3)
@@ -218,6 +239,7 @@ def bench_mode(mode: str, window_s: float, seed: int, rt_priority: int) -> dict[
                 learner = subprocess.Popen(
                     [sys.executable, "-c", _LEARNER_SCRIPT, str(window_s + 5)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    preexec_fn=_normal_scheduling,  # a learner is not real-time
                 )  # fmt: skip
                 try:
                     time.sleep(2.0)  # the learner is importing torch and warming up
