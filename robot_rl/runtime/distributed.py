@@ -63,6 +63,8 @@ class DistributedConfig:
     weights_half: bool = False  # fp16 weights on the wire (half the bytes)
     checkpoint_period_s: float = 300.0
     status_period_s: float = 10.0
+    # The actor's link (batching, spool and resend settings); endpoints and id come from above.
+    actor_link: ActorLinkConfig = field(default_factory=ActorLinkConfig)
 
 
 class Learner:
@@ -193,7 +195,7 @@ class Actor:
                     "the scripted intervener needs the in-process twin; with env.remote set "
                     "interventions: false (the operator intervenes through the console)"
                 )
-            scripted = ScriptedIntervener()
+            scripted = ScriptedIntervener(train.intervener)
         self.env = make_env(train.env)
         self.policy = Policy(self.env.observation_space, self.env.action_space, train.agent,
                              train.seed)  # fmt: skip
@@ -201,9 +203,10 @@ class Actor:
         self.operator = operator_setup(self.env, train.console, train.teleop, scripted, cameras)
         self.spool_dir = Path(spool_dir) if spool_dir else train.run_path / "spool" / net.actor_id
         self.link = ActorLink(
-            ActorLinkConfig(actor_id=net.actor_id, transitions_endpoint=net.endpoints.transitions,
-                            weights_endpoint=net.endpoints.weights,
-                            spool_dir=str(self.spool_dir)),
+            dataclasses.replace(net.actor_link, actor_id=net.actor_id,
+                                transitions_endpoint=net.endpoints.transitions,
+                                weights_endpoint=net.endpoints.weights,
+                                spool_dir=str(self.spool_dir)),
             net.security,
         )  # fmt: skip
         self.weights = WeightSwap(self.link, self.policy)

@@ -46,7 +46,7 @@ from robot_rl.config import from_dict, to_dict
 from robot_rl.console.bridge import operator_setup
 from robot_rl.console.server import ConsoleConfig
 from robot_rl.data.batch import Transition
-from robot_rl.envs.intervention import ScriptedIntervener
+from robot_rl.envs.intervention import ScriptedIntervener, ScriptedIntervenerConfig
 from robot_rl.envs.twin_env import TwinEnvConfig, make_env
 from robot_rl.runtime.actor import (
     ActorLoop,
@@ -77,6 +77,7 @@ class TrainConfig:
     env_steps: int = 20_000
     demos: int = 20  # scripted-expert demos recorded into the run before training (0: none)
     interventions: bool = True  # the scripted intervener stands in for the operator
+    intervener: ScriptedIntervenerConfig = field(default_factory=ScriptedIntervenerConfig)
     learning_starts: int = 100  # online steps before the first update
     batch_size: int = 256
     replay_capacity: int = 200_000
@@ -268,7 +269,7 @@ class TrainingSession:
         """The env the actor steps (with its interveners) and the console bridge, if any."""
         cfg = self.config
         cameras = list(cfg.env.cameras) if cfg.env.obs == "pixels" else []
-        scripted = ScriptedIntervener() if cfg.interventions else None
+        scripted = ScriptedIntervener(cfg.intervener) if cfg.interventions else None
         setup = operator_setup(self.env, cfg.console, cfg.teleop, scripted, cameras)
         self.hub, self.console = setup.hub, setup.server
         self._operator = setup

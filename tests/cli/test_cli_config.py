@@ -195,3 +195,12 @@ def test_record_takes_env_teleop_and_console_settings_from_the_config(tmp_path: 
     args = cli.build_parser().parse_args([*argv, "--select", "0", "--console-port", "9100"])
     teleop, page = operator_configs(train, args, console=True)
     assert (teleop.select, page.enabled, page.port) == ("0", True, 9100)
+
+
+def test_the_actor_link_and_the_intervener_are_reachable_from_set(tmp_path: Path) -> None:
+    argv = ["actor", "--net-set", "actor_link.batch_steps=4", "--net-set",
+            "actor_link.resend_after_s=0.5", "--set", "intervener.patience=7"]  # fmt: skip
+    train, net = _net(tmp_path, argv)
+    assert (net.actor_link.batch_steps, net.actor_link.resend_after_s) == (4, 0.5)
+    assert net.actor_link.max_in_flight == ActorLinkConfig().max_in_flight  # the rest: defaults
+    assert (train.intervener.patience, train.intervener.takeover_steps) == (7, 5)
