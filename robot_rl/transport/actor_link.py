@@ -34,6 +34,7 @@ import logging
 import os
 import struct
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -137,6 +138,14 @@ class ActorLink:
         self._sub.maxmsgsize = config.max_weights_bytes
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
         secure_client(self._sub, config.weights_endpoint, security)
+        # Sealing must not wait for the actor loop (it blocks while the operator pauses): a
+        # background thread seals what is pending. It only writes the spool; the sockets stay
+        # with the caller's thread. ``_lock`` guards the pending steps and the batches.
+        self._lock = threading.RLock()
+        self._closing = threading.Event()
+        self._sealer = threading.Thread(target=self._seal_on_time, name="actor-link-sealer",
+                                        daemon=True)  # fmt: skip
+        self._sealer.start()
 
     # -- the step counter and the spool --------------------------------------------------------
     def _read_seq(self) -> int:
@@ -223,6 +232,10 @@ class ActorLink:
     # -- sending -------------------------------------------------------------------------------
     def add(self, step: Transition) -> None:
         """Queue one env step (in order); raises BackpressureError when holding too much."""
+        with self._lock:
+            self._add(step)
+
+    def _add(self, step: Transition) -> None:
         # A full batch is sealed when the next step arrives (or its episode ends), so an open
         # episode always has pending steps that end_episode() can mark as closing it.
         if len(self._pending) >= self.config.batch_steps:
@@ -234,14 +247,34 @@ class ActorLink:
         self._starts_next = step.terminated or step.truncated
         if self._starts_next:
             self._seal()
-        self.pump()
+        self._pump()
 
     def end_episode(self) -> None:
         """The episode stops here without an end flag (an operator reset, a shutdown): seal what
         is pending and tell the learner to store the episode as unfinished."""
-        if not self._starts_next:  # an episode is open
-            self._seal(closes_episode=True)
-        self._starts_next = True
+        with self._lock:
+            if not self._starts_next:  # an episode is open
+                self._seal(closes_episode=True)
+            self._starts_next = True
+
+    def _seal_on_time(self) -> None:
+        """The sealer thread: every quarter of ``seal_every_s``, seal pending steps older than
+        ``seal_every_s`` (keeping an open episode's newest step pending)."""
+        period_s = max(0.01, self.config.seal_every_s / 4)
+        while not self._closing.wait(period_s):
+            with self._lock:
+                if self._closing.is_set():
+                    return
+                try:
+                    self._seal_if_due()
+                except (BackpressureError, OSError) as exc:  # add() raises it to the caller
+                    self._complain("seal", f"sealing on time failed: {exc}")
+
+    def _seal_if_due(self) -> None:
+        if len(self._pending) > 1 and (
+            time.monotonic() - self._pending_since >= self.config.seal_every_s
+        ):
+            self._seal(keep_last=not self._starts_next)
 
     def _seal(self, closes_episode: bool = False, keep_last: bool = False) -> None:
         """Make the pending steps a batch, on disk before it is ever sent. keep_last: leave the
@@ -274,10 +307,13 @@ class ActorLink:
 
     def pump(self) -> None:
         """Send what may be sent, read acks and weights, resend on silence. Never blocks."""
+        with self._lock:
+            self._pump()
+
+    def _pump(self) -> None:
         self._read_acks()
         now = time.monotonic()
-        if len(self._pending) > 1 and now - self._pending_since >= self.config.seal_every_s:
-            self._seal(keep_last=not self._starts_next)
+        self._seal_if_due()
         if not self._hello_answered and now - self._last_hello >= self.config.hello_every_s:
             self._send(encode("request", self._next_msg_seq(),
                               {"op": "hello", "actor_id": self.config.actor_id}))  # fmt: skip
@@ -437,7 +473,8 @@ class ActorLink:
     def flush(self, timeout_s: float) -> bool:
         """Seal pending steps and pump until the learner holds everything durably, or timeout.
         Returns True if nothing is left unacknowledged."""
-        self._seal()
+        with self._lock:
+            self._seal()
         deadline = time.monotonic() + timeout_s
         while self._batches and time.monotonic() < deadline:
             self.pump()
@@ -452,7 +489,8 @@ class ActorLink:
     @property
     def unacknowledged_steps(self) -> int:
         """Steps not yet stored by the learner: spooled batches plus the unsealed tail."""
-        return sum(b.steps for b in self._batches) + len(self._pending)
+        with self._lock:
+            return sum(b.steps for b in self._batches) + len(self._pending)
 
     @property
     def steps_held(self) -> int:
@@ -462,10 +500,15 @@ class ActorLink:
     @property
     def steps_spooled(self) -> int:
         """Held steps that are on disk in the spool (all sealed ones)."""
-        return sum(b.steps for b in self._batches)
+        with self._lock:
+            return sum(b.steps for b in self._batches)
 
     def stop_summary(self) -> str:
         """One line saying where this run's steps went (printed when the actor stops)."""
+        with self._lock:
+            return self._summary()
+
+    def _summary(self) -> str:
         text = (
             f"actor {self.config.actor_id}: {self.steps_stored} steps stored by the learner this "
             f"run, {self.steps_spooled} held in the spool {self.spool} (sent next run)"
@@ -541,6 +584,8 @@ class ActorLink:
     def close(self) -> None:
         """Seal the unsealed tail into the spool (closing an open episode), log where every step
         went (``stop_summary``), and close the sockets."""
+        self._closing.set()
+        self._sealer.join(timeout=5.0)
         try:
             self.end_episode()
         except BackpressureError as exc:  # the batch is on disk; the spool is over its limit

@@ -374,14 +374,16 @@ def test_an_endless_episode_is_stored_in_bounded_parts(tmp_path: Path) -> None:
 
 def test_sealed_batches_are_on_disk_before_they_are_sent(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
-    actor = ActorLink(actor_config(free_endpoints(), spool, batch_steps=4), PLAIN)  # no learner
+    cfg = actor_config(free_endpoints(), spool, batch_steps=4, seal_every_s=60.0)
+    actor = ActorLink(cfg, PLAIN)  # no learner
     for step in episode_steps(0, 10)[:9]:  # an open episode of 9 steps
         actor.add(step)
     # Two full batches sealed, and the 9th step pending.
     names = sorted(p.name for p in spool.glob("batch_*.bin"))
     assert names == ["batch_000000000000_000000000003.bin", "batch_000000000004_000000000007.bin"]
     assert (actor.steps_held, actor.steps_spooled, actor.steps_stored) == (9, 8, 0)
-    actor._dealer.close(linger=0)  # the process dies here, without close()
+    actor._closing.set()  # the process dies here, without close()
+    actor._dealer.close(linger=0)
     actor._sub.close(linger=0)
 
 
@@ -396,6 +398,21 @@ def test_pending_steps_are_sealed_within_seal_every_s(tmp_path: Path) -> None:
     actor.end_episode()
     assert actor.steps_spooled == 5
     actor.close()
+
+
+def test_pending_steps_are_sealed_on_time_while_the_actor_loop_waits(tmp_path: Path) -> None:
+    cfg = actor_config(free_endpoints(), tmp_path / "spool", batch_steps=100, seal_every_s=0.05)
+    actor = ActorLink(cfg, PLAIN)
+    for step in episode_steps(0, 10)[:5]:
+        actor.add(step)
+    # The loop is paused (no add, no pump): the sealer thread still spools all but the newest.
+    deadline = time.monotonic() + 5
+    while actor.steps_spooled < 4:
+        assert time.monotonic() < deadline, "pending steps were not sealed on time"
+        time.sleep(0.01)
+    assert actor.steps_spooled == 4 and len(list((tmp_path / "spool").glob("batch_*"))) == 1
+    actor.close()
+    assert actor.steps_spooled == 5
 
 
 def test_a_clean_stop_puts_every_step_in_the_spool_and_says_so(
