@@ -1,122 +1,88 @@
-"""The twin env's observations and actions over a robot client: the same policy runs against a
-robot server, local or across the network (the twin served by ``robot-rl robot-server``, or a
-real arm's server).
+"""The arm env (``envs.arm_env``) over a robot client: the same policy runs against a robot
+server, local or across the network (the twin served by ``robot-rl robot-server``, or a real
+arm's server), with camera frames from camera publishers.
 
-Observations and actions follow ``twin_env`` exactly (same ``TwinEnvConfig``, same state vector,
-same reset-frame deltas), so a policy trained in one runs in the other. Time is the wall clock:
-each step sends the target, a heartbeat half a period later (so the server's 100 ms watchdog
-never sees a 10 Hz stream as stalled, without restarting the reference) and returns the newest
-state at the next policy tick.
-Success comes from the server's state (the twin's ground truth) unless a ``reward_fn`` is given
-(a success detector on a real arm).
+``RobotClientBackend`` is the ``ArmBackend``: time is the wall clock. Each step sends the target,
+a heartbeat half a period later (so the server's 100 ms watchdog never sees a 10 Hz stream as
+stalled, without restarting the reference) and returns the newest state at the next policy tick;
+``interrupt_step`` cuts the wait short when the operator acts. A task the twin knows borrows its
+episode length and gripper at reset, and in state mode needs the server's task features (a sim
+server sends them); a real task is defined by ``env.remote`` alone: its episode length, a reset
+pose with a random offset (driven to after the server's reset), the external wrench in the state
+and the reward source (the server's success flag, a detector, the operator's marks, or both).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
-from robot_rl.actions import gripper_value_to_index
-from robot_rl.data.batch import STATE_KEY
-from robot_rl.envs.twin_env import (
-    GRIPPER_ACTIONS,
-    PROPRIO_DIM,
-    ResetFrame,
-    TwinEnvConfig,
-    action_to_target,
-    check_action,
-    state_vector,
-)
+from robot_rl.controllers.targets import CartesianTarget
+from robot_rl.envs.arm_env import ArmEnv, Detector, ResetFrame
+from robot_rl.envs.config import EnvConfig, RemoteRobotConfig
 from robot_rl.interfaces import RobotState
-from robot_rl.sim.tasks import make_task
+from robot_rl.sim.tasks import TASKS, GripperAction, make_task
 from robot_rl.transport.camera_stream import CameraSubscriber
 from robot_rl.transport.robot_server import RemoteState, RobotClient
 
+WRENCH_META_KEY = "ext_wrench"  # (6,) N and Nm, base frame, in the state message's meta
 
-class RemoteEnv(gym.Env):
-    """See the module docstring. ``info``: success, gripper_penalty, state_age_s, seed."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+class RobotClientBackend:
+    """A robot server and camera publishers as an ``ArmBackend`` (see the module docstring)."""
 
     def __init__(
         self,
-        config: TwinEnvConfig,
+        config: EnvConfig,
         client: RobotClient,
         cameras: CameraSubscriber | None = None,
-        reward_fn: Callable[[RemoteState], float] | None = None,
         state_timeout_s: float = 1.0,
         max_skew_s: float = 0.05,
     ) -> None:
-        if config.obs == "pixels" and cameras is None:
-            raise ValueError("pixel observations need a CameraSubscriber for the env's cameras")
         self.config, self.client, self.cameras = config, client, cameras
-        self.reward_fn = reward_fn
+        self.remote = config.remote or RemoteRobotConfig()
         self.state_timeout_s, self.max_skew_s = state_timeout_s, max_skew_s
-        task = make_task(config.task)
-        self.grasp_at_reset = task.grasp_at_reset
-        self.max_episode_steps = config.max_episode_steps or round(
-            task.max_episode_s / config.policy_period_s
-        )
-        first = client.latest(timeout_s=state_timeout_s)
-        n_features = 0
-        if config.obs == "state":
-            if first.features is None:
-                raise ValueError("obs 'state' needs task features; this server sends none")
-            n_features = len(first.features)
-        spaces: dict[str, gym.Space] = {
-            STATE_KEY: gym.spaces.Box(-np.inf, np.inf, (PROPRIO_DIM + n_features,), np.float32)
-        }
-        if config.obs == "pixels":
-            shape = (config.image_height, config.image_width, 3)
-            for name in config.cameras:
-                spaces[name] = gym.spaces.Box(0, 255, shape, np.uint8)
-        self.observation_space = gym.spaces.Dict(spaces)
-        action_dim = 3 + (3 if config.rotation_actions else 0) + 1
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
-        self._reset = ResetFrame.of(first.state)
-        self._latest = first
-        self._steps = 0
-        self._gripper_index = 2
+        self.latest: RemoteState = client.latest(timeout_s=state_timeout_s)
         self._next_tick = time.monotonic()
         self._interrupt = threading.Event()
+        self._rng = np.random.default_rng(0)
 
     def interrupt_step(self) -> None:
-        """Cut the current step's wait short (from any thread): the operator took over or moved,
-        so the next step, with their action, goes out now instead of at the next period."""
+        """Cut the current step's wait short (from any thread)."""
         self._interrupt.set()
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        super().reset(seed=seed)
-        episode_seed = int(self.np_random.integers(2**31 - 1))
-        reply = self.client.reset(episode_seed)
-        self._latest = self.client.latest(self.state_timeout_s, newer_than_seq=reply["state_seq"])
-        self._reset = ResetFrame.of(self._latest.state)
-        self._gripper_index = 0 if self.grasp_at_reset else 2
-        self._steps = 0
+    def reset(self, seed: int) -> None:
+        reply = self.client.reset(seed)
+        self.latest = self.client.latest(self.state_timeout_s, newer_than_seq=reply["state_seq"])
+        if self.remote.reset_pos_m is not None:
+            self._rng = np.random.default_rng(seed)
+            self._move_to_reset_pose()
         self._next_tick = time.monotonic() + self.config.policy_period_s
-        info = {"success": bool(self._latest.meta.get("success", False)), "seed": episode_seed}
-        return self._observation(), info
 
-    def step(
-        self, action: np.ndarray
-    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        action = check_action(action, self.action_space)
-        cfg = self.config
-        state = self.client.latest(timeout_s=self.state_timeout_s)
-        target = action_to_target(cfg, state.state, self._reset, action)
-        index = int(gripper_value_to_index(float(action[-1])))
-        toggled = index != 1 and index != self._gripper_index
-        if index != 1:
-            self._gripper_index = index
-        gripper = GRIPPER_ACTIONS[index]
-        period = cfg.policy_period_s
+    def _move_to_reset_pose(self) -> None:
+        """Drive the TCP to the reset position plus a uniform offset, inside the workspace box,
+        keeping the orientation the server's reset left; RuntimeError if it is not reached."""
+        r = self.remote
+        noise = self._rng.uniform(-1.0, 1.0, 3) * np.asarray(r.reset_noise_m)
+        goal = np.clip(np.asarray(r.reset_pos_m) + noise, self.config.box_low_m,
+                       self.config.box_high_m)  # fmt: skip
+        target = CartesianTarget(goal, self.latest.state.ee_quat_xyzw.copy())
+        deadline = time.monotonic() + r.reset_timeout_s
+        while np.linalg.norm(self.latest.state.ee_pos_m - goal) > r.reset_tolerance_m:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"reset: TCP at {np.round(self.latest.state.ee_pos_m, 3).tolist()} m did not "
+                    f"reach {np.round(goal, 3).tolist()} m within {r.reset_timeout_s} s; check "
+                    "env.remote.reset_pos_m against the workspace and the robot's mode"
+                )
+            self.apply(target, None)
+
+    def apply(self, target: CartesianTarget, gripper: GripperAction) -> None:
+        period = self.config.policy_period_s
         start = max(time.monotonic(), self._next_tick - period)
         self.client.send_target(target, gripper)
         cut = self._interrupt.wait(max(0.0, start + period / 2 - time.monotonic()))
@@ -125,43 +91,106 @@ class RemoteEnv(gym.Env):
             cut = self._interrupt.wait(max(0.0, start + period - time.monotonic()))
         self._interrupt.clear()
         self._next_tick = time.monotonic() if cut else start + period
-        self._latest = self.client.latest(timeout_s=self.state_timeout_s)
-        self._steps += 1
-        success = bool(self._latest.meta.get("success", False))
-        reward = float(self.reward_fn(self._latest)) if self.reward_fn else float(success)
-        terminated = success
-        truncated = not terminated and self._steps >= self.max_episode_steps
-        info = {
-            "success": success,
-            "gripper_penalty": cfg.gripper_penalty if toggled else 0.0,
-            "state_age_s": time.monotonic() - self._latest.received_s,
-        }
-        return self._observation(), reward, terminated, truncated, info
+        self.latest = self.client.latest(timeout_s=self.state_timeout_s)
 
-    @property
-    def reset_frame(self) -> ResetFrame:
-        """The TCP pose at this episode's reset (the frame actions are in)."""
-        return self._reset
+    def state(self) -> RobotState:
+        return self.latest.state
 
-    def robot_state(self) -> RobotState:
-        """The newest state the robot server sent."""
-        return self._latest.state
+    def features(self) -> np.ndarray | None:
+        return self.latest.features
 
-    def close(self) -> None:
-        for part in (self.client, self.cameras):
-            close = getattr(part, "close", None)
-            if close is not None:
-                close()
+    def success(self) -> bool:
+        return bool(self.latest.meta.get("success", False))
 
-    def software_stop(self, stop: bool = True) -> None:
-        """Latch (or clear) the robot server's software stop (damping; targets refused)."""
+    def frames(self) -> dict[str, np.ndarray]:
+        if self.cameras is None:
+            return {}
+        frames = self.cameras.wait_synchronized(self.max_skew_s, self.state_timeout_s)
+        return {name: received.frame.image for name, received in frames.items()}
+
+    def wrench(self) -> np.ndarray | None:
+        value = self.latest.meta.get(WRENCH_META_KEY)
+        return None if value is None else np.asarray(value, dtype=np.float64).reshape(6)
+
+    def info(self) -> dict[str, Any]:
+        return {"state_age_s": time.monotonic() - self.latest.received_s}
+
+    def software_stop(self, stop: bool) -> None:
         self.client.software_stop(stop)
 
-    def _observation(self) -> dict[str, np.ndarray]:
-        features = self._latest.features if self.config.obs == "state" else None
-        obs = {STATE_KEY: state_vector(self.config, self._latest.state, self._reset, features)}
-        if self.cameras is not None and self.config.obs == "pixels":
-            frames = self.cameras.wait_synchronized(self.max_skew_s, self.state_timeout_s)
-            for name in self.config.cameras:
-                obs[name] = frames[name].frame.image
-        return obs
+    def close(self) -> None:
+        self.client.close()
+        if self.cameras is not None:
+            self.cameras.close()
+
+
+class RemoteEnv(ArmEnv):
+    """The arm env over a robot client (see the module docstring). ``cameras``: the camera
+    subscriber (pixel observations, the detector's frames, or the console's views)."""
+
+    def __init__(
+        self,
+        config: EnvConfig,
+        client: RobotClient,
+        cameras: CameraSubscriber | None = None,
+        detector: Detector | None = None,
+        state_timeout_s: float = 1.0,
+        max_skew_s: float = 0.05,
+    ) -> None:
+        remote = config.remote or RemoteRobotConfig()
+        needs_frames = config.obs == "pixels" or detector is not None
+        if needs_frames and cameras is None:
+            raise ValueError("pixel observations and a detector need camera streams: set "
+                             "env.remote.camera_endpoints (robot-rl cameras publish)")  # fmt: skip
+        backend = RobotClientBackend(config, client, cameras, state_timeout_s, max_skew_s)
+        self.cameras = cameras
+        if config.task in TASKS and remote.episode_s is None:  # a twin task on a sim server
+            task = make_task(config.task)
+            episode_s, grasp = task.max_episode_s, task.grasp_at_reset
+        else:
+            episode_s, grasp = remote.episode_s, remote.grasp_at_reset
+        n_features = 0
+        if config.obs == "state" and config.task in TASKS:
+            if backend.latest.features is None:
+                raise ValueError(f"obs 'state' on the twin task {config.task!r} needs its "
+                                 "features; this server sends none")  # fmt: skip
+            n_features = len(backend.latest.features)
+        wrench = "wrench" in remote.proprio_extras
+        if wrench and backend.wrench() is None:
+            raise ValueError(f"env.remote.proprio_extras has 'wrench' but the robot server sends "
+                             f"no {WRENCH_META_KEY!r} in its state")  # fmt: skip
+        source = {"server": "success"}.get(remote.reward, remote.reward)
+        steps = config.max_episode_steps or round(episode_s / config.policy_period_s)
+        super().__init__(
+            config, backend, max_episode_steps=steps, n_features=n_features,
+            grasp_at_reset=grasp, detector=detector, reward_source=source, wrench=wrench,
+            wrench_scale_n=remote.wrench_scale_n,
+        )  # fmt: skip
+        self._reset = ResetFrame.of(backend.latest.state)
+
+    def interrupt_step(self) -> None:
+        """Cut the current step's wait short (from any thread): the operator took over or moved,
+        so the next step, with their action, goes out now instead of at the next period."""
+        self.backend.interrupt_step()
+
+
+def connect_remote_env(config: EnvConfig, detector: Detector | None = None) -> RemoteEnv:
+    """Connect to the robot server and camera publishers ``config.remote`` names."""
+    from robot_rl.transport.robot_server import RobotEndpoints
+    from robot_rl.transport.security import SecurityConfig
+
+    r = config.remote or RemoteRobotConfig()
+    security = SecurityConfig(keys_dir=r.keys_dir, name=r.key, server_name=r.server_key,
+                              plaintext=r.plaintext)  # fmt: skip
+    client = RobotClient(RobotEndpoints(r.commands, r.state), security)
+    cameras = None
+    if r.camera_endpoints:  # pixel observations, the detector's frames, the console's views
+        camera_security = dataclasses.replace(security, server_name=r.cameras_key)
+        cameras = CameraSubscriber(list(r.camera_endpoints), camera_security, config.cameras)
+    try:
+        return RemoteEnv(config, client, cameras, detector)
+    except BaseException:
+        client.close()
+        if cameras is not None:
+            cameras.close()
+        raise

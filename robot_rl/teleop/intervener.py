@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from robot_rl.envs.twin_env import twist_to_action
+from robot_rl.envs.arm_env import arm_env, twist_to_action
 from robot_rl.teleop.gate import Force, InterventionGate
 from robot_rl.teleop_command import DeviceNotFoundError, TeleopCommand, TeleopConfig, twist_speeds
 
@@ -52,9 +52,11 @@ def open_device(config: TeleopConfig, page: TeleopDevice | None = None) -> Teleo
 def operator_action(env: Any, command: TeleopCommand, config: TeleopConfig) -> np.ndarray:
     """The env action that moves at ``command``'s twist for one policy period (in the episode's
     reset frame and action units); works for the twin and the remote env alike."""
-    base = getattr(env, "unwrapped", env)
+    arm = arm_env(env)
+    if arm is None:
+        raise ValueError("the operator drives an arm env (the twin or a robot server's arm)")
     linear, angular = twist_speeds(command, config)
-    return twist_to_action(base.config, base.reset_frame, linear, angular, command.gripper)
+    return twist_to_action(arm.config, arm.reset_frame, linear, angular, command.gripper)
 
 
 class TeleopIntervener:
