@@ -135,8 +135,11 @@ class SimReachBackend:
     offset, and draws a goal; it publishes ``features`` (goal minus TCP, (3,) m, base frame) and
     ``success`` (TCP within ``success_radius_m`` of the goal), as the twin's reach does."""
 
-    goal_low_m = (0.45, -0.15, 0.3)
-    goal_high_m = (0.7, 0.15, 0.55)
+    # A box around the start TCP: a reset is a real move (about 0.1 m/s under the impedance's
+    # error clip), so the box keeps it within a few seconds.
+    workspace = Workspace(pos_min_m=(0.4, -0.15, 0.35), pos_max_m=(0.7, 0.15, 0.6))
+    goal_low_m = (0.45, -0.12, 0.38)
+    goal_high_m = (0.67, 0.12, 0.58)
     min_goal_distance_m = 0.1
     success_radius_m = 0.015
 

@@ -88,11 +88,14 @@ def _rig(args: argparse.Namespace, sim_ip: str | None) -> object:
     from robot_rl.config import ConfigError, load_config
     from robot_rl.hardware.franka import FrankaConfig
     from robot_rl.hardware.franka_backend import FrankaRig
-    from robot_rl.hardware.franka_sim import SIM_HOME_Q_RAD, SIM_WORKSPACE
+    from robot_rl.hardware.franka_sim import SIM_HOME_Q_RAD, SIM_WORKSPACE, SimReachBackend
 
     if sim_ip is not None:  # franky-sim on this machine: no RT kernel, its own start posture
         franka = FrankaConfig(robot_ip=sim_ip, realtime="ignore", home_q_rad=SIM_HOME_Q_RAD)
         rig = FrankaRig(franka, workspace=SIM_WORKSPACE)
+        if args.task == "reach":  # the reach task's smaller box; a start pose within 1 cm will do
+            reset = dataclasses.replace(rig.reset, settle_pos_m=0.01)
+            rig = FrankaRig(franka, workspace=SimReachBackend.workspace, reset=reset)
     elif args.rig is not None:
         try:
             rig = load_config(FrankaRig, args.rig)
@@ -117,7 +120,7 @@ def _rig(args: argparse.Namespace, sim_ip: str | None) -> object:
 def run_franka_server(args: argparse.Namespace) -> int:
     """``robot-server --backend franka|franka-sim``: a Franka behind the robot server."""
     from robot_rl.hardware.franka import FrankaError
-    from robot_rl.hardware.franka_backend import FrankaBackend
+    from robot_rl.hardware.franka_backend import FrankaBackend, realtime_setup
     from robot_rl.hardware.franka_sim import FrankySim, SimReachBackend
     from robot_rl.transport.robot_server import RobotEndpoints, RobotServer
     from robot_rl.transport.security import SecurityConfig, SecurityError
@@ -127,7 +130,13 @@ def run_franka_server(args: argparse.Namespace) -> int:
     server = None
     try:
         rig = _rig(args, sim.ip if sim else None)
-        backend = FrankaBackend(rig.franka, rig.loop_config(), rig.reset)  # type: ignore[attr-defined]
+        franka = rig.franka  # type: ignore[attr-defined]
+        if franka.rt_priority > 1:
+            # Every thread of this process (the server's, the gripper's) starts from here and
+            # runs SCHED_FIFO below the control loop: a normal-priority thread preempted while
+            # it holds the GIL would stall the 1 kHz loop past franky's 50 ms signal timeout.
+            realtime_setup(None, max(1, franka.rt_priority - 20))
+        backend = FrankaBackend(franka, rig.loop_config(), rig.reset)  # type: ignore[attr-defined]
         try:
             backend.start()
         except FrankaError as exc:
