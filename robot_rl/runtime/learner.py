@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -39,10 +39,8 @@ from robot_rl.data.batch import Batch, Transition
 from robot_rl.data.episodes import load_episodes
 from robot_rl.data.mixing import route, sample_mixed
 from robot_rl.data.replay import ReplayBuffer
+from robot_rl.runtime.config import TrainConfig
 from robot_rl.runtime.metrics import MetricsSink
-
-if TYPE_CHECKING:
-    from robot_rl.runtime.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
