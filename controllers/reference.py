@@ -105,37 +105,14 @@ def bound_twist(twist: np.ndarray, config: ReferenceConfig) -> tuple[np.ndarray,
         speed = float(np.linalg.norm(out[part])) if peak <= 1e150 else math.inf
         if speed > TWIST_REJECT_FACTOR * limit:
             raise InvalidTargetError(
-                f"twist={np.round(out, 4).tolist()} asks for {speed:.4g} {unit}; the reference "
-                f"moves at most {limit} {unit} and twists above {TWIST_REJECT_FACTOR * limit} "
-                f"{unit} are rejected"
+                f"twist={[float(f'{v:.4g}') for v in out]} asks for {speed:.4g} {unit}; the "
+                f"reference moves at most {limit} {unit} and twists above "
+                f"{TWIST_REJECT_FACTOR * limit} {unit} are rejected"
             )
         if speed > limit:
             out[part] *= limit / speed
             scaled = True
     return out, scaled
-
-
-# Goal braking decelerates a little below the acceleration limit, so that the limit can follow it.
-_BRAKE_SHARE = 0.8
-
-
-def _shape(
-    step: np.ndarray, previous: np.ndarray, max_step: float, max_change: float, left: float | None
-) -> np.ndarray:
-    """One tick's step (3,) of the reference: within ``max_step`` (speed), braked to stop within
-    ``left`` (when given), and differing from ``previous`` by at most ``max_change``
-    (acceleration). All per tick: m or rad, per tick, per tick squared."""
-    norm = math.sqrt(float(step @ step))
-    cap = max_step
-    if left is not None:
-        cap = min(cap, math.sqrt(2.0 * _BRAKE_SHARE * max_change * left))
-    if norm > cap:
-        step = step * (cap / norm)
-    change = step - previous
-    change_norm = math.sqrt(float(change @ change))
-    if change_norm > max_change:
-        step = previous + change * (max_change / change_norm)
-    return step
 
 
 def _hermite(
@@ -191,16 +168,20 @@ class CartesianReferenceGenerator:
         self._last_goal_time_s = None
 
     def brake_to_rest(self, now_s: float) -> None:
-        """Stop where the reference can stop from its current speed within the acceleration
-        limits (the watchdog's hold: an abrupt stop of a moving reference jerks the arm)."""
-        cfg, v = self.config, self._twist
+        """Slow from the current speed to rest along a smooth (Hermite) segment, then hold: the
+        watchdog's hold, without the jolt of stopping a moving reference in one tick."""
+        cfg, v = self.config, self._twist.copy()
         lin_speed, rot_speed = float(np.linalg.norm(v[:3])), float(np.linalg.norm(v[3:]))
         self._hold_segment(now_s)
-        self._seg_T = self.period_s
-        self._seg_p1 = self._pos + v[:3] * lin_speed / (
-            2 * _BRAKE_SHARE * cfg.max_linear_accel_m_s2
-        )
-        self._seg_rot = v[3:] * rot_speed / (2 * _BRAKE_SHARE * cfg.max_angular_accel_rad_s2)
+        duration = max(lin_speed / cfg.box_brake_m_s2, rot_speed / cfg.max_angular_accel_rad_s2,
+                       self.period_s)  # fmt: skip
+        self._seg_t0 = now_s - self.period_s
+        self._seg_T = duration
+        self._seg_hermite = True
+        self._seg_v0 = v
+        self._seg_v1 = np.zeros(6)
+        self._seg_p1 = self._pos + 0.5 * duration * v[:3]  # constant deceleration to rest
+        self._seg_rot = 0.5 * duration * v[3:]
         self._last_goal_time_s = None
 
     def set_goal(self, target: CartesianTarget, now_s: float) -> bool:
@@ -261,17 +242,10 @@ class CartesianReferenceGenerator:
         rot_step = quat_log(quat_mul(q_des, quat_conj(self._quat)))
         rot_norm = math.sqrt(float(rot_step @ rot_step))
         rot_max = cfg.max_angular_speed_rad_s * dt
-        # Linear segments end at rest on their goal: brake toward it so that the acceleration
-        # limit below can stop there (Hermite segments end at the target's twist instead).
-        lin_left = rot_left = None
-        if not self._seg_hermite:
-            lin_left = float(np.linalg.norm(self._seg_p1 - self._pos))
-            goal_quat = quat_mul(quat_exp(self._seg_rot), self._seg_q0)
-            rot_left = float(np.linalg.norm(quat_log(quat_mul(goal_quat, quat_conj(self._quat)))))
-        lin_step = _shape(lin_step, self._twist[:3] * dt, lin_max,
-                          cfg.max_linear_accel_m_s2 * dt * dt, lin_left)  # fmt: skip
-        rot_step = _shape(rot_step, self._twist[3:] * dt, rot_max,
-                          cfg.max_angular_accel_rad_s2 * dt * dt, rot_left)  # fmt: skip
+        if lin_norm > lin_max:
+            lin_step *= lin_max / lin_norm
+        if rot_norm > rot_max:
+            rot_step *= rot_max / rot_norm
         lin_step, braked = self._keep_in_box(lin_step)
         self._pos = self._pos + lin_step
         self._quat = quat_mul(quat_exp(rot_step), self._quat)

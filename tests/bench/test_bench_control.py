@@ -1,9 +1,12 @@
 """The control benchmark, run once in its quick form through the CLI, checked for invariants.
 
 The bounds are properties the stack must have whatever the machine: the torque rate the safety
-stage allows (1000 Nm/s, the Panda's limit), no command the twin had to clamp, the watchdog's
-hold_after_s of 100 ms, and sub-millimetre static accuracy on a twin whose gravity model is exact.
-Timing figures are only checked for being finite and positive: the suite runs on a shared machine.
+stage allows (1000 Nm/s, the Panda's limit), no command the twin had to clamp, a watchdog that
+holds no earlier than its hold_after_s (100 ms) and before it would damp (500 ms), measured in
+wall time on a running robot server, and sub-millimetre static accuracy on a twin whose gravity
+model is exact. Timing figures are checked for consistency with each other (a compute time can
+not exceed the wall time of a tick; every tick of the measured phases is timed), not for speed:
+the suite runs on a shared machine.
 """
 
 from __future__ import annotations
@@ -27,12 +30,18 @@ REQUIRED_KEYS = {
     "static_error_mm_max",
     "static_error_deg",
     "static_error_deg_max",
-    "circle_error_mm_mean",
-    "circle_error_mm_max",
+    "circle_error_delayed_ref_mm_mean",
+    "circle_error_delayed_ref_mm_max",
+    "circle_error_ref_mm_mean",
+    "circle_error_ref_mm_max",
     "circle_lag_ms",
     "max_torque_rate_nm_per_s",
     "watchdog_hold_ms",
+    "watchdog_hold_ms_max",
+    "watchdog_hold_ms_config",
+    "watchdog_hold_ratio_vs_config",
     "twin_limit_violations",
+    "timed_ticks",
 }
 TIMING_KEYS = {
     "tick_compute_us_p50",
@@ -44,9 +53,9 @@ TIMING_KEYS = {
 DETERMINISTIC_KEYS = {
     "static_error_mm",
     "static_error_deg_max",
-    "circle_error_mm_mean",
-    "circle_error_mm_max",
-    "watchdog_hold_ms",
+    "circle_error_delayed_ref_mm_mean",
+    "circle_error_delayed_ref_mm_max",
+    "circle_error_ref_mm_mean",
     "max_torque_rate_nm_per_s",
 }
 
@@ -66,10 +75,18 @@ def test_json_has_every_required_key_and_finite_values(quick_results):
     assert quick_results["seed"] == 3
 
 
-def test_timings_are_positive(quick_results):
+def test_timings_are_consistent_with_the_wall_time_of_a_tick(quick_results):
     for key in TIMING_KEYS:
         assert quick_results[key] > 0, key
-    assert quick_results["tick_compute_us_p99"] >= quick_results["tick_compute_us_p50"]
+    # The circle phase ran at twin_realtime_factor: one 1 ms tick took this long in wall time, and
+    # the controller's compute and the physics step are parts of it (a unit slip, ms for us or a
+    # timer around the wrong call, breaks this).
+    wall_tick_us = 1e3 / quick_results["twin_realtime_factor"]
+    assert quick_results["tick_compute_us_p50"] < wall_tick_us
+    assert quick_results["physics_step_us_p50"] < wall_tick_us
+    # Every tick of the measured phases was timed: QUICK runs 3 static targets x 2.5 s, 1.5 s of
+    # approach and 1 warm-up + 1 measured revolution at 0.5 Hz, at 1 kHz.
+    assert quick_results["timed_ticks"] == 3 * 2500 + 1500 + 2 * 2000
 
 
 def test_torque_rate_stays_within_the_panda_limit(quick_results):
@@ -82,8 +99,16 @@ def test_twin_never_had_to_clamp_and_the_loop_never_faulted(quick_results):
     assert quick_results["rejected_targets"] == 0
 
 
-def test_watchdog_holds_after_100_ms(quick_results):
-    assert 90.0 <= quick_results["watchdog_hold_ms"] <= 110.0
+def test_watchdog_holds_no_earlier_than_100_ms_and_before_it_would_damp(quick_results):
+    # Wall time on a running server, from the client's last target to the first HOLD state it
+    # got: never under the configured 100 ms (the server's sim clock cannot run ahead of the
+    # wall clock), and under the 500 ms at which it would damp instead.
+    assert quick_results["watchdog_hold_ms_config"] == 100.0
+    assert 100.0 <= quick_results["watchdog_hold_ms"] <= quick_results["watchdog_hold_ms_max"]
+    assert quick_results["watchdog_hold_ms_max"] < 500.0
+    assert quick_results["watchdog_hold_ratio_vs_config"] == pytest.approx(
+        quick_results["watchdog_hold_ms"] / 100.0
+    )
 
 
 def test_static_targets_are_reached_and_the_arm_comes_to_rest(quick_results):
@@ -94,8 +119,15 @@ def test_static_targets_are_reached_and_the_arm_comes_to_rest(quick_results):
 
 def test_circle_is_tracked_within_a_loose_bound(quick_results):
     # Loose on purpose: a guard against breakage, not the 1 mm / 2 mm target (see the full bench).
-    assert quick_results["circle_error_mm_max"] < 10.0
-    assert quick_results["circle_error_mm_mean"] <= quick_results["circle_error_mm_max"]
+    assert quick_results["circle_error_delayed_ref_mm_max"] < 10.0
+    # The interface's one-period latency is real: at 0.5 Hz on a 5 cm radius the ideal point
+    # moves 1.57 mm in 10 ms, so the TCP is further from the current point than from the delayed
+    # one, and the phase lag is near that period.
+    assert (
+        quick_results["circle_error_ref_mm_mean"]
+        > quick_results["circle_error_delayed_ref_mm_mean"]
+    )
+    assert 5.0 < quick_results["circle_lag_ms"] < 30.0
 
 
 @pytest.mark.slow
