@@ -57,10 +57,12 @@ STATUS_FILE_ENV = "ROBOT_RL_STATUS_FILE"
 
 # How a part starts: `python -m robot_rl ARGS`, with SIGINT turned back into KeyboardInterrupt
 # first. A signal ignored by the parent stays ignored across exec, and Python installs no
-# KeyboardInterrupt handler for a SIGINT it finds ignored.
+# KeyboardInterrupt handler for a SIGINT it finds ignored. On Linux the part also gets SIGINT
+# when the supervisor dies without stopping it (killed), so it still stops cleanly.
 _CHILD = (
-    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
     "signal.signal(signal.SIGTERM, signal.SIG_DFL); "
+    "sys.platform.startswith('linux') and __import__('ctypes').CDLL(None).prctl(1, 2); "
     "runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
 )
 

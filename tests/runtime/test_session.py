@@ -97,6 +97,37 @@ def test_a_part_handles_sigint_even_when_its_shell_ignored_it() -> None:
     assert part.wait(10) == 0
 
 
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "State:\tZ" in state  # exited, not yet reaped by its new parent
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_part_stops_when_its_supervisor_is_killed() -> None:
+    port = free_port()
+    supervisor = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, time\n"
+        "from robot_rl.runtime.session import child_command\n"
+        f"p = subprocess.Popen(child_command(['-b', '127.0.0.1', '{port}'], 'http.server'))\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(600)\n")], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    pid = int(supervisor.stdout.readline())
+    try:
+        _wait_listening(port, supervisor)
+        supervisor.kill()  # no chance to stop its parts
+        supervisor.wait(10)
+        deadline = time.monotonic() + 10
+        while not _gone(pid):
+            assert time.monotonic() < deadline, "the part outlived its supervisor"
+            time.sleep(0.05)
+    finally:
+        if not _gone(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_a_run_holding_a_checkpoint_is_refused_and_a_resume_needs_one(tmp_path, capsys) -> None:
     path = session_file(tmp_path)
     checkpoint = tmp_path / "runs" / "s" / "checkpoints" / "latest.pt"
