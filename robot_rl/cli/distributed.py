@@ -52,8 +52,8 @@ def _add_network_flags(parser: argparse.ArgumentParser, key: str | None) -> None
 def network_configs(args: argparse.Namespace, key: str, actor_id: str | None = None) -> Any:
     """(TrainConfig, DistributedConfig) from the files, the ``--set`` overrides and the flags;
     the process's key name defaults to ``key``."""
+    from robot_rl.runtime.config import TrainConfig
     from robot_rl.runtime.distributed import DistributedConfig
-    from robot_rl.runtime.train import TrainConfig
 
     train = load(TrainConfig, args.config, list(args.set))
     net = load(DistributedConfig, args.net, list(args.net_set))

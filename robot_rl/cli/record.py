@@ -56,7 +56,7 @@ def add_operator_flags(parser: argparse.ArgumentParser) -> None:
 def session_config(args: argparse.Namespace, **env_fields: Any) -> Any:
     """The TrainConfig of ``--config`` and ``--set`` (or the defaults), with the env fields that
     flags set (not None) on top."""
-    from robot_rl.runtime.train import TrainConfig
+    from robot_rl.runtime.config import TrainConfig
 
     train = load(TrainConfig, args.config, list(args.set))
     try:

@@ -33,7 +33,8 @@ def add(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from robot_rl.config import ConfigError, load_config
-    from robot_rl.runtime.train import TrainConfig, TrainingSession, load_train_config
+    from robot_rl.runtime.config import TrainConfig
+    from robot_rl.runtime.train import TrainingSession, load_train_config
 
     overrides = list(args.set)
     for flag, key in (("task", "env.task"), ("obs", "env.obs"), ("steps", "env_steps"),
