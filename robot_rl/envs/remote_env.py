@@ -56,7 +56,7 @@ class RobotClientBackend:
         self._interrupt.set()
 
     def reset(self, seed: int) -> None:
-        reply = self.client.reset(seed)
+        reply = self.client.reset(seed, timeout_s=self.remote.server_reset_timeout_s)
         self.latest = self.client.latest(self.state_timeout_s, newer_than_seq=reply["state_seq"])
         if self.remote.reset_pos_m is not None:
             self._rng = np.random.default_rng(seed)

@@ -44,6 +44,7 @@ from robot_rl.runtime.actor import (
 from robot_rl.runtime.learner import LearnerCore
 from robot_rl.runtime.metrics import make_sink
 from robot_rl.runtime.record import record_demos
+from robot_rl.runtime.session import report_status
 from robot_rl.runtime.train import TrainConfig
 from robot_rl.transport.actor_link import ActorLink, ActorLinkConfig
 from robot_rl.transport.learner_link import LearnerLink, LinkEndpoints
@@ -168,6 +169,7 @@ class Learner:
                     if now >= next_status:
                         log.info("learner: %d updates, %d steps received, actors %s",
                                  self.updates, self.steps_received, self.link.status())  # fmt: skip
+                        report_status(self.core.health())
                         next_status = now + self.net.status_period_s
         except KeyboardInterrupt:
             log.info("learner: interrupted; saving a checkpoint")
@@ -213,10 +215,19 @@ class Actor:
         self.successes: list[float] = []
         self._loop: ActorLoop | None = None
         self._stop = threading.Event()
+        self.interventions = 0
+        self._next_status = 0.0
 
     @property
     def episodes(self) -> int:
         return len(self.successes)
+
+    def _report(self) -> None:
+        """The actor's numbers for the session supervisor (a no-op outside a session)."""
+        steps = self._loop.steps if self._loop is not None else 0
+        report_status({"steps": steps, "episodes": self.episodes,
+                       "successes": int(sum(self.successes)),
+                       "interventions": self.interventions})  # fmt: skip
 
     def stop(self) -> None:
         self._stop.set()
@@ -232,6 +243,7 @@ class Actor:
                 after_step=self._after_step, on_episode_end=self._end_episode,
             )  # fmt: skip
         print(f"actor: acting as {self.net.actor_id}", flush=True)
+        self._report()  # also the part's ready file
         try:
             with stop_on_signals(self._stop, "the actor"):
                 self._loop.run(max_steps=steps, should_stop=self._stop.is_set)
@@ -245,6 +257,11 @@ class Actor:
         }
 
     def _after_step(self, step: Transition, info: dict[str, Any]) -> None:
+        self.interventions += step.intervened
+        now = time.monotonic()
+        if now >= self._next_status:
+            self._report()
+            self._next_status = now + 2.0
         hub = self.operator.hub
         if hub is not None and self._loop is not None and self._loop.steps % 10 == 1:
             hub.update(**self.link.learner_health, weights_version=self.link.weights_version,

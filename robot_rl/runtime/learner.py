@@ -20,6 +20,7 @@ or the first step an actor sends), never by building an env.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pickle
 import threading
@@ -146,6 +147,7 @@ class LearnerCore:
         self.agent: SACAgent | None = None
         self.link: WeightsLink | None = None
         self.last_checkpoint = "none yet"
+        self.last_loss = float("nan")  # the newest update's critic loss (for the console)
         on_disk = checkpoint_counters(self.checkpoint_path)
         self._on_disk_updates = on_disk.updates if on_disk is not None else -1
         self._rate_mark = (time.monotonic(), 0)
@@ -234,6 +236,7 @@ class LearnerCore:
         assert self.agent is not None  # due_batch checked
         with self.agent_lock:
             metrics = self.agent.update(batch)
+        self.last_loss = metrics.get("critic_loss", float("nan"))
         self.counters.updates += 1
         if self.publish_every and self.counters.updates % self.publish_every == 0:
             self.publish()
@@ -273,7 +276,12 @@ class LearnerCore:
         last_t, last_updates = self._rate_mark
         self._rate_mark = (now, self.counters.updates)
         rate = (self.counters.updates - last_updates) / max(now - last_t, 1e-6)
-        return {"updates": self.counters.updates, "updates_per_s": rate, "utd": self.utd,
-                "demo_buffer": len(self.demo), "online_buffer": len(self.online),
-                "steps_received": self.counters.env_steps,
-                "last_checkpoint": self.last_checkpoint}  # fmt: skip
+        health: dict[str, float | str] = {
+            "updates": self.counters.updates, "updates_per_s": rate, "utd": self.utd,
+            "utd_target": self.config.agent.utd_ratio, "demo_buffer": len(self.demo),
+            "online_buffer": len(self.online), "steps_received": self.counters.env_steps,
+            "last_checkpoint": self.last_checkpoint,
+        }  # fmt: skip
+        if math.isfinite(self.last_loss):  # none before the first update
+            health["loss"] = self.last_loss
+        return health
