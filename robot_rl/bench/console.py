@@ -152,17 +152,11 @@ def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | s
 
 def _act(env: Any, bridge: Any, stop: threading.Event) -> None:
     """A 10 Hz actor with a resting policy: the operator's action goes out when they take over."""
-    env.reset(seed=0)
-    bridge.start_episode()
-    policy = np.zeros(4, np.float32)
-    steps = 0
-    while not stop.is_set():
-        bridge.before_step(wait_s=0.05, should_stop=stop.is_set)
-        _, _, terminated, truncated, _ = env.step(policy)
-        steps += 1
-        if terminated or truncated or steps >= 80:
-            env.reset(seed=steps)
-            steps = 0
+    from robot_rl.runtime.actor import ActorLoop, NoRecorder
+
+    rest = np.zeros(4, np.float32)
+    loop = ActorLoop(env, lambda obs: rest, NoRecorder(), bridge=bridge, max_episode_steps=80)
+    loop.run(should_stop=stop.is_set)
 
 
 def _frame_ages(browser: Any, samples: int, rng: np.random.Generator) -> list[float]:

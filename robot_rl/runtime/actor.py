@@ -289,6 +289,16 @@ class LinkRecorder:
             self.link.end_episode()
 
 
+class NoRecorder:
+    """Records nothing (a benchmark's resting actor)."""
+
+    def add(self, step: Transition, info: dict[str, Any]) -> bool:
+        return False
+
+    def end_episode(self, info: dict[str, Any], stats: EpisodeStats, finished: bool) -> None:
+        """Nothing kept."""
+
+
 class Bridge(Protocol):
     """The console side of the loop (``robot_rl.console.bridge.ConsoleBridge``)."""
 
