@@ -92,3 +92,32 @@ def test_robot_server_with_franky_sim_backend_serves_the_arm():
         client.close()
         server.join(timeout=60.0)
     assert codes == [0]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_session_trains_reach_on_franky_sim_and_stops_cleanly(tmp_path):
+    """``robot-rl session start session_franka_sim.yaml``: the robot server drives franky-sim
+    through the Franka backend, the actor acts whole reach episodes through it, the learner
+    stores them and updates, and every part stops with exit code 0 (about 2 minutes)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("franky_sim")
+    config = Path(__file__).parents[2] / "robot_rl" / "configs" / "session_franka_sim.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "robot_rl", "session", "start", str(config), "--duration", "120"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=500,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert "{'actor': 0, 'learner': 0, 'robot-server': 0}" in out
+    run = tmp_path / "runs" / "reach-franka-sim"
+    assert len(list((run / "episodes").glob("episode_*.npz"))) >= 2  # whole episodes on disk
+    server_log = (run / "session" / "robot-server.log").read_text()
+    assert "franka (torque)" in server_log and "franka fault" not in server_log
+    learner_log = (run / "session" / "learner.log").read_text()
+    assert "updates on" in learner_log
