@@ -33,7 +33,7 @@ def wait_for(condition: Callable[[], object], timeout_s: float = 20.0, what: str
 
 def session_config(tmp_path: Path) -> TrainConfig:
     env = TwinEnvConfig(task="reach", obs="pixels", image_width=32, image_height=32,
-                        cameras=("front",), max_episode_steps=400)  # fmt: skip
+                        cameras=("front",), max_episode_steps=80)  # fmt: skip
     return TrainConfig(env=env, agent=SACConfig(hidden_dims=(32, 32)), env_steps=100_000,
                        demos=0, interventions=False, learning_starts=1_000_000,
                        concurrent=False, eval_every=0, eval_episodes=1, checkpoint_every=0,
@@ -51,8 +51,8 @@ def test_console_streams_takes_over_and_marks_success(tmp_path: Path, browser) -
         wait_for(lambda: session.console is not None and session.console.port, what="console")
         browser.get(session.console.url)
         assert "robot-rl console" in browser.title
-        stats = lambda: browser.execute_script("return window.consoleStats")  # noqa: E731
-        wait_for(lambda: stats()["frames"] >= 3 and stats()["states"] >= 3, what="streams")
+        stats = lambda: browser.execute_script("return window.consoleStats || {}")  # noqa: E731
+        wait_for(lambda: stats().get("frames", 0) >= 3 and stats()["states"] >= 3, what="streams")
         image = browser.find_element(By.ID, "cam-front")
         first_seq = int(image.get_attribute("data-seq"))
         wait_for(lambda: int(image.get_attribute("data-seq")) > first_seq, what="a new frame")
@@ -68,7 +68,7 @@ def test_console_streams_takes_over_and_marks_success(tmp_path: Path, browser) -
         wait_for(lambda: browser.find_element(By.ID, "marks").text == "1", what="mark shown")
     finally:
         session.stop()
-        runner.join(timeout=60)
+        runner.join(timeout=120)  # it evaluates one episode before it returns
     if runner.is_alive():
         import faulthandler
         import sys
@@ -76,9 +76,10 @@ def test_console_streams_takes_over_and_marks_success(tmp_path: Path, browser) -
         faulthandler.dump_traceback(sys.stderr)
     assert not runner.is_alive()
     episodes = list(load_episodes(tmp_path / "console" / "episodes"))
-    marked = episodes[0].transitions
+    driven = [e.transitions for e in episodes if any(t.intervened for t in e.transitions)]
+    assert len(driven) >= 1  # steps after "t" carry the operator's flag
+    marked = driven[0]  # the first episode the operator drove is the one marked "y"
     assert marked[-1].reward == 1.0 and marked[-1].terminated  # the operator's success
-    assert any(t.intervened for t in marked)  # steps after "t" carry the operator's flag
     assert np.isfinite(session.hub.stream_latency_ms).all() and session.hub.stream_latency_ms
 
 
