@@ -175,8 +175,9 @@ def test_gripper_opens_closes_and_grasps_without_blocking(sim):
         backend.close()
 
 
-def test_simulator_going_away_is_a_fault_and_recover_brings_the_arm_back(sim):
-    backend = FrankaBackend(_config(sim.ip, "torque"), sim_loop_config())
+@pytest.mark.parametrize("mode", MODES)
+def test_simulator_going_away_is_a_fault_and_recover_brings_the_arm_back(sim, mode):
+    backend = FrankaBackend(_config(sim.ip, mode), sim_loop_config())
     backend.start()
     try:
         s0 = backend.state()
