@@ -136,15 +136,17 @@ class FrankaConfig:
         return ARM_LIMITS[self.model]
 
 
-def _scheduling() -> tuple[int, int] | None:
+def current_scheduling() -> tuple[int, int] | None:
+    """(policy, priority) of the calling thread, or None where the OS does not say."""
     try:
         return os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
     except (OSError, AttributeError):
         return None
 
 
-def _restore_scheduling(policy: tuple[int, int] | None) -> None:
-    if policy is None or _scheduling() == policy:
+def restore_scheduling(policy: tuple[int, int] | None) -> None:
+    """Put the calling thread back on ``policy`` (from ``current_scheduling``)."""
+    if policy is None or current_scheduling() == policy:
         return
     try:
         os.sched_setscheduler(0, policy[0], os.sched_param(policy[1]))
@@ -322,7 +324,7 @@ class FrankaRobot:
         arm does not answer)."""
         f, c = self._franky, self.config
         rt = f.RealtimeConfig.Enforce if c.realtime == "enforce" else f.RealtimeConfig.Ignore
-        policy = _scheduling()
+        policy = current_scheduling()
         try:
             robot = f.Robot(c.robot_ip, realtime_config=rt)
         except Exception as exc:  # franky raises NetworkException, RealtimeException, ...
@@ -331,7 +333,7 @@ class FrankaRobot:
             # libfranka makes the connecting thread SCHED_FIFO 99 where it may, and every thread
             # or process started from it later inherits that; only the control loop should run
             # real-time (FrankaConfig.rt_priority), so the caller gets its own policy back.
-            _restore_scheduling(policy)
+            restore_scheduling(policy)
         try:
             if robot.has_errors:
                 log.warning("the arm reports errors at connect; they stay until a recover")

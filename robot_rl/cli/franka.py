@@ -61,8 +61,15 @@ def run_capture_pose(args: argparse.Namespace) -> int:
     """Read one state (no motion, no settings changed) and print it as YAML."""
     import numpy as np
 
-    from robot_rl.hardware.franka import FrankaError, fci_unreachable_message, load_franky
+    from robot_rl.hardware.franka import (
+        FrankaError,
+        current_scheduling,
+        fci_unreachable_message,
+        load_franky,
+        restore_scheduling,
+    )
 
+    policy = current_scheduling()
     try:
         franky = load_franky()
         robot = franky.Robot(args.robot_ip, realtime_config=franky.RealtimeConfig.Ignore)
@@ -71,6 +78,8 @@ def run_capture_pose(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     except Exception as exc:  # franky's NetworkException and kin
         raise CliError(fci_unreachable_message(args.robot_ip, exc)) from None
+    finally:
+        restore_scheduling(policy)  # libfranka made this thread SCHED_FIFO 99
 
     def fmt(values: object) -> str:
         return "[" + ", ".join(f"{v:.4f}" for v in np.asarray(values, float).ravel()) + "]"

@@ -50,6 +50,21 @@ def _config(ip: str, mode: str) -> FrankaConfig:
                         home_q_rad=SIM_HOME_Q_RAD)  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def stream_like_a_robot_server():
+    """The test thread streams targets as the robot server's thread does in ``robot-rl
+    robot-server --backend franka``: SCHED_FIFO below the control loop where allowed, so a busy
+    machine cannot preempt it while it holds the GIL the loop needs (its own policy comes back)."""
+    import os
+
+    from robot_rl.hardware.franka_backend import realtime_setup
+
+    policy = os.sched_getscheduler(0), os.sched_getparam(0)
+    realtime_setup(None, 60)
+    yield
+    os.sched_setscheduler(0, *policy)
+
+
 @pytest.fixture()
 def sim():
     with FrankySim() as s:
