@@ -371,10 +371,11 @@ def _weights_broadcast_ms(server: SecurityConfig, client: SecurityConfig, runs: 
     from robot_rl.agents.config import SACConfig
     from robot_rl.agents.sac import SACAgent
     from robot_rl.bench.learner import _spaces
+    from robot_rl.runtime.actor import Policy
 
     obs_space, act_space = _spaces(IMAGE_SIZE, STATE_DIM, 4)
     learner_agent = SACAgent(obs_space, act_space, SACConfig(device="cpu"), 0)
-    actor_agent = SACAgent(obs_space, act_space, SACConfig(device="cpu"), 1)
+    actor_policy = Policy(obs_space, act_space, SACConfig(device="cpu"), 1)  # what an actor holds
     endpoints = LinkEndpoints(f"tcp://127.0.0.1:{_free_port()}",
                               f"tcp://127.0.0.1:{_free_port()}")  # fmt: skip
     learner = LearnerLink(endpoints, server, tmp / "wstore", lambda *a: None, task="bench")
@@ -418,11 +419,11 @@ def _weights_broadcast_ms(server: SecurityConfig, client: SecurityConfig, runs: 
             if got is None:
                 raise RuntimeError(f"bench transport: weights version {version} never arrived")
             loaded_at = time.perf_counter()
-            actor_agent.load_policy_state_dict(got[1])
+            actor_policy.load_policy_state_dict(got[1])
             done = time.perf_counter()
             times.append(done - start)
             loads.append(done - loaded_at)
-        for mine, theirs in zip(actor_agent.actor.parameters(),
+        for mine, theirs in zip(actor_policy.actor.parameters(),
                                 learner_agent.actor.parameters(), strict=True):  # fmt: skip
             if not torch.equal(mine, theirs):
                 raise RuntimeError("bench transport: the actor's policy differs from the weights")
