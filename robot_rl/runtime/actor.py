@@ -41,6 +41,7 @@ from robot_rl.agents.gripper import GripperCritic, gripper_index_to_value
 from robot_rl.agents.networks import TanhGaussianActor
 from robot_rl.agents.spaces import SpaceError, check_spaces
 from robot_rl.data.batch import STATE_KEY, Transition
+from robot_rl.runtime.signals import handle_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,7 @@ Obs = dict[str, np.ndarray]
 @contextlib.contextmanager
 def stop_on_signals(stop: threading.Event, what: str) -> Iterator[None]:
     """While inside: SIGINT and SIGTERM set ``stop`` (a loop watching it finishes at a step
-    boundary and saves); a second signal raises KeyboardInterrupt. A no-op outside the main
-    thread. The handlers are installed even where the shell started us with SIGINT ignored."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    boundary and saves); a second signal raises KeyboardInterrupt. Main thread only."""
 
     def finish(signum: int, frame: Any) -> None:
         if stop.is_set():
@@ -63,12 +60,8 @@ def stop_on_signals(stop: threading.Event, what: str) -> Iterator[None]:
                     signal.Signals(signum).name, what)  # fmt: skip
         stop.set()
 
-    previous = {s: signal.signal(s, finish) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with handle_stop_signals(finish):
         yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 class Pacer:
@@ -105,17 +98,11 @@ class Policy:
     exploration noise from its own generator (seeded ``seed + 1``, as the agent's)."""
 
     def __init__(
-        self,
-        observation_space: gym.spaces.Dict,
-        action_space: gym.spaces.Box,
-        config: SACConfig,
-        seed: int,
-    ) -> None:
-        self.config = config
-        self.device = config.resolved_device()
-        self.spec = check_spaces(
-            observation_space, action_space, config.encoder, config.hybrid_gripper
-        )
+        self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Box,
+        config: SACConfig, seed: int,
+    ) -> None:  # fmt: skip
+        spec = check_spaces(observation_space, action_space, config.encoder, config.hybrid_gripper)
+        self.config, self.spec, self.device = config, spec, config.resolved_device()
         action_dim = self.spec.action_dim - (1 if config.hybrid_gripper else 0)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -132,28 +119,25 @@ class Policy:
         if config.pretrained_encoder_path is not None:
             for backbone in self.encoder.backbones():
                 load_backbone_weights(backbone, config.pretrained_encoder_path)
-        for module in self._modules():
+        for module in self._modules().values():
             module.to(self.device).eval()
         use_amp = self.device.type == "cuda" and config.amp and torch.cuda.is_bf16_supported()
         self._amp_dtype = torch.bfloat16 if use_amp else None
         self.generator = torch.Generator(self.device).manual_seed(seed + 1)
 
-    def _modules(self) -> list[torch.nn.Module]:
-        return [m for m in (self.encoder, self.actor, self.gripper_critic) if m is not None]
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        named = {"encoder": self.encoder, "actor": self.actor}
+        named["gripper_critic"] = self.gripper_critic
+        return {name: module for name, module in named.items() if module is not None}
 
     def policy_state_dict(self) -> dict[str, Any]:
         """The weights, laid out as ``SACAgent.policy_state_dict``."""
-        state = {"encoder": self.encoder.state_dict(), "actor": self.actor.state_dict()}
-        if self.gripper_critic is not None:
-            state["gripper_critic"] = self.gripper_critic.state_dict()
-        return state
+        return {name: module.state_dict() for name, module in self._modules().items()}
 
     def load_policy_state_dict(self, state: dict[str, Any]) -> None:
         """Weights from ``SACAgent.policy_state_dict`` (or a learner's publication)."""
-        self.encoder.load_state_dict(state["encoder"])
-        self.actor.load_state_dict(state["actor"])
-        if self.gripper_critic is not None:
-            self.gripper_critic.load_state_dict(state["gripper_critic"])
+        for name, module in self._modules().items():
+            module.load_state_dict(state[name])
 
     @torch.no_grad()
     def act(self, obs: Obs, deterministic: bool) -> np.ndarray:
@@ -169,14 +153,13 @@ class Policy:
         )
         with autocast:
             features = self.encoder(batch)
-            if deterministic:
-                actions = self.actor.deterministic(features)
+            if deterministic:  # the squashed mean; else a sample from the policy's own stream
+                actions = self.actor.deterministic(features).float()
             else:
-                actions, _ = self.actor.sample(features, self.generator)
-            if self.gripper_critic is not None:
+                actions = self.actor.sample(features, self.generator)[0].float()
+            if self.gripper_critic is not None:  # the greedy gripper index, as -1, 0 or +1
                 index = self.gripper_critic(features).argmax(dim=-1)
-                gripper = gripper_index_to_value(index).unsqueeze(-1)
-                actions = torch.cat([actions.float(), gripper], dim=-1)
+                actions = torch.cat([actions, gripper_index_to_value(index)[:, None]], dim=-1)
         return actions[0].float().cpu().numpy()
 
 
@@ -297,6 +280,29 @@ class NoRecorder:
 
     def end_episode(self, info: dict[str, Any], stats: EpisodeStats, finished: bool) -> None:
         """Nothing kept."""
+
+
+class PolicyLink(ActorLink, WeightSource, Protocol):
+    """An actor link as a policy's actor uses it: steps out, weights in."""
+
+
+def policy_loop(
+    env: gym.Env,
+    policy: Policy,
+    link: PolicyLink,
+    before_act: Callable[[], bool] | None = None,
+    **loop: Any,
+) -> tuple[ActorLoop, WeightSwap]:
+    """The learning actor's configuration: the policy explores, every step goes to the link,
+    the newest weights are swapped in before each step (after ``before_act``). ``loop``: the
+    other ``ActorLoop`` arguments."""
+    swap = WeightSwap(link, policy)
+
+    def before() -> bool:
+        return (before_act is None or before_act()) and swap()
+
+    act = lambda obs: policy.act(obs, deterministic=False)  # noqa: E731
+    return ActorLoop(env, act, LinkRecorder(link), before_act=before, **loop), swap
 
 
 class Bridge(Protocol):

@@ -33,14 +33,7 @@ from robot_rl.console.bridge import episode_success, operator_setup
 from robot_rl.data.batch import Transition
 from robot_rl.envs.intervention import ScriptedIntervener
 from robot_rl.envs.twin_env import make_env
-from robot_rl.runtime.actor import (
-    ActorLoop,
-    EpisodeStats,
-    LinkRecorder,
-    Policy,
-    WeightSwap,
-    stop_on_signals,
-)
+from robot_rl.runtime.actor import ActorLoop, EpisodeStats, Policy, policy_loop, stop_on_signals
 from robot_rl.runtime.learner import LearnerCore
 from robot_rl.runtime.metrics import make_sink
 from robot_rl.runtime.record import record_demos
@@ -211,7 +204,6 @@ class Actor:
                                 spool_dir=str(self.spool_dir)),
             net.security,
         )  # fmt: skip
-        self.weights = WeightSwap(self.link, self.policy)
         self.successes: list[float] = []
         self._loop: ActorLoop | None = None
         self._stop = threading.Event()
@@ -236,11 +228,10 @@ class Actor:
         """Act for ``steps`` env steps (finishing at a step boundary; an open episode continues
         in the next call); returns episode stats."""
         if self._loop is None:
-            self._loop = ActorLoop(
-                self.operator.env, lambda obs: self.policy.act(obs, deterministic=False),
-                LinkRecorder(self.link), seed=[seed, self.link.next_seq],
-                bridge=self.operator.bridge, before_act=self.weights,
-                after_step=self._after_step, on_episode_end=self._end_episode,
+            self._loop, self.weights = policy_loop(
+                self.operator.env, self.policy, self.link, seed=[seed, self.link.next_seq],
+                bridge=self.operator.bridge, after_step=self._after_step,
+                on_episode_end=self._end_episode,
             )  # fmt: skip
         print(f"actor: acting as {self.net.actor_id}", flush=True)
         self._report()  # also the part's ready file

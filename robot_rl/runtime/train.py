@@ -45,16 +45,9 @@ from robot_rl.console.bridge import operator_setup
 from robot_rl.data.batch import Transition
 from robot_rl.envs.intervention import ScriptedIntervener
 from robot_rl.envs.twin_env import make_env
-from robot_rl.runtime.actor import (
-    ActorLoop,
-    EpisodeStats,
-    LinkRecorder,
-    Policy,
-    WeightSwap,
-    stop_on_signals,
-)
+from robot_rl.runtime.actor import EpisodeStats, Policy, policy_loop, stop_on_signals
 from robot_rl.runtime.config import TrainConfig
-from robot_rl.runtime.learner import Counters, LearnerCore
+from robot_rl.runtime.learner import LearnerCore
 from robot_rl.runtime.metrics import MetricsSink, make_sink
 from robot_rl.runtime.record import record_demos
 from robot_rl.transport.inprocess import InProcessTransport
@@ -89,6 +82,10 @@ class TrainingSession:
             if config.demos > 0:
                 record_demos(self.env, config.demos, self.dir / "demos", seed=config.seed + 10_000)
             self.core.load_dir(self.dir / "demos", demos_only=True)
+        # The learner core's state, under the names sessions have always had.
+        core = self.core
+        self.agent, self.counters, self.evaluations = core.agent, core.counters, core.evaluations
+        self.demo, self.online = core.demo, core.online
         self.recent_success: deque[float] = deque(maxlen=20)
         self.recent_return: deque[float] = deque(maxlen=20)
         self.recent_interventions: deque[float] = deque(maxlen=20)
@@ -107,29 +104,7 @@ class TrainingSession:
         self.core.link = self.learner_link
         first_seq = self.learner_link.store.durable.get(ACTOR_ID, -1) + 1
         self.actor_link = self.transport.actor(ACTOR_ID, first_seq)
-        self.weights = WeightSwap(self.actor_link, self.policy)
         self.core.publish()
-
-    # The learner core's state, under the names sessions have always had.
-    @property
-    def agent(self) -> Any:
-        return self.core.agent
-
-    @property
-    def counters(self) -> Counters:
-        return self.core.counters
-
-    @property
-    def demo(self) -> Any:
-        return self.core.demo
-
-    @property
-    def online(self) -> Any:
-        return self.core.online
-
-    @property
-    def evaluations(self) -> list[dict[str, float]]:
-        return self.core.evaluations
 
     # -- setup ---------------------------------------------------------------------------------
     def _prepare_dir(self, resume: bool) -> None:
@@ -196,11 +171,10 @@ class TrainingSession:
     def _actor_loop(self) -> None:
         cfg = self.config
         env, bridge = self._actor_env()
-        loop = ActorLoop(
-            env, lambda obs: self.policy.act(obs, deterministic=False),
-            LinkRecorder(self.actor_link), seed=[cfg.seed, self.counters.env_steps],
-            bridge=bridge, before_act=self._before_act, after_step=self._after_step,
-            on_episode_end=self._end_episode,
+        loop, self.weights = policy_loop(
+            env, self.policy, self.actor_link, self._before_act,
+            seed=[cfg.seed, self.counters.env_steps], bridge=bridge,
+            after_step=self._after_step, on_episode_end=self._end_episode,
         )  # fmt: skip
         self._rate_mark = (time.monotonic(), self.counters.env_steps)
         self._checkpoint_at = time.monotonic()
@@ -222,14 +196,12 @@ class TrainingSession:
         return setup.env, setup.bridge
 
     def _before_act(self) -> bool:
-        """Hold the update-to-data ratio, then swap in the newest weights; False: stop."""
+        """Hold the update-to-data ratio (before the weight swap); False: stop."""
         if self.config.concurrent:
             self._wait_for_learner()
         else:
             self._learn_once()  # in step: deterministic for a seed
-        if self._learner_error is not None:
-            return False
-        return self.weights()
+        return self._learner_error is None
 
     def _after_step(self, step: Transition, info: dict[str, Any]) -> None:
         cfg = self.config
