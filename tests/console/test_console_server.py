@@ -183,8 +183,10 @@ async def talk(url: str, hub: ConsoleHub) -> dict[str, Any]:
         for text, _ in MALFORMED:
             await ws.send_str(text)
         await ws.send_bytes(b"\x00" * 100)
-        await ws.send_str(json.dumps({"type": "control", "name": "take_over", "t_ms": 5}))
+        # the key first: the server handles a page's messages in order, so the control's ack
+        # also says that the key is held
         await ws.send_str(json.dumps({"type": "key", "key": "w", "down": True}))
+        await ws.send_str(json.dumps({"type": "control", "name": "take_over", "t_ms": 5}))
         hub.publish_frames({"front": np.zeros((16, 16, 3), np.uint8)})
         while seen["frames"] < 1 or seen["states"] < 1 or "ack" not in seen:
             message = await ws.receive(timeout=5)
@@ -224,7 +226,7 @@ def test_malformed_messages_get_error_replies_and_the_socket_stays_open(served) 
     assert controls[0].client == seen["hello"]["client"]
     assert seen["held_x"] == 1.0  # the held "w" key drives +x
     assert hub.snapshot()["owner"] == seen["hello"]["client"]
-    deadline = time.monotonic() + 5  # the server notices the closed page on its own thread
+    deadline = time.monotonic() + 20  # the server notices the closed page on its own thread
     while hub.page.read().engaged and time.monotonic() < deadline:
         hub.wait_change(hub.version, 0.01)
     assert not hub.page.read().engaged  # a closed page holds no keys
