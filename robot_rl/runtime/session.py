@@ -184,6 +184,7 @@ class Session:
         self.out = out
         self._stopping = False
         self._next_starving_warning = 0.0
+        self._silent: set[str] = set()  # parts already reported as silent
 
     def say(self, line: str) -> None:
         """One line for the person running the session (stdout, flushed)."""
@@ -374,6 +375,7 @@ class Session:
             if now >= next_status:
                 self.say(self.status_line())
                 self._warn_if_starving(now)
+                self._warn_if_silent()
                 next_status = now + period
             time.sleep(0.25)
 
@@ -412,6 +414,22 @@ class Session:
                 "or batch, or a slower actor)"
             )
             self._next_starving_warning = now + 60.0
+
+    def _warn_if_silent(self, after_s: float = 60.0) -> None:
+        """Say once when a part that reported its status stops reporting while its process
+        lives on (a loop that crashed in a process that did not exit, or one stuck)."""
+        for part in self.parts:
+            try:
+                age_s = time.time() - part.status_path.stat().st_mtime
+            except OSError:
+                continue  # never reported: its health was judged by its sockets
+            if age_s > after_s and part.name not in self._silent:
+                self._silent.add(part.name)
+                self.say(f"warning: {part.name} has not reported for {age_s:.0f} s although "
+                         f"its process runs (stuck, or its loop failed?); see "
+                         f"{part.log_path}")  # fmt: skip
+            elif age_s <= after_s:
+                self._silent.discard(part.name)
 
     def stop(self) -> dict[str, int | None]:
         """SIGINT to each part's process group, actor first; terminate, then kill, what does

@@ -193,6 +193,13 @@ def test_the_status_line_and_the_starving_warning_come_from_status_files(tmp_pat
                                                         "utd_target": 8}))  # fmt: skip
     session._warn_if_starving(now=1000.0)
     assert "starving" not in capsys.readouterr().out
+    # A part whose status goes stale while its process lives on is named once.
+    old = time.time() - 120
+    os.utime(parts["actor"].status_path, (old, old))
+    session._warn_if_silent()
+    session._warn_if_silent()
+    out = capsys.readouterr().out
+    assert out.count("actor has not reported for 120 s") == 1 and "learner" not in out
 
 
 def test_a_bad_session_key_is_a_usage_error(tmp_path: Path, caplog) -> None:
