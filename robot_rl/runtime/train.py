@@ -75,9 +75,10 @@ class TrainingSession:
             self.core.resume()
             self.core.load_dir(self.dir / "demos", demos_only=True)
             self.core.load_dir(self.dir / "episodes", demos_only=False)
+            c = self.core
             log.info("resumed %s at %d env steps, %d updates; replay %d demo + %d online steps",
-                     self.dir, self.counters.env_steps, self.counters.updates, len(self.demo),
-                     len(self.online))  # fmt: skip
+                     self.dir, c.counters.env_steps, c.counters.updates, len(c.demo),
+                     len(c.online))  # fmt: skip
         else:
             if config.demos > 0:
                 record_demos(self.env, config.demos, self.dir / "demos", seed=config.seed + 10_000)
