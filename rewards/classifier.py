@@ -81,6 +81,7 @@ class TrainConfig:
     # failure frames before a success (near-identical to it: where false positives live).
     hard_fraction: float = 0.25
     hard_window: int = 5
+    k: int = 1  # the report's decision layer: frames in a row at the threshold
 
 
 class FrameClassifier(nn.Module):
@@ -237,9 +238,12 @@ def train_classifier(
         log.warning("calibration episodes hold one class only: temperature left at 1")
     probs = torch.sigmoid(calib_logits / model.temperature).numpy()
     model.threshold = threshold_for_precision(probs, calib_y, train.target_precision)
+    from robot_rl.rewards.decision import DecisionConfig
     from robot_rl.rewards.training import evaluate
 
-    report = evaluate(probs, calib_y, data.episode[calib_mask], model.threshold)
+    decision = DecisionConfig.from_threshold(model.threshold, train.k)
+    report = evaluate(probs, calib_y, data.episode[calib_mask], model.threshold,
+                      data.step[calib_mask], decision)  # fmt: skip
     report.update(
         fit_frames=float(fit_mask.sum()), fit_positives=float(len(pos)),
         hard_negatives=float(len(hard)),

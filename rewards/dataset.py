@@ -16,8 +16,11 @@ import dataclasses
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from robot_rl.controllers.reference import Workspace
@@ -58,16 +61,66 @@ class FrameDataset:
 
     @staticmethod
     def load(path: str | Path) -> FrameDataset:
+        """The dataset saved at ``path``. A missing file is a FileNotFoundError; anything else
+        that is not a whole dataset (truncated, garbage, a pickle, arrays missing or of unequal
+        length) is a DatasetError naming the file, in one line. Nothing is ever unpickled."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(
                 f"dataset {path} not found; make one with robot-rl reward collect"
             )
-        with np.load(path, allow_pickle=False) as data:
-            frames = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("frames/")}
-            meta = json.loads(str(data["meta"]))
-            return FrameDataset(frames, data["label"].astype(bool), data["episode"],
-                                data["step"], meta)  # fmt: skip
+        with path.open("rb") as fh:
+            head = fh.read(len(ZIP_MAGIC))
+        if head != ZIP_MAGIC:  # empty, garbage, a plain .npy or a pickle
+            raise DatasetError(f"dataset {path} is not a labelled-frames .npz (no zip header); "
+                               "make one with robot-rl reward collect")  # fmt: skip
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return _read_arrays(path, data)
+        except DatasetError:
+            raise
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"dataset {path}: its meta is not JSON ({exc.msg}); make the "
+                               "dataset again with robot-rl reward collect") from None  # fmt: skip
+        except ValueError:  # numpy's words for object arrays advise allow_pickle: not passed on
+            raise DatasetError(
+                f"dataset {path} is damaged or holds arrays that are not plain "
+                "numbers; collect it again with robot-rl reward collect"
+            ) from None
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise DatasetError(
+                f"dataset {path} is truncated or damaged ({type(exc).__name__}: "
+                f"{exc}); collect it again or restore a copy"
+            ) from None
+
+
+ZIP_MAGIC = b"PK\x03\x04"
+REQUIRED_ARRAYS = ("label", "episode", "step", "meta")
+
+
+class DatasetError(ValueError):
+    """A file that is not a whole labelled-frames dataset (the message names it, one line)."""
+
+
+def _read_arrays(path: Path, data: Any) -> FrameDataset:
+    """The dataset in an open ``np.load`` archive; DatasetError for missing or ragged arrays."""
+    missing = [name for name in REQUIRED_ARRAYS if name not in data.files]
+    cameras = [k for k in data.files if k.startswith("frames/")]
+    if missing or not cameras:
+        lacking = ", ".join(missing + ([] if cameras else ["frames/<camera>"]))
+        raise DatasetError(f"dataset {path} lacks the array(s) {lacking}; it was not written by "
+                           "robot-rl reward collect")  # fmt: skip
+    frames = {k.split("/", 1)[1]: data[k] for k in cameras}
+    label, episode, step = data["label"], data["episode"], data["step"]
+    named = (("label", label), ("episode", episode), ("step", step), *frames.items())
+    lengths = {name: len(a) if a.ndim else -1 for name, a in named}
+    if len(set(lengths.values())) != 1 or min(lengths.values()) < 0:
+        raise DatasetError(f"dataset {path}: its arrays disagree in length {lengths}; each "
+                           "needs one entry per frame")  # fmt: skip
+    meta = json.loads(str(data["meta"]))
+    if not isinstance(meta, dict):
+        raise DatasetError(f"dataset {path}: its meta is {type(meta).__name__}, not a mapping")
+    return FrameDataset(frames, label.astype(bool), episode, step, meta)
 
 
 def collect_twin(

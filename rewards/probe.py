@@ -95,11 +95,14 @@ class ProbeScorer:
     def load(path: str | Path) -> ProbeScorer:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(
-                f"probe {path} not found; fit one on labelled frames (ProbeScorer.fit) and save it"
-            )
-        data = json.loads(path.read_text())
-        return ProbeScorer(torch.tensor(data["weight"]), float(data["bias"]),
-                           float(data.get("temperature", 1.0)),
-                           float(data.get("threshold", 0.5)), tuple(data.get("cameras", ())),
-                           str(data.get("backbone", "")))  # fmt: skip
+            raise FileNotFoundError(f"probe {path} not found; train one with robot-rl reward train")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return ProbeScorer(torch.tensor(data["weight"], dtype=torch.float32),
+                               float(data["bias"]), float(data.get("temperature", 1.0)),
+                               float(data.get("threshold", 0.5)), tuple(data.get("cameras", ())),
+                               str(data.get("backbone", "")))  # fmt: skip
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            why = f"no {exc}" if isinstance(exc, KeyError) else type(exc).__name__
+            raise ValueError(f"probe {path} is not a probe written by robot-rl reward train "
+                             f"({why}); train one again") from None  # fmt: skip

@@ -47,8 +47,10 @@ def train_probe(
     max_positives: int = 200,
     held_out_fraction: float = 0.3,
     seed: int = 0,
+    k: int = 1,
 ) -> tuple[ProbeScorer, dict[str, float]]:
-    """The fitted, calibrated probe and its held-out report (see the module docstring)."""
+    """The fitted, calibrated probe and its held-out report (see the module docstring); the
+    report's episode metrics fire after ``k`` frames in a row at the threshold."""
     cameras = list(cameras or data.meta.get("cameras") or sorted(data.frames))
     train_mask, held_mask = split_by_episode(data.episode, held_out_fraction, seed, data.label)
     positives = np.flatnonzero(train_mask & data.label)
@@ -68,7 +70,9 @@ def train_probe(
         probe.temperature = fit_temperature(held_logits, torch.as_tensor(held_y))
     probs = probe.probability(x[held_mask]).numpy()
     probe.threshold = threshold_for_precision(probs, held_y, target_precision)
-    report = evaluate(probs, held_y, data.episode[held_mask], probe.threshold)
+    decision = DecisionConfig.from_threshold(probe.threshold, k)
+    report = evaluate(probs, held_y, data.episode[held_mask], probe.threshold,
+                      data.step[held_mask], decision)  # fmt: skip
     report.update(train_frames=float(train_mask.sum()), train_positives=float(
         (train_mask & data.label).sum()), held_out_frames=float(held_mask.sum()))  # fmt: skip
     return probe, report

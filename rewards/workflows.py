@@ -8,6 +8,7 @@ ValueError, KeyError or FileNotFoundError with the path and what is allowed; the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +23,34 @@ from robot_rl.rewards.detector import BackboneSource, EmbeddingFrameScorer, Fram
 from robot_rl.rewards.relabel import FalsePositives, add_false_positives
 from robot_rl.rewards.training import evaluate, train_probe
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class FitOptions:
-    """How a model is fitted and thresholded. ``steps`` is for classifiers (gradient steps)."""
+    """How a model is fitted and thresholded. ``steps`` is for classifiers (gradient steps);
+    ``k``: the held-out report's decision layer fires after k frames in a row."""
 
     target_precision: float = 0.99
     max_positives: int = 200
     steps: int = TrainConfig.steps
+    k: int = 3
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k={self.k}; the decision layer needs at least 1 frame in a row")
+
+
+def warn_if_thin(report: dict[str, float], what: str) -> bool:
+    """Warn (and return True) when the held-out split of a fit holds at most one successful or
+    one failed episode: its threshold and metrics then rest on a single episode."""
+    success, failed = int(report["success_episodes"]), int(report["failed_episodes"])
+    if success > 1 and failed > 1:
+        return False
+    log.warning("%s: the held-out split holds %d successful and %d failed episode(s); its "
+                "threshold and metrics rest on that alone: collect more episodes of each kind "
+                "(robot-rl reward collect --episodes N)", what, success, failed)  # fmt: skip
+    return True
 
 
 def dataset_cameras(data: FrameDataset) -> list[str]:
@@ -49,7 +70,8 @@ def fit_probe(data: FrameDataset, out: Path, backbone: BackboneSource,
     model = load_backbone(backbone.source, backbone.model_name, backbone.preprocess)
     probe, report = train_probe(data, model, success_prompts, baseline_prompts,
                                 dataset_cameras(data), target_precision=options.target_precision,
-                                max_positives=options.max_positives)  # fmt: skip
+                                max_positives=options.max_positives, k=options.k)  # fmt: skip
+    warn_if_thin(report, f"probe {out}")
     probe.backbone = backbone.source
     out.parent.mkdir(parents=True, exist_ok=True)
     probe.save(out)
@@ -61,8 +83,9 @@ def fit_classifier(data: FrameDataset, out: Path, config: ClassifierConfig,
     """Fit, calibrate and threshold a classifier on ``data``, save it to the folder ``out``; its
     held-out report."""
     train = TrainConfig(steps=options.steps, max_positives=options.max_positives,
-                        target_precision=options.target_precision)  # fmt: skip
+                        target_precision=options.target_precision, k=options.k)  # fmt: skip
     model, report = fit_classifier_model(data, config, train)
+    warn_if_thin(report, f"classifier {out}")
     model.save(out)
     return report
 

@@ -40,11 +40,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         data = loaded or {}
     for item in overrides:
         apply_override(data, item)
-    try:
-        return from_dict(cls, data)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        raise
+    return from_dict(cls, data)  # a ConfigError is the caller's to report (once)
 
 
 MAX_CONFIG_BYTES = 1 << 20

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib
 import os
 import sys
+import tempfile
+import types
+import typing
 from collections.abc import Iterator
 
 
@@ -35,5 +39,41 @@ def _flush_c_stdio() -> None:
         ctypes.CDLL(None).fflush(None)
 
 
-with quiet_c_stdout():  # the banner prints once, at pybullet's first import
-    import pybullet  # noqa: F401
+PYBULLET_BANNER = b"pybullet build time:"
+
+
+def import_without_banner(name: str, banner: bytes) -> types.ModuleType:
+    """Import module ``name`` with the lines starting with ``banner`` that its C code prints to
+    fd 1 or fd 2 while it loads dropped; everything else it prints there (a real error, a
+    warning) is passed on unchanged, after the import."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with contextlib.ExitStack() as stack:
+        captures: dict[int, tuple[int, typing.BinaryIO]] = {}
+        try:
+            for fd in (1, 2):
+                try:
+                    saved = os.dup(fd)
+                except OSError:  # no such fd (an embedded interpreter): nothing to filter there
+                    continue
+                capture = stack.enter_context(tempfile.TemporaryFile())
+                captures[fd] = (saved, capture)
+                os.dup2(capture.fileno(), fd)
+            return importlib.import_module(name)
+        finally:
+            _flush_c_stdio()
+            with contextlib.suppress(ValueError, OSError):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            for fd, (saved, capture) in captures.items():
+                os.dup2(saved, fd)
+                os.close(saved)
+                capture.seek(0)
+                kept = [line for line in capture.read().splitlines(keepends=True)
+                        if not line.startswith(banner)]  # fmt: skip
+                if kept:
+                    os.write(fd, b"".join(kept))
+
+
+# pybullet's C module prints its build banner (to stderr) at its first import: on every command.
+import_without_banner("pybullet", PYBULLET_BANNER)

@@ -5,8 +5,8 @@ One module per command group; each has ``add(subparsers)``, which adds its parse
 Command modules import the library lazily, inside their handlers, so ``--help`` stays fast and
 works whatever optional parts are missing. Loops and workflows live in the library, not here.
 
-Usage errors (unknown bench, unwritable path, bad arguments) are logged and give exit code 2; the
-CLI routes log records to stderr.
+Usage errors (unknown bench, unwritable path, bad arguments) are logged once and give exit code 2;
+the CLI routes log records to stderr as plain lines (``robot-rl: error: ...``, no logger names).
 """
 
 from __future__ import annotations
@@ -32,15 +32,24 @@ COMMANDS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+class PlainFormatter(logging.Formatter):
+    """``robot-rl: error: message``: what a user reads, without logger names; INFO lines (``-v``)
+    carry no level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno <= logging.INFO:
+            return f"robot-rl: {message}"
+        return f"robot-rl: {record.levelname.lower()}: {message}"
+
+
 def _configure_logging() -> bool:
     """Send log records to stderr, unless the caller (an app, pytest) has set up logging already."""
     if logging.getLogger().handlers:
         return False
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="robot-rl: %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PlainFormatter("%(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     return True
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from robot_rl.cli.errors import CliError
-from robot_rl.cli.flags import add_config_flags, given, load
+from robot_rl.cli.flags import add_config_flags, check_console_port, given, load
 from robot_rl.endpoints import DEFAULT_ENDPOINTS
 
 
@@ -23,7 +23,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     _add_network_flags(actor, None)
     actor.add_argument("--actor-id", default="actor-0", help="unique per actor")
     actor.add_argument("--steps", type=int, default=1_000_000, help="env steps to act")
-    actor.add_argument("--spool", type=Path, help="held transitions (default runs/spool/ID)")
+    actor.add_argument("--spool", type=Path, help="held transitions (default <run>/spool/ID)")
     actor.add_argument("--seed", type=int, default=0)
     actor.set_defaults(handler=run_actor)
 
@@ -74,7 +74,7 @@ def run_learner(args: argparse.Namespace) -> int:
     train, net = network_configs(args, "learner")
     try:
         learner = Learner(train, net, resume=args.resume)
-    except SecurityError as exc:
+    except (SecurityError, FileExistsError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from None
     learner.run(args.duration)
     print(f"learner: {learner.updates} updates on {learner.steps_received} received steps")
@@ -86,14 +86,15 @@ def run_actor(args: argparse.Namespace) -> int:
     from robot_rl.transport.security import SecurityError
 
     train, net = network_configs(args, args.actor_id, args.actor_id)
-    spool = args.spool or Path("runs") / "spool" / args.actor_id
+    check_console_port(train.console)
     try:
-        actor = Actor(train, net, spool)
+        actor = Actor(train, net, args.spool)  # default: inside the run, <run>/spool/<actor id>
     except (SecurityError, ValueError) as exc:
         raise CliError(str(exc)) from None
     stats = actor.run(args.steps, args.seed)
     delivered = actor.close()
     print(f"actor {args.actor_id}: {stats}")
     if not delivered:
-        print(f"actor {args.actor_id}: some steps are still held in {spool}; they go out next run")
+        print(f"actor {args.actor_id}: some steps are still held in {actor.spool_dir}; they go "
+              "out next run")  # fmt: skip
     return 0

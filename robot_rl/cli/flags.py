@@ -4,6 +4,8 @@ CURVE key flags of a process that binds or connects sockets."""
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,3 +68,26 @@ def at_least(flag: str, value: int, minimum: int, why: str = "") -> None:
     """Refuse ``--flag=value`` below ``minimum``."""
     if value < minimum:
         raise CliError(f"--{flag}={value}; need at least {minimum}{why}")
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether this machine could listen on (host, port) now, as aiohttp and ZMQ bind (with
+    SO_REUSEADDR). A host that is not this machine's counts as free: nothing here binds it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc.errno not in (errno.EADDRINUSE, errno.EACCES)
+    return True
+
+
+def check_console_port(console: Any, change: str = "--set console.port=PORT") -> None:
+    """Refuse, before anything slow starts, a console (a ``ConsoleConfig``) that is enabled on a
+    port another process holds; the one line says how to pick another (``change``)."""
+    if console.enabled and console.port != 0 and not port_free(console.host, console.port):
+        raise CliError(
+            f"port {console.port} (the operator console, {console.host}) is in use "
+            f"by another process; pick another with {change} (0: any free port)"
+        )

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from robot_rl.cli.errors import CliError
-from robot_rl.cli.flags import add_config_flags, at_least, given, load
+from robot_rl.cli.flags import add_config_flags, at_least, check_console_port, given, load
 from robot_rl.endpoints import DEFAULT_ENDPOINTS
 
 TELEOP_DEVICES = ("spacemouse", "gamepad", "console")
@@ -92,6 +92,7 @@ def operator(env: Any, train: Any, args: argparse.Namespace, console: bool,
     from robot_rl.teleop_command import DeviceNotFoundError
 
     teleop, page = operator_configs(train, args, console)
+    check_console_port(page, "--console-port PORT")
     try:
         return operator_setup(env, page, teleop, None, cameras)
     except DeviceNotFoundError as exc:

@@ -125,8 +125,8 @@ def _load_dataset(path: Path) -> Any:
 
     try:
         return FrameDataset.load(path)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        raise CliError(f"dataset {path}: {exc}") from None
+    except (FileNotFoundError, ValueError) as exc:  # the message names the file
+        raise CliError(str(exc)) from None
 
 
 def _backbone(args: argparse.Namespace) -> Any:
@@ -153,8 +153,9 @@ def _scored(args: argparse.Namespace, data: Any) -> tuple[Any, Any]:
 def _options(args: argparse.Namespace) -> Any:
     from robot_rl.rewards.workflows import FitOptions
 
+    at_least("k", args.k, 1)
     return FitOptions(getattr(args, "precision", 0.99), getattr(args, "max_positives", 200),
-                      args.steps)  # fmt: skip
+                      args.steps, args.k)  # fmt: skip
 
 
 def run_train(args: argparse.Namespace) -> int:

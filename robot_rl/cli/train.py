@@ -8,7 +8,7 @@ from pathlib import Path
 
 from robot_rl.bench.report import print_table
 from robot_rl.cli.errors import CliError
-from robot_rl.cli.flags import add_config_flags, at_least
+from robot_rl.cli.flags import add_config_flags, at_least, check_console_port
 
 
 def add(subparsers: argparse._SubParsersAction) -> None:
@@ -49,6 +49,7 @@ def run_train(args: argparse.Namespace) -> int:
             steps = [f"env_steps={args.steps}"] if args.steps else []
             load_train_config(run_dir)  # clear error if it is not a run
             config = load_config(TrainConfig, run_dir / "config.yaml", steps)
+        check_console_port(config.console)  # before the demos: a busy port fails at once
         session = TrainingSession(config, resume=args.resume)
     except (ConfigError, FileNotFoundError, FileExistsError) as exc:
         raise CliError(str(exc)) from None

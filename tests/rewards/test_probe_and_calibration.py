@@ -50,7 +50,7 @@ def test_probe_separates_planted_signal_frames(tiny_dir: Path, tmp_path: Path) -
     assert "weight" in json.loads((tmp_path / "probe.json").read_text())
     loaded = ProbeScorer.load(tmp_path / "probe.json")
     torch.testing.assert_close(loaded.probability(train_x), probe.probability(train_x))
-    with pytest.raises(FileNotFoundError, match=r"ProbeScorer\.fit"):
+    with pytest.raises(FileNotFoundError, match="robot-rl reward train"):
         ProbeScorer.load(tmp_path / "none.json")
 
 
