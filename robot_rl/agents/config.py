@@ -42,6 +42,12 @@ class SACConfig:
         renamed on load). Never downloaded. None: random. With such weights, HIL-SERL's pixel
         default is "resnet10" with ``freeze_encoder: true``.
     freeze_encoder: keep the (pretrained) backbones fixed; their spatial-embedding heads train.
+        The online and target encoders then share the backbones' next_obs feature maps (one
+        backbone pass fewer per critic step, same result).
+    target_encoder: the target critics read a Polyak-averaged copy of the encoder (SERL's
+        default). False (opt-in): they read the online encoder's next_obs features, as in DrQ-v2,
+        which saves one of the three encoder passes of a critic step (~1/4 of a pixel update on
+        CPU); a change of the algorithm, so measure learning before making it a task's default.
     image_augmentation_pad: DrQ random shift of up to this many pixels (edge-replicated) applied
         to every image in every update; 0 disables augmentation.
     hybrid_gripper: the last action dim is the gripper (close / stay / open), learned by a discrete
@@ -67,6 +73,7 @@ class SACConfig:
     encoder: Literal["conv", "resnet10"] = "conv"
     pretrained_encoder_path: str | None = None
     freeze_encoder: bool = False
+    target_encoder: bool = True
     image_augmentation_pad: int = 4
     hybrid_gripper: bool = True
     gripper_penalty_weight: float = 1.0

@@ -213,8 +213,14 @@ class SACAgent:
         alpha = self.log_alpha.exp().detach()
 
         with torch.no_grad(), self._autocast():
-            next_features = self.encoder(next_obs)  # the actor picks a' from online features
-            next_target_features = self.target_encoder(next_obs)
+            # Frozen backbones are the same in the online and target encoders (Polyak between
+            # equal weights keeps them equal): their next_obs feature maps are computed once.
+            next_maps = self.encoder.feature_maps(next_obs) if self.config.freeze_encoder else None
+            next_features = self.encoder(next_obs, next_maps)  # the actor picks a' from these
+            if cfg.target_encoder:
+                next_target_features = self.target_encoder(next_obs, next_maps)
+            else:  # DrQ-v2's choice (opt-in): the target critics read the online features
+                next_target_features = next_features
             next_actions, next_log_prob = self.actor.sample(next_features, self.update_generator)
             next_q = self.target_critic(next_target_features, next_actions).float()  # (N, B)
             # Min over a random M of the N target critics (RLPD): curbs over-estimation.

@@ -3,8 +3,13 @@
 update_ms_p50: one ``SACAgent.update`` (``utd_ratio`` = 2 critic updates of ``batch_size`` samples
 each, then one actor and temperature update) with two 128x128 cameras and a 21-dim state, on the
 CPU with 2 threads (or on CUDA when ``device="cuda"``), default conv encoder, median over runs after
-warm-up. replay_bytes_per_transition: bytes the replay buffer holds per step for 200-step episodes
-with two 128x128 cameras (the floor is 2 x 128 x 128 x 3 = 98 304 bytes).
+warm-up. update_ms_p50_prefold: the same update with the encoder's input path as it was before
+the 1/255 scale was folded into the first conv (``ConvBackbone.fold_input_scale = False``), run
+interleaved with the current one on the same batches in the same process; update_ratio_vs_prefold
+is their ratio (< 1: faster now). threads_cpus / threads_learner / threads_actor: the thread
+budget (``robot_rl.agents.threads``) this machine gets in training.
+replay_bytes_per_transition: bytes the replay buffer holds per step for 200-step episodes with
+two 128x128 cameras (the floor is 2 x 128 x 128 x 3 = 98 304 bytes).
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import numpy as np
 import torch
 
 from robot_rl.agents.config import SACConfig
+from robot_rl.agents.encoders import ConvBackbone
 from robot_rl.agents.sac import SACAgent
+from robot_rl.agents.threads import thread_budget
 from robot_rl.data.batch import Transition
 from robot_rl.data.replay import ReplayBuffer, bytes_per_transition
 
@@ -66,21 +73,28 @@ def run_learner_bench(
     obs_space, act_space = _spaces(size, state_dim, action_dim)
     config = SACConfig(utd_ratio=utd, device=device)
     agent = SACAgent(obs_space, act_space, config, seed)
+    reference = SACAgent(obs_space, act_space, config, seed)
     warmup, runs = (1, 2) if quick else (2, 7)
-    update_times = []
-    for i in range(warmup + runs):
-        batch = buffer.sample(batch_size * utd, minibatches=utd)
-        if agent.device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        agent.update(batch)
-        if agent.device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            update_times.append(time.perf_counter() - start)
+    update_times: list[float] = []
+    reference_times: list[float] = []
+    try:
+        for i in range(warmup + runs):
+            batch = buffer.sample(batch_size * utd, minibatches=utd)
+            # Alternate which goes first, so neither always meets a warmer cache.
+            order = [(True, agent, update_times), (False, reference, reference_times)]
+            for fold, learner, times in order if i % 2 == 0 else order[::-1]:
+                ConvBackbone.fold_input_scale = fold
+                elapsed = _timed_update(learner, batch)
+                if i >= warmup:
+                    times.append(elapsed)
+    finally:
+        ConvBackbone.fold_input_scale = True
+    budget = thread_budget()
     return {
         "update_ms_p50": float(np.median(update_times) * 1e3),
         "update_ms_min": float(np.min(update_times) * 1e3),
+        "update_ms_p50_prefold": float(np.median(reference_times) * 1e3),
+        "update_ratio_vs_prefold": float(np.median(update_times) / np.median(reference_times)),
         "replay_bytes_per_transition": float(bytes_per_step),
         "replay_bytes_floor": float(len(CAMERAS) * size * size * 3),
         "replay_bytes_ratio": float(bytes_per_step / (len(CAMERAS) * size * size * 3)),
@@ -88,6 +102,20 @@ def run_learner_bench(
         "batch_size": float(batch_size),
         "utd_ratio": float(utd),
         "torch_threads": float(torch.get_num_threads()),
+        "threads_cpus": float(budget.cpus),
+        "threads_learner": float(budget.learner),
+        "threads_actor": float(budget.actor),
         "device": 1.0 if agent.device.type == "cuda" else 0.0,
         "seed": float(seed),
     }
+
+
+def _timed_update(agent: SACAgent, batch: object) -> float:
+    """Seconds of one ``agent.update(batch)`` (CUDA work included)."""
+    if agent.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    agent.update(batch)  # type: ignore[arg-type]
+    if agent.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start

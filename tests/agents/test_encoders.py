@@ -138,3 +138,31 @@ def test_chunked_cpu_encoding_equals_one_pass(monkeypatch):
     monkeypatch.setattr(encoders, "_CPU_CHUNK_BYTES", 3 * 16 * 16 * 3 * 4)
     chunked = net(obs)
     assert torch.allclose(whole, chunked, atol=1e-6)
+
+
+def test_uint8_input_with_the_scale_folded_into_the_first_conv_equals_scaling_first():
+    torch.manual_seed(0)
+    backbone = ConvBackbone()
+    images = torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8)
+    scaled_first = backbone(images.permute(0, 3, 1, 2).float() / 255.0)
+    folded = backbone.forward_uint8(images)
+    assert folded.shape == scaled_first.shape == (3, 32, 4, 4)
+    assert torch.allclose(folded, scaled_first, atol=1e-5)
+    # The weight gradient is the same too (chain rule through W / 255).
+    grads = []
+    for fn in (lambda: backbone(images.permute(0, 3, 1, 2).float() / 255.0),
+               lambda: backbone.forward_uint8(images)):  # fmt: skip
+        backbone.zero_grad()
+        fn().square().sum().backward()
+        grads.append(backbone.net[0].weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_precomputed_feature_maps_give_the_same_latent_as_a_full_pass():
+    torch.manual_seed(0)
+    net = ObservationEncoder({"front": (16, 16, 3)}, state_dim=2, latent_dim=8, state_latent_dim=4)
+    obs = {"front": torch.randint(0, 256, (4, 16, 16, 3), dtype=torch.uint8)}
+    obs["state"] = torch.randn(4, 2)
+    maps = net.feature_maps(obs)
+    assert set(maps) == {"front"} and maps["front"].shape[0] == 4
+    assert torch.equal(net(obs, maps), net(obs))
