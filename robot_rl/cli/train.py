@@ -34,7 +34,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from robot_rl.config import ConfigError, load_config
     from robot_rl.runtime.config import TrainConfig
-    from robot_rl.runtime.train import TrainingSession, load_train_config
+    from robot_rl.runtime.train import TrainingSession, resume_config
 
     overrides = list(args.set)
     for flag, key in (("task", "env.task"), ("obs", "env.obs"), ("steps", "env_steps"),
@@ -44,11 +44,8 @@ def run_train(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={value}")
     try:
         config = load_config(TrainConfig, args.config, overrides)
-        if args.resume:  # the run's own config wins; only the step budget may grow
-            run_dir = Path(config.run_dir) / config.run_name
-            steps = [f"env_steps={args.steps}"] if args.steps else []
-            load_train_config(run_dir)  # clear error if it is not a run
-            config = load_config(TrainConfig, run_dir / "config.yaml", steps)
+        if args.resume:  # the run's own config, where the run is now; the step budget may grow
+            config = resume_config(config.run_path, args.steps or None)
         check_console_port(config.console)  # before the demos: a busy port fails at once
         session = TrainingSession(config, resume=args.resume)
     except (ConfigError, FileNotFoundError, FileExistsError) as exc:

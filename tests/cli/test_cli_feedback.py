@@ -145,3 +145,39 @@ def test_a_free_or_any_console_port_passes_the_check(busy_port: int) -> None:
     check_console_port(ConsoleConfig(enabled=False, port=busy_port))  # no console: not checked
     with pytest.raises(cli.CliError, match=f"port {busy_port} .*--console-port PORT"):
         check_console_port(ConsoleConfig(enabled=True, port=busy_port), "--console-port PORT")
+
+
+def test_train_resume_of_a_moved_run_continues_in_its_new_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    import yaml
+
+    import robot_rl.runtime.train as train
+    from robot_rl.config import to_dict
+    from robot_rl.runtime.config import TrainConfig
+
+    original = TrainConfig(run_dir=str(tmp_path / "old"), name="first", env_steps=100)
+    moved = tmp_path / "new" / "moved"
+    moved.mkdir(parents=True)
+    (moved / "config.yaml").write_text(yaml.safe_dump(to_dict(original), sort_keys=False))
+    started: list[tuple[TrainConfig, bool]] = []
+
+    class Session:
+        def __init__(self, config: TrainConfig, resume: bool) -> None:
+            started.append((config, resume))
+            self.dir = config.run_path
+
+        def run(self) -> dict[str, float]:
+            return {}
+
+    monkeypatch.setattr(train, "TrainingSession", Session)
+    argv = ["train", "--set", f"run_dir={tmp_path / 'new'}", "--name", "moved", "--resume",
+            "--steps", "300", "--seed", "9"]  # fmt: skip
+    assert cli.main(argv) == 0
+    ((config, resume),) = started
+    assert resume and config.run_path == moved  # not back into old/first
+    # The run's own config, but for its place and the grown step budget (--seed is ignored).
+    assert config == dataclasses.replace(original, run_dir=str(moved.parent), name="moved",
+                                         env_steps=300)  # fmt: skip
