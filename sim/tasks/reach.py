@@ -1,4 +1,10 @@
-"""Reach: bring the TCP to a goal shown as a red ball (no contact)."""
+"""Reach: bring the TCP to a goal shown as a red ball (visual only: no contact).
+
+The ball is drawn larger than the success radius so a policy from pixels can see it: at the
+front camera's ~0.6 m and 128 px over 50 degrees, a 3 cm radius covers ~13 px across (the old
+2 cm, ~9 px, was a few pixels once shaded); success still needs the TCP within 1.5 cm of its
+centre.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +32,8 @@ class ReachConfig:
     min_goal_distance_m: float = 0.1
     success_radius_m: float = 0.015
     max_start_yaw_rad: float = 0.4
+    goal_visual_radius_m: float = 0.03
+    goal_rgba: tuple[float, float, float, float] = (1.0, 0.05, 0.05, 1.0)
 
 
 class ReachTask:
@@ -41,7 +49,9 @@ class ReachTask:
     def build(self, twin: PandaTwin) -> None:
         c = twin.client
         visual = c.createVisualShape(
-            pybullet.GEOM_SPHERE, radius=0.02, rgbaColor=[0.9, 0.1, 0.1, 1]
+            pybullet.GEOM_SPHERE,
+            radius=self.config.goal_visual_radius_m,
+            rgbaColor=list(self.config.goal_rgba),
         )
         self._goal_id = c.createMultiBody(0.0, -1, visual, basePosition=[0.0, 0.0, -1.0])
 
