@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from robot_rl.cli.errors import CliError
-from robot_rl.cli.flags import add_config_flags, check_console_port, given, load
+from robot_rl.cli.flags import (
+    add_config_flags,
+    check_console_port,
+    check_endpoint_port,
+    given,
+    load,
+)
 from robot_rl.endpoints import DEFAULT_ENDPOINTS
 
 
@@ -72,6 +78,10 @@ def run_learner(args: argparse.Namespace) -> int:
     from robot_rl.transport.security import SecurityError
 
     train, net = network_configs(args, "learner")
+    for flag, endpoint in (("transitions", net.endpoints.transitions),
+                           ("weights", net.endpoints.weights)):  # fmt: skip
+        check_endpoint_port(endpoint, f"the learner's {flag} endpoint",
+                            f"--{flag} tcp://HOST:PORT (the actors pass the same)")  # fmt: skip
     try:
         learner = Learner(train, net, resume=args.resume)
     except (SecurityError, FileExistsError, FileNotFoundError) as exc:

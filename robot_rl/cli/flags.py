@@ -91,3 +91,15 @@ def check_console_port(console: Any, change: str = "--set console.port=PORT") ->
             f"port {console.port} (the operator console, {console.host}) is in use "
             f"by another process; pick another with {change} (0: any free port)"
         )
+
+
+def check_endpoint_port(endpoint: str, what: str, change: str) -> None:
+    """Refuse, before anything slow starts, a ``tcp://HOST:PORT`` endpoint this process will bind
+    on a port another process holds; the one line says how to pick another (``change``)."""
+    if not endpoint.startswith("tcp://") or ":" not in endpoint[6:]:
+        return  # ipc:// and the like: nothing to check here
+    host, _, port = endpoint[6:].rpartition(":")
+    host = "0.0.0.0" if host == "*" else host.strip("[]")
+    if port.isdigit() and int(port) != 0 and not port_free(host, int(port)):
+        raise CliError(f"port {port} ({what}, {host}) is in use by another process; pick another "
+                       f"with {change}")  # fmt: skip

@@ -181,3 +181,19 @@ def test_train_resume_of_a_moved_run_continues_in_its_new_place(
     # The run's own config, but for its place and the grown step budget (--seed is ignored).
     assert config == dataclasses.replace(original, run_dir=str(moved.parent), name="moved",
                                          env_steps=300)  # fmt: skip
+
+
+def test_the_learner_refuses_a_busy_endpoint_port_before_it_starts(
+    busy_port: int, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import robot_rl.runtime.distributed as distributed
+
+    monkeypatch.setattr(distributed, "Learner", _MustNotStart)
+    _MustNotStart.made = 0
+    argv = ["learner", "--plaintext", "--weights", f"tcp://127.0.0.1:{busy_port}"]
+    assert cli.main(argv) == 2
+    assert _MustNotStart.made == 0
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [f"port {busy_port} (the learner's weights endpoint, 127.0.0.1) is in use by "
+                      "another process; pick another with --weights tcp://HOST:PORT (the actors "
+                      "pass the same)"]  # fmt: skip
