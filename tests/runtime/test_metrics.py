@@ -7,6 +7,7 @@ import importlib.util
 import math
 import struct
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -166,9 +167,17 @@ def test_wandb_sink_offline_stores_scalars_and_config(tmp_path: Path, monkeypatc
     sink.close()
 
     (wandb_file,) = (tmp_path / "run-a" / "wandb").glob("offline-run-*/run-*.wandb")
+    # finish() returns once W&B's service has the run; its writer may close the file a moment
+    # later (a 7-byte file was seen on a loaded machine). Wait for the run's exit record.
+    deadline = time.monotonic() + 60.0
+    records = _wandb_records(wandb_file)
+    while not any(r.WhichOneof("record_type") == "exit" for r in records):
+        assert time.monotonic() < deadline, "W&B never wrote the run's exit record"
+        time.sleep(0.05)
+        records = _wandb_records(wandb_file)
     rows: dict[str, list[tuple[int, float]]] = {}
     config: dict[str, str] = {}  # key -> JSON of the value
-    for record in _wandb_records(wandb_file):
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "history":
             items = {i.key or "/".join(i.nested_key): i.value_json for i in record.history.item}
