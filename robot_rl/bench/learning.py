@@ -1,35 +1,47 @@
-"""`robot-rl bench learning --task T --obs state|pixels`: train from scratch, report success.
+"""`robot-rl bench learning --task T --obs state|pixels [--seeds N]`: train from scratch, report
+success across seeds.
 
-A whole training session (``robot_rl.runtime.train``) in its deterministic in-step mode (the
-learner steps between env steps, so a seed fixes the run and the figures do not depend on the
-machine's speed), with scripted-expert demos and the scripted intervener standing in for the
-operator, then a deterministic evaluation over seeded episodes the session never trained on.
+Each seed is a whole training session (``robot_rl.runtime.train``) in its deterministic in-step
+mode (the learner steps between env steps, so a seed fixes the run and the figures do not depend
+on the machine's speed), with scripted-expert demos and the scripted intervener standing in for
+the operator, evaluated deterministically along the way on seeded episodes it never trained on.
 
-Budgets follow the issue's targets: ``reach`` 2 000 env steps, ``pick_cube`` and ``peg_insert``
-20 000 env steps with 20 demos. ``quick`` shrinks everything for tests (the figures then mean
-nothing). Long: not part of CI.
+The settings (env steps, demos, UTD, discount, evaluation period) are the task's shipped config,
+``robot_rl/configs/<task>_<obs>.yaml``: a task is tuned there, never here. Reported: for the final
+evaluation and for every evaluation point along the run, the mean, min and max success over seeds
+(``success_rate_mean`` ..., ``success_at_<steps>_mean`` ...); time spent acting (env steps and
+policy), updating (learner steps) and evaluating, each summed over seeds, plus recording demos
+(``setup_s``). ``run_dir`` given: each seed's run is kept there, and ``learning_curve.png`` (mean
+with a min-max band over seeds) is written into it. ``quick`` shrinks everything for tests (the
+figures then mean nothing).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
-from robot_rl.agents.config import SACConfig
-from robot_rl.envs.twin_env import TwinEnvConfig
+import numpy as np
+
+from robot_rl.config import load_config
 from robot_rl.runtime.train import TrainConfig, TrainingSession
 
-# Per-task settings: env steps, demos, update-to-data ratio, discount. Reach is won or lost in
-# the last centimetre, where one step more costs only 1 - gamma of value: at 0.97 the critic
-# cannot tell a step toward the goal from a stop (the deterministic policy stalls 1-2 cm short),
-# at 0.8 it can. Measured at 2k steps, seeds 0/1, UTD 4: 0.97 -> 70%/-, 0.9 -> 90%/70%,
-# 0.8 -> 95%/85% (80% on seed 0 once the actor kept its own policy copy); UTD 8 at 0.8 -> 100%/
-# 90% (95%/100% already at 1.5k).
-BUDGETS: dict[str, tuple[int, int, int, float]] = {
-    "reach": (2_000, 20, 8, 0.8),
-    "pick_cube": (20_000, 20, 2, 0.97),
-    "peg_insert": (20_000, 20, 2, 0.97),
-}
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def task_config(task: str, obs: str) -> TrainConfig:
+    """The shipped config of ``task`` from ``obs`` (``configs/<task>_<obs>.yaml``)."""
+    if obs not in ("state", "pixels"):
+        raise ValueError(f"obs {obs!r}; choose state or pixels")
+    path = CONFIG_DIR / f"{task}_{obs}.yaml"
+    if not path.is_file():
+        shipped = sorted(p.stem for p in CONFIG_DIR.glob("*_state.yaml"))
+        shipped += sorted(p.stem for p in CONFIG_DIR.glob("*_pixels.yaml"))
+        raise ValueError(f"no config {path.name} for task {task!r} from {obs}; shipped: {shipped}")
+    return load_config(TrainConfig, path, [])
 
 
 def run_learning_bench(
@@ -39,61 +51,129 @@ def run_learning_bench(
     obs: str = "state",
     steps: int | None = None,
     run_dir: str | None = None,
-    eval_episodes: int | None = None,
-    evaluations: int = 10,
+    seeds: int = 1,
 ) -> dict[str, float]:
-    """Train ``task`` from ``obs`` and evaluate; ``run_dir`` keeps the run (default: a temp dir).
-
-    eval_episodes: per evaluation (default 20); evaluations: how many along the run (0: only the
-    final one), for the curve.
-    """
-    if task not in BUDGETS:
-        raise ValueError(f"task {task!r} unknown; choose from {sorted(BUDGETS)}")
-    if obs not in ("state", "pixels"):
-        raise ValueError(f"obs {obs!r}; choose state or pixels")
-    budget, demos, utd, discount = BUDGETS[task]
-    env_steps = steps or (60 if quick else budget)
-    eval_episodes = eval_episodes or (2 if quick else 20)
+    """Train ``task`` from ``obs`` with seeds ``seed .. seed + seeds - 1``; see the module doc."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds={seeds!r}; allowed: an integer >= 1")
+    base = task_config(task, obs)
+    changes: dict[str, Any] = {"concurrent": False, "checkpoint_every": 0,
+                               "checkpoint_every_min": 0}  # fmt: skip
+    if steps is not None:
+        changes["env_steps"] = steps
+    if quick:
+        changes.update(env_steps=steps or 60, demos=1, learning_starts=20, batch_size=16,
+                       eval_every=(steps or 60) // 2, eval_episodes=2)  # fmt: skip
+    base = dataclasses.replace(base, **changes)
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        config = TrainConfig(
-            env=TwinEnvConfig(task=task, obs=obs),  # type: ignore[arg-type]
-            agent=SACConfig(utd_ratio=utd, discount=discount),
-            seed=seed,
-            env_steps=env_steps,
-            demos=1 if quick else demos,
-            interventions=True,
-            learning_starts=20 if quick else 100,
-            batch_size=16 if quick else 256,
-            concurrent=False,
-            eval_every=0 if quick or not evaluations else max(env_steps // evaluations, 1),
-            eval_episodes=eval_episodes,
-            checkpoint_every=0,
-            run_dir=run_dir or tmp,
-            name=f"bench-{task}-{obs}-{seed}",
-        )
-        start = time.perf_counter()
-        session = TrainingSession(config)
-        final = session.run()
-        wall = time.perf_counter() - start
-        result = {
-            "success_rate": final["success_rate"],
-            "eval_return": final["return"],
-            "eval_episode_steps": final["episode_steps"],
-            "eval_episodes": float(eval_episodes),
-            "env_steps": float(session.counters.env_steps),
-            "updates": float(session.counters.updates),
-            "utd_ratio": float(utd),
-            "discount": discount,
-            "wall_s": wall,
-            "s_per_env_step": wall / max(1, session.counters.env_steps),
-            "demos": float(config.demos),
-            "interventions": float(session.counters.interventions),
-            "intervention_rate": session.counters.interventions
-            / max(1, session.counters.env_steps),
-            "episodes": float(session.counters.episodes),
-            "pixels": 1.0 if obs == "pixels" else 0.0,
-            "seed": float(seed),
-        }
-        for evaluation in session.evaluations[:-1]:  # the curve, flat: success_at_<steps>
-            result[f"success_at_{int(evaluation['env_steps'])}"] = evaluation["success_rate"]
-        return result
+        root = Path(run_dir or tmp)
+        for s in range(seed, seed + seeds):
+            config = dataclasses.replace(base, seed=s, run_dir=str(root),
+                                         name=f"bench-{task}-{obs}-{s}")  # fmt: skip
+            runs.append(_one_seed(config))
+        result = _summary(runs, base, task, obs, seed, seeds)
+        if run_dir is not None:
+            plot_curves(runs, root / "learning_curve.png", f"{task} ({obs}), {seeds} seeds")
+    return result
+
+
+def _one_seed(config: TrainConfig) -> dict[str, Any]:
+    """One session, with its time split into setup, updating, evaluating and acting."""
+    start = time.perf_counter()
+    session = TrainingSession(config)
+    setup_s = time.perf_counter() - start
+    spent = {"update": 0.0, "eval": 0.0}
+
+    def timed(key: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - t
+
+        return wrapper
+
+    session.core.learn_once = timed("update", session.core.learn_once)  # type: ignore[method-assign]
+    session.evaluate = timed("eval", session.evaluate)  # type: ignore[method-assign]
+    start = time.perf_counter()
+    final = session.run()
+    run_s = time.perf_counter() - start
+    return {
+        "final": final,
+        "curve": [(int(e["env_steps"]), e["success_rate"]) for e in session.evaluations],
+        "env_steps": session.counters.env_steps,
+        "updates": session.counters.updates,
+        "interventions": session.counters.interventions,
+        "setup_s": setup_s,
+        "run_s": run_s,
+        "update_s": spent["update"],
+        "eval_s": spent["eval"],
+        "act_s": run_s - spent["update"] - spent["eval"],
+    }
+
+
+def _summary(runs: list[dict[str, Any]], config: TrainConfig, task: str, obs: str, seed: int,
+             seeds: int) -> dict[str, float]:  # fmt: skip
+    finals = np.array([r["final"]["success_rate"] for r in runs])
+    env_steps = sum(r["env_steps"] for r in runs)
+    result: dict[str, float] = {
+        "success_rate_mean": float(finals.mean()),
+        "success_rate_min": float(finals.min()),
+        "success_rate_max": float(finals.max()),
+        "success_rate": float(finals.mean()),  # the pre-seeds key: the mean
+        "eval_return": float(np.mean([r["final"]["return"] for r in runs])),
+        "eval_episodes": float(config.eval_episodes),
+        "seeds": float(seeds),
+        "first_seed": float(seed),
+        "env_steps": float(config.env_steps),
+        "updates_mean": float(np.mean([r["updates"] for r in runs])),
+        "utd_ratio": float(config.agent.utd_ratio),
+        "discount": float(config.agent.discount),
+        "demos": float(config.demos),
+        "interventions": float(sum(r["interventions"] for r in runs)),
+        "intervention_rate": float(sum(r["interventions"] for r in runs) / max(1, env_steps)),
+        "wall_s": float(sum(r["setup_s"] + r["run_s"] for r in runs)),
+        "setup_s": float(sum(r["setup_s"] for r in runs)),
+        "act_s": float(sum(r["act_s"] for r in runs)),
+        "update_s": float(sum(r["update_s"] for r in runs)),
+        "eval_s": float(sum(r["eval_s"] for r in runs)),
+        "act_s_per_env_step": float(sum(r["act_s"] for r in runs) / max(1, env_steps)),
+        "pixels": 1.0 if obs == "pixels" else 0.0,
+    }
+    for steps, values in sorted(_points(runs).items()):
+        result[f"success_at_{steps}_mean"] = float(np.mean(values))
+        result[f"success_at_{steps}_min"] = float(np.min(values))
+        result[f"success_at_{steps}_max"] = float(np.max(values))
+    return result
+
+
+def _points(runs: list[dict[str, Any]]) -> dict[int, list[float]]:
+    """Evaluation point (env steps) -> success of every seed evaluated there."""
+    points: dict[int, list[float]] = {}
+    for run in runs:
+        for steps, success in run["curve"]:
+            points.setdefault(steps, []).append(success)
+    return points
+
+
+def plot_curves(runs: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Mean success over seeds against env steps, with the min-max band, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = sorted(_points(runs).items())
+    steps = [s for s, _ in points]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.fill_between(steps, [min(v) for _, v in points], [max(v) for _, v in points], alpha=0.25,
+                    label="min-max over seeds")  # fmt: skip
+    ax.plot(steps, [float(np.mean(v)) for _, v in points], marker="o", label="mean")
+    ax.set(xlabel="env steps", ylabel="eval success rate", ylim=(-0.05, 1.05), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
