@@ -49,6 +49,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--obs", choices=("state", "pixels"), help="observations (learning)")
     parser.add_argument("--steps", type=int, help="env step budget (learning)")
     parser.add_argument("--run-dir", help="keep the training run here (learning)")
+    parser.add_argument("--seeds", type=int, help="seeds to run, from --seed on (learning)")
     parser.set_defaults(handler=run)
 
 
@@ -94,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             ("obs", args.obs),
             ("steps", args.steps),
             ("run_dir", args.run_dir),
+            ("seeds", args.seeds),
         )
         if value is not None
     }
