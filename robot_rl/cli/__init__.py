@@ -29,6 +29,7 @@ COMMANDS: tuple[str, ...] = (
     "bench", "record", "train", "keys", "cameras", "distributed", "robot", "reward", "session",
     "franka",  # doctor, robot capture-pose (the robot-server's Franka backend is run from there)
     "data", "view",  # LeRobotDataset export/import; episodes in rerun
+    "bc",  # behaviour-cloning baseline on a config's demos
 )  # fmt: skip
 
 
