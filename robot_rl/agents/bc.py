@@ -22,7 +22,7 @@ import torch.nn.functional as F  # noqa: N812 - the torch idiom
 
 from robot_rl.actions import gripper_index_to_value, gripper_value_to_index
 from robot_rl.agents.config import SACConfig
-from robot_rl.agents.encoders import ObservationEncoder, load_backbone_weights, random_shift
+from robot_rl.agents.encoders import build_observation_encoder, random_shift
 from robot_rl.agents.networks import mlp
 from robot_rl.agents.spaces import check_spaces
 from robot_rl.data.batch import STATE_KEY, Batch
@@ -50,19 +50,9 @@ class BCAgent:
         gripper_out = GRIPPER_CLASSES if config.hybrid_gripper else 0
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.encoder = ObservationEncoder(
-                self.spec.image_shapes, self.spec.state_dim, config.encoder, config.latent_dim,
-                config.state_latent_dim, config.num_spatial_features,
-            )  # fmt: skip
-            self.head = mlp(
-                self.encoder.out_dim, config.hidden_dims, self.continuous_dim + gripper_out
-            )
-        if config.pretrained_encoder_path is not None:
-            for backbone in self.encoder.backbones():
-                load_backbone_weights(backbone, config.pretrained_encoder_path)
-        if config.freeze_encoder:
-            for backbone in self.encoder.backbones():
-                backbone.requires_grad_(False)
+            self.encoder = build_observation_encoder(self.spec, config)
+            outputs = self.continuous_dim + gripper_out
+            self.head = mlp(self.encoder.out_dim, config.hidden_dims, outputs)
         self.encoder.to(self.device)
         self.head.to(self.device)
         params = [p for p in self.encoder.parameters() if p.requires_grad]

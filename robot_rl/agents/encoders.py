@@ -14,6 +14,7 @@ import math
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the torch idiom
@@ -430,3 +431,25 @@ class ObservationEncoder(nn.Module):
         latents = [self.cameras[name].embed(feature_maps[name]) for name in self.camera_names]
         latents.append(self.state(obs[STATE_KEY]))
         return torch.cat(latents, dim=-1)
+
+
+def build_observation_encoder(spec: Any, config: Any) -> ObservationEncoder:
+    """The observation encoder a ``SACConfig`` describes for checked spaces (``check_spaces``'s
+    spec: camera shapes, state dim), with the pretrained backbone weights loaded and frozen as
+    configured. The one builder of the SAC learner, the actor's policy and behaviour cloning;
+    call it inside the caller's seeded RNG (loading and freezing draw no random numbers)."""
+    encoder = ObservationEncoder(
+        spec.image_shapes,
+        spec.state_dim,
+        config.encoder,
+        config.latent_dim,
+        config.state_latent_dim,
+        config.num_spatial_features,
+    )
+    if config.pretrained_encoder_path is not None:
+        for backbone in encoder.backbones():
+            load_backbone_weights(backbone, config.pretrained_encoder_path)
+    if config.freeze_encoder:
+        for backbone in encoder.backbones():
+            backbone.requires_grad_(False)
+    return encoder

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from robot_rl.agents.config import SACConfig
-from robot_rl.agents.encoders import ObservationEncoder, load_backbone_weights, random_shift
+from robot_rl.agents.encoders import build_observation_encoder, random_shift
 from robot_rl.agents.gripper import (
     GripperCritic,
     double_dqn_target,
@@ -84,14 +84,7 @@ class SACAgent:
         # Build every network from `seed` without touching the caller's global RNG.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.encoder = ObservationEncoder(
-                self.spec.image_shapes,
-                self.spec.state_dim,
-                config.encoder,
-                config.latent_dim,
-                config.state_latent_dim,
-                config.num_spatial_features,
-            )
+            self.encoder = build_observation_encoder(self.spec, config)
             feature_dim = self.encoder.out_dim
             self.actor = TanhGaussianActor(
                 feature_dim, self.continuous_action_dim, config.hidden_dims
@@ -105,12 +98,6 @@ class SACAgent:
             self.gripper_critic = (
                 GripperCritic(feature_dim, config.hidden_dims) if config.hybrid_gripper else None
             )
-        if config.pretrained_encoder_path is not None:
-            for backbone in self.encoder.backbones():
-                load_backbone_weights(backbone, config.pretrained_encoder_path)
-        if config.freeze_encoder:
-            for backbone in self.encoder.backbones():
-                backbone.requires_grad_(False)
         self.target_encoder = _frozen_copy(self.encoder)
         self.target_critic = _frozen_copy(self.critic)
         self.target_gripper_critic = (

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from robot_rl.agents.config import SACConfig
-from robot_rl.agents.encoders import ObservationEncoder, load_backbone_weights
+from robot_rl.agents.encoders import build_observation_encoder
 from robot_rl.agents.gripper import GripperCritic, gripper_index_to_value
 from robot_rl.agents.networks import TanhGaussianActor
 from robot_rl.agents.spaces import SpaceError, check_spaces
@@ -106,19 +106,13 @@ class Policy:
         action_dim = self.spec.action_dim - (1 if config.hybrid_gripper else 0)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.encoder = ObservationEncoder(
-                self.spec.image_shapes, self.spec.state_dim, config.encoder, config.latent_dim,
-                config.state_latent_dim, config.num_spatial_features,
-            )  # fmt: skip
+            self.encoder = build_observation_encoder(self.spec, config)
             self.actor = TanhGaussianActor(self.encoder.out_dim, action_dim, config.hidden_dims)
             self.gripper_critic = (
                 GripperCritic(self.encoder.out_dim, config.hidden_dims)
                 if config.hybrid_gripper
                 else None
             )
-        if config.pretrained_encoder_path is not None:
-            for backbone in self.encoder.backbones():
-                load_backbone_weights(backbone, config.pretrained_encoder_path)
         for module in self._modules().values():
             module.to(self.device).eval()
         use_amp = self.device.type == "cuda" and config.amp and torch.cuda.is_bf16_supported()
