@@ -89,6 +89,7 @@ def test_record_writes_successful_expert_episodes(tmp_path: Path, capsys, caplog
     assert "stack" in caplog.text
 
 
+@pytest.mark.integration
 def test_bench_learning_quick_writes_the_issue_keys(tmp_path: Path) -> None:
     path = tmp_path / "learning.json"
     argv = [
@@ -123,6 +124,7 @@ def test_bench_options_a_bench_does_not_take_are_usage_errors(caplog) -> None:
     assert "stack" in caplog.text
 
 
+@pytest.mark.integration
 def test_bench_learner_quick_reports_update_time_and_replay_bytes(tmp_path: Path) -> None:
     path = tmp_path / "learner.json"
     assert cli.main(["bench", "learner", "--quick", "--json", str(path)]) == 0

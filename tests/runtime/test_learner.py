@@ -44,6 +44,7 @@ def _learner_tags(run: Path) -> set[str]:
     return tags
 
 
+@pytest.mark.integration
 def test_a_checkpoint_resumes_in_the_learner_process_and_back(tmp_path: Path) -> None:
     run = tmp_path / "tiny"
     first = TrainingSession(tiny(tmp_path, env_steps=30, concurrent=False, eval_every=0))
@@ -111,6 +112,7 @@ def test_a_better_checkpoint_is_never_replaced_silently(tmp_path: Path, caplog) 
     assert checkpoint_counters(run / "checkpoints" / "latest.prev.pt").updates == trained
 
 
+@pytest.mark.integration
 def test_a_moved_run_resumes_in_its_new_place(tmp_path: Path) -> None:
     TrainingSession(tiny(tmp_path / "a", env_steps=20, concurrent=False, eval_every=0)).run()
     moved = tmp_path / "b" / "moved"
@@ -125,6 +127,7 @@ def test_a_moved_run_resumes_in_its_new_place(tmp_path: Path) -> None:
     assert sum(1 for _ in (moved / "episodes").glob("episode_*.npz")) >= 2
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("every_steps", "every_min", "expected"),
     [(0, 0.0, 1), (10, 0.0, 3 + 1), (0, 1e-9, 30 + 1)],  # the end; by steps; by time, each step
