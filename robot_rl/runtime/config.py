@@ -26,6 +26,8 @@ class TrainConfig:
     interventions: bool = True  # the scripted intervener stands in for the operator
     intervener: ScriptedIntervenerConfig = field(default_factory=ScriptedIntervenerConfig)
     learning_starts: int = 100  # online steps before the first update
+    # SAC updates on the demo buffer alone before the first env step (agents/warm_start.py).
+    demo_pretrain_updates: int = 0
     batch_size: int = 256
     replay_capacity: int = 200_000
     n_step: int = 1
@@ -49,6 +51,8 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)}; must be >= 1")
         if self.demos < 0 or self.learning_starts < 0 or self.checkpoint_every_min < 0:
             raise ValueError("demos, learning_starts and checkpoint_every_min must be >= 0")
+        if self.demo_pretrain_updates < 0:
+            raise ValueError(f"demo_pretrain_updates={self.demo_pretrain_updates}; must be >= 0")
         if self.env.id and (self.demos or self.interventions):
             raise ValueError(
                 f"env.id={self.env.id!r} is not the twin: scripted demos and the "

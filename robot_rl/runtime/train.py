@@ -40,6 +40,8 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from robot_rl.agents.threads import apply_thread_budget
+from robot_rl.agents.warm_start import pretrain_on_demos
 from robot_rl.config import from_dict, to_dict
 from robot_rl.console.bridge import operator_setup
 from robot_rl.data.batch import Transition
@@ -83,6 +85,8 @@ class TrainingSession:
             if config.demos > 0:
                 record_demos(self.env, config.demos, self.dir / "demos", seed=config.seed + 10_000)
             self.core.load_dir(self.dir / "demos", demos_only=True)
+            pretrain_on_demos(self.core.agent, self.core.demo, config.demo_pretrain_updates,
+                              config.batch_size, self.core.agent.device)  # fmt: skip
         # The learner core's state, under the names sessions have always had.
         core = self.core
         self.agent, self.counters, self.evaluations = core.agent, core.counters, core.evaluations
@@ -262,6 +266,7 @@ class TrainingSession:
             time.sleep(0.001)
 
     def _learner_thread(self) -> None:
+        apply_thread_budget("learner")
         try:
             while not self._stop.is_set():
                 if not self._learn_once():

@@ -8,7 +8,7 @@ import pytest
 from robot_rl.agents.warm_start import pretrain_on_demos
 from robot_rl.data.batch import Transition
 from robot_rl.data.replay import ReplayBuffer
-from tests.agents.fakes import make_agent
+from tests.agents.fakes import make_agent, small_config
 
 
 def demo_buffer(steps: int, marker: float) -> ReplayBuffer:
@@ -53,3 +53,19 @@ def test_zero_updates_do_nothing_and_bad_input_is_refused():
         pretrain_on_demos(agent, ReplayBuffer(capacity=10, gamma=0.9), 2, 4)
     with pytest.raises(ValueError, match="demo_pretrain_updates=-1"):
         pretrain_on_demos(agent, demo_buffer(5, 1.0), -1, 4)
+
+
+def test_train_runs_the_warm_start_before_acting_on_demos_only(tmp_path):
+    from robot_rl.envs.twin_env import TwinEnvConfig
+    from robot_rl.runtime.train import TrainConfig, TrainingSession
+
+    config = TrainConfig(
+        env=TwinEnvConfig(task="reach", obs="state"), agent=small_config(utd_ratio=2),
+        demos=1, demo_pretrain_updates=3, batch_size=8, run_dir=str(tmp_path), name="w",
+        logger="tensorboard",
+    )  # fmt: skip
+    session = TrainingSession(config)
+    assert session.agent.critic_steps == 6 and session.agent.actor_steps == 3  # 3 x utd 2
+    assert session.counters.env_steps == 0 and len(session.online) == 0  # nothing acted yet
+    with pytest.raises(ValueError, match="demo_pretrain_updates=-1"):
+        TrainConfig(demo_pretrain_updates=-1)
