@@ -311,7 +311,7 @@ class ControlLoop:
             if mode == ControlMode.DAMP:
                 tau = damping_torque(state.dq_rad_s, self.config.safety.damping)
             elif self._law == "cartesian":
-                ref = self.cartesian.step(now)
+                ref = self.cartesian.step(now, model.jacobian, self.limits.joint_vel_max_rad_s)
                 tau = cartesian_impedance_torque(
                     state, model, ref, self.cartesian.gains, self._posture
                 )

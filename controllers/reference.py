@@ -9,11 +9,16 @@ Stages after validation (``robot_rl.controllers.targets``):
 2. interpolate from the current reference to the goal over the observed target period: linearly, or
    with a cubic Hermite segment when the target carries a twist (so streamed trajectories keep their
    velocity), extrapolating for at most one more period if the next target is late;
-3. limit the reference's linear and angular speed; the reference twist is its own finite difference;
+3. follow that segment with a motion profile: the reference's velocity is continuous and changes
+   by at most ``profile_accel_m_s2`` / ``profile_angular_accel_rad_s2`` (vector norms), it
+   brakes to rest on a goal that ends at rest (no overshoot), its speed stays under the linear
+   and angular limits and, given the arm's Jacobian, under ``joint_speed_fraction`` of every
+   joint's speed limit; a new target re-plans from the current velocity, so a 10 Hz stream of
+   targets gives one smooth motion; the reference twist is its own finite difference;
 4. keep the reference in the box on every tick: it brakes toward a face at
    ``box_brake_m_s2`` so that it reaches the face at rest (whatever a Hermite segment or its
-   extrapolation asks for), and never moves further out of the box (a reference that starts
-   outside, after a reset, may only move back in);
+   extrapolation asks for), scaling its whole step so it keeps its direction, and never moves
+   further out of the box (a reference that starts outside, after a reset, may only move back in);
 5. smooth stiffness changes with a first-order filter.
 No clock inside: callers pass the time.
 
@@ -77,11 +82,25 @@ class Workspace:
 class ReferenceConfig:
     """Speed limits and timing of the reference pipeline."""
 
+    # Speed caps, m/s and rad/s: a 10 Hz policy's largest step (5 cm, env xyz_step_m <= 0.05)
+    # and a 0.15 rad turn per 100 ms, well under the Panda's Cartesian limits (1.7 m/s, 2.5 rad/s).
     max_linear_speed_m_s: float = 0.5
     max_angular_speed_rad_s: float = 1.5
     max_linear_accel_m_s2: float = 5.0  # bound on the acceleration feedforward
     box_brake_m_s2: float = 2.5  # deceleration toward a workspace face (0.5 m/s stops in 5 cm)
     max_angular_accel_rad_s2: float = 20.0
+    # The reference's own motion profile: its velocity changes by at most these per second
+    # (vector norms, m/s^2 and rad/s^2), so it never jumps from rest to full speed in one tick.
+    # Why these values: rest to 0.5 m/s then takes 50 ms (1.5 rad/s: 150 ms), which the impedance
+    # law follows under the 1000 Nm/s torque-rate limit, while a 10 Hz policy's 2 cm step
+    # (0.2 m/s) still completes about within its 100 ms period; both sit under the Panda's own
+    # Cartesian limits (13 m/s^2, 25 rad/s^2).
+    profile_accel_m_s2: float = 10.0
+    profile_angular_accel_rad_s2: float = 10.0
+    # With the arm's Jacobian given, the reference slows down wherever its twist would need a joint
+    # faster than this fraction of its limit (folded poses near the box's low near corners): the
+    # tracking transient then stays under the torque safety's velocity guard (85 %).
+    joint_speed_fraction: float = 0.5
     nominal_target_period_s: float = 0.1
     min_target_period_s: float = 0.01
     max_target_period_s: float = 0.1
@@ -115,6 +134,23 @@ def bound_twist(twist: np.ndarray, config: ReferenceConfig) -> tuple[np.ndarray,
     return out, scaled
 
 
+def _stop_speed(dist: float, accel: float, period_s: float) -> float:
+    """The highest speed (per second) from which braking by ``accel * period_s`` per tick (the
+    position moves first, then the speed drops) ends exactly on ``dist`` at rest: the speeds
+    run r + N a T, r + (N - 1) a T, ..., r with 0 <= r < a T, covering
+    T ((N + 1) r + a T N (N + 1) / 2) = dist."""
+    step = accel * period_s  # speed lost per tick
+    n = math.floor(math.sqrt(0.25 + 2.0 * dist / (step * period_s)) - 0.5)
+    r = (dist / period_s - step * n * (n + 1) / 2.0) / (n + 1)
+    return n * step + min(max(r, 0.0), step)
+
+
+def _joint_speed_ratio(jacobian: np.ndarray, twist: np.ndarray, allowed_rad_s: np.ndarray) -> float:
+    """max_i |dq_i| / allowed_i for the least-norm joint speeds dq (7,) that give ``twist`` (6,)."""
+    dq = np.linalg.lstsq(jacobian, twist, rcond=1e-6)[0]
+    return float(np.max(np.abs(dq) / allowed_rad_s))
+
+
 def _hermite(
     s: float, p0: np.ndarray, v0: np.ndarray, p1: np.ndarray, v1: np.ndarray, T: float
 ) -> np.ndarray:
@@ -138,6 +174,7 @@ class CartesianReferenceGenerator:
         self._gain_alpha = period_s / (config.gain_time_constant_s + period_s)
         self.clipped_count = 0
         self.braked_ticks = 0  # ticks on which the box braked or stopped the reference
+        self.joint_slowed_ticks = 0  # ticks on which the joint speeds capped the reference speed
         self._box_lo = np.asarray(config.workspace.pos_min_m, dtype=float)
         self._box_hi = np.asarray(config.workspace.pos_max_m, dtype=float)
         self._pos = np.zeros(3)
@@ -231,29 +268,61 @@ class CartesianReferenceGenerator:
             r = s * self._seg_rot
         return p, quat_mul(quat_exp(r), self._seg_q0)
 
-    def step(self, now_s: float) -> CartesianReference:
-        """Advance the reference to ``now_s`` (one control period later than the last call)."""
+    def step(
+        self,
+        now_s: float,
+        jacobian: np.ndarray | None = None,
+        joint_speed_max_rad_s: np.ndarray | None = None,
+    ) -> CartesianReference:
+        """Advance the reference to ``now_s`` (one control period later than the last call).
+
+        The segment gives where the reference should be (``p_des``) and how fast that point moves;
+        the reference follows it with a bounded acceleration (``profile_accel_m_s2``,
+        ``profile_angular_accel_rad_s2``): its velocity is the segment's plus a closing speed
+        that can still brake to the segment point, capped so that it can also brake to rest on
+        the segment's goal (when the goal is to be reached at rest), then speed-limited, and
+        changed by at most the acceleration limit per tick. So a far jump ramps up to speed and
+        brakes onto its goal, and a new target re-plans from the current velocity without a jolt.
+
+        ``jacobian`` (6, 7) at the measured pose (linear rows first, base frame) and
+        ``joint_speed_max_rad_s`` (7,): when both are given, the speed caps are lowered so that
+        the (least-norm) joint speeds of the reference twist stay under ``joint_speed_fraction``
+        of the limits; the acceleration bound still holds while it slows down.
+        """
+        cfg, dt = self.config, self.period_s
         p_des, q_des = self._segment_pose(now_s)
-        cfg = self.config
-        dt = self.period_s
-        lin_step = p_des - self._pos
-        lin_norm = math.sqrt(float(lin_step @ lin_step))
-        lin_max = cfg.max_linear_speed_m_s * dt
-        rot_step = quat_log(quat_mul(q_des, quat_conj(self._quat)))
-        rot_norm = math.sqrt(float(rot_step @ rot_step))
-        rot_max = cfg.max_angular_speed_rad_s * dt
-        if lin_norm > lin_max:
-            lin_step *= lin_max / lin_norm
-        if rot_norm > rot_max:
-            rot_step *= rot_max / rot_norm
-        lin_step, braked = self._keep_in_box(lin_step)
+        p_prev, q_prev = self._segment_pose(now_s - dt)
+        rest_lin, rest_rot = self._goal_at_rest()
+        goal_p, goal_q = self._segment_goal()
+        # The reference sits where the segment was a tick ago when it follows it exactly, so its
+        # error is measured against that point; the segment's velocity carries it on to p_des.
+        lin_args = ((p_des - p_prev) / dt, p_prev - self._pos,
+                    goal_p - self._pos if rest_lin else None, self._twist[:3],
+                    cfg.profile_accel_m_s2)  # fmt: skip
+        rot_args = (quat_log(quat_mul(q_des, quat_conj(q_prev))) / dt,
+                    quat_log(quat_mul(q_prev, quat_conj(self._quat))),
+                    quat_log(quat_mul(goal_q, quat_conj(self._quat))) if rest_rot else None,
+                    self._twist[3:], cfg.profile_angular_accel_rad_s2)  # fmt: skip
+        v_lin = self._profile(*lin_args, cfg.max_linear_speed_m_s)
+        v_rot = self._profile(*rot_args, cfg.max_angular_speed_rad_s)
+        if jacobian is not None and joint_speed_max_rad_s is not None:
+            ratio = _joint_speed_ratio(
+                jacobian, np.concatenate((v_lin, v_rot)),
+                cfg.joint_speed_fraction * np.asarray(joint_speed_max_rad_s, dtype=float),
+            )  # fmt: skip
+            if ratio > 1.0:
+                self.joint_slowed_ticks += 1
+                # the same profile under speed caps scaled down to this ratio's allowance
+                v_lin = self._profile(*lin_args, float(np.linalg.norm(v_lin)) / ratio)
+                v_rot = self._profile(*rot_args, float(np.linalg.norm(v_rot)) / ratio)
+        lin_step, braked = self._keep_in_box(v_lin * dt)
+        rot_step = v_rot * dt
         self._pos = self._pos + lin_step
         self._quat = quat_mul(quat_exp(rot_step), self._quat)
         twist = np.concatenate((lin_step, rot_step)) / dt
-        # Acceleration feedforward only along smooth (twist-given) segments; a linear segment's
-        # velocity steps, and a speed-limited one is not the planned path.
-        limited = lin_norm > lin_max or rot_norm > rot_max
-        if braked or (self._seg_hermite and not limited):  # braking is planned: feed it forward
+        # Acceleration feedforward along smooth (twist-given) segments and while braking at the
+        # box; a linear segment is followed with a bang-bang acceleration, not fed forward.
+        if braked or self._seg_hermite:
             accel = (twist - self._twist) / dt
             accel[:3] = np.minimum(
                 np.maximum(accel[:3], -cfg.max_linear_accel_m_s2), cfg.max_linear_accel_m_s2
@@ -274,17 +343,65 @@ class CartesianReferenceGenerator:
             self.gains = dataclasses.replace(self.gains, stiffness=k)
         return CartesianReference(self._pos, self._quat, self._twist, accel)
 
+    def _goal_at_rest(self) -> tuple[bool, bool]:
+        """Whether the segment ends at rest (linear part, rotational part)."""
+        if not self._seg_hermite:
+            return True, True
+        return not self._seg_v1[:3].any(), not self._seg_v1[3:].any()
+
+    def _segment_goal(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._seg_p1, quat_mul(quat_exp(self._seg_rot), self._seg_q0)
+
+    def _profile(
+        self,
+        v_seg: np.ndarray,
+        error: np.ndarray,
+        to_goal: np.ndarray | None,
+        v_now: np.ndarray,
+        accel: float,
+        speed: float,
+    ) -> np.ndarray:
+        """This tick's velocity (3,): the segment's velocity ``v_seg`` plus a closing speed along
+        ``error`` (segment point - reference), its component toward ``to_goal`` (goal -
+        reference; None when the segment does not end at rest) capped to what can still stop
+        there, its norm capped at ``speed``, and at most ``accel * period`` away from ``v_now``."""
+        dt = self.period_s
+        dist = math.sqrt(float(error @ error))
+        v = v_seg.copy()
+        if dist > 0.0:
+            v += error * (_stop_speed(dist, accel, dt) / dist)
+        if to_goal is not None:
+            d_goal = math.sqrt(float(to_goal @ to_goal))
+            if d_goal > 0.0:
+                n = to_goal / d_goal
+                over = float(v @ n) - _stop_speed(d_goal, accel, dt)
+                if over > 0.0:
+                    v -= over * n
+        norm = math.sqrt(float(v @ v))
+        if norm > speed:
+            v *= speed / norm
+        dv = v - v_now
+        dv_norm = math.sqrt(float(dv @ dv))
+        if dv_norm > accel * dt:
+            v = v_now + dv * (accel * dt / dv_norm)
+        return v
+
     def _keep_in_box(self, lin_step: np.ndarray) -> tuple[np.ndarray, bool]:
         """This tick's position step, braked so the reference reaches a box face at rest and
-        never moves further out of the box; (step, whether it was changed)."""
+        never moves further out of the box; (step, whether it was changed). Braking scales the
+        whole step, so the reference keeps its direction (a diagonal move to a corner stays a
+        straight line); a component into a face the reference already touches is dropped."""
         lo, hi = self._box_lo, self._box_hi
         pos = self._pos
         # Room to each face along the direction of motion (0 when at or beyond it); the speed
         # toward a face is capped at sqrt(2 a room), so braking at a completes at the face.
-        room = np.where(lin_step > 0, hi - pos, pos - lo)
-        cap = np.sqrt(2.0 * self.config.box_brake_m_s2 * np.maximum(room, 0.0))
-        cap *= self.period_s
-        step = np.clip(lin_step, -cap, cap)
+        room = np.maximum(np.where(lin_step > 0, hi - pos, pos - lo), 0.0)
+        cap = np.sqrt(2.0 * self.config.box_brake_m_s2 * room) * self.period_s
+        step = np.where(cap > 0.0, lin_step, 0.0)
+        ratio = np.abs(step) / np.where(cap > 0.0, cap, 1.0)
+        worst = float(ratio.max())
+        if worst > 1.0:
+            step = step / worst
         new = pos + step
         # Never past a face, unless already beyond it (then never further out).
         new = np.minimum(new, np.maximum(hi, pos))

@@ -288,3 +288,111 @@ def test_joint_reference_reaches_a_clipped_goal():
     np.testing.assert_allclose(q, [0.5, -0.5, 2.8, -0.2, 0.2, 0.5, -2.8], atol=1e-12)
     np.testing.assert_array_equal(dq, np.zeros(7))
     assert math.isclose(float(np.abs(q).max()), 2.8)
+
+
+# -- the motion profile --------------------------------------------------------------------------
+
+# A box so large that it never brakes the reference: these tests look at the profile alone.
+OPEN = ReferenceConfig(workspace=Workspace(pos_min_m=(-5.0, -5.0, -5.0), pos_max_m=(5.0, 5.0, 5.0)))
+
+
+def run_profile(gen, ticks: int, start_tick: int = 0, **step_kwargs):
+    """(positions (ticks, 3), linear velocities (ticks, 3)) over ``ticks`` more ticks."""
+    pos, vel = [], []
+    for k in range(start_tick + 1, start_tick + ticks + 1):
+        ref = gen.step(k * PERIOD_S, **step_kwargs)
+        pos.append(ref.pos_m.copy())
+        vel.append(ref.twist[:3].copy())
+    return np.array(pos), np.array(vel)
+
+
+def assert_velocity_changes_within(vel: np.ndarray, v_before: np.ndarray, accel: float) -> None:
+    dv = np.diff(np.vstack((v_before, vel)), axis=0)
+    assert np.linalg.norm(dv, axis=1).max() <= accel * PERIOD_S * (1 + 1e-9)
+
+
+def test_far_jump_ramps_up_brakes_and_stops_on_the_goal():
+    cfg = OPEN
+    gen = generator(cfg)
+    goal = CENTRE + np.array([0.2, 0.0, 0.0])
+    gen.set_goal(CartesianTarget(goal, NOMINAL), 0.0)
+    pos, vel = run_profile(gen, 700)
+    assert_velocity_changes_within(vel, np.zeros(3), cfg.profile_accel_m_s2)
+    speed = np.linalg.norm(vel, axis=1)
+    assert speed.max() <= cfg.max_linear_speed_m_s * (1 + 1e-9)
+    assert speed.max() >= 0.99 * cfg.max_linear_speed_m_s  # it does reach full speed
+    # straight along x, never past the goal, and at rest on it
+    np.testing.assert_allclose(pos[:, 1:], np.tile(CENTRE[1:], (len(pos), 1)), atol=1e-12)
+    assert (np.diff(pos[:, 0]) >= -1e-12).all()  # (rounding)
+    assert pos[:, 0].max() <= goal[0] + 1e-12
+    np.testing.assert_allclose(pos[-1], goal, atol=1e-12)
+    assert speed[-1] == 0.0
+    # Trapezoid: 50 ms up to 0.5 m/s at 10 m/s^2 (12.5 mm), 175 mm at 0.5 m/s (350 ms), 50 ms
+    # down: 450 ms; a tick of discretisation each way and the 100 ms segment pacing it follows
+    # do not change that by more than 10 ms.
+    arrived = int(np.argmax(np.linalg.norm(pos - goal, axis=1) < 1e-9)) + 1
+    assert 440 <= arrived <= 460
+
+
+def test_small_step_from_rest_completes_within_its_target_period_plus_braking():
+    # The env's 2 cm step at 10 Hz: the segment asks for 0.2 m/s over 100 ms; ramping up and
+    # braking at 10 m/s^2 (20 ms each at 0.2 m/s) delays arrival by at most the braking time.
+    cfg = OPEN
+    gen = generator(cfg)
+    goal = CENTRE + np.array([0.0, 0.02, 0.0])
+    gen.set_goal(CartesianTarget(goal, NOMINAL), 0.0)
+    pos, vel = run_profile(gen, 200)
+    assert_velocity_changes_within(vel, np.zeros(3), cfg.profile_accel_m_s2)
+    assert np.linalg.norm(pos[119] - goal) < 1e-9  # there by 120 ms
+    assert np.linalg.norm(pos[99] - goal) < 2e-3  # within 2 mm at the period's end
+    assert pos[:, 1].max() <= goal[1] + 1e-12
+
+
+def test_a_new_goal_behind_a_moving_reference_turns_it_around_without_a_jolt():
+    cfg = OPEN
+    gen = generator(cfg)
+    gen.set_goal(CartesianTarget(CENTRE + np.array([0.3, 0.0, 0.0]), NOMINAL), 0.0)
+    _, vel0 = run_profile(gen, 200)
+    assert np.linalg.norm(vel0[-1]) == pytest.approx(cfg.max_linear_speed_m_s)  # full speed
+    turn_at = gen.step(0.2 + PERIOD_S).pos_m.copy()
+    v_turn = gen.step(0.2 + 2 * PERIOD_S).twist[:3].copy()
+    back = CENTRE - np.array([0.1, 0.0, 0.0])
+    gen.set_goal(CartesianTarget(back, NOMINAL), 0.2 + 2 * PERIOD_S)
+    pos, vel = run_profile(gen, 1500, start_tick=202)
+    assert_velocity_changes_within(vel, v_turn, cfg.profile_accel_m_s2)
+    # It runs on for at most the stopping distance v^2 / (2 a) (12.5 mm at 0.5 m/s), then back.
+    v = float(np.linalg.norm(v_turn))
+    assert pos[:, 0].max() - turn_at[0] <= v * v / (2 * cfg.profile_accel_m_s2) + 1e-3
+    np.testing.assert_allclose(pos[-1], back, atol=1e-12)
+
+
+def test_the_jacobian_caps_the_speed_at_a_fraction_of_the_joint_limits():
+    # A toy arm whose joint i moves task axis i one to one (joint 7 does nothing): joint 1 may
+    # turn at 0.4 rad/s, so with joint_speed_fraction 0.5 the reference crosses x at 0.2 m/s.
+    cfg = OPEN
+    gen = generator(cfg)
+    jacobian = np.hstack((np.eye(6), np.zeros((6, 1))))
+    limits = np.array([0.4, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0])
+    goal = CENTRE + np.array([0.2, 0.0, 0.0])
+    gen.set_goal(CartesianTarget(goal, NOMINAL), 0.0)
+    pos, vel = run_profile(gen, 1500, jacobian=jacobian, joint_speed_max_rad_s=limits)
+    allowed = cfg.joint_speed_fraction * limits[0]
+    assert np.abs(vel[:, 0]).max() <= allowed * (1 + 1e-9)
+    assert np.abs(vel[:, 0]).max() >= 0.99 * allowed
+    assert gen.joint_slowed_ticks > 0
+    assert_velocity_changes_within(vel, np.zeros(3), cfg.profile_accel_m_s2)
+    np.testing.assert_allclose(pos[-1], goal, atol=1e-12)
+
+
+def test_braking_at_a_box_corner_keeps_the_direction_of_motion():
+    # A diagonal run into the low near corner: braking at the faces scales the whole step, so
+    # the reference stays on the straight line from its start to the corner.
+    gen = generator()
+    gen.set_goal(CartesianTarget(LO.copy(), NOMINAL), 0.0)
+    pos, _ = run_profile(gen, 2000)
+    direction = (LO - CENTRE) / np.linalg.norm(LO - CENTRE)
+    offsets = pos - CENTRE
+    off_line = offsets - np.outer(offsets @ direction, direction)
+    assert np.linalg.norm(off_line, axis=1).max() < 1e-9
+    np.testing.assert_allclose(pos[-1], LO, atol=1e-12)
+    assert gen.braked_ticks > 0

@@ -574,3 +574,61 @@ def test_joint_reference_stops_where_its_tcp_would_leave_the_box(twin):
     crossing = 0.5 * (1 - math.sqrt(1 - 4 * 0.1 / (4 * 0.3)))
     assert twin.read_state().q_rad[0] - READY_Q[0] == pytest.approx(crossing, abs=0.01)
     assert_limits_held(loop, twin)
+
+
+# -- far target jumps: the reference's motion profile keeps the joints under their speed limits --
+# The reference ramps up and brakes at 10 m/s^2 and slows down wherever its twist would need a
+# joint faster than 0.5 of its limit, so the arm stays under every joint's speed limit and the
+# TCP within BOX_SLACK_M of the box. Measured over the 96 jumps below: at most 0.98 of a joint's
+# limit (a wrist self-motion the torque safety's velocity guard catches, not the reference's
+# speed: a 0.4 fraction gives the same peak) and 2.2 mm out; the diagonal run 0.74 and 1.6 mm.
+# Before the profile: 1.19 of a joint's limit, and the diagonal run into the low near corner
+# strayed 13.5 mm out across its direction of motion.
+JUMP_REPEAT_EVERY = 50  # a 20 Hz client repeating its goal (the watchdog holds after 100 ms)
+
+
+def far_jumps(seed: int, count: int) -> list[tuple[CartesianTarget, float]]:
+    """(target, seconds to stay on it): every other one a box corner (the kinds that failed), the
+    rest anywhere in the box; tilted up to 0.4 rad and turned up to 0.8 rad about the tool axis."""
+    rng = np.random.default_rng(seed)
+    jumps = []
+    for i in range(count):
+        if i % 2 == 0:
+            pos = np.where(rng.random(3) < 0.5, BOX_LO, BOX_HI)
+        else:
+            pos = rng.uniform(BOX_LO, BOX_HI)
+        quat = quat_mul(DOWN, quat_exp(rng.uniform(-1.0, 1.0, 3) * [0.4, 0.4, 0.8]))
+        jumps.append((CartesianTarget(pos, quat), float(rng.uniform(0.3, 1.0))))
+    return jumps
+
+
+def run_far_jumps(loop: ControlLoop, jumps: list[tuple[CartesianTarget, float]]) -> Trace:
+    traces = [drive(loop, seconds, target, every=JUMP_REPEAT_EVERY) for target, seconds in jumps]
+    return Trace(*(np.concatenate([getattr(t, f.name) for t in traces])
+                   for f in dataclasses.fields(Trace)))  # fmt: skip
+
+
+def test_far_target_jumps_keep_joint_speeds_and_the_tcp_within_limits(loop, twin):
+    trace = run_far_jumps(loop, far_jumps(seed=0, count=6))
+    assert (trace.mode == int(ControlMode.ACTIVE)).all()  # no hold, no damping: it tracked
+    assert_in_box_and_under_speed_limits(trace)
+    assert loop.faults == 0
+    assert_limits_held(loop, twin)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_many_far_target_jumps_keep_joint_speeds_and_the_tcp_within_limits(loop, twin, seed):
+    trace = run_far_jumps(loop, far_jumps(seed=seed, count=30))
+    assert_in_box_and_under_speed_limits(trace)
+    assert loop.faults == 0
+    assert_limits_held(loop, twin)
+
+
+def test_full_speed_diagonal_into_the_low_near_corner_stays_in_the_box(loop, twin):
+    corner = BOX_LO.copy()  # (0.3, -0.25, 0.015): the arm folds, several joints run fast
+    trace = drive(loop, 2.5, CartesianTarget(corner, DOWN), every=JUMP_REPEAT_EVERY)
+    assert_in_box_and_under_speed_limits(trace)
+    np.testing.assert_allclose(trace.tcp_m[-1], corner, atol=1e-3)
+    assert loop.cartesian.joint_slowed_ticks > 0  # the joint-speed cap did the work
+    assert_limits_held(loop, twin)
