@@ -255,10 +255,11 @@ class Actor:
             self._next_status = now + 2.0
         hub = self.operator.hub
         if hub is not None and self._loop is not None and self._loop.steps % 10 == 1:
-            hub.update(**self.link.learner_health, weights_version=self.link.weights_version,
+            # The learner's own health (with its utd_target) wins over this actor's config.
+            health = {"utd_target": self.train.agent.utd_ratio, **self.link.learner_health}
+            hub.update(**health, weights_version=self.link.weights_version,
                        weight_age_s=self.link.weights_age_s, steps_held=self.link.steps_held,
                        steps_stored=self.link.steps_stored,
-                       utd_target=self.train.agent.utd_ratio,
                        learner_error=self.link.last_learner_error)  # fmt: skip
 
     def _end_episode(self, info: dict[str, Any], stats: EpisodeStats, finished: bool) -> None:

@@ -220,8 +220,7 @@ class TrainingSession:
                             weights_version=self.weights.version,
                             weight_age_s=time.monotonic() - self.weights.swapped_at,
                             steps_held=self.actor_link.steps_held,
-                            steps_stored=self.actor_link.steps_stored,
-                            utd_target=cfg.agent.utd_ratio)  # fmt: skip
+                            steps_stored=self.actor_link.steps_stored)  # fmt: skip
         if steps % 100 == 0:
             now = time.monotonic()
             last_t, last_steps = self._rate_mark

@@ -64,3 +64,20 @@ def test_pause_stop_and_finishing_while_paused(tmp_path: Path) -> None:
     session.stop()  # finishing while paused must not hang
     runner.join(timeout=60)
     assert not runner.is_alive()
+
+
+def test_a_session_with_the_console_runs_to_its_end_and_shows_the_learner(tmp_path: Path) -> None:
+    # The actor sends the learner's health to the page every 10 steps; a field sent twice there
+    # (utd_target) once crashed every console session at step 10.
+    config = TrainConfig(env=TwinEnvConfig(task="reach", obs="state"),
+                         agent=SACConfig(hidden_dims=(32, 32), utd_ratio=2), env_steps=25,
+                         demos=0, interventions=False, learning_starts=1_000_000,
+                         concurrent=False, eval_every=0, eval_episodes=1, checkpoint_every=0,
+                         run_dir=str(tmp_path), name="h",
+                         console=ConsoleConfig(enabled=True, port=0))  # fmt: skip
+    session = TrainingSession(config)
+    session.run()
+    assert session.counters.env_steps == 25
+    shown = session.hub.snapshot()
+    assert shown["utd_target"] == 2
+    assert shown["steps_held"] + shown["steps_stored"] >= 20
