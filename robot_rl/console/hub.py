@@ -416,10 +416,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
-
-
-def forward_camera_streams(subscriber: Any, hub: ConsoleHub, stop: threading.Event) -> None:
-    """Kept for callers of the old name: see ``robot_rl.console.forwarder.CameraForwarder``."""
-    from robot_rl.console.forwarder import CameraForwarder
-
-    CameraForwarder(subscriber, hub).run(stop)
