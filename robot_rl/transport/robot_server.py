@@ -309,9 +309,9 @@ class RobotServer:
                 try:
                     self._serve()
                 except Exception as exc:
-                    self.stats.loop_restarts += 1
                     log.exception("robot server: the serving loop failed; arm stopped, restarting")
                     self._fail_safe(f"the serving loop failed: {type(exc).__name__}")
+                    self.stats.loop_restarts += 1  # counted once the stop is latched
                     now = time.monotonic()
                     self._restarts = [t for t in self._restarts if now - t < 1.0] + [now]
                     if len(self._restarts) > MAX_RESTARTS_PER_S:

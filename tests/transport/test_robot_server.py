@@ -45,16 +45,17 @@ def test_targets_move_the_arm_and_the_watchdog_holds_then_damps(served) -> None:
     start = client.latest(timeout_s=2.0)
     goal = start.state.ee_pos_m + np.array([0.05, 0.0, 0.0])
     target = CartesianTarget(goal, start.state.ee_quat_xyzw)
-    t_end = time.monotonic() + 1.5
-    while time.monotonic() < t_end:  # a 20 Hz target stream
+
+    def moved_2cm() -> bool:  # a 20 Hz target stream until the arm has moved, at any speed
         assert client.send_target(target)
         time.sleep(0.05)
-    moved = client.latest(timeout_s=2.0)
-    assert moved.meta["mode"] == ControlMode.ACTIVE
-    assert np.linalg.norm(moved.state.ee_pos_m - start.state.ee_pos_m) > 0.02
+        return bool(np.linalg.norm(client.latest().state.ee_pos_m - start.state.ee_pos_m) > 0.02)
+
+    assert wait_for(moved_2cm, timeout_s=30.0)
+    assert client.latest(timeout_s=2.0).meta["mode"] == ControlMode.ACTIVE
     # Silence: hold after 100 ms, damp after 500 ms (sim time, which the server paces).
     seen = set()
-    t_end = time.monotonic() + 3.0
+    t_end = time.monotonic() + 30.0  # a bound for a very slow machine, not a speed check
     while time.monotonic() < t_end and ControlMode.DAMP not in seen:
         s = client.latest(timeout_s=1.0, newer_than_seq=client.latest().seq)
         seen.add(ControlMode(s.meta["mode"]))
@@ -300,11 +301,13 @@ def test_a_failing_tick_latches_a_stop_and_the_loop_runs_on(served, monkeypatch)
     assert wait_for(lambda: server.stats.rejected_messages > rejected)
     client.software_stop(False)
     goal = pose.ee_pos_m + np.array([0.0, 0.03, 0.0])
-    t_end = time.monotonic() + 1.0
-    while time.monotonic() < t_end:
+
+    def reached() -> bool:  # keeps the stream alive while waiting; holds at any machine speed
         client.send_target(CartesianTarget(goal, pose.ee_quat_xyzw))
         time.sleep(0.05)
-    assert np.linalg.norm(client.latest().state.ee_pos_m - goal) < 5e-3
+        return bool(np.linalg.norm(client.latest().state.ee_pos_m - goal) < 5e-3)
+
+    assert wait_for(reached, timeout_s=30.0)
 
 
 def test_a_failing_serving_loop_is_restarted_with_the_arm_stopped(served, monkeypatch) -> None:
@@ -321,15 +324,13 @@ def test_a_failing_serving_loop_is_restarted_with_the_arm_stopped(served, monkey
     restarts = server.stats.loop_restarts
     monkeypatch.setattr(server, "_drain", broken_drain)
     assert wait_for(lambda: server.stats.loop_restarts == restarts + 1)
-    state = client.latest(timeout_s=2.0, newer_than_seq=client.latest().seq + 2)
-    assert state.meta["stopped"] is True
+    assert server.backend.status()["stopped"] is True  # latched before the loop restarted
+    # States published before the failure may still be queued at the client: wait for the news.
+    assert wait_for(lambda: client.latest().meta["stopped"] is True, timeout_s=10.0)
     assert server.alive and server.error is None
     assert client.request("ping")["ok"]
     client.software_stop(False)
-    assert (
-        client.latest(timeout_s=2.0, newer_than_seq=client.latest().seq + 2).meta["stopped"]
-        is False
-    )
+    assert wait_for(lambda: client.latest().meta["stopped"] is False, timeout_s=10.0)
 
 
 def test_only_the_owner_moves_the_arm_or_clears_a_stop(served) -> None:
