@@ -74,7 +74,7 @@ def test_bad_targets_and_messages_are_rejected_and_the_server_runs_on(served) ->
     raw.connect(server.commands_endpoint)
     raw.send_multipart([b"not a message"])
     raw.send_multipart(encode("robot_target", 1, {"gripper": "open"}))  # no pose arrays
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 10  # a bound for a slow machine
     while server.stats.rejected_messages < 3 and time.monotonic() < deadline:
         time.sleep(0.02)
     raw.close()
@@ -121,7 +121,7 @@ def test_a_target_can_change_the_stiffness_and_bad_gains_are_rejected(served) ->
     # arm tracking): they must pass through values between the old and the new stiffness (a
     # first-order ramp of 50 ms), never jump, and arrive.
     samples = [before_k]
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 10  # a bound for a slow machine
     next_send = time.monotonic() + 0.05
     while time.monotonic() < deadline and not np.allclose(samples[-1], soft, rtol=1e-3):
         samples.append(reference.gains.stiffness.copy())
@@ -139,7 +139,7 @@ def test_a_target_can_change_the_stiffness_and_bad_gains_are_rejected(served) ->
     before = client.latest().meta["rejected_targets"]
     bad = np.array([-1.0, 300.0, 300.0, 30.0, 30.0, 30.0])
     client.send_target(CartesianTarget(pose.ee_pos_m, pose.ee_quat_xyzw, stiffness=bad))
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 10  # a bound for a slow machine
     while time.monotonic() < deadline and client.latest().meta["rejected_targets"] == before:
         time.sleep(0.02)
     assert client.latest().meta["rejected_targets"] == before + 1
@@ -151,7 +151,7 @@ def test_joint_mode_request_switches_the_law_and_a_pose_target_switches_back(ser
     home = client.latest(timeout_s=2.0).state.q_rad.copy()
     home[6] += 0.2
     assert client.request("joint_mode", q_rad=[float(v) for v in home])["ok"]
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 10  # a bound for a slow machine
     while time.monotonic() < deadline and client.latest().meta["law"] != "joint":
         time.sleep(0.02)
     assert client.latest().meta["law"] == "joint"
@@ -159,7 +159,7 @@ def test_joint_mode_request_switches_the_law_and_a_pose_target_switches_back(ser
         client.request("joint_mode", q_rad=[0.0, 1.0])
     pose = client.latest().state
     client.send_target(CartesianTarget(pose.ee_pos_m, pose.ee_quat_xyzw))
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 10  # a bound for a slow machine
     while time.monotonic() < deadline and client.latest().meta["law"] != "cartesian":
         time.sleep(0.02)
     assert client.latest().meta["law"] == "cartesian"
