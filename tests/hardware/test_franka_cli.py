@@ -96,7 +96,7 @@ def test_robot_server_with_franky_sim_backend_serves_the_arm():
 
 @pytest.mark.integration
 @pytest.mark.timeout(600)
-# Known intermittent (1 run in 3 to 4 here): a franky-sim reset to a pose 1 cm from home
+# Known intermittent (3 of 6 runs here): a franky-sim reset to a pose 1 cm from home
 # sometimes does not settle (5 mm, 0.02 m/s) within 15 s while the learner shares the 2 cores,
 # and the actor stops on the refused reset. Not strict, so a pass still reports; open in the
 # closing note until the reset's settling is fixed.
