@@ -12,7 +12,9 @@ point of the episode timeline.
 handed to ``on_undo_mark(episode, label)`` (the runtime relabels the stored episode).
 
 ``operator_setup`` also starts a ``CameraForwarder`` when the env reads camera streams, so the page
-sees the cameras while the policy loop is paused, stopped or resetting.
+sees the cameras while the policy loop is paused, stopped or resetting, and, for an arm env, a
+``RobotStatusForwarder`` that sends the robot's mode, loop rate and warnings (``robot_fields``) at
+10 Hz from the in-process twin and a robot server alike, whatever the loop is doing.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from robot_rl.console.hub import ConsoleHub
+from robot_rl.console.robot_status import robot_fields
 from robot_rl.envs.arm_env import arm_env
 from robot_rl.teleop.intervener import TeleopIntervener
 
@@ -188,10 +191,8 @@ class ConsoleBridge:
                                   else None}  # fmt: skip
         if base is not None:
             state = base.robot_state()
+            fields.update(robot_fields(base.robot_status()))
             fields.update(tcp_pos_m=state.ee_pos_m, gripper_width_m=state.gripper_width_m)
-            mode = robot_mode(state)
-            if mode is not None:
-                fields["robot_mode"] = mode
         score = info.get("success_probability")
         if score is not None:
             fields["success_probability"] = score
@@ -207,22 +208,6 @@ class ConsoleBridge:
         self.hub.record_step(self.steps, operator, score, fired)
 
 
-MODES = ("active", "hold", "damp", "fault")  # ControlMode's order (controllers.watchdog)
-
-
-def robot_mode(state: Any) -> str | None:
-    """The robot's mode (active, hold, damp, stopped, fault) from a state that carries one."""
-    mode = getattr(state, "mode", None)
-    if mode is None:
-        return None
-    name = getattr(mode, "name", None)
-    if isinstance(name, str):
-        return name.lower()
-    if isinstance(mode, (int, np.integer)) and 0 <= int(mode) < len(MODES):
-        return MODES[int(mode)]
-    return str(mode).lower()[:16]
-
-
 @dataclass
 class OperatorSetup:
     env: Any  # the env the actor steps, wrapped with its interveners
@@ -230,10 +215,13 @@ class OperatorSetup:
     hub: ConsoleHub | None
     server: Any | None  # ConsoleServer when the console is enabled
     forwarder: Any | None = None  # CameraForwarder when the env reads camera streams
+    robot_status: Any | None = None  # RobotStatusForwarder when the env is an arm env
 
     def close(self) -> None:
         if self.forwarder is not None:
             self.forwarder.stop()
+        if self.robot_status is not None:
+            self.robot_status.stop()
         if self.server is not None:
             self.server.stop()
         operator = self.bridge.operator if self.bridge is not None else None
@@ -245,7 +233,7 @@ def operator_setup(env: Any, console: Any, teleop: Any, scripted: Any | None,
                    cameras: list[str]) -> OperatorSetup:  # fmt: skip
     """Wrap ``env`` with the operator (when a console or a teleop device is configured) before an
     optional scripted intervener, and start the console server when enabled."""
-    from robot_rl.console.forwarder import CameraForwarder
+    from robot_rl.console.forwarder import CameraForwarder, RobotStatusForwarder
     from robot_rl.console.server import ConsoleServer
     from robot_rl.envs.intervention import InterventionWrapper
     from robot_rl.teleop.intervener import CombinedIntervener, open_device
@@ -260,7 +248,9 @@ def operator_setup(env: Any, console: Any, teleop: Any, scripted: Any | None,
     arm = arm_env(env)
     if hub is not None and arm is not None:
         hub.add_input_listener(arm.interrupt_step)  # a paced env answers the operator at once
-    forwarder = None
+    forwarder = status = None
+    if hub is not None and arm is not None:  # mode, loop rate, warnings while the loop holds too
+        status = RobotStatusForwarder(arm.robot_status, hub).start()
     if hub is not None and console.enabled:
         server = ConsoleServer(hub, console, cameras)
         if arm is not None and arm.cameras is not None:
@@ -268,4 +258,4 @@ def operator_setup(env: Any, console: Any, teleop: Any, scripted: Any | None,
             if bridge is not None:
                 bridge.streams_forwarded = True
         print(f"operator console: {server.start()}", flush=True)
-    return OperatorSetup(wrapped, bridge, hub, server, forwarder)
+    return OperatorSetup(wrapped, bridge, hub, server, forwarder, status)

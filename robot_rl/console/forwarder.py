@@ -4,17 +4,25 @@ A ``CameraForwarder`` runs on its own thread and copies each camera's newest fra
 ``CameraSubscriber`` (or anything with ``cameras`` and ``latest(camera)``) into the hub, stamped
 with its capture time, so the page keeps seeing the arm while the actor is paused, stopped or
 resetting. A bad frame is logged and counted; it never ends the thread.
+
+A ``RobotStatusForwarder`` does the same for the robot's mode, loop rate and warnings: every
+``period_s`` (10 Hz) it reads ``ArmEnv.robot_status`` (the twin's controller, or the robot
+client's newest state meta) into the hub, so the stop/fault banner and the health panel stay
+live while the actor is paused, stopped or resetting. A failed read is logged and counted.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
 
 from robot_rl.console.hub import ConsoleHub
+from robot_rl.console.robot_status import robot_fields
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +85,42 @@ class CameraForwarder:
                                     camera, self.bad_frames, exc)  # fmt: skip
             if not fresh:
                 stop.wait(self.poll_s)
+
+
+class RobotStatusForwarder:
+    """Copies ``read()`` (a robot status, see ``bridge.robot_fields``) into ``hub`` every
+    ``period_s`` until stopped."""
+
+    def __init__(self, read: Callable[[], dict[str, Any]], hub: ConsoleHub,
+                 period_s: float = 0.1) -> None:  # fmt: skip
+        if not period_s > 0:
+            raise ValueError(f"period_s={period_s}; must be > 0")
+        self.read, self.hub, self.period_s = read, hub, period_s
+        self.updates = 0  # statuses handed to the hub
+        self.failures = 0  # reads that raised (logged, skipped)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> RobotStatusForwarder:
+        self._thread = threading.Thread(target=self.run, args=(self._stop,),
+                                        name="console-robot-status", daemon=True)  # fmt: skip
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            deadline = time.monotonic() + self.period_s
+            try:
+                self.hub.update(**robot_fields(self.read()))
+                self.updates += 1
+            except Exception as exc:  # a failed read must not end the status stream
+                self.failures += 1
+                if self.failures <= 10 or self.failures % 1000 == 0:
+                    log.warning("console: robot status not read (%d so far): %s",
+                                self.failures, exc)  # fmt: skip
+            stop.wait(max(0.0, deadline - time.monotonic()))

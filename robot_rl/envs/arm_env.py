@@ -79,6 +79,11 @@ class ArmBackend(Protocol):
     def software_stop(self, stop: bool) -> None:
         """Latch (or clear) the arm's software stop (damping; targets refused)."""
 
+    def robot_status(self) -> dict[str, Any]:
+        """What the operator console shows of the robot, as a robot server's state meta has it
+        (``transport.robot_server``): mode (int ``ControlMode``), stopped, loop_hz,
+        loop_hz_target, warnings, ...; callable from any thread while the env steps."""
+
     def close(self) -> None: ...
 
 
@@ -303,6 +308,10 @@ class ArmEnv(gym.Env):
     def software_stop(self, stop: bool = True) -> None:
         """Latch (or clear) the arm's software stop (damping; targets refused)."""
         self.backend.software_stop(stop)
+
+    def robot_status(self) -> dict[str, Any]:
+        """The robot's mode, loop rate and warnings (``ArmBackend.robot_status``; any thread)."""
+        return self.backend.robot_status()
 
     def interrupt_step(self) -> None:
         """Cut a paced step's wait short when the operator acts (a no-op in lockstep)."""

@@ -118,6 +118,18 @@ class RobotClientBackend:
     def software_stop(self, stop: bool) -> None:
         self.client.software_stop(stop)
 
+    def robot_status(self) -> dict[str, Any]:
+        """The robot server's newest state meta (mode, stopped, loop_hz, warnings, a Franka's
+        fault_text, connected, control, recoveries), its age (``state_age_s``) and the TCP and
+        gripper of that state; from the client's receiving thread, so it stays live while the
+        actor holds. Before any state: ``no_state``."""
+        try:
+            latest = self.client.latest()
+        except TimeoutError:
+            return {"no_state": True}
+        return {**latest.meta, "state_age_s": time.monotonic() - latest.received_s,
+                "tcp_pos_m": latest.state.ee_pos_m, "gripper_width_m": latest.state.gripper_width_m}
+
     def close(self) -> None:
         self.client.close()
         if self.cameras is not None:

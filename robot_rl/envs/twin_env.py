@@ -38,6 +38,7 @@ from robot_rl.sim.cameras import DEFAULT_CAMERAS
 from robot_rl.sim.scene import SceneConfig, TwinScene
 from robot_rl.sim.tasks import GripperAction
 from robot_rl.sim.tasks.base import ExpertAction
+from robot_rl.transport.robot_status import RecentWarnings, TickRate
 
 TwinEnvConfig = EnvConfig  # the env section's name in configs and code written before the split
 
@@ -47,6 +48,32 @@ class TwinBackend:
 
     def __init__(self, scene: TwinScene) -> None:
         self.scene = scene
+        self._warnings: RecentWarnings | None = None  # attached when the console first asks
+        self._sim_rate = TickRate(window_s=2.0)
+
+    def robot_status(self) -> dict[str, Any]:
+        """The twin's controller as a robot server reports it: its watchdog mode, the software
+        stop, the lockstep loop's rate in sim time (``loop_hz`` is the target: a lockstep loop
+        never misses a tick) and ``realtime_factor`` (sim seconds per wall second, 0 while the
+        actor holds), the controller's and the twin's recent warnings. Reads plain attributes
+        only, so it is safe while another thread steps the scene."""
+        if self._warnings is None:
+            self._warnings = RecentWarnings().attach()
+        loop = self.scene.loop
+        status = loop.status
+        target_hz = 1.0 / loop.config.period_s
+        sim_s = loop.telemetry.count * loop.config.period_s
+        factor = self._sim_rate.update(round(sim_s * 1e6))
+        out: dict[str, Any] = {
+            "mode": int(status.mode) if status is not None else 1,
+            "stopped": bool(loop.stopped), "faults": int(loop.faults),
+            "rejected_targets": int(loop.rejected_targets), "loop_clock": "lockstep",
+            "loop_hz": target_hz, "loop_hz_target": target_hz,
+            "warnings": self._warnings.lines(), "warnings_total": self._warnings.total,
+        }  # fmt: skip
+        if factor is not None:
+            out["realtime_factor"] = factor / 1e6
+        return out
 
     def reset(self, seed: int) -> None:
         self.scene.reset(seed)
@@ -79,6 +106,8 @@ class TwinBackend:
             self.scene.loop.clear_stop()
 
     def close(self) -> None:
+        if self._warnings is not None:
+            self._warnings.detach()
         self.scene.close()
 
 

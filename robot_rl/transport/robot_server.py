@@ -42,7 +42,11 @@ itself fails; only a BaseException (interpreter exit) ends the thread, with the 
 State message ("robot_state") arrays: q, dq, tau (7), ee_pos (3), ee_quat (4, xyzw), ee_twist
 (6), and on a sim backend ``features`` (the task's); meta: gripper_width_m, command_age_s,
 stamp_s, mode (``robot_rl.controllers.watchdog.ControlMode``), target_age_s (the watchdog's clock),
-rejected_targets, faults, stopped, tick_failures, and ``success`` on a sim backend.
+rejected_targets, faults, stopped, tick_failures, and ``success`` on a sim backend. For the
+operator console: loop_hz (the control loop's measured rate over the last second: the backend's
+``loop_ticks`` counter when its status has one, else the server's own ticks), loop_hz_target (the
+backend's, else 1 / its period), warnings (the newest 5 warning lines of the server, the control
+loop and the backend, as "HH:MM:SS text") and warnings_total.
 
 ``RobotClient`` keeps the newest state (``latest``), sends targets without blocking and makes
 requests with deadlines; it is safe to call from several threads.
@@ -68,6 +72,7 @@ from robot_rl.controllers.targets import CartesianTarget, InvalidTargetError, Jo
 from robot_rl.endpoints import DEFAULT_ENDPOINTS
 from robot_rl.interfaces import RobotState
 from robot_rl.transport.codec import CodecError, Message, decode, encode, quote
+from robot_rl.transport.robot_status import RecentWarnings, TickRate
 from robot_rl.transport.security import SecurityConfig, secure_client, secure_server
 
 log = logging.getLogger(__name__)
@@ -272,8 +277,11 @@ class RobotServer:
         self._owner_heard_s = 0.0
         self._restarts: list[float] = []
         self.error: BaseException | None = None
+        self._loop_rate = TickRate()
+        self.warnings = RecentWarnings()  # attached while the server runs
 
     def start(self) -> None:
+        self.warnings.attach()
         self._thread = threading.Thread(target=self._run, name="robot-server", daemon=True)
         self._thread.start()
 
@@ -281,6 +289,7 @@ class RobotServer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+        self.warnings.detach()
         self._router.close(linger=0)
         self._pub.close(linger=0)
         if self.error is not None:
@@ -552,14 +561,21 @@ class RobotServer:
             bodies = getattr(self.backend, "body_poses", None)
             if bodies is not None:
                 arrays["bodies"] = bodies()
+            status = self.backend.status()
+            loop_hz = self._loop_rate.update(int(status.pop("loop_ticks", self.stats.ticks)))
             meta = {
                 "gripper_width_m": float(s.gripper_width_m),
                 "command_age_s": float(s.command_age_s),
                 "stamp_s": float(s.stamp_s),
-                **self.backend.status(),
+                "loop_hz_target": 1.0 / self.backend.period_s,
+                **status,
                 "tick_failures": self.stats.tick_failures,
                 "refused_not_owner": self.stats.refused_not_owner,
+                "warnings": self.warnings.lines(),
+                "warnings_total": self.warnings.total,
             }
+            if loop_hz is not None:
+                meta["loop_hz"] = loop_hz
             frames = encode("robot_state", self._state_seq + 1, meta, arrays)
         except Exception as exc:  # a state that cannot be read or encoded: skip it, count it
             self.stats.publish_errors += 1

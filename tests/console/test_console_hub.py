@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from robot_rl.console.bridge import ConsoleBridge, robot_mode
+from robot_rl.console.bridge import ConsoleBridge
 from robot_rl.console.forwarder import CameraForwarder
 from robot_rl.console.hub import (
     MAX_MARKS,
@@ -21,6 +21,7 @@ from robot_rl.console.hub import (
     ControlRefusedError,
     HubConfig,
 )
+from robot_rl.console.robot_status import robot_mode
 
 
 class FakeEnv:

@@ -207,7 +207,7 @@ function showBanner() {
   } else if (s.stopped) {
     text = `SOFTWARE STOP: robot ${s.robot_mode || "stopped"}. Press "Clear stop" to continue.`; cls = "stop";
   } else if (s.robot_mode === "fault") {
-    text = "ROBOT FAULT: the arm is damped. Check the robot server's log."; cls = "stop";
+    text = `ROBOT FAULT: ${s.robot_fault_text || "the arm is damped"}. Check the robot server's log.`; cls = "stop";
   } else if (s.robot_mode === "damp" || s.robot_mode === "stopped") {
     text = `ROBOT ${s.robot_mode.toUpperCase()}: targets stalled or stopped; the arm is not tracking.`; cls = "stop";
   } else if (s.paused) {
@@ -294,9 +294,17 @@ function showHealth(s) {
   if (s.weight_age_s != null) health("h_weight", s.weight_age_s < 30 ? "ok" : s.weight_age_s < 120 ? "warn" : "bad");
   if (s.robot_loop_hz != null) {
     const target = s.robot_loop_hz_target || 1000;
-    setText("loop_hz", `${fmt(s.robot_loop_hz, 0)} Hz of ${target} Hz`);
-    const r = s.robot_loop_hz / target;
-    health("h_loop", r >= 0.95 ? "ok" : r >= 0.8 ? "warn" : "bad");
+    if (s.robot_loop_clock === "lockstep") { // a lockstep twin never misses a tick of sim time
+      const rt = s.robot_realtime_factor == null ? "" : s.robot_realtime_factor > 0.005 ? `, ${fmt(s.robot_realtime_factor, 2)}x real time` : ", held";
+      setText("loop_hz", `${fmt(target, 0)} Hz sim time (lockstep twin${rt})`);
+      health("h_loop", "ok");
+    } else {
+      setText("loop_hz", `${fmt(s.robot_loop_hz, 0)} Hz of ${fmt(target, 0)} Hz`);
+      const r = s.robot_loop_hz / target;
+      health("h_loop", r >= 0.95 ? "ok" : r >= 0.8 ? "warn" : "bad");
+    }
+  } else if (s.robot_mode === "fault" && s.robot_fault_text) {
+    setText("loop_hz", "no data"); health("h_loop", "bad");
   }
   const mode = s.stopped ? "stopped" : s.robot_mode;
   setText("watchdog", mode || "-");
@@ -306,6 +314,8 @@ function showHealth(s) {
   if (s.steps_held != null) health("h_stored", s.steps_held < 500 ? "ok" : s.steps_held < 5000 ? "warn" : "bad");
   const list = document.getElementById("warnings");
   const warnings = Array.isArray(s.robot_warnings) ? s.robot_warnings.slice(-5) : [];
+  if (s.robot_fault_text) warnings.unshift(`robot fault: ${s.robot_fault_text}`);
+  if (s.robot_connected === false) warnings.unshift("robot: the arm is not connected");
   if (s.learner_error) warnings.push(`learner: ${s.learner_error}`);
   const joined = warnings.join("\n");
   if (list.dataset.shown !== joined) {
