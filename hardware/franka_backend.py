@@ -51,7 +51,7 @@ from robot_rl.controllers.targets import (
 from robot_rl.controllers.watchdog import ControlMode, watchdog_mode
 from robot_rl.hardware.franka import FrankaConfig, FrankaError, FrankaFaultError, FrankaRobot
 
-from robot_rl.interfaces import RobotState
+from robot_rl.interfaces import RobotState, wrench_meta
 
 log = logging.getLogger(__name__)
 
@@ -488,6 +488,8 @@ class FrankaBackend:
             "connected": bool(self._connected),
             "control": self.control,
             "recoveries": self.recoveries,
+            # O_F_ext_hat_K of the control thread's last read (a stored value, no franky call)
+            **wrench_meta(self.robot.external_wrench()),
         }
 
     def software_stop(self, stop: bool) -> None:

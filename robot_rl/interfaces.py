@@ -11,7 +11,7 @@ Conventions used throughout the project (stated once, here):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -60,6 +60,19 @@ class RobotState:
     gripper_width_m: float
     command_age_s: float
     stamp_s: float
+
+
+# The robot server's state meta key for the external TCP wrench: 6 floats, force (N) then torque
+# (Nm), base frame, signed as libfranka's O_F_ext_hat_K (the wrench the arm exerts on what it
+# touches). Left out of a state whose estimate is not finite.
+EXT_WRENCH_META_KEY = "ext_wrench"
+
+
+def wrench_meta(wrench: Any) -> dict[str, list[float]]:
+    """``{EXT_WRENCH_META_KEY: [6 floats]}`` for a state message's meta, or {} when the estimate
+    is not finite: a non-finite wrench never goes out (the env keeps the last one it had)."""
+    values = np.asarray(wrench, dtype=np.float64).reshape(6)
+    return {EXT_WRENCH_META_KEY: values.tolist()} if np.isfinite(values).all() else {}
 
 
 @dataclass(frozen=True)

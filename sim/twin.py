@@ -211,6 +211,29 @@ class PandaTwin:
             stamp_s=self.time_s,
         )
 
+    def external_wrench(self) -> np.ndarray:
+        """(6,) external wrench at the TCP, base frame: force (N) then torque about the TCP (Nm),
+        signed as libfranka's ``O_F_ext_hat_K`` (the wrench the arm exerts on what it touches:
+        minus the contact forces on the arm). Summed over the last step's contacts of any arm or
+        hand link with another body (self-contacts are internal); friction included. The twin's
+        joint torques are the commanded ones, so an estimate from them (J^T pseudo-inverse of
+        the external torque) would read nothing; the contact sum is exact and costs one query."""
+        fx = fy = fz = tx = ty = tz = 0.0  # plain floats: a handful of contacts, no arrays
+        px, py, pz = self._ee_pos.tolist()
+        for c in pybullet.getContactPoints(bodyA=self.robot_id, physicsClientId=self.cid):
+            if c[2] == self.robot_id:
+                continue
+            # On A (the arm): normal force along contactNormalOnB, frictions along their dirs.
+            (nx, ny, nz), (ax, ay, az), (bx, by, bz) = c[7], c[11], c[13]
+            f = (c[9] * nx + c[10] * ax + c[12] * bx, c[9] * ny + c[10] * ay + c[12] * by,
+                 c[9] * nz + c[10] * az + c[12] * bz)  # fmt: skip
+            rx, ry, rz = c[5][0] - px, c[5][1] - py, c[5][2] - pz
+            fx, fy, fz = fx + f[0], fy + f[1], fz + f[2]
+            tx += ry * f[2] - rz * f[1]
+            ty += rz * f[0] - rx * f[2]
+            tz += rx * f[1] - ry * f[0]
+        return -np.array([fx, fy, fz, tx, ty, tz])
+
     def model(self) -> RobotModel:
         """Jacobian (TCP), mass matrix and Coriolis torque now (cached per step)."""
         if self._model is None:

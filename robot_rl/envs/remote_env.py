@@ -24,12 +24,12 @@ import numpy as np
 from robot_rl.controllers.targets import CartesianTarget
 from robot_rl.envs.arm_env import ArmEnv, Detector, ResetFrame
 from robot_rl.envs.config import EnvConfig, RemoteRobotConfig
-from robot_rl.interfaces import RobotState
+from robot_rl.interfaces import EXT_WRENCH_META_KEY, RobotState
 from robot_rl.sim.tasks import TASKS, GripperAction, make_task
 from robot_rl.transport.camera_stream import CameraSubscriber
 from robot_rl.transport.robot_server import RemoteState, RobotClient
 
-WRENCH_META_KEY = "ext_wrench"  # (6,) N and Nm, base frame, in the state message's meta
+WRENCH_META_KEY = EXT_WRENCH_META_KEY  # (6,) N and Nm, base frame, in the state message's meta
 
 
 class RobotClientBackend:
@@ -50,6 +50,8 @@ class RobotClientBackend:
         self._next_tick = time.monotonic()
         self._interrupt = threading.Event()
         self._rng = np.random.default_rng(0)
+        self._wrench: np.ndarray | None = None
+        self.wrench_missing = 0  # states whose ext_wrench was absent or malformed
 
     def interrupt_step(self) -> None:
         """Cut the current step's wait short (from any thread)."""
@@ -109,11 +111,25 @@ class RobotClientBackend:
         return {name: received.frame.image for name, received in frames.items()}
 
     def wrench(self) -> np.ndarray | None:
+        """(6,) N and Nm, base frame, from the newest state; a state without a usable one (the
+        server leaves out a non-finite estimate) repeats the last good value and is counted in
+        ``wrench_missing``. None until the server has sent one."""
         value = self.latest.meta.get(WRENCH_META_KEY)
-        return None if value is None else np.asarray(value, dtype=np.float64).reshape(6)
+        try:
+            wrench = np.asarray(value, dtype=np.float64).reshape(6)
+        except (TypeError, ValueError):
+            wrench = None
+        if wrench is not None and np.isfinite(wrench).all():
+            self._wrench = wrench
+        elif self._wrench is not None:
+            self.wrench_missing += 1
+        return self._wrench
 
     def info(self) -> dict[str, Any]:
-        return {"state_age_s": time.monotonic() - self.latest.received_s}
+        info: dict[str, Any] = {"state_age_s": time.monotonic() - self.latest.received_s}
+        if self.wrench_missing:
+            info["wrench_missing"] = self.wrench_missing
+        return info
 
     def software_stop(self, stop: bool) -> None:
         self.client.software_stop(stop)

@@ -42,11 +42,13 @@ itself fails; only a BaseException (interpreter exit) ends the thread, with the 
 State message ("robot_state") arrays: q, dq, tau (7), ee_pos (3), ee_quat (4, xyzw), ee_twist
 (6), and on a sim backend ``features`` (the task's); meta: gripper_width_m, command_age_s,
 stamp_s, mode (``robot_rl.controllers.watchdog.ControlMode``), target_age_s (the watchdog's clock),
-rejected_targets, faults, stopped, tick_failures, and ``success`` on a sim backend. For the
-operator console: loop_hz (the control loop's measured rate over the last second: the backend's
-``loop_ticks`` counter when its status has one, else the server's own ticks), loop_hz_target (the
-backend's, else 1 / its period), warnings (the newest 5 warning lines of the server, the control
-loop and the backend, as "HH:MM:SS text") and warnings_total.
+rejected_targets, faults, stopped, tick_failures, ``success`` on a sim backend, and ``ext_wrench``
+(``interfaces.EXT_WRENCH_META_KEY``: 6 floats, N and Nm, base frame) where the backend measures it
+(the twin's contact sum, a Franka's O_F_ext_hat_K). For the operator console: loop_hz (the
+control loop's measured rate over the last second: the backend's ``loop_ticks`` counter when its
+status has one, else the server's own ticks), loop_hz_target (the backend's, else 1 / its period),
+warnings (the newest 5 warning lines of the server, the control loop and the backend, as
+"HH:MM:SS text") and warnings_total.
 
 ``RobotClient`` keeps the newest state (``latest``), sends targets without blocking and makes
 requests with deadlines; it is safe to call from several threads.
@@ -70,7 +72,7 @@ import zmq
 
 from robot_rl.controllers.targets import CartesianTarget, InvalidTargetError, JointTarget
 from robot_rl.endpoints import DEFAULT_ENDPOINTS
-from robot_rl.interfaces import RobotState
+from robot_rl.interfaces import RobotState, wrench_meta
 from robot_rl.transport.codec import CodecError, Message, decode, encode, quote
 from robot_rl.transport.robot_status import RecentWarnings, TickRate
 from robot_rl.transport.security import SecurityConfig, secure_client, secure_server
@@ -167,6 +169,7 @@ class SceneBackend:
             "faults": int(loop.faults),
             "success": bool(self.scene.success()),
             "stopped": bool(loop.stopped),
+            **wrench_meta(self.scene.twin.external_wrench()),
         }
 
     def software_stop(self, stop: bool) -> None:
