@@ -9,8 +9,10 @@ the actor its own core(s) and the learner the rest.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,3 +63,16 @@ def apply_thread_budget(
     log.info("torch threads: %s %d (of %d cpus; learner %d, actor %d)", role, threads,
              budget.cpus, budget.learner, budget.actor)  # fmt: skip
     return threads
+
+
+@contextlib.contextmanager
+def thread_budget_scope(
+    role: Literal["learner", "actor", "alone"], budget: ThreadBudget | None = None
+) -> Iterator[int]:
+    """``apply_thread_budget(role)`` for the body (yields the count), then the calling thread's
+    previous count back: a training run inside a longer-lived process leaves it as it found it."""
+    previous = torch.get_num_threads()
+    try:
+        yield apply_thread_budget(role, budget)
+    finally:
+        torch.set_num_threads(previous)

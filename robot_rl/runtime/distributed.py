@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from robot_rl.agents.threads import thread_budget_scope
 from robot_rl.config import to_dict
 from robot_rl.console.bridge import episode_success, operator_setup
 from robot_rl.data.batch import Transition
@@ -149,7 +150,8 @@ class Learner:
         print(f"learner: serving on {self.net.endpoints.transitions} (weights on "
               f"{self.net.endpoints.weights})", flush=True)  # fmt: skip
         try:
-            with stop_on_signals(stop, "the learner"):
+            # This thread runs the updates: the learner's thread budget while it serves.
+            with stop_on_signals(stop, "the learner"), thread_budget_scope("learner"):
                 while not stop.is_set() and (now := time.monotonic()) < end:
                     self.link.poll(timeout_ms=0 if self.core.learn_once() else 5)
                     self._sync_steps()
@@ -236,7 +238,8 @@ class Actor:
         print(f"actor: acting as {self.net.actor_id}", flush=True)
         self._report()  # also the part's ready file
         try:
-            with stop_on_signals(self._stop, "the actor"):
+            # This thread steps the env and runs the policy: the actor's thread budget.
+            with stop_on_signals(self._stop, "the actor"), thread_budget_scope("actor"):
                 self._loop.run(max_steps=steps, should_stop=self._stop.is_set)
         except KeyboardInterrupt:
             log.info("actor: interrupted")

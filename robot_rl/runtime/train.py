@@ -40,7 +40,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from robot_rl.agents.threads import apply_thread_budget
+from robot_rl.agents.threads import apply_thread_budget, thread_budget_scope
 from robot_rl.agents.warm_start import pretrain_on_demos
 from robot_rl.config import from_dict, to_dict
 from robot_rl.console.bridge import operator_setup
@@ -134,6 +134,12 @@ class TrainingSession:
         """Train until ``env_steps`` (or a stop); returns the final evaluation (after a signal:
         the latest one, without evaluating again)."""
         self.metrics = self.core.metrics = make_sink(self.config.logger, self.dir, self.config)
+        # Concurrent: this thread acts, the learner thread has its own budget (set after this
+        # one); in step, this thread does both.
+        with thread_budget_scope("actor" if self.config.concurrent else "alone"):
+            return self._run()
+
+    def _run(self) -> dict[str, float]:
         learner = None
         if self.config.concurrent:
             learner = threading.Thread(target=self._learner_thread, name="learner", daemon=True)
