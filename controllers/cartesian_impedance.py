@@ -1,11 +1,11 @@
 """Cartesian impedance law: (state, model, reference, gains) -> joint torque. Pure, no clock or I/O.
 
-tau = J^T (K e - D (xdot - xdot_ref) + Lambda xddot_ref) + C(q, dq) dq
+tau = J^T (K e - D (xdot - xdot_ref) + Lambda xddot_ref + f_I) + C(q, dq) dq
       + N^T M (w^2 (q0 - q) - 2 z w dq)
 
 e is the pose error (position, then log-map orientation error), clipped per axis. D is chosen per
 axis as 2 * zeta * sqrt(K * Lambda_ii), with Lambda the task-space inertia, so damping_ratio 1 is
-critical.
+critical. f_I is an optional integral force on the position error, computed by the caller.
 The posture term is projected through the dynamically consistent nullspace N^T = I - J^T Jbar^T,
 Jbar = M^-1 J^T Lambda, so it produces no force at the tool. Gravity is left to the robot.
 """
@@ -48,8 +48,11 @@ def cartesian_impedance_torque(
     reference: CartesianReference,
     gains: CartesianGains,
     posture_q_rad: np.ndarray,
+    integral_force_n: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Joint torque (7,), Nm, excluding gravity, for one tick of Cartesian impedance control."""
+    """Joint torque (7,), Nm, excluding gravity, for one tick of Cartesian impedance control.
+    ``integral_force_n`` (3,) N, base frame: an integral force added to the spring's
+    (``robot_rl.controllers.integral``)."""
     J = model.jacobian
     dq = state.dq_rad_s
     clip = gains.error_clip
@@ -65,6 +68,8 @@ def cartesian_impedance_torque(
     twist_error = J @ dq - reference.twist
     # Acceleration feedforward Lambda a_ref (the force a moving reference needs, e.g. centripetal).
     wrench = gains.stiffness * error - damping * twist_error + task_inertia @ reference.accel
+    if integral_force_n is not None:
+        wrench[:3] += integral_force_n
     tau_task = J.T @ wrench
 
     # Posture spring-damper in joint space, scaled by M: a fixed gain in Nm/rad would be stiff and

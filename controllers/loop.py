@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 from robot_rl.controllers.cartesian_impedance import cartesian_impedance_torque
 from robot_rl.controllers.gains import CartesianGains, JointGains
+from robot_rl.controllers.integral import IntegralConfig, PositionIntegrator
 from robot_rl.controllers.joint_impedance import damping_torque, joint_impedance_torque
 from robot_rl.controllers.kinematics import panda_tcp_position
 from robot_rl.controllers.reference import (
@@ -67,6 +68,8 @@ class LoopConfig:
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     cartesian_gains: CartesianGains = field(default_factory=CartesianGains)
+    # The Cartesian law's integral force on the position error (IntegralConfig(0.0): off).
+    integral: IntegralConfig = field(default_factory=IntegralConfig)
     joint_gains: JointGains = field(default_factory=JointGains)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     posture_q_rad: tuple[float, ...] = PANDA_READY_Q_RAD
@@ -117,6 +120,8 @@ class ControlLoop:
             config.period_s,
         )
         self._posture = np.asarray(config.posture_q_rad, dtype=float)
+        self.integrator = PositionIntegrator(config.integral, config.period_s)
+        self._pos_error = np.zeros(3)
         self._lock = threading.Lock()
         self._pending: CartesianTarget | JointTarget | None = None
         self._keep_alive = False
@@ -249,6 +254,12 @@ class ControlLoop:
         self._last_tick_wall = None
         self._mode = ControlMode.HOLD
         self._law = "cartesian"
+        self.integrator.reset()
+
+    @property
+    def integral_force_n(self) -> np.ndarray:
+        """The integral force (3,) N, base frame, the Cartesian law adds now (a copy)."""
+        return self.integrator.force_n.copy()
 
     # -- the tick ------------------------------------------------------------------------------
     def _now(self, state: RobotState) -> float:
@@ -282,6 +293,7 @@ class ControlLoop:
                 self.cartesian.reset(state.ee_pos_m, state.ee_quat_xyzw, now)
                 self.joint.reset(state.q_rad)
             if isinstance(pending, JointTarget):
+                self.integrator.reset()
                 if self._law == "cartesian":  # start the joint reference from where the arm is
                     self.joint.reset(state.q_rad)
                 self._law = "joint"
@@ -298,6 +310,8 @@ class ControlLoop:
         mode = watchdog_mode(age, self.config.watchdog)
         if self.stopped:
             mode = ControlMode.DAMP
+        if mode != ControlMode.ACTIVE:  # hold, damp, stop: no integral force, none stored
+            self.integrator.reset()
         if mode == ControlMode.HOLD and self._mode == ControlMode.ACTIVE:
             # A stalled stream is worth a warning; idling after a (re)start without targets is not.
             level = logging.WARNING if self._targets_seen else logging.DEBUG
@@ -312,8 +326,12 @@ class ControlLoop:
                 tau = damping_torque(state.dq_rad_s, self.config.safety.damping)
             elif self._law == "cartesian":
                 ref = self.cartesian.step(now, model.jacobian, self.limits.joint_vel_max_rad_s)
+                integral = None
+                if mode == ControlMode.ACTIVE and self.integrator.enabled:
+                    np.subtract(ref.pos_m, state.ee_pos_m, out=self._pos_error)
+                    integral = self.integrator.update(self._pos_error)
                 tau = cartesian_impedance_torque(
-                    state, model, ref, self.cartesian.gains, self._posture
+                    state, model, ref, self.cartesian.gains, self._posture, integral
                 )
             else:
                 q_ref, dq_ref = self._joint_step()
@@ -323,6 +341,7 @@ class ControlLoop:
             if self.faults == 1 or self.faults % 1000 == 0:
                 log.exception("controller failed (%d so far); damping this tick", self.faults)
             mode = ControlMode.FAULT
+            self.integrator.reset()
             tau = damping_torque(np.nan_to_num(state.dq_rad_s), self.config.safety.damping)
         self._mode = mode
 

@@ -305,7 +305,12 @@ class CartesianReferenceGenerator:
                     self._twist[3:], cfg.profile_angular_accel_rad_s2)  # fmt: skip
         v_lin = self._profile(*lin_args, cfg.max_linear_speed_m_s)
         v_rot = self._profile(*rot_args, cfg.max_angular_speed_rad_s)
-        if jacobian is not None and joint_speed_max_rad_s is not None:
+        # (at rest there is nothing to check: a least-squares solve less on a holding tick)
+        if (
+            jacobian is not None
+            and joint_speed_max_rad_s is not None
+            and (v_lin.any() or v_rot.any())
+        ):
             ratio = _joint_speed_ratio(
                 jacobian, np.concatenate((v_lin, v_rot)),
                 cfg.joint_speed_fraction * np.asarray(joint_speed_max_rad_s, dtype=float),

@@ -28,6 +28,7 @@ import contextlib
 import gc
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -36,6 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 from robot_rl.controllers.cartesian_impedance import CartesianReference
+from robot_rl.controllers.integral import PositionIntegrator
 from robot_rl.controllers.loop import ControlLoop, LoopConfig
 from robot_rl.controllers.reference import (
     CartesianReferenceGenerator,
@@ -55,6 +57,8 @@ from robot_rl.interfaces import RobotState, wrench_meta
 
 log = logging.getLogger(__name__)
 
+# The GIL switch interval while the torque loop runs (see ``start``).
+GIL_SWITCH_INTERVAL_S = 0.0002
 OPERATOR_PROMPT = "reset the scene, then press r"
 _STOPPED = "the arm is under a software stop: clear it (console: Clear stop) before new targets"
 
@@ -178,6 +182,7 @@ class FrankaBackend:
         self._target_stamp_s: float | None = None
         self.realtime: dict[str, Any] = {}
         self.recoveries = 0
+        self._switch_interval_s: float | None = None  # the process's own, while torque mode runs
         # tracker mode
         self._tracker: Any = None
         self._tref: CartesianReferenceGenerator | None = None
@@ -190,6 +195,9 @@ class FrankaBackend:
         self._trejected = 0
         self._tfaults = 0
         self._tstiffness = np.asarray(self.loop_config.cartesian_gains.stiffness, float).copy()
+        # The integral force, as a shift of the tracker's target: K * shift = force.
+        self._tintegral = PositionIntegrator(self.loop_config.integral, config.tracker_period_s)
+        self._terror = np.zeros(3)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -197,6 +205,11 @@ class FrankaBackend:
         there)."""
         self.robot.connect()
         self._connected = True
+        if self.control == "torque":
+            # A thread waiting for the GIL gets it after at most this long (Python's default is
+            # 5 ms: five torque periods lost whenever another thread of the process computes).
+            self._switch_interval_s = sys.getswitchinterval()
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self._start_motion()
         self._thread = threading.Thread(target=self._control_thread, name="franka-control",
                                         daemon=True)  # fmt: skip
@@ -211,6 +224,9 @@ class FrankaBackend:
         with contextlib.suppress(Exception):
             self._stop_motion()
         self.robot.close()
+        if self._switch_interval_s is not None:
+            sys.setswitchinterval(self._switch_interval_s)
+            self._switch_interval_s = None
 
     def _start_motion(self) -> None:
         self.robot.read_state()
@@ -348,13 +364,27 @@ class FrankaBackend:
         self._tmode = ControlMode.HOLD
         self._tdamped = False
         self._tpending = None
+        self._tintegral.reset()
 
-    def _tracker_send(self, ref: CartesianReference) -> None:
+    def _tracker_send(self, ref: CartesianReference, shift_m: np.ndarray | None) -> None:
+        """The reference as the tracker's target: pose (moved by ``shift_m`` (3,) m, the
+        integral force over the stiffness), twist and acceleration feedforward."""
         f = self._franky
+        pos = np.asarray(ref.pos_m, float)
+        if shift_m is not None:
+            pos = pos + shift_m
         self._tracker.set_target(
-            f.Affine(np.asarray(ref.pos_m, float), np.asarray(ref.quat_xyzw, float)),
+            f.Affine(pos, np.asarray(ref.quat_xyzw, float)),
             f.Twist(np.asarray(ref.twist[:3], float), np.asarray(ref.twist[3:], float)),
+            f.TwistAcceleration(np.asarray(ref.accel[:3], float), np.asarray(ref.accel[3:], float)),
         )
+
+    @property
+    def integral_force_n(self) -> np.ndarray:
+        """The integral force (3,) N, base frame, the arm's law adds now (either mode; a copy)."""
+        if self.control == "torque":
+            return self._require_loop().integral_force_n
+        return self._tintegral.force_n.copy()
 
     def _tracker_step(self) -> None:
         state = self.robot.read_state()
@@ -376,6 +406,8 @@ class FrankaBackend:
         mode = watchdog_mode(now - self._tlast_target_s, self.loop_config.watchdog)
         if self._tstopped:
             mode = ControlMode.DAMP
+        if mode != ControlMode.ACTIVE:  # hold, damp, stop: no integral force, none stored
+            self._tintegral.reset()
         f = self._franky
         if mode == ControlMode.DAMP and not self._tdamped:  # stiffness 0, damping pinned
             d = self.loop_config.safety.damping.damping_nm_s_per_rad
@@ -397,7 +429,12 @@ class FrankaBackend:
                 if not np.array_equal(stiffness, self._tstiffness):
                     self._tstiffness = np.asarray(stiffness, float).copy()
                     self._tracker.set_gains(gains=f.CartesianImpedanceGains.diagonal(stiffness))
-                self._tracker_send(ref)
+                shift = None
+                if mode == ControlMode.ACTIVE and self._tintegral.enabled:
+                    np.subtract(ref.pos_m, state.ee_pos_m, out=self._terror)
+                    force = self._tintegral.update(self._terror)
+                    shift = force / np.maximum(self._tstiffness[:3], 100.0)
+                self._tracker_send(ref, shift)
                 self.robot.mark_command()
         sent = time.monotonic()
         self.timing.stamp(sent)
