@@ -1,5 +1,6 @@
-"""``robot-rl cameras list | publish | publish-twin | mirror-twin``: camera stream sources. The
-sources and the publishing loop live in ``robot_rl.transport.camera_sources``."""
+"""``robot-rl cameras list | publish | publish-twin | mirror-twin | crop``: camera stream sources
+(the sources and the publishing loop live in ``robot_rl.transport.camera_sources``), and choosing
+a camera's crop box (``robot_rl.cli.camera_crop``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import logging
 from typing import Any
 
+from robot_rl.cli import camera_crop
 from robot_rl.cli.errors import CliError
 from robot_rl.cli.flags import add_key_flags, add_robot_flags, check_task
 from robot_rl.endpoints import DEFAULT_ENDPOINTS
@@ -15,7 +17,8 @@ log = logging.getLogger("robot_rl.cli")
 
 
 def add(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("cameras", help="list RealSense cameras; stream cameras")
+    parser = subparsers.add_parser("cameras",
+                                   help="list RealSense cameras; stream cameras; choose crops")
     actions = parser.add_subparsers(dest="cameras_command", metavar="ACTION", required=True)
     actions.add_parser("list", help="serial, model and firmware of each camera").set_defaults(
         handler=run_list
@@ -52,6 +55,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     real.add_argument("--resize", type=int, help="square output side (e.g. 128)")
     real.add_argument("--jpeg", type=int, help="JPEG quality 1-100 (default raw frames)")
     real.set_defaults(handler=run_publish)
+    camera_crop.add(actions)
 
 
 def _add_stream_flags(parser: argparse.ArgumentParser, endpoint: str) -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import os
 import shlex
@@ -47,7 +48,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -105,6 +106,9 @@ class SessionConfig:
     # Camera publishers, each the arguments of one `robot-rl cameras` process, e.g.
     # "publish --camera front=123456 --camera wrist=654321 --resize 128 --endpoint tcp://0.0.0.0:5570"
     camera_processes: tuple[str, ...] = ()
+    # Crop boxes by camera id, [X, Y, W, H] in captured pixels before the resize (written by
+    # `robot-rl cameras crop --config`); each becomes the --crop of the publish process of it.
+    camera_crops: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
     health_timeout_s: float = 120.0
     stop_timeout_s: float = 60.0
     status_period_s: float = 5.0  # one status line this often (0: none)
@@ -116,6 +120,37 @@ class SessionConfig:
                 raise ValueError(f"{name}={getattr(self, name)}; must be > 0")
         if self.status_period_s < 0:
             raise ValueError(f"status_period_s={self.status_period_s}; must be >= 0")
+        published = [_flag_values(shlex.split(spec), "--camera") for spec in self.camera_processes]
+        for camera_id, (x, y, w, h) in self.camera_crops.items():
+            if x < 0 or y < 0 or w < 1 or h < 1:
+                raise ValueError(f"camera_crops.{camera_id}=[{x}, {y}, {w}, {h}]; need x, y >= 0 "
+                                 "and a width and height >= 1 pixel")  # fmt: skip
+            if not any(camera_id in ids for ids in published):
+                raise ValueError(f"camera_crops.{camera_id}: no camera_processes entry publishes "
+                                 f"it (publish --camera {camera_id}=SERIAL)")  # fmt: skip
+            for i, spec in enumerate(self.camera_processes):
+                if camera_id in _flag_values(shlex.split(spec), "--crop"):
+                    raise ValueError(f"camera {camera_id!r} is cropped by both camera_crops and "
+                                     f"camera_processes[{i}]'s --crop; keep one")  # fmt: skip
+
+    def camera_args(self, spec: str) -> list[str]:
+        """One ``camera_processes`` entry as ``robot-rl cameras`` arguments, with a ``--crop``
+        for each camera it publishes that ``camera_crops`` holds."""
+        args = shlex.split(spec)
+        for camera_id in _flag_values(args, "--camera"):
+            box = self.camera_crops.get(camera_id)
+            if box is not None:
+                args += ["--crop", f"{camera_id}={','.join(map(str, box))}"]
+        return args
+
+
+def _flag_values(args: list[str], flag: str) -> list[str]:
+    """The ID of each ``flag ID=VALUE`` (or ``flag=ID=VALUE``) in a ``cameras publish`` argv."""
+    if not args or args[0] != "publish":
+        return []
+    values = [b for a, b in itertools.pairwise(args) if a == flag]
+    values += [a.partition("=")[2] for a in args if a.startswith(flag + "=")]
+    return [v.partition("=")[0] for v in values]
 
 
 class SessionError(RuntimeError):
@@ -305,7 +340,7 @@ class Session:
             self._wait_healthy(part, lambda: _listening(cfg.robot_commands, cfg.robot_state),
                                "commands and state ports listening")  # fmt: skip
         for i, spec in enumerate(cfg.camera_processes):
-            part = self._spawn(f"cameras-{i}", ["cameras", *shlex.split(spec)])
+            part = self._spawn(f"cameras-{i}", ["cameras", *cfg.camera_args(spec)])
             endpoint = _flag(spec, "--endpoint")
             if endpoint and _tcp(endpoint) is not None:
                 self._wait_healthy(part, lambda e=endpoint: _listening(e), "publishing")
