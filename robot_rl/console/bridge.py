@@ -9,7 +9,8 @@ and stores that episode as a demo. ``after_step`` publishes the step to the hub:
 mode, actions (normalised, in the env's action frame), who is in control, the detector, and one
 point of the episode timeline.
 ``undo_mark`` withdraws a mark: one the actor has not applied never happens; one already applied is
-handed to ``on_undo_mark(episode, label)`` (the runtime relabels the stored episode).
+handed to ``on_undo_mark(AppliedMark)``, whose ``relabel(actor_id)`` the runtime sends to the
+learner, which rewrites the stored episode and its replay copy (``data.episode_labels``).
 
 ``operator_setup`` also starts a ``CameraForwarder`` when the env reads camera streams, so the page
 sees the cameras while the policy loop is paused, stopped or resetting, and, for an arm env, a
@@ -29,10 +30,37 @@ import numpy as np
 
 from robot_rl.console.hub import ConsoleHub
 from robot_rl.console.robot_status import robot_fields
+from robot_rl.data.batch import STATE_KEY
+from robot_rl.data.episode_labels import StepFlags, StepRelabel
 from robot_rl.envs.arm_env import arm_env
 from robot_rl.teleop.intervener import TeleopIntervener
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AppliedMark:
+    """A mark the actor applied: the episode (the hub's count) it ended, the label, the marked
+    step as stored (its executed action (A,), final state (D,), seq from ``last_seq``) and its
+    flags with the mark and before it."""
+
+    episode: int
+    label: str
+    action: np.ndarray
+    next_state: np.ndarray
+    marked: StepFlags
+    before: StepFlags
+    seq: int | None
+
+    def relabel(self, actor_id: str) -> StepRelabel:
+        """What withdrawing it does to the stored step: the env's reward and terminated flag
+        back; the episode stays ended (truncated unless the env ended it)."""
+        if self.seq is None:
+            raise ValueError("the marked step's seq is unknown: set ConsoleBridge.last_seq")
+        restored = StepFlags(self.before.reward, self.before.terminated,
+                             not self.before.terminated)  # fmt: skip
+        return StepRelabel(actor_id, self.seq, self.label, self.marked, restored, self.action,
+                           self.next_state)  # fmt: skip
 
 
 @dataclass
@@ -58,8 +86,12 @@ class ConsoleBridge:
         self.steps = 0  # steps of the current episode
         self.holds = 0  # wait cycles spent holding (paused or stopped): a counter for tests
         self.undone: list[tuple[int, str]] = []  # applied marks withdrawn: (episode, label)
-        self.on_undo_mark: Callable[[int, str], None] | None = None
+        # Called with an applied mark that was withdrawn (the runtime relabels the stored step);
+        # ``last_seq()``: the link's seq of the newest step (set by the runtime).
+        self.on_undo_mark: Callable[[AppliedMark], None] | None = None
+        self.last_seq: Callable[[], int] | None = None
         self._labels: dict[int, str] = {}  # applied marks of recent episodes, by episode
+        self._applied: dict[int, AppliedMark] = {}  # the marked steps of recent episodes
         self.streams_forwarded = False  # a CameraForwarder feeds the env's camera streams
         self._last_refresh_s = 0.0
         self.arm = arm_env(env)  # None for a plain gymnasium env (env.id)
@@ -137,14 +169,21 @@ class ConsoleBridge:
 
     def _undo(self, episode: int) -> None:
         label = self._labels.pop(episode, None)
+        applied = self._applied.pop(episode, None)
         if label is None:
             log.warning("console: undo of a mark on episode %d, which has no applied mark", episode)
             return
         self.undone.append((episode, label))
         del self.undone[:-100]
         log.info("console: the %s mark of episode %d is withdrawn", label, episode)
-        if self.on_undo_mark is not None:
-            self.on_undo_mark(episode, label)
+        if applied is None:  # applied without a step record (a recorder ending the episode)
+            log.warning("console: the %s mark of episode %d has no stored step to relabel",
+                        label, episode)  # fmt: skip
+        elif self.on_undo_mark is not None:
+            try:
+                self.on_undo_mark(applied)
+            except Exception:  # the relabel failing must not stop the actor loop
+                log.exception("console: relabelling episode %d after an undo failed", episode)
 
     def _software_stop(self, stop: bool) -> None:
         if self.arm is not None:
@@ -166,6 +205,8 @@ class ConsoleBridge:
         self.hub.end_episode(success, episode_return, interventions / max(1, steps))
         while len(self._labels) > 10:  # applied marks kept for an undo: the newest few
             del self._labels[min(self._labels)]
+        while len(self._applied) > 10:
+            del self._applied[min(self._applied)]
         if self.recording and self.operator is not None:
             self.operator.request("release")
         self.recording = False
@@ -184,6 +225,14 @@ class ConsoleBridge:
                     self.hub.publish_frames({camera: received.frame.image},
                                             received.capture_wall_s)  # fmt: skip
         self.steps += 1
+        before, marked = info.get("label_before"), info.get("label_after")
+        if isinstance(before, StepFlags) and isinstance(marked, StepFlags) and STATE_KEY in obs:
+            action = np.asarray(info.get("action", policy_action), np.float32).copy()
+            self._applied[self.hub.episode] = AppliedMark(
+                self.hub.episode, str(info.get("operator_label")), action,
+                np.asarray(obs[STATE_KEY], np.float32).copy(), marked, before,
+                self.last_seq() if self.last_seq is not None else None,
+            )  # fmt: skip
         operator = bool(info.get("intervened"))
         fields: dict[str, Any] = {"policy_action": policy_action, "episode_return": episode_return,
                                   "in_control": "operator" if operator else "policy",

@@ -241,6 +241,30 @@ class ReplayBuffer:
                 for col in self._frames.values():
                     col.release_before(first_frame)
 
+    def relabel_step(self, action: np.ndarray, next_state: np.ndarray, reward: float,
+                     terminated: bool, search_steps: int = 10_000) -> bool:  # fmt: skip
+        """Give the newest held step whose action (A,) and next_obs state (D,) are these a new
+        reward and terminated flag (an operator's withdrawn mark, ``data.episode_labels``);
+        episode boundaries stay. False when none of the newest ``search_steps`` matches (the
+        step has left the buffer, or never was in it)."""
+        reward = _finite_float(reward, "reward")
+        action = np.asarray(action, np.float32)
+        next_state = np.asarray(next_state, np.float32)
+        with self._lock:
+            if self._steps is None or len(self) == 0:
+                return False
+            states = self._frames[STATE_KEY]
+            oldest = max(self._tail, self._steps.end - search_steps)
+            for index in range(self._steps.end - 1, oldest - 1, -1):
+                row = self._steps.row(index)  # a view: setting its fields changes the buffer
+                if np.array_equal(row["action"], action) and np.array_equal(
+                    states.row(int(row["frame"]) + 1), next_state
+                ):
+                    row["reward"] = reward
+                    row["terminated"] = bool(terminated)
+                    return True
+        return False
+
     def _allocate(self, spec: ObsSpec) -> ChunkedColumn:
         """Create the (empty) columns for ``spec``; returns the per-step column."""
         self.spec = spec

@@ -41,6 +41,7 @@ from robot_rl.agents.gripper import GripperCritic, gripper_index_to_value
 from robot_rl.agents.networks import TanhGaussianActor
 from robot_rl.agents.spaces import SpaceError, check_spaces
 from robot_rl.data.batch import STATE_KEY, Transition
+from robot_rl.data.episode_labels import StepFlags
 from robot_rl.runtime.signals import handle_stop_signals
 
 log = logging.getLogger(__name__)
@@ -208,13 +209,16 @@ def apply_label(
 ) -> tuple[float, bool, bool]:
     """An operator's mark on a step: "success" makes it terminal with reward 1; "failure" ends
     the episode, truncated, with reward 0 (the operator's word wins over a detector's false
-    positive too). Records the mark as ``info["operator_label"]``."""
+    positive too). Records the mark as ``info["operator_label"]``, and the step's flags without
+    and with it as ``info["label_before"]`` and ``info["label_after"]`` (``StepFlags``: an undo
+    of the mark relabels the stored step, ``data.episode_labels``)."""
     if label is None:
         return reward, terminated, truncated
     info["operator_label"] = label
-    if label == "success":
-        return 1.0, True, False
-    return 0.0, False, True
+    info["label_before"] = StepFlags(float(reward), bool(terminated), bool(truncated))
+    flags = (1.0, True, False) if label == "success" else (0.0, False, True)
+    info["label_after"] = StepFlags(*flags)
+    return flags
 
 
 @dataclass

@@ -37,6 +37,7 @@ from robot_rl.agents.checkpoint import CheckpointError, load_checkpoint, save_ch
 from robot_rl.agents.sac import SACAgent
 from robot_rl.config import to_dict
 from robot_rl.data.batch import Batch, Transition
+from robot_rl.data.episode_labels import StepRelabel
 from robot_rl.data.episodes import load_episodes
 from robot_rl.data.mixing import route, sample_mixed
 from robot_rl.data.replay import ReplayBuffer
@@ -117,6 +118,18 @@ class ReplaySink:
             for step in steps:
                 route(step, self.demo, self.online)
             self.steps += len(steps)
+
+    def relabel(self, relabel: StepRelabel) -> bool:
+        """Withdraw an operator's mark from the replay's copy of the step (online, and demo for
+        an intervened step); False when neither buffer holds it any more."""
+        with self.lock:
+            found = [buffer.relabel_step(relabel.action, relabel.next_state,
+                                         relabel.restored.reward, relabel.restored.terminated)
+                     for buffer in (self.online, self.demo)]  # fmt: skip
+        if not any(found):
+            log.warning("replay: the step of the withdrawn %s mark (seq %d) is no longer held",
+                        relabel.undone, relabel.last_seq)  # fmt: skip
+        return any(found)
 
 
 class LearnerCore:

@@ -107,6 +107,7 @@ class TrainingSession:
         self.learner_link = self.transport.learner(self.dir / "episodes", self.core.sink,
                                                    config.env.task)  # fmt: skip
         self.core.link = self.learner_link
+        self.learner_link.on_relabel = self.core.sink.relabel  # an undone mark, in replay too
         first_seq = self.learner_link.store.durable.get(ACTOR_ID, -1) + 1
         self.actor_link = self.transport.actor(ACTOR_ID, first_seq)
         self.core.publish()
@@ -204,6 +205,9 @@ class TrainingSession:
         setup = operator_setup(self.env, cfg.console, cfg.teleop, scripted, cameras)
         self.hub, self.console = setup.hub, setup.server
         self._operator = setup
+        if setup.bridge is not None:  # an undo of an applied mark relabels the stored episode
+            setup.bridge.last_seq = lambda: self.actor_link.next_seq - 1
+            setup.bridge.on_undo_mark = lambda mark: self.actor_link.relabel(mark.relabel(ACTOR_ID))
         return setup.env, setup.bridge
 
     def _before_act(self) -> bool:

@@ -9,20 +9,32 @@ An episode that never ends (a missing time limit) is bounded: at ``max_episode_s
 so far are written as an unfinished episode (logged with the actor and the cap, counted in
 ``episodes_cut``) and the following steps go to the next file, so memory and the time one write
 takes stay bounded and nothing is lost.
+
+``relabel`` withdraws an operator's mark from a stored episode (``data.episode_labels``): the file
+whose meta names the actor and the marked step's ``last_seq`` is rewritten atomically with its
+label history; the newest ``RECENT_FILES`` written are indexed, older ones are looked up by
+reading the episode files' meta, newest first.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from robot_rl.data.batch import Transition
-from robot_rl.data.episodes import load_episodes, save_episode
+from robot_rl.data.episode_labels import StepRelabel, relabel_episode_file
+from robot_rl.data.episodes import EPISODE_RE, load_episodes, save_episode
 
 log = logging.getLogger(__name__)
 
 MAX_SEQ = 2**53  # the largest seq the links accept (see learner_link)
+RECENT_FILES = 256  # episode files indexed by (actor, last_seq) for relabelling
+MAX_RELABEL_SCAN = 2000  # older episode files whose meta a relabel reads before giving up
 
 
 @dataclass
@@ -50,7 +62,9 @@ class EpisodeStore:
         self.durable: dict[str, int] = {}
         self.keys: dict[str, str] = {}  # actor id -> the CURVE key (z85) that sends it
         self.episodes_cut = 0
+        self.relabelled = 0  # episodes relabelled (an applied mark withdrawn)
         self._open: dict[str, _Open] = {}
+        self._recent: OrderedDict[tuple[str, int], Path] = OrderedDict()
 
     def restore(self) -> dict[str, int]:
         """Read back the last stored seq (and sending key) of every actor (after a learner
@@ -104,6 +118,41 @@ class EpisodeStore:
                 "last_seq": last_seq, "source": "actor"}  # fmt: skip
         if actor_id in self.keys:
             meta["actor_key"] = self.keys[actor_id]
-        save_episode(self.directory, episode.steps, meta, compress=self.compress)
+        path = save_episode(self.directory, episode.steps, meta, compress=self.compress)
+        self._recent[(actor_id, last_seq)] = path
+        while len(self._recent) > RECENT_FILES:
+            self._recent.popitem(last=False)
         self.durable[actor_id] = last_seq
         self._open[actor_id] = _Open(first_seq=last_seq + 1)
+
+    def relabel(self, relabel: StepRelabel) -> Path:
+        """Withdraw a mark from the stored episode that ends with ``relabel.last_seq`` of
+        ``relabel.actor_id`` (see the module docstring); returns its path. LookupError when it is
+        not stored (yet, or any more), ValueError when its last step is not the marked one."""
+        key = (relabel.actor_id, relabel.last_seq)
+        path = self._recent.get(key) or self._find(*key)
+        if path is None:
+            raise LookupError(f"no stored episode of {relabel.actor_id} ends at seq "
+                              f"{relabel.last_seq} in {self.directory}")  # fmt: skip
+        relabel_episode_file(path, relabel)
+        self.relabelled += 1
+        log.info("episode store: %s relabelled: the %s mark of seq %d withdrawn", path.name,
+                 relabel.undone, relabel.last_seq)  # fmt: skip
+        return path
+
+    def _find(self, actor_id: str, last_seq: int) -> Path | None:
+        """The episode file whose meta names ``actor_id`` and ``last_seq``, newest first."""
+        if not self.directory.is_dir():
+            return None
+        names = sorted((p for p in self.directory.iterdir() if EPISODE_RE.match(p.name)),
+                       reverse=True)[:MAX_RELABEL_SCAN]  # fmt: skip
+        for path in names:
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    meta = json.loads(str(data["meta"]))
+            except (OSError, ValueError, KeyError) as exc:
+                log.debug("episode store: %s skipped while looking for a relabel: %s", path, exc)
+                continue
+            if meta.get("actor_id") == actor_id and meta.get("last_seq") == last_seq:
+                return path
+        return None

@@ -18,13 +18,14 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from robot_rl.data.batch import Transition
+from robot_rl.data.episode_labels import StepRelabel
 from robot_rl.transport.episode_store import EpisodeStore
 from robot_rl.transport.learner_link import StepSink, non_finite_tensors
 from robot_rl.transport.steps import non_finite_fields
@@ -43,8 +44,9 @@ class InProcessTransport:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        # (actor_id, seq, step or None for "close the open episode", starts_episode)
-        self._queue: deque[tuple[str, int, Transition | None, bool]] = deque()
+        # (actor_id, seq, step or None for "close the open episode" or a StepRelabel,
+        # starts_episode)
+        self._queue: deque[tuple[str, int, Transition | StepRelabel | None, bool]] = deque()
         self._weights: tuple[int, dict[str, Any]] | None = None
         self._in_flight = 0  # items taken by poll() but not yet stored
         self._in_flight_steps: dict[str, int] = {}  # of which steps, per actor
@@ -83,6 +85,13 @@ class InProcessActorLink:
                 self._t._queue.append((self.actor_id, self._next_seq - 1, None, False))
                 self._t._cond.notify_all()
         self._starts_next = True
+
+    def relabel(self, relabel: StepRelabel) -> None:
+        """Withdraw an applied mark (``data.episode_labels``): queued behind the steps, so the
+        learner applies it to its episode store and replay after storing the marked step."""
+        with self._t._cond:
+            self._t._queue.append((self.actor_id, relabel.last_seq, relabel, False))
+            self._t._cond.notify_all()
 
     def pump(self) -> None:
         """Nothing to send: steps are in the learner's queue as soon as they are added."""
@@ -126,7 +135,8 @@ class InProcessActorLink:
     @property
     def unacknowledged_steps(self) -> int:
         with self._t._cond:
-            queued = sum(1 for item in self._t._queue if item[0] == self.actor_id and item[2])
+            queued = sum(1 for item in self._t._queue
+                         if item[0] == self.actor_id and isinstance(item[2], Transition))
             return queued + self._t._in_flight_steps.get(self.actor_id, 0)
 
     @property
@@ -168,6 +178,8 @@ class InProcessLearnerLink:
         self.rejected = 0
         self.weights_version = -1
         self.weights_refused = 0
+        self.relabels_failed = 0
+        self.on_relabel: Callable[[StepRelabel], Any] | None = None  # e.g. ReplaySink.relabel
 
     def poll(self, timeout_ms: int = 0, max_messages: int = 1 << 30) -> int:
         """Take every queued step (waiting up to ``timeout_ms`` for one); returns how many."""
@@ -179,7 +191,7 @@ class InProcessLearnerLink:
             self._t._in_flight += len(items)
             taken: dict[str, int] = {}
             for actor_id, _, step, _ in items:
-                taken[actor_id] = taken.get(actor_id, 0) + (step is not None)
+                taken[actor_id] = taken.get(actor_id, 0) + isinstance(step, Transition)
             for actor_id, n in taken.items():
                 flying = self._t._in_flight_steps
                 flying[actor_id] = flying.get(actor_id, 0) + n
@@ -193,7 +205,7 @@ class InProcessLearnerLink:
                 self._t._cond.notify_all()
         return accepted
 
-    def _take(self, items: list[tuple[str, int, Transition | None, bool]]) -> int:
+    def _take(self, items: list[tuple[str, int, Transition | StepRelabel | None, bool]]) -> int:
         """Hand each actor's consecutive steps to the sink as one run, then to the store; a run
         that opens an episode is marked as a discontinuity (the previous one may have been closed
         unfinished). A non-finite step, or a run the sink refuses, is logged and dropped."""
@@ -225,6 +237,10 @@ class InProcessLearnerLink:
         for actor_id, seq, step, starts in items:
             if run and (actor_id != run_actor or starts):
                 accepted += flush()
+            if isinstance(step, StepRelabel):
+                accepted += flush()
+                self.apply_relabel(step)
+                continue
             if step is None:
                 accepted += flush()
                 self.store.close(actor_id)
@@ -244,6 +260,21 @@ class InProcessLearnerLink:
         accepted += flush()
         self.steps_received += accepted
         return accepted
+
+    def apply_relabel(self, relabel: StepRelabel) -> bool:
+        """The episode store's file, then ``on_relabel`` (the learner's replay copy); logged and
+        counted in ``relabels_failed`` when the episode is not found on disk."""
+        ok = True
+        try:
+            self.store.relabel(relabel)
+        except (LookupError, ValueError, OSError) as exc:
+            ok = False
+            self.relabels_failed += 1
+            log.error("in-process link: the %s mark of %s seq %d was not withdrawn on disk: %s",
+                      relabel.undone, relabel.actor_id, relabel.last_seq, exc)  # fmt: skip
+        if self.on_relabel is not None:
+            self.on_relabel(relabel)
+        return ok
 
     def publish_weights(
         self,

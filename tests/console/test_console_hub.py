@@ -22,6 +22,7 @@ from robot_rl.console.hub import (
     HubConfig,
 )
 from robot_rl.console.robot_status import robot_mode
+from robot_rl.data.episode_labels import StepFlags
 
 
 class FakeEnv:
@@ -59,14 +60,23 @@ def test_an_applied_mark_is_undone_through_the_bridge_hook() -> None:
     hub = ConsoleHub()
     bridge = ConsoleBridge(hub, FakeEnv())
     undone: list[tuple[int, str]] = []
-    bridge.on_undo_mark = lambda episode, label: undone.append((episode, label))
+    bridge.on_undo_mark = lambda mark: undone.append((mark.episode, mark.label))
     hub.control("mark_success")
     assert bridge.before_step().label == "success"  # applied: the episode ends marked
-    bridge.end_episode({"operator_label": "success"}, 1.0, 0, 3)
+    info = {"operator_label": "success", "label_before": StepFlags(0.0, False, False),
+            "label_after": StepFlags(1.0, True, False)}  # what apply_label records
+    bridge.after_step({"state": np.ones(3, np.float32)}, np.zeros(2, np.float32), info, 1.0)
+    bridge.end_episode(info, 1.0, 0, 3)
     bridge.start_episode()
     hub.control("undo_mark")
     bridge.before_step()
     assert undone == [(0, "success")] and bridge.undone == [(0, "success")]
+    hub.control("mark_failure")  # a mark whose step was never recorded: withdrawn, no relabel
+    bridge.before_step()
+    bridge.end_episode({"operator_label": "failure"}, 0.0, 0, 3)
+    hub.control("undo_mark")
+    bridge.before_step()
+    assert undone == [(0, "success")] and bridge.undone[-1] == (1, "failure")
 
 
 def test_control_lock_refuses_other_pages_but_never_stop() -> None:

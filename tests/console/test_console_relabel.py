@@ -1,0 +1,171 @@
+"""Undoing a mark the actor already applied relabels the stored episode: the episode file on the
+learner's disk (rewritten atomically, its label history kept in meta), the replay's copy, and the
+whole in-process path from the console's undo to both."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robot_rl.console.bridge import ConsoleBridge
+from robot_rl.console.hub import ConsoleHub
+from robot_rl.data.batch import Transition
+from robot_rl.data.episode_labels import StepFlags, StepRelabel, relabel_episode_file
+from robot_rl.data.episodes import EpisodeFormatError, load_episode, load_episodes, save_episode
+from robot_rl.data.replay import ReplayBuffer
+from robot_rl.envs.twin_env import TwinEnv, TwinEnvConfig
+from robot_rl.runtime.actor import ActorLoop, LinkRecorder
+from robot_rl.runtime.learner import ReplaySink
+from robot_rl.transport.episode_store import EpisodeStore
+from robot_rl.transport.inprocess import InProcessTransport
+
+pytestmark = pytest.mark.timeout(120)
+
+SUCCESS_MARK = StepFlags(1.0, True, False)  # what a success mark makes of a step
+ENV_SAID = StepFlags(0.0, False, False)  # the env's own flags for that step
+RESTORED = StepFlags(0.0, False, True)  # the episode stays ended, now by truncation
+
+
+def steps(n: int, last: StepFlags, seed: int = 0) -> list[Transition]:
+    rng = np.random.default_rng(seed)
+    states = rng.normal(size=(n + 1, 4)).astype(np.float32)
+    out = []
+    for i in range(n):
+        end = i == n - 1
+        out.append(Transition(
+            {"state": states[i]}, rng.uniform(-1, 1, 2).astype(np.float32),
+            last.reward if end else 0.0, {"state": states[i + 1]},
+            last.terminated and end, last.truncated and end, False, 0.0,
+        ))  # fmt: skip
+    return out
+
+
+def relabel_of(episode: list[Transition], actor: str = "actor-0", seq: int = 4) -> StepRelabel:
+    last = episode[-1]
+    return StepRelabel(actor, seq, "success", SUCCESS_MARK, RESTORED, last.action,
+                       last.next_obs["state"])  # fmt: skip
+
+
+def test_a_relabelled_file_keeps_every_other_array_and_the_label_history(tmp_path: Path) -> None:
+    episode = steps(5, SUCCESS_MARK)
+    path = save_episode(tmp_path, episode, {"task": "reach", "actor_id": "actor-0",
+                                            "last_seq": 4})  # fmt: skip
+    before, before_meta = load_episode(path)
+    relabel_episode_file(path, relabel_of(episode))
+    after, meta = load_episode(path)
+    last = after[-1]
+    assert (last.reward, last.terminated, last.truncated) == (0.0, False, True)
+    for old, new in zip(before, after, strict=True):
+        np.testing.assert_array_equal(old.action, new.action)
+        np.testing.assert_array_equal(old.obs["state"], new.obs["state"])
+    assert [t.reward for t in after[:-1]] == [0.0] * 4
+    (entry,) = meta["label_history"]
+    assert entry["undone"] == "success" and entry["marked"] == SUCCESS_MARK.as_dict()
+    assert entry["restored"] == RESTORED.as_dict() and meta["operator_label"] is None
+    assert meta["created_utc"] == before_meta["created_utc"]  # the same episode
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary left
+    with pytest.raises(ValueError, match="not the marked"):  # a second undo finds it relabelled
+        relabel_episode_file(path, relabel_of(episode))
+    assert len(load_episode(path)[1]["label_history"]) == 1
+
+
+def test_a_hostile_file_is_not_relabelled(tmp_path: Path) -> None:
+    path = tmp_path / "episode_000000.npz"
+    path.write_bytes(b"PK\x03\x04 not an archive")
+    with pytest.raises(EpisodeFormatError):
+        relabel_episode_file(path, relabel_of(steps(2, SUCCESS_MARK)))
+    assert path.read_bytes() == b"PK\x03\x04 not an archive"
+
+
+def test_a_relabel_with_bad_fields_is_refused() -> None:
+    episode = steps(2, SUCCESS_MARK)
+    good = relabel_of(episode)
+    with pytest.raises(ValueError, match="undone"):
+        StepRelabel("a", 1, "maybe", SUCCESS_MARK, RESTORED, good.action, good.next_state)
+    with pytest.raises(ValueError, match="last_seq"):
+        StepRelabel("a", -1, "success", SUCCESS_MARK, RESTORED, good.action, good.next_state)
+    with pytest.raises(ValueError, match="not finite"):
+        StepRelabel("a", 1, "success", StepFlags(float("nan"), True, False), RESTORED,
+                    good.action, good.next_state)  # fmt: skip
+    with pytest.raises(ValueError, match="both terminated and truncated"):
+        StepRelabel("a", 1, "success", SUCCESS_MARK, StepFlags(0.0, True, True), good.action,
+                    good.next_state)  # fmt: skip
+    assert StepRelabel.from_meta(good.to_meta()).last_seq == good.last_seq  # round trip
+    meta = good.to_meta()
+    not_a_flag = {**RESTORED.as_dict(), "truncated": "yes"}
+    for broken in ({**meta, "action": [float("inf")]}, {**meta, "marked": {"reward": 1}},
+                   {**meta, "actor_id": ""}, {**meta, "restored": not_a_flag}):  # fmt: skip
+        with pytest.raises(ValueError):
+            StepRelabel.from_meta(broken)
+
+
+def test_the_store_finds_the_episode_by_actor_and_seq_also_after_a_restart(tmp_path: Path) -> None:
+    first, second = steps(3, SUCCESS_MARK, seed=1), steps(5, SUCCESS_MARK, seed=2)
+    store = EpisodeStore(tmp_path, "reach")
+    for seq, step in enumerate(first + second):
+        store.add("actor-0", seq, step, starts_episode=seq in (0, 3))
+    store.relabel(relabel_of(second, seq=7))  # the recent index
+    restarted = EpisodeStore(tmp_path, "reach")
+    restarted.restore()
+    restarted.relabel(relabel_of(first, seq=2))  # found by reading the files' meta
+    with pytest.raises(LookupError, match="no stored episode of actor-0 ends at seq 5"):
+        restarted.relabel(relabel_of(first, seq=5))
+    episodes = list(load_episodes(tmp_path))
+    assert [e.transitions[-1].truncated for e in episodes] == [True, True]
+    assert [e.transitions[-1].reward for e in episodes] == [0.0, 0.0]
+    assert store.relabelled == restarted.relabelled == 1
+
+
+def test_the_replay_copy_is_relabelled_and_its_targets_follow() -> None:
+    episode = steps(1, SUCCESS_MARK)
+    buffer = ReplayBuffer(10, gamma=0.5)
+    buffer.add(episode[0])
+    batch = buffer.sample(4)
+    assert batch.rewards.tolist() == [1.0] * 4 and batch.discounts.tolist() == [0.0] * 4
+    other = np.zeros(4, np.float32)
+    assert not buffer.relabel_step(episode[0].action, other, 0.0, False)  # not held: no change
+    assert buffer.relabel_step(episode[0].action, episode[0].next_obs["state"], 0.0, False)
+    batch = buffer.sample(4)
+    assert batch.rewards.tolist() == [0.0] * 4 and batch.discounts.tolist() == [0.5] * 4
+    with pytest.raises(ValueError, match="not finite"):
+        buffer.relabel_step(episode[0].action, episode[0].next_obs["state"], float("nan"), False)
+
+
+def test_undoing_an_applied_success_mark_relabels_disk_and_replay_in_process(
+    tmp_path: Path,
+) -> None:
+    env = TwinEnv(TwinEnvConfig(task="reach", obs="state", max_episode_steps=50))
+    hub = ConsoleHub()
+    bridge = ConsoleBridge(hub, env)
+    transport = InProcessTransport()
+    demo, online = ReplayBuffer(1000), ReplayBuffer(1000)
+    sink = ReplaySink(demo, online, threading.Lock())
+    learner = transport.learner(tmp_path, sink, "reach")
+    learner.on_relabel = sink.relabel
+    actor = transport.actor("actor-0")
+    bridge.last_seq = lambda: actor.next_seq - 1
+    bridge.on_undo_mark = lambda mark: actor.relabel(mark.relabel("actor-0"))
+    rest = np.zeros(env.action_space.shape, np.float32)
+    loop = ActorLoop(env, lambda obs: rest, LinkRecorder(actor), bridge=bridge)
+    try:
+        loop.run(max_steps=2)
+        hub.control("mark_success")
+        loop.run(max_steps=1)  # the third step carries the mark and ends the episode
+        learner.poll()
+        (stored,) = list(load_episodes(tmp_path))
+        assert len(stored.transitions) == 3 and stored.transitions[-1].reward == 1.0
+        assert stored.transitions[-1].terminated and online.sample(8).rewards.max() == 1.0
+        hub.control("undo_mark")
+        loop.run(max_steps=1)  # the undo is applied before the next episode's first step
+        learner.poll()
+    finally:
+        env.close()
+    assert bridge.undone == [(0, "success")] and learner.relabels_failed == 0
+    episodes = list(load_episodes(tmp_path))
+    last = episodes[0].transitions[-1]
+    assert (last.reward, last.terminated, last.truncated) == (0.0, False, True)
+    assert episodes[0].meta["label_history"][0]["undone"] == "success"
+    assert online.sample(64).rewards.max() == 0.0  # no sampled step still says success
