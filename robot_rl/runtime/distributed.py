@@ -100,6 +100,7 @@ class Learner:
         self.link = LearnerLink(net.endpoints, net.security, self.dir / "episodes",
                                 self.core.sink, train.env.task)  # fmt: skip
         self.core.link = self.link
+        self.link.on_relabel = self.core.sink.relabel  # an undone mark, in replay too
         self.core.metrics = make_sink(train.logger, self.dir, train)
         self._sync_steps()
         log.info("learner: %d demo and %d online steps; listening on %s (weights %s)",
@@ -206,6 +207,10 @@ class Actor:
                                 spool_dir=str(self.spool_dir)),
             net.security,
         )  # fmt: skip
+        bridge = self.operator.bridge
+        if bridge is not None:  # an undo of an applied mark relabels the learner's episode
+            bridge.last_seq = lambda: self.link.last_step_seq
+            bridge.on_undo_mark = lambda mark: self.link.relabel(mark.relabel(net.actor_id))
         self.successes: list[float] = []
         self._loop: ActorLoop | None = None
         self._stop = threading.Event()

@@ -22,6 +22,13 @@ Resending: if the learner's ``received`` stops advancing for ``resend_after_s`` 
 are unacknowledged (a learner restart loses what was in flight), every unacknowledged batch is
 sent again in order; the learner drops what it already has.
 
+Relabels: ``relabel`` queues an operator's withdrawn mark (``data.episode_labels.StepRelabel``);
+it is sent as a "relabel" request once the learner's acks say the marked step is durable, and
+resent every ``resend_after_s`` until an ack names it (``relabelled``: done, or refused for good,
+with the learner's error logged). Pending relabels live in memory only (at most
+``MAX_PENDING_RELABELS``): an actor killed within seconds of an undo may leave that episode
+labelled as marked, which its ``label_history`` never shows.
+
 Learner output is checked, never trusted: an ack whose numbers are not ints in range, weights
 whose version is not an int, whose tensors are not finite, or whose keys, shapes or dtypes differ
 from what ``expect_weights`` declared are logged, counted (``rejected_acks``,
@@ -46,6 +53,7 @@ import msgpack
 import zmq
 
 from robot_rl.data.batch import Transition
+from robot_rl.data.episode_labels import StepRelabel
 from robot_rl.endpoints import DEFAULT_ENDPOINTS
 from robot_rl.transport.codec import CodecError, decode, encode, weights_from_bytes
 from robot_rl.transport.learner_link import MAX_SEQ, non_finite_tensors
@@ -55,6 +63,7 @@ from robot_rl.transport.steps import encode_steps
 log = logging.getLogger(__name__)
 
 SEQ_FILE = "next_seq"
+MAX_PENDING_RELABELS = 100
 LOG_EVERY_S = 10.0  # the same complaint about the learner's output is logged at most this often
 
 
@@ -127,6 +136,8 @@ class ActorLink:
         self.learner_health: dict[str, float | str] = {}  # sent with the weights
         self._learner_id = ""
         self.weights_received_at = 0.0
+        self._relabels: dict[int, tuple[StepRelabel, float]] = {}  # last_seq -> (it, sent at)
+        self.relabels_done = 0  # relabels the learner acknowledged
         self._ctx = context or zmq.Context.instance()
         self._dealer = self._ctx.socket(zmq.DEALER)
         self._dealer.linger = 0
@@ -305,6 +316,37 @@ class ActorLink:
                 "data for too long: check it is running"
             )
 
+    def relabel(self, relabel: StepRelabel) -> None:
+        """Queue an operator's withdrawn mark for the learner (see the module docstring)."""
+        with self._lock:
+            self._relabels[relabel.last_seq] = (relabel, -float("inf"))
+            while len(self._relabels) > MAX_PENDING_RELABELS:
+                dropped = min(self._relabels)
+                del self._relabels[dropped]
+                log.error("actor link: more than %d relabels pending; the one of seq %d is "
+                          "dropped (that episode keeps its mark)", MAX_PENDING_RELABELS,
+                          dropped)  # fmt: skip
+            self._pump()
+
+    @property
+    def relabels_pending(self) -> int:
+        with self._lock:
+            return len(self._relabels)
+
+    @property
+    def last_step_seq(self) -> int:
+        """The seq of the newest step added (sealed or not); -1 before any."""
+        with self._lock:
+            return self._next_seq + len(self._pending) - 1
+
+    def _send_relabels(self, now: float) -> None:
+        for seq, (relabel, sent_s) in list(self._relabels.items()):
+            if seq <= self.durable and now - sent_s >= self.config.resend_after_s:
+                meta = {"op": "relabel", "actor_id": self.config.actor_id,
+                        "relabel": relabel.to_meta()}  # fmt: skip
+                if self._send(encode("request", self._next_msg_seq(), meta)):
+                    self._relabels[seq] = (relabel, now)
+
     def pump(self) -> None:
         """Send what may be sent, read acks and weights, resend on silence. Never blocks."""
         with self._lock:
@@ -318,6 +360,8 @@ class ActorLink:
             self._send(encode("request", self._next_msg_seq(),
                               {"op": "hello", "actor_id": self.config.actor_id}))  # fmt: skip
             self._last_hello = now
+        if self._relabels:
+            self._send_relabels(now)
         unreceived = [b for b in self._batches if b.last_seq > self.received]
         if unreceived and now - self._last_progress > self.config.resend_after_s:
             first_unsent = self._send_index
@@ -426,6 +470,13 @@ class ActorLink:
                 self.learner_errors += 1
                 self.last_learner_error = str(error)[:200]
                 self._complain("error", f"the learner refused a message: {str(error)[:200]}")
+            done = ack.meta.get("relabelled")
+            if isinstance(done, int) and not isinstance(done, bool) and done in self._relabels:
+                del self._relabels[done]
+                self.relabels_done += error is None
+                if error is not None:
+                    log.error("actor link: the learner did not relabel seq %d: %s", done,
+                              str(error)[:200])  # fmt: skip
             received, durable = ack.meta.get("received"), ack.meta.get("durable")
             if received is None and durable is None and error is not None:
                 continue  # an error about a message it could not attribute to us

@@ -35,6 +35,7 @@ import numpy as np
 import zmq
 
 from robot_rl.data.batch import Transition
+from robot_rl.data.episode_labels import StepRelabel
 from robot_rl.endpoints import DEFAULT_ENDPOINTS
 from robot_rl.transport.codec import CodecError, decode, encode, weights_to_bytes
 from robot_rl.transport.episode_store import EpisodeStore
@@ -119,6 +120,8 @@ class LearnerLink:
         self.duplicates = 0
         self.steps_received = 0
         self.weights_version = -1
+        self.relabels_failed = 0  # relabel requests whose episode was not found or not marked
+        self.on_relabel: Callable[[StepRelabel], Any] | None = None  # e.g. ReplaySink.relabel
         self.learner_id = secrets.token_hex(4)  # tells actors a restarted learner's versions
         self._restore()
         self._ctx = context or zmq.Context.instance()
@@ -200,9 +203,14 @@ class LearnerLink:
                 self.rejected += 1
                 error = _short(exc)
                 log.warning("learner link: refused transitions from %s: %s", actor_id, error)
+        elif message.type == "request" and message.meta.get("op") == "relabel":
+            error, extra = self._relabel(actor_id, message.meta.get("relabel"))
+            self._ack(identity, actor_id, state, seq, error, extra)
+            return 0
         elif message.type == "request" and message.meta.get("op") not in ("hello", None):
             self.rejected += 1
-            error = _short(f"unknown request op {message.meta.get('op')!r}; known: hello")
+            error = _short(f"unknown request op {message.meta.get('op')!r}; known: hello, "
+                           "relabel")
             log.warning("learner link: %s from %s", error, actor_id)
         self._ack(identity, actor_id, state, seq, error)
         return accepted
@@ -313,15 +321,48 @@ class LearnerLink:
         self.steps_received += len(steps) - dropped
         return len(steps) - dropped
 
+    def _relabel(self, actor_id: str, fields: Any) -> tuple[str | None, dict[str, Any]]:
+        """An actor's "relabel" request: its own stored episode's marked step gets the env's
+        flags back (``data.episode_labels``), then ``on_relabel`` (the replay's copy). Returns
+        the ack's error and extra meta: ``relabelled`` names the seq once the actor may stop
+        sending it (done, or refused for good); a step not yet durable gets no ``relabelled``,
+        so the actor sends it again later."""
+        try:
+            if not isinstance(fields, dict):
+                raise ValueError("relabel request: meta relabel must be a map")
+            relabel = StepRelabel.from_meta(fields)
+            if relabel.actor_id != actor_id:
+                raise ValueError(f"relabel request from {actor_id} names {relabel.actor_id}; an "
+                                 "actor relabels its own episodes only")  # fmt: skip
+        except ValueError as exc:
+            self.rejected += 1
+            log.warning("learner link: refused a relabel from %s: %s", actor_id, _short(exc))
+            return _short(exc), {}
+        if relabel.last_seq > self.store.durable.get(actor_id, -1):
+            return _short(f"seq {relabel.last_seq} is not stored yet"), {}
+        done = {"relabelled": relabel.last_seq}
+        try:
+            self.store.relabel(relabel)
+        except (LookupError, ValueError, OSError) as exc:
+            self.relabels_failed += 1
+            log.error("learner link: the %s mark of %s seq %d was not withdrawn on disk: %s",
+                      relabel.undone, actor_id, relabel.last_seq, _short(exc))  # fmt: skip
+            return _short(exc), done
+        if self.on_relabel is not None:
+            self.on_relabel(relabel)
+        return None, done
+
     def _ack(
-        self, identity: Any, actor_id: str, state: ActorState, seq: int, error: str | None = None
-    ) -> None:
+        self, identity: Any, actor_id: str, state: ActorState, seq: int, error: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
         durable = self.store.durable.get(actor_id, -1)
         meta: dict[str, Any] = {
             "actor_id": actor_id,
             "received": state.received,
             "durable": durable,
             "weights_version": self.weights_version,
+            **(extra or {}),
         }
         if error is not None:
             meta["error"] = error

@@ -169,3 +169,50 @@ def test_undoing_an_applied_success_mark_relabels_disk_and_replay_in_process(
     assert (last.reward, last.terminated, last.truncated) == (0.0, False, True)
     assert episodes[0].meta["label_history"][0]["undone"] == "success"
     assert online.sample(64).rewards.max() == 0.0  # no sampled step still says success
+
+
+def test_a_relabel_reaches_a_distributed_learner_once_the_step_is_durable(tmp_path: Path) -> None:
+    from robot_rl.transport.actor_link import ActorLink
+    from tests.transport.test_links import (
+        PLAIN,
+        Sink,
+        actor_config,
+        episode_steps,
+        free_endpoints,
+        run_until,
+        start_learner,
+    )
+
+    ep, store = free_endpoints(), tmp_path / "store"
+    learner = start_learner(ep, store, Sink())
+    seen: list[StepRelabel] = []
+    learner.on_relabel = seen.append
+    actor = ActorLink(actor_config(ep, tmp_path / "spool"), PLAIN)
+    try:
+        episode = episode_steps(0, 5)  # the last step terminal with reward 1: a success mark
+        for step in episode:
+            actor.add(step)
+        last = episode[-1]
+        relabel = StepRelabel("a0", actor.last_step_seq, "success", SUCCESS_MARK, RESTORED,
+                              last.action, last.next_obs["state"])  # fmt: skip
+        assert relabel.last_seq == 4
+        actor.relabel(relabel)  # before the learner has the step: held until it is durable
+        assert actor.relabels_pending == 1
+        run_until(learner, actor, lambda: actor.relabels_pending == 0)
+        assert actor.relabels_done == 1 and [r.last_seq for r in seen] == [4]
+        (stored_episode,) = list(load_episodes(store))
+        final = stored_episode.transitions[-1]
+        assert (final.reward, final.terminated, final.truncated) == (0.0, False, True)
+        assert stored_episode.meta["label_history"][0]["undone"] == "success"
+        # what an actor may not ask: another actor's episode, or a malformed relabel
+        error, extra = learner._relabel("a0", {**relabel.to_meta(), "actor_id": "b1"})
+        assert "relabels its own episodes only" in error and extra == {}
+        error, extra = learner._relabel("a0", "not a map")
+        assert "must be a map" in error and extra == {}
+        error, extra = learner._relabel("a0", {**relabel.to_meta(), "last_seq": 99})
+        assert "not stored yet" in error and extra == {}  # the actor sends it again later
+        error, extra = learner._relabel("a0", relabel.to_meta())  # already relabelled
+        assert "not the marked" in error and extra == {"relabelled": 4}  # refused for good
+    finally:
+        actor.close()
+        learner.close()
