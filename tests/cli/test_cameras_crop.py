@@ -166,3 +166,46 @@ def test_the_session_refuses_a_crop_it_cannot_apply(tmp_path) -> None:
         SessionConfig(train="t.yaml", camera_processes=spec, camera_crops={"wrist": (0, 0, 1, 1)})
     with pytest.raises(ValueError, match="width and height >= 1"):
         SessionConfig(train="t.yaml", camera_processes=spec, camera_crops={"front": (0, 0, 0, 1)})
+
+
+def test_the_box_can_be_read_from_a_running_stream_and_a_missing_one_is_one_line(
+    tmp_path, caplog
+) -> None:
+    import threading
+    import time
+
+    from robot_rl.interfaces import Frame
+    from robot_rl.transport.camera_stream import CameraPublisher
+    from tests.netutil import PLAIN
+
+    image = np.zeros((240, 320, 3), np.uint8)
+    image[:, 160:] = (0, 200, 0)  # the right half green
+    publisher = CameraPublisher("tcp://127.0.0.1:0", PLAIN)
+    done = threading.Event()
+
+    def publish() -> None:  # until the tool has its frame (a subscriber joins late)
+        seq = 0
+        while not done.is_set():
+            publisher.publish(Frame(image, time.monotonic(), seq, "front"))
+            seq += 1
+            done.wait(0.02)
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    try:
+        argv = ["--endpoint", publisher.endpoint, "--plaintext", "--box", "160,40,160,160"]
+        assert _crop(tmp_path, *argv) == 0
+    finally:
+        done.set()
+        thread.join(timeout=5.0)
+        publisher.close()
+    preview = _rgb(tmp_path / "out" / "front_crop.png")
+    assert preview.shape == (128, 128, 3) and (preview[..., 1] == 200).all()  # all green
+    caplog.set_level(logging.ERROR)
+    assert _crop(tmp_path, "--endpoint", publisher.endpoint, "--plaintext", "--timeout", "0.3",
+                 "--box", "0,0,10,10") == 2  # fmt: skip
+    assert "is `robot-rl cameras publish` running there" in caplog.text
+    assert len(caplog.records) == 1
+    caplog.clear()
+    assert _crop(tmp_path, "--device", "97", "--box", "0,0,10,10") == 2  # no /dev/video97
+    assert "no camera at OpenCV index 97" in caplog.text and len(caplog.records) == 1
