@@ -31,6 +31,7 @@ from robot_rl.cli.errors import CliError
 
 Box = tuple[int, int, int, int]  # x, y, width, height in captured pixels
 CROPS_KEY = "camera_crops"
+SETTLE_FRAMES = 15  # a RealSense frame this many frames after the start (0.5 s at 30 fps)
 
 
 def add(actions: argparse._SubParsersAction) -> None:
@@ -233,8 +234,10 @@ def _grab_realsense(args: argparse.Namespace) -> np.ndarray:
     except (CameraUnavailableError, ValueError) as exc:
         raise CliError(str(exc)) from None
     try:
-        camera.read()
-        return camera.read(newer_than_seq=camera.read().seq).image  # past auto exposure's start
+        frame = camera.read()
+        for _ in range(SETTLE_FRAMES):  # auto exposure settles over the first frames
+            frame = camera.read(newer_than_seq=frame.seq)
+        return frame.image
     except CameraUnavailableError as exc:
         raise CliError(str(exc)) from None
     finally:

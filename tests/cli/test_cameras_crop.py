@@ -50,6 +50,14 @@ def _crop(tmp_path, *flags: str) -> int:
                      *flags])  # fmt: skip
 
 
+@pytest.fixture()
+def saved_frame(tmp_path):
+    """A 640 x 480 frame saved as PNG (the --image source: no camera needed)."""
+    path = tmp_path / "saved.png"
+    cv2.imwrite(str(path), np.full((480, 640, 3), 90, np.uint8))
+    return str(path)
+
+
 def _rgb(path) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
 
@@ -90,12 +98,14 @@ def test_the_box_lands_in_the_config_with_comments_kept(tmp_path, session, camer
     assert yaml.safe_load(again)["camera_crops"] == {"front": [100, 20, 400, 400]}
 
 
-def test_a_box_outside_the_frame_is_refused_and_the_file_kept(tmp_path, session, camera, caplog):
+def test_a_box_outside_the_frame_is_refused_and_the_file_kept(tmp_path, session, saved_frame,
+                                                              caplog):  # fmt: skip
     caplog.set_level(logging.ERROR)
     for box, says in (("400,0,480,480", "spans x 400..880"), ("0,0,0,10", "no area"),
                       ("-1,0,10,10", "does not fit"), ("1,2,3", "X,Y,W,H")):  # fmt: skip
         caplog.clear()
-        assert _crop(tmp_path, f"--box={box}", "--config", str(session)) == 2
+        assert _crop(tmp_path, "--image", saved_frame, f"--box={box}", "--config",
+                     str(session)) == 2  # fmt: skip
         assert says in caplog.text and len(caplog.records) == 1
         assert "\n" not in caplog.records[0].getMessage()
     assert session.read_text() == SESSION
@@ -125,20 +135,21 @@ def test_without_a_box_only_the_frames_are_saved(tmp_path, session, camera, caps
     assert session.read_text() == SESSION
 
 
-def test_interactive_without_a_display_says_what_to_do(tmp_path, camera, monkeypatch, caplog):
+def test_interactive_without_a_display_says_what_to_do(tmp_path, saved_frame, monkeypatch,
+                                                       caplog):  # fmt: skip
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    assert _crop(tmp_path, "--interactive") == 2
+    assert _crop(tmp_path, "--image", saved_frame, "--interactive") == 2
     assert "needs a display" in caplog.text and "--box X,Y,W,H" in caplog.text
 
 
-def test_fit_aspect_trims_about_the_centre_and_says_so(tmp_path, camera, capsys) -> None:
+def test_fit_aspect_trims_about_the_centre_and_says_so(tmp_path, saved_frame, capsys) -> None:
     assert fit_aspect((80, 0, 500, 480), 128, 128) == (90, 0, 480, 480)
     assert fit_aspect((0, 10, 300, 320), 128, 128) == (0, 20, 300, 300)
     assert fit_aspect((0, 0, 640, 480), 160, 120) == (0, 0, 640, 480)  # already 4:3
-    assert _crop(tmp_path, "--box", "80,0,500,480", "--fit-aspect") == 0
+    assert _crop(tmp_path, "--image", saved_frame, "--box", "80,0,500,480", "--fit-aspect") == 0
     assert "box 80,0,500,480 trimmed to 90,0,480,480" in capsys.readouterr().out
-    assert _crop(tmp_path, "--box", "0,0,640,480") == 0
+    assert _crop(tmp_path, "--image", saved_frame, "--box", "0,0,640,480") == 0
     assert "stretches it by 1.33:1" in capsys.readouterr().out
 
 
