@@ -364,8 +364,9 @@ def write_crop(path: Path, camera_id: str, box: Box) -> list[str]:
             raise ValueError(f"{CROPS_KEY}.{camera_id} did not read back as {list(box)}")
         from_dict(SessionConfig, data)
     except (yaml.YAMLError, ConfigError, ValueError, AttributeError, TypeError) as exc:
-        raise CliError(f"--config {path}: not changed, the edited file would be refused: "
-                       f"{str(exc).splitlines()[0]}") from None  # fmt: skip
+        reason = str(exc).splitlines()[0]
+        raise CliError(f"--config {path}: not changed, it would not load as a session config "
+                       f"(robot-rl session start): {reason}") from None  # fmt: skip
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

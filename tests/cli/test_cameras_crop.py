@@ -220,3 +220,16 @@ def test_the_box_can_be_read_from_a_running_stream_and_a_missing_one_is_one_line
     caplog.clear()
     assert _crop(tmp_path, "--device", "97", "--box", "0,0,10,10") == 2  # no /dev/video97
     assert "no camera at OpenCV index 97" in caplog.text and len(caplog.records) == 1
+
+
+def test_a_file_that_is_not_a_session_config_is_left_as_it_was(tmp_path) -> None:
+    from robot_rl.cli.camera_crop import write_crop
+
+    rig = tmp_path / "rig.yaml"
+    rig.write_text("franka:\n  robot_ip: 172.16.0.2   # the FCI\n")
+    with pytest.raises(CliError, match="not changed"):
+        write_crop(rig, "front", (0, 0, 10, 10))
+    assert rig.read_text() == "franka:\n  robot_ip: 172.16.0.2   # the FCI\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["rig.yaml"]  # no temp file left behind
+    with pytest.raises(CliError, match="does not exist"):
+        write_crop(tmp_path / "nope.yaml", "front", (0, 0, 10, 10))
