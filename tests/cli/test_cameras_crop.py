@@ -233,3 +233,15 @@ def test_a_file_that_is_not_a_session_config_is_left_as_it_was(tmp_path) -> None
     assert [p.name for p in tmp_path.iterdir()] == ["rig.yaml"]  # no temp file left behind
     with pytest.raises(CliError, match="does not exist"):
         write_crop(tmp_path / "nope.yaml", "front", (0, 0, 10, 10))
+
+
+def test_interactive_with_a_headless_opencv_says_what_to_do(tmp_path, saved_frame, monkeypatch,
+                                                            caplog):  # fmt: skip
+    import re
+
+    if not re.search(r"GUI:\s+NONE", cv2.getBuildInformation()):
+        pytest.skip("this OpenCV has a GUI; the test needs the headless build")
+    monkeypatch.setenv("DISPLAY", ":99")
+    assert _crop(tmp_path, "--image", saved_frame, "--interactive") == 2
+    assert "cannot open a window" in caplog.text and "pip install opencv-python" in caplog.text
+    assert len(caplog.records) == 1 and "\n" not in caplog.records[0].getMessage()
