@@ -381,6 +381,17 @@ def write_crop(path: Path, camera_id: str, box: Box) -> list[str]:
     return notes
 
 
+def session_crops(path: str | Path) -> dict[str, Box]:
+    """The ``camera_crops`` of the session config at ``path`` (CliError if it does not load)."""
+    from robot_rl.config import ConfigError, load_config
+    from robot_rl.runtime.session import SessionConfig
+
+    try:
+        return dict(load_config(SessionConfig, path).camera_crops)
+    except (ConfigError, ValueError) as exc:
+        raise CliError(f"--crops-from {path}: {str(exc).splitlines()[0]}") from None
+
+
 # -- the command ---------------------------------------------------------------------------------
 def run_crop(args: argparse.Namespace) -> int:
     if args.box and args.interactive:

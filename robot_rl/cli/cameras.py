@@ -48,6 +48,9 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     real.add_argument("--crop", action="append", default=[], metavar="ID=X,Y,W,H",
                       help="crop camera ID to the box at pixel (X, Y) of size W x H before "
                       "--resize, e.g. front=80,0,480,480 (repeatable)")  # fmt: skip
+    real.add_argument("--crops-from", metavar="SESSION.yaml",
+                      help="crop the cameras as this session config's camera_crops says "
+                      "(robot-rl cameras crop writes them)")  # fmt: skip
     _add_stream_flags(real, DEFAULT_ENDPOINTS.cameras_host)
     real.add_argument("--width", type=int, default=640)
     real.add_argument("--height", type=int, default=480)
@@ -151,6 +154,13 @@ def run_publish(args: argparse.Namespace) -> int:
         if not camera_id:
             raise CliError(f"--camera {item!r}; expected ID=SERIAL (e.g. front=123456)")
     crops = parse_crops(args.crop, [camera_id for camera_id, _ in pairs])
+    if args.crops_from:
+        for camera_id, box in camera_crop.session_crops(args.crops_from).items():
+            if camera_id in crops:
+                raise CliError(f"camera {camera_id!r} has a --crop and a crop in "
+                               f"{args.crops_from}; keep one")  # fmt: skip
+            if any(camera_id == c for c, _ in pairs):
+                crops[camera_id] = box
     resize = (args.resize, args.resize) if args.resize else None
     try:
         configs = [RealSenseConfig(camera_id, serial, args.width, args.height, args.fps,

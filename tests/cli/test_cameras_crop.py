@@ -245,3 +245,28 @@ def test_interactive_with_a_headless_opencv_says_what_to_do(tmp_path, saved_fram
     assert _crop(tmp_path, "--image", saved_frame, "--interactive") == 2
     assert "cannot open a window" in caplog.text and "pip install opencv-python" in caplog.text
     assert len(caplog.records) == 1 and "\n" not in caplog.records[0].getMessage()
+
+
+def test_a_publisher_started_by_hand_takes_the_crops_from_the_session(session, monkeypatch,
+                                                                      caplog) -> None:  # fmt: skip
+    from robot_rl.hardware import realsense
+
+    opened = {}
+
+    def camera(config):  # record what the publisher would open, then stop it there
+        opened[config.camera_id] = config.crop
+        raise realsense.CameraUnavailableError("stopped by the test")
+
+    monkeypatch.setattr(realsense, "RealSenseCamera", camera)
+    session.write_text(SESSION.replace(" --crop front=0,0,640,480", "")
+                       + "camera_crops:\n  front: [80, 0, 480, 480]\n")  # fmt: skip
+    argv = ["cameras", "publish", "--camera", "front=77", "--plaintext", "--crops-from",
+            str(session)]  # fmt: skip
+    assert cli.main(argv) == 2 and "stopped by the test" in caplog.text
+    assert opened == {"front": (80, 0, 480, 480)}
+    caplog.clear()
+    assert cli.main([*argv, "--crop", "front=0,0,10,10"]) == 2
+    assert "has a --crop and a crop in" in caplog.text
+    caplog.clear()
+    assert cli.main([*argv, "--width", "320", "--height", "240"]) == 2  # the box needs 640x480
+    assert "does not fit a 320x240" in caplog.text
