@@ -6,6 +6,9 @@ tau = J^T (K e - D (xdot - xdot_ref) + Lambda xddot_ref + f_I) + C(q, dq) dq
 e is the pose error (position, then log-map orientation error), clipped per axis. D is chosen per
 axis as 2 * zeta * sqrt(K * Lambda_ii), with Lambda the task-space inertia, so damping_ratio 1 is
 critical. f_I is an optional integral force on the position error, computed by the caller.
+With ``gains.friction_coulomb_nm`` set, tau also gets f_c tanh(dq_ref / v_s), the joints' Coulomb
+friction signed by the joint velocity Jbar xdot_ref the reference asks for (a feedforward: the
+measured velocity never enters it).
 The posture term is projected through the dynamically consistent nullspace N^T = I - J^T Jbar^T,
 Jbar = M^-1 J^T Lambda, so it produces no force at the tool. Gravity is left to the robot.
 """
@@ -71,6 +74,10 @@ def cartesian_impedance_torque(
     if integral_force_n is not None:
         wrench[:3] += integral_force_n
     tau_task = J.T @ wrench
+    fc = gains.friction_coulomb_nm
+    if fc.any():  # Coulomb friction, signed by the reference's joint velocity Jbar v_ref
+        dq_ref = JMinv.T @ (task_inertia @ reference.twist)
+        tau_task += fc * np.tanh(dq_ref / gains.friction_velocity_rad_s)
 
     # Posture spring-damper in joint space, scaled by M: a fixed gain in Nm/rad would be stiff and
     # fast on light modes (a joint-1/joint-3 counter-rotation near q2 = 0 weighs ~0.02 kg m^2) and
@@ -87,3 +94,22 @@ def cartesian_impedance_torque(
     tau_null = tau_posture - J.T @ (task_inertia @ (JMinv @ tau_posture))
 
     return tau_task + tau_null + model.coriolis_nm
+
+
+def friction_task_wrench(
+    model: RobotModel, twist_ref: np.ndarray, gains: CartesianGains
+) -> np.ndarray:
+    """(6,) N, Nm, base frame: the task wrench equivalent to the Coulomb feedforward the law
+    adds (``gains.friction_coulomb_nm`` signed by Jbar twist_ref), F = Jbar^T tau_f. For a law
+    that takes no joint torque (franky's tracker): its target is moved by F / K instead."""
+    fc = gains.friction_coulomb_nm
+    if not fc.any():
+        return np.zeros(6)
+    J = model.jacobian
+    JMinv = J @ np.linalg.inv(model.mass_matrix)
+    lambda_inv = JMinv @ J.T
+    lambda_inv.flat[::7] += _LAMBDA_REGULARIZATION
+    task_inertia = np.linalg.inv(lambda_inv)
+    dq_ref = JMinv.T @ (task_inertia @ twist_ref)
+    tau_f = fc * np.tanh(dq_ref / gains.friction_velocity_rad_s)
+    return task_inertia @ (JMinv @ tau_f)

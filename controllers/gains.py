@@ -22,6 +22,10 @@ class CartesianGains:
     nullspace_*: joint-space posture spring-damper acting only in the task's nullspace, scaled by
         the mass matrix (so every posture mode has this natural frequency and damping ratio, however
         light it is) and capped per joint.
+    friction_coulomb_nm (7,): Coulomb friction feedforward per joint, Nm, signed by the joint
+        velocity the reference asks for (smoothed over ``friction_velocity_rad_s``); never by the
+        measured one, so it adds no feedback. Zero by default (the twin has no joint friction); a
+        real arm sets it below its identified friction (``FrankaConfig.friction_coulomb_nm``).
     """
 
     stiffness: np.ndarray = field(
@@ -32,6 +36,8 @@ class CartesianGains:
     nullspace_natural_freq_rad_s: float = 3.0
     nullspace_damping_ratio: float = 1.0
     nullspace_torque_cap_nm: float = 5.0
+    friction_coulomb_nm: np.ndarray = field(default_factory=lambda: np.zeros(7))
+    friction_velocity_rad_s: float = 0.05
 
     # Largest stiffness a target may ask for; beyond this the loop rejects the gains.
     MAX_STIFFNESS = (5000.0, 300.0)  # (N/m, Nm/rad)

@@ -3,9 +3,17 @@ leaves: a gravity model that is off by a few hundred grams, joint friction, an u
 
 Per axis (base frame) and per control tick of ``dt`` seconds::
 
-    f <- (1 - leak * dt) f + Ki * e * dt      while |e| <= error_band (conditional integration)
-    f <- (1 - leak * dt) f                    outside it (transients, contact: no wind-up)
+    f <- (1 - leak * dt) f + Ki * e * dt      while the reference rests and |e| <= error_band
+    f <- (1 - leak * dt) f                    resting, |e| beyond the band (contact: no wind-up)
+    f <- (1 - moving_leak * dt) f             while the reference moves
     f <- clip(f, -force_max, force_max)       (anti-windup: the stored force itself is clipped)
+
+Integrating only while the reference rests (speed under ``rest_speed_m_s``) keeps the term to
+what it is for, a static force the spring leaves: on a moving reference the error is mostly lag
+(friction, inertia), and integrating it winds a force that lags the motion (on franky-sim a
+circle at 0.5 Hz was pushed 1.5 mm outward). Once the reference moves, the stored force fades
+within about 0.5 s: at rest it also holds the arm against stiction, a force that is wrong as soon
+as the joints slide (kept through a circle it pushed the TCP 1 mm down).
 
 The force is zeroed when the loop is not tracking (watchdog hold or damp, software stop, fault,
 a joint-space move, a restart), so it never pushes an arm the operator has stopped, and a
@@ -37,9 +45,12 @@ class IntegralConfig:
     leak_per_s: float = 0.1
     force_max_n: float = 10.0
     error_band_m: float = 0.005
+    rest_speed_m_s: float = 0.005  # the reference is at rest below this speed (m/s)
+    moving_leak_per_s: float = 2.0  # how fast the force fades while the reference moves (1/s)
 
     def __post_init__(self) -> None:
-        for name in ("gain_n_per_m_s", "leak_per_s", "force_max_n", "error_band_m"):
+        for name in ("gain_n_per_m_s", "leak_per_s", "force_max_n", "error_band_m",
+                     "rest_speed_m_s", "moving_leak_per_s"):  # fmt: skip
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0.0):
                 raise ValueError(f"IntegralConfig.{name}={value!r}; must be finite and >= 0")
@@ -53,6 +64,7 @@ class PositionIntegrator:
         self.period_s = period_s
         self.force_n = np.zeros(3)
         self._decay = max(0.0, 1.0 - config.leak_per_s * period_s)
+        self._moving_decay = max(0.0, 1.0 - config.moving_leak_per_s * period_s)
         self._gain_dt = config.gain_n_per_m_s * period_s
         self._out = [0.0, 0.0, 0.0]
 
@@ -63,13 +75,19 @@ class PositionIntegrator:
     def reset(self) -> None:
         self.force_n.fill(0.0)
 
-    def update(self, error_m: np.ndarray) -> np.ndarray:
-        """Advance one period with the position error ``error_m`` (3,) m (reference minus TCP);
-        returns the force (3,) N (the same array each call: copy it to keep it)."""
+    def update(self, error_m: np.ndarray, reference_twist: np.ndarray | None = None) -> np.ndarray:
+        """Advance one period with the position error ``error_m`` (3,) m (reference minus TCP)
+        and the reference's twist (6,) (linear part first, m/s; None: at rest); returns the force
+        (3,) N (the same array each call: copy it to keep it)."""
         if not self.enabled:
             return self.force_n
         band, limit = self.config.error_band_m, self.config.force_max_n
         decay, gain_dt = self._decay, self._gain_dt
+        if reference_twist is not None:
+            vx, vy, vz = reference_twist[:3].tolist()
+            if vx * vx + vy * vy + vz * vz > self.config.rest_speed_m_s**2:
+                band = -1.0  # moving: nothing integrated (|e| <= -1 never holds), and it fades
+                decay = self._moving_decay
         # Three axes in plain floats: a few microseconds, where numpy's per-call cost is ~1 us.
         for i, (f, e) in enumerate(zip(self.force_n.tolist(), error_m.tolist(), strict=True)):
             f *= decay

@@ -329,7 +329,7 @@ class ControlLoop:
                 integral = None
                 if mode == ControlMode.ACTIVE and self.integrator.enabled:
                     np.subtract(ref.pos_m, state.ee_pos_m, out=self._pos_error)
-                    integral = self.integrator.update(self._pos_error)
+                    integral = self.integrator.update(self._pos_error, ref.twist)
                 tau = cartesian_impedance_torque(
                     state, model, ref, self.cartesian.gains, self._posture, integral
                 )

@@ -23,6 +23,7 @@ with franky's.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -82,6 +83,11 @@ class FrankaConfig:
     home_q_rad: the joint-space home posture; home_speed_fraction: of each joint's velocity limit.
     tracker_period_s: how often the reference pipeline feeds franky's tracker.
     gripper: whether a Franka Hand is attached.
+    friction_coulomb_nm (7,): Coulomb friction the Cartesian law feeds forward per joint, signed by
+        the joint velocity the reference asks for (torque mode), or franky's friction
+        compensation (tracker mode). Below the arm's own: a bit under the Panda's identified
+        values (Gaz et al., RA-L 2019: half the sigmoid amplitude, 0.15-0.64 Nm), so it never
+        drives a joint by itself; 0 turns it off.
     """
 
     robot_ip: str
@@ -101,6 +107,7 @@ class FrankaConfig:
     home_speed_fraction: float = 0.2
     tracker_period_s: float = 0.002
     gripper: bool = True
+    friction_coulomb_nm: tuple[float, ...] = (0.2, 0.35, 0.25, 0.5, 0.3, 0.1, 0.2)
 
     def __post_init__(self) -> None:
         if not self.robot_ip:
@@ -128,6 +135,9 @@ class FrankaConfig:
             raise ValueError(f"signal_timeout_s={self.signal_timeout_s}; allowed (0, 0.1] s")
         if not 0.0 < self.max_delta_tau_nm <= 1.0:
             raise ValueError(f"max_delta_tau_nm={self.max_delta_tau_nm}; allowed (0, 1] Nm/cycle")
+        fc = self.friction_coulomb_nm
+        if len(fc) != 7 or not all(math.isfinite(v) and 0.0 <= v <= 2.0 for v in fc):
+            raise ValueError(f"friction_coulomb_nm={fc}; need 7 values in 0..2 Nm")
         if not 0.001 <= self.tracker_period_s <= 0.01:
             raise ValueError(f"tracker_period_s={self.tracker_period_s}; allowed 0.001..0.01 s")
 

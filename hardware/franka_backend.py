@@ -36,7 +36,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
-from robot_rl.controllers.cartesian_impedance import CartesianReference
+from robot_rl.controllers.cartesian_impedance import CartesianReference, friction_task_wrench
 from robot_rl.controllers.integral import PositionIntegrator
 from robot_rl.controllers.loop import ControlLoop, LoopConfig
 from robot_rl.controllers.reference import (
@@ -158,8 +158,13 @@ class FrankaBackend:
         self.config = config
         self.control = config.control
         base = loop_config or LoopConfig()
+        gains = replace(
+            base.cartesian_gains,
+            friction_coulomb_nm=np.asarray(config.friction_coulomb_nm, dtype=float),
+        )
         self.loop_config = replace(
             base,
+            cartesian_gains=gains,
             clock="wallclock",
             period_s=0.001,
             posture_q_rad=tuple(config.home_q_rad),
@@ -198,6 +203,7 @@ class FrankaBackend:
         # The integral force, as a shift of the tracker's target: K * shift = force.
         self._tintegral = PositionIntegrator(self.loop_config.integral, config.tracker_period_s)
         self._terror = np.zeros(3)
+        self._tfriction = bool(np.any(self.loop_config.cartesian_gains.friction_coulomb_nm))
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -429,11 +435,18 @@ class FrankaBackend:
                 if not np.array_equal(stiffness, self._tstiffness):
                     self._tstiffness = np.asarray(stiffness, float).copy()
                     self._tracker.set_gains(gains=f.CartesianImpedanceGains.diagonal(stiffness))
-                shift = None
+                # The integral force and the Coulomb friction feedforward (as the torque law's),
+                # as a shift of the target: K * shift = force.
+                force = np.zeros(3)
                 if mode == ControlMode.ACTIVE and self._tintegral.enabled:
                     np.subtract(ref.pos_m, state.ee_pos_m, out=self._terror)
-                    force = self._tintegral.update(self._terror)
-                    shift = force / np.maximum(self._tstiffness[:3], 100.0)
+                    force += self._tintegral.update(self._terror, ref.twist)
+                if mode == ControlMode.ACTIVE and self._tfriction:
+                    model = self.robot.model()
+                    force += friction_task_wrench(
+                        model, ref.twist, self.loop_config.cartesian_gains
+                    )[:3]
+                shift = force / np.maximum(self._tstiffness[:3], 100.0)
                 self._tracker_send(ref, shift)
                 self.robot.mark_command()
         sent = time.monotonic()
@@ -665,6 +678,12 @@ class FrankaBackend:
                 return
             if int(self.status()["mode"]) != int(ControlMode.ACTIVE):
                 self.set_target(target, None)
+        s = self.state()
         raise RuntimeError(
-            f"reset did not reach {pos_m.tolist()} in {self.reset_config.timeout_s} s"
+            f"reset did not reach {np.round(pos_m, 4).tolist()} in {self.reset_config.timeout_s} s "
+            f"(TCP {1e3 * np.linalg.norm(s.ee_pos_m - pos_m):.1f} mm away, moving "
+            f"{np.linalg.norm(s.ee_twist[:3]):.3f} m/s; allowed "
+            f"{1e3 * self.reset_config.settle_pos_m:.0f} mm, 0.02 m/s; mode "
+            f"{self.status()['mode']}, integral force "
+            f"{np.round(self.integral_force_n, 1).tolist()} N)"
         )

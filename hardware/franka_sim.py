@@ -23,6 +23,10 @@ from robot_rl.controllers.reference import ReferenceConfig, Workspace
 # franky-sim's MuJoCo FR3 starts here (franky_sim.DEFAULT_INITIAL_JOINT_POS), its TCP at about
 # (0.554, 0.0, 0.521) m, gripper down.
 SIM_HOME_Q_RAD = (0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785)
+# Its joints' Coulomb friction is MuJoCo's frictionloss in franky_sim/assets/fr3.xml (1.137 Nm on
+# joints 1-4, 0.763, 0.44, 0.248 on 5-7); the rig feeds forward 80 % of it, as a lab would of its
+# arm's identified friction.
+SIM_FRICTION_COULOMB_NM = (0.9, 0.9, 0.9, 0.9, 0.6, 0.35, 0.2)
 # A workspace box around that start (the default box's top, 0.5 m, is below it).
 SIM_WORKSPACE = Workspace(pos_min_m=(0.3, -0.3, 0.1), pos_max_m=(0.75, 0.3, 0.65))
 

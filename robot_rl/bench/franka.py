@@ -195,12 +195,18 @@ def bench_mode(mode: str, window_s: float, seed: int, rt_priority: int) -> dict[
 def _bench_mode(mode: str, window_s: float, rt_priority: int) -> dict[str, float]:
     from robot_rl.hardware.franka import FrankaConfig
     from robot_rl.hardware.franka_backend import FrankaBackend
-    from robot_rl.hardware.franka_sim import SIM_HOME_Q_RAD, FrankySim, sim_loop_config
+    from robot_rl.hardware.franka_sim import (
+        SIM_FRICTION_COULOMB_NM,
+        SIM_HOME_Q_RAD,
+        FrankySim,
+        sim_loop_config,
+    )
 
     out: dict[str, float] = {}
     with FrankySim() as sim:
         config = FrankaConfig(robot_ip=sim.ip, control=mode, realtime="ignore",  # type: ignore[arg-type]
-                              home_q_rad=SIM_HOME_Q_RAD, rt_priority=rt_priority)  # fmt: skip
+                              home_q_rad=SIM_HOME_Q_RAD, rt_priority=rt_priority,
+                              friction_coulomb_nm=SIM_FRICTION_COULOMB_NM)  # fmt: skip
         backend = FrankaBackend(config, sim_loop_config())
         backend.start()
         try:

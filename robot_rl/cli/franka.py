@@ -97,10 +97,16 @@ def _rig(args: argparse.Namespace, sim_ip: str | None) -> object:
     from robot_rl.config import ConfigError, load_config
     from robot_rl.hardware.franka import FrankaConfig
     from robot_rl.hardware.franka_backend import FrankaRig
-    from robot_rl.hardware.franka_sim import SIM_HOME_Q_RAD, SIM_WORKSPACE, SimReachBackend
+    from robot_rl.hardware.franka_sim import (
+        SIM_FRICTION_COULOMB_NM,
+        SIM_HOME_Q_RAD,
+        SIM_WORKSPACE,
+        SimReachBackend,
+    )
 
     if sim_ip is not None:  # franky-sim on this machine: no RT kernel, its own start posture
-        franka = FrankaConfig(robot_ip=sim_ip, realtime="ignore", home_q_rad=SIM_HOME_Q_RAD)
+        franka = FrankaConfig(robot_ip=sim_ip, realtime="ignore", home_q_rad=SIM_HOME_Q_RAD,
+                              friction_coulomb_nm=SIM_FRICTION_COULOMB_NM)  # fmt: skip
         rig = FrankaRig(franka, workspace=SIM_WORKSPACE)
         if args.task == "reach":  # the reach task's smaller box; a start pose within 1 cm will do
             reset = dataclasses.replace(rig.reset, settle_pos_m=0.01)

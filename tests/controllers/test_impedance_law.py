@@ -259,3 +259,55 @@ def test_damping_torque_opposes_velocity_and_vanishes_at_rest():
     tau = damping_torque(dq, gains)
     assert (tau * dq < 0).all()
     np.testing.assert_array_equal(damping_torque(np.zeros(7), gains), np.zeros(7))
+
+
+# -- Coulomb friction feedforward ------------------------------------------------------------------
+FRICTION = dataclasses.replace(
+    NO_POSTURE, friction_coulomb_nm=np.array([0.2, 0.35, 0.25, 0.5, 0.3, 0.1, 0.2])
+)
+
+
+@configurations
+def test_friction_feedforward_follows_the_reference_velocity_not_the_measured_one(twin, q):
+    state, model = at(twin, q, dq_rad_s=np.full(7, -0.3))  # measured: moving the other way
+    twist = np.array([0.1, -0.05, 0.02, 0.0, 0.0, 0.0])
+    ref = reference_at(state, twist)
+    # the same law, with and without friction: the difference is the feedforward
+    tau_f = cartesian_impedance_torque(state, model, ref, FRICTION, q) - cartesian_impedance_torque(
+        state, model, ref, NO_POSTURE, q
+    )
+    fc = FRICTION.friction_coulomb_nm
+    assert np.all(np.abs(tau_f) <= fc + 1e-12)  # bounded by the configured Coulomb torques
+    # signed like the joint velocity the reference asks for (Jbar v), wherever that is brisk
+    m_inv = np.linalg.inv(model.mass_matrix)
+    jbar = m_inv @ model.jacobian.T @ np.linalg.inv(model.jacobian @ m_inv @ model.jacobian.T)
+    dq_ref = jbar @ twist
+    brisk = np.abs(dq_ref) > 3 * FRICTION.friction_velocity_rad_s
+    assert brisk.any()
+    np.testing.assert_array_equal(np.sign(tau_f[brisk]), np.sign(dq_ref[brisk]))
+    # at rest the reference asks for nothing: no feedforward, whatever the arm does
+    still = reference_at(state)
+    np.testing.assert_allclose(
+        cartesian_impedance_torque(state, model, still, FRICTION, q),
+        cartesian_impedance_torque(state, model, still, NO_POSTURE, q),
+        atol=1e-12,
+    )
+
+
+@configurations
+def test_the_trackers_friction_wrench_maps_back_to_the_torque_feedforward_at_the_tool(twin, q):
+    from robot_rl.controllers.cartesian_impedance import friction_task_wrench
+
+    state, model = at(twin, q)
+    twist = np.array([0.0, 0.12, -0.03, 0.0, 0.1, 0.0])
+    ref = reference_at(state, twist)
+    tau_f = cartesian_impedance_torque(state, model, ref, FRICTION, q) - cartesian_impedance_torque(
+        state, model, ref, NO_POSTURE, q
+    )
+    wrench = friction_task_wrench(model, twist, FRICTION)
+    # F = Jbar^T tau_f: the part of tau_f that acts at the tool (J^T F is its task projection);
+    # the law regularizes Lambda^-1 by 1e-4, hence the 1 % tolerance
+    m_inv = np.linalg.inv(model.mass_matrix)
+    lam = np.linalg.inv(model.jacobian @ m_inv @ model.jacobian.T)
+    np.testing.assert_allclose(wrench, lam @ model.jacobian @ m_inv @ tau_f, rtol=1e-2, atol=1e-3)
+    np.testing.assert_array_equal(friction_task_wrench(model, twist, NO_POSTURE), np.zeros(6))

@@ -51,6 +51,24 @@ def test_errors_outside_the_band_are_not_integrated_and_the_force_leaks_away():
     assert after[0] == pytest.approx(before * math.exp(-0.5), rel=1e-3)
 
 
+def test_nothing_is_integrated_while_the_reference_moves_and_the_force_fades():
+    config = IntegralConfig(leak_per_s=0.0, rest_speed_m_s=0.005, moving_leak_per_s=2.0)
+    integ = PositionIntegrator(config, PERIOD_S)
+    error = np.array([0.001, 0.0, 0.0])
+    run(integ, error, 0.5)
+    learned = integ.force_n.copy()
+    assert learned[0] > 1.0
+    moving = np.array([0.0, 0.157, 0.0, 0.0, 0.0, 0.0])  # a 5 cm circle at 0.5 Hz
+    for _ in range(500):
+        integ.update(error, moving)
+    # 0.5 s at 2/s: about exp(-1) of it left, though the error is still there
+    np.testing.assert_allclose(integ.force_n, learned * (1 - 2.0 * PERIOD_S) ** 500, rtol=1e-9)
+    learned = integ.force_n.copy()
+    creeping = np.array([0.0, 0.004, 0.0, 0.5, 0.0, 0.0])  # under the rest speed (turning only)
+    integ.update(error, creeping)
+    assert integ.force_n[0] > learned[0]
+
+
 def test_a_non_finite_error_adds_nothing_and_reset_zeroes():
     integ = PositionIntegrator(IntegralConfig(), PERIOD_S)
     run(integ, np.array([0.001, 0.001, 0.001]), 0.5)
@@ -66,7 +84,17 @@ def test_a_zero_gain_turns_it_off():
     np.testing.assert_array_equal(run(integ, np.full(3, 0.001), 1.0), np.zeros(3))
 
 
-@pytest.mark.parametrize("name", ["gain_n_per_m_s", "leak_per_s", "force_max_n", "error_band_m"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "gain_n_per_m_s",
+        "leak_per_s",
+        "force_max_n",
+        "error_band_m",
+        "rest_speed_m_s",
+        "moving_leak_per_s",
+    ],
+)
 @pytest.mark.parametrize("value", [-1.0, math.nan, math.inf])
 def test_bad_gains_are_refused_naming_the_field(name, value):
     with pytest.raises(ValueError, match=f"IntegralConfig.{name}="):
