@@ -21,9 +21,10 @@ from tests.netutil import PLAIN, loopback_endpoints
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
-def test_franky_sim_state_carries_a_finite_external_wrench() -> None:
+@pytest.mark.parametrize("mode", ["torque", "tracker"])
+def test_franky_sim_state_carries_a_finite_external_wrench(mode: str) -> None:
     with FrankySim() as sim:
-        config = FrankaConfig(robot_ip=sim.ip, control="torque", realtime="ignore",
+        config = FrankaConfig(robot_ip=sim.ip, control=mode, realtime="ignore",
                               home_q_rad=SIM_HOME_Q_RAD)  # fmt: skip
         backend = FrankaBackend(config, sim_loop_config())
         backend.start()
