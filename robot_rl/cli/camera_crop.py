@@ -318,7 +318,8 @@ def edit_crops(text: str, camera_id: str, box: Box) -> tuple[str, list[str]]:
             raise CliError(f"{CROPS_KEY}: is written inline ({inline}); write it as a block "
                            f"(one '  ID: [X, Y, W, H]' line per camera) and run again")  # fmt: skip
         if inline == "{}":
-            lines[start] = f"{CROPS_KEY}:\n"
+            comment = rest.partition("#")[2].rstrip("\n")
+            lines[start] = f"{CROPS_KEY}:" + (f"  #{comment}" if comment else "") + "\n"
         end = start + 1
         while end < len(lines) and (lines[end][:1] in (" ", "\t") or not lines[end].strip()):
             end += 1

@@ -163,6 +163,8 @@ def test_the_yaml_edit_keeps_other_cameras_and_refuses_what_it_cannot_edit() -> 
     assert "  wrist: [5, 6, 7, 8]  # keep\n" in edited
     assert edit_crops("camera_crops: {}\n", "front", (1, 2, 3, 4))[0] == (
         "camera_crops:\n  front: [1, 2, 3, 4]\n")  # fmt: skip
+    assert edit_crops("camera_crops: {}  # none yet\n", "front", (1, 2, 3, 4))[0] == (
+        "camera_crops:  # none yet\n  front: [1, 2, 3, 4]\n")  # fmt: skip
     with pytest.raises(CliError, match="inline"):
         edit_crops("camera_crops: {wrist: [0, 0, 1, 1]}\n", "front", (1, 2, 3, 4))
 
