@@ -4,6 +4,7 @@ For each control mode (``torque``, ``tracker``) a fresh franky-sim (a MuJoCo FR3
 libfranka protocol, in its own process on its own loopback address) and a ``FrankaBackend`` run:
 1. static: a target 3 cm from the start, streamed unchanged at 20 Hz; the position error is
    averaged over the last second of a 3 s settle;
+   ``<mode>_integral_force_n_static`` is the force the integral term holds at its end;
 2. circle: a horizontal circle (radius 5 cm, 0.5 Hz) streamed at 20 Hz as Hermite targets (point
    plus circle velocity as twist feedforward); one warm-up revolution, then measured ones. Two
    errors, sampled at 100 Hz: *path* (distance from the TCP to the circle, what a task sees) and
@@ -218,6 +219,9 @@ def _bench_mode(mode: str, window_s: float, rt_priority: int) -> dict[str, float
             goal = home + np.array([0.03, 0.0, 0.0])
             static = hold_and_measure(backend, goal, quat, 4.0, 1.0, clock)
             out[f"{mode}_static_error_mm"] = float(static.mean() * 1e3)
+            # what the integral term holds at the end of the settle (N, norm): the static force
+            # the impedance spring alone would have left as error (K * error)
+            out[f"{mode}_integral_force_n_static"] = float(np.linalg.norm(backend.integral_force_n))
             lat = np.asarray(backend.timing.latencies_s)
             out[f"{mode}_target_to_applied_ms_p99"] = float(np.percentile(lat, 99) * 1e3)
             intervals = _intervals_ms(backend.timing.stamps())
@@ -241,6 +245,10 @@ def _bench_mode(mode: str, window_s: float, rt_priority: int) -> dict[str, float
             if mode == "torque":
                 idle = _quiet_window(backend, window_s, home, quat)
                 out["torque_missed_period_fraction_idle"] = missed_period_fraction(idle)
+                # the loop's own computation per tick (reference, law, safety), same window
+                compute = backend.loop.telemetry.column("compute_us")[-len(idle) :]
+                out["torque_compute_us_p50_idle"] = float(np.percentile(compute, 50))
+                out["torque_compute_us_p99_idle"] = float(np.percentile(compute, 99))
                 out["host_load_avg_1m_idle_window"] = os.getloadavg()[0]
                 learner = subprocess.Popen(
                     [sys.executable, "-c", _LEARNER_SCRIPT, str(window_s + 5)],
@@ -278,6 +286,16 @@ def run_franka_bench(seed: int = 0, quick: bool = False, rt_priority: int = 80) 
     }
     for mode in ("torque", "tracker"):
         results.update(bench_mode(mode, window_s, seed, rt_priority))
+    from robot_rl.controllers.loop import LoopConfig
+    from robot_rl.hardware.franka_sim import SIM_FRICTION_COULOMB_NM
+
+    loop = LoopConfig()  # the gains both modes ran with (the sim's box aside)
+    results["cartesian_stiffness_n_per_m"] = float(loop.cartesian_gains.stiffness[0])
+    results["cartesian_stiffness_nm_per_rad"] = float(loop.cartesian_gains.stiffness[3])
+    results["cartesian_damping_ratio"] = float(loop.cartesian_gains.damping_ratio[0])
+    results["integral_gain_n_per_m_s"] = loop.integral.gain_n_per_m_s
+    results["integral_force_max_n"] = loop.integral.force_max_n
+    results["friction_coulomb_nm_max"] = max(SIM_FRICTION_COULOMB_NM)
     results["target_torque_missed_fraction_idle_max"] = 0.001
     results["target_circle_error_mm_mean_max"] = 2.0
     results["target_watchdog_hold_wall_ms_max"] = 110.0

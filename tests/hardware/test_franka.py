@@ -162,6 +162,10 @@ def test_fr3_and_panda_joint_ranges_differ_as_their_datasheets_say():
         ({"signal_timeout_s": 0.5}, "signal_timeout_s"),
         ({"max_delta_tau_nm": 2.0}, "max_delta_tau_nm"),
         ({"tracker_period_s": 0.05}, "tracker_period_s"),
+        ({"friction_coulomb_nm": (0.2,) * 6}, "friction_coulomb_nm"),
+        ({"friction_coulomb_nm": (0.2, 0.2, 0.2, 5.0, 0.2, 0.2, 0.2)}, "friction_coulomb_nm"),
+        ({"friction_coulomb_nm": (0.2, 0.2, 0.2, -0.1, 0.2, 0.2, 0.2)}, "friction_coulomb_nm"),
+        ({"friction_coulomb_nm": (0.2, 0.2, 0.2, float("nan"), 0.2, 0.2, 0.2)}, "friction_coulomb"),
     ],
 )
 def test_bad_config_values_are_refused_by_name(fields, match):
@@ -319,3 +323,15 @@ def test_connect_gives_the_calling_thread_its_scheduling_back():
     worker.start()
     worker.join(5.0)
     assert seen["after"] == seen["before"]
+
+
+def test_the_rigs_friction_reaches_the_cartesian_law_and_zero_turns_it_off():
+    from robot_rl.hardware.franka_backend import FrankaBackend
+
+    fc = (0.1, 0.2, 0.3, 0.4, 0.3, 0.2, 0.1)
+    config = FrankaConfig(robot_ip="10.0.0.2", friction_coulomb_nm=fc)
+    backend = FrankaBackend(config, franky_module=_fake_franky())
+    np.testing.assert_array_equal(backend.loop_config.cartesian_gains.friction_coulomb_nm, fc)
+    assert backend._tfriction  # tracker mode moves its target by the same feedforward
+    off = FrankaConfig(robot_ip="10.0.0.2", friction_coulomb_nm=(0.0,) * 7)
+    assert not FrankaBackend(off, franky_module=_fake_franky())._tfriction

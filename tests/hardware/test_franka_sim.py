@@ -25,7 +25,12 @@ from robot_rl.controllers.targets import CartesianTarget, InvalidTargetError
 from robot_rl.controllers.watchdog import ControlMode
 from robot_rl.hardware.franka import FrankaConfig, FrankaError
 from robot_rl.hardware.franka_backend import FrankaBackend
-from robot_rl.hardware.franka_sim import SIM_HOME_Q_RAD, FrankySim, sim_loop_config
+from robot_rl.hardware.franka_sim import (
+    SIM_FRICTION_COULOMB_NM,
+    SIM_HOME_Q_RAD,
+    FrankySim,
+    sim_loop_config,
+)
 
 from robot_rl.bench.franka import (
     CIRCLE_RADIUS_M,
@@ -46,8 +51,10 @@ SETTLE_M = 5e-3
 def _config(ip: str, mode: str) -> FrankaConfig:
     # As on a rig: the control loop asks for SCHED_FIFO (granted where the user may); franky-sim
     # gets it too (FrankySim), as the arm it stands in for is hard real time.
+    # The sim rig's friction feedforward: 80 % of the simulator's joint friction.
     return FrankaConfig(robot_ip=ip, control=mode, realtime="ignore",  # type: ignore[arg-type]
-                        home_q_rad=SIM_HOME_Q_RAD)  # fmt: skip
+                        home_q_rad=SIM_HOME_Q_RAD,
+                        friction_coulomb_nm=SIM_FRICTION_COULOMB_NM)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
