@@ -1,14 +1,20 @@
 """``robot-rl bench console``: how fast the operator sees the arm and the arm obeys the operator.
 
-Everything runs on loopback, as a sim session would: the twin behind a robot server (its own
-thread), a ``RemoteEnv`` paced at 10 Hz with the operator as its intervener, the console server,
-the twin's camera publisher (``robot-rl cameras publish-twin``, its own process: two 128x128
-cameras over ZMQ at ~10 Hz) forwarded into the console, and a headless Chromium (Selenium,
-Debian's chromium + chromedriver) with the console page open.
+Everything runs on loopback, as a sim session would: the twin behind a robot server (``robot-rl
+robot-server``, its own process, as ``session start`` runs it), a ``RemoteEnv`` paced at 10 Hz
+with the operator as its intervener, the console server, the cameras of that twin (``robot-rl
+cameras mirror-twin``, its own process: a render-only mirror of the served arm, two 128x128
+cameras over ZMQ at ``CAMERA_FPS``, each frame sent as soon as it is rendered) forwarded into
+the console, and a headless Chromium (Selenium, Debian's chromium + chromedriver) with the
+console page open.
 
-- ``stream_latency_ms_p95``: from a frame's capture (the render finishing, in the publisher) to
-  the page showing it, measured by the page (``Date.now()`` minus the frame's capture stamp; same
-  machine clock): the camera stream, the console's JPEG encoding, the websocket and the decode.
+- ``stream_latency_ms_p95``: from a frame's capture (the twin's state it renders; the stamp is
+  taken before the render, as a camera stamps its exposure) to the page showing it, measured by
+  the page (``Date.now()`` minus the frame's capture stamp; same machine clock): the render, the
+  camera stream, the console's JPEG encoding, the websocket and the decode. Where it goes:
+  ``stream_arrived_ms_*`` (capture to arrival in the console's process: the render and ZMQ),
+  ``stream_encoded_ms_*`` (to JPEG encoded in the console) and ``stream_sent_ms_*`` (to written
+  on the page's websocket); the rest is the browser's decode and display.
 - ``takeover_latency_ms_p95``: from the key press on the page (its ``Date.now()`` at keydown) to
   the robot client sending the first target of the operator's action. The press of "t" (take
   over) is repeated ``presses`` times, with "h" (hand back) and a random pause between.
@@ -17,8 +23,8 @@ Debian's chromium + chromedriver) with the console page open.
   camera streams reach the page through the console's forwarder, not the policy loop, so it must
   stay near its running figure (``frame_age_ms_running_p95``, sampled the same way in the same
   run just before the pause; ``frame_age_paused_ratio_vs_running`` compares the two). The
-  publisher's frame period (~100 ms) is its floor: the mean age is about half of it plus the
-  stream latency.
+  publisher's frame period (``camera_period_ms``) sets its floor: the age runs from the stream
+  latency up to the latency plus one period.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+CAMERA_FPS = 15.0  # the twin publisher's rate: the console's max_fps (real cameras: 15-30 fps)
 
 def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | str]:
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
@@ -44,14 +51,11 @@ def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | s
     from robot_rl.console.server import ConsoleConfig
     from robot_rl.envs.remote_env import RemoteEnv
     from robot_rl.envs.twin_env import TwinEnvConfig
-    from robot_rl.sim.scene import SceneConfig, TwinScene
     from robot_rl.teleop_command import TeleopConfig
     from robot_rl.transport.camera_stream import CameraSubscriber
     from robot_rl.transport.robot_server import (
         RobotClient,
         RobotEndpoints,
-        RobotServer,
-        SceneBackend,
     )
     from robot_rl.transport.security import SecurityConfig
 
@@ -60,11 +64,19 @@ def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | s
     ports = [_free_port() for _ in range(2)]
     endpoints = RobotEndpoints(f"tcp://127.0.0.1:{ports[0]}", f"tcp://127.0.0.1:{ports[1]}")
     security = SecurityConfig(plaintext=True)
-    robot_scene = TwinScene(SceneConfig(task="reach", cameras=()))
-    server = RobotServer(SceneBackend(robot_scene), endpoints, security)
-    server.start()
+    server = subprocess.Popen(  # its own process, as in a session: its 1 kHz loop keeps its GIL
+        [sys.executable, "-m", "robot_rl", "robot-server", "--task", "reach", "--plaintext",
+         "--commands", endpoints.commands, "--state", endpoints.state],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     client = RobotClient(endpoints, security)
-    env = RemoteEnv(TwinEnvConfig(task="reach", obs="state"), client)
+    try:
+        client.latest(timeout_s=60.0)
+        env = RemoteEnv(TwinEnvConfig(task="reach", obs="state"), client)
+    except BaseException:
+        client.close()
+        _end(server)
+        raise
     teleop = TeleopConfig(device="console")
     setup = operator_setup(env, ConsoleConfig(enabled=True, port=0), teleop, None,
                            ["front", "wrist"])  # fmt: skip
@@ -82,9 +94,10 @@ def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | s
     client.send_target = timed_send  # type: ignore[method-assign]
     stop = threading.Event()
     camera_port = _free_port()
-    publisher = subprocess.Popen(
-        [sys.executable, "-m", "robot_rl", "cameras", "publish-twin", "--task", "reach",
-         "--plaintext", "--endpoint", f"tcp://127.0.0.1:{camera_port}"],
+    publisher = subprocess.Popen(  # the robot server's twin, seen by a render-only mirror
+        [sys.executable, "-m", "robot_rl", "cameras", "mirror-twin", "--task", "reach",
+         "--plaintext", "--commands", endpoints.commands, "--state", endpoints.state,
+         "--endpoint", f"tcp://127.0.0.1:{camera_port}", "--fps", str(CAMERA_FPS)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     subscriber = CameraSubscriber([f"tcp://127.0.0.1:{camera_port}"], security, ["front", "wrist"])
@@ -124,13 +137,11 @@ def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | s
         browser.quit()
         for thread in threads:
             thread.join(timeout=5)
-        publisher.terminate()
-        publisher.wait(10)
+        _end(publisher)
         subscriber.close()
         setup.close()
         env.close()
-        server.stop()
-        robot_scene.close()
+        _end(server)
     return {
         "stream_latency_ms_p95": float(np.percentile(stream, 95)),
         "stream_latency_ms_p50": float(np.percentile(stream, 50)),
@@ -143,11 +154,27 @@ def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | s
         ),
         "frame_age_samples": len(ages_paused),
         "frames_shown_while_paused": int(shown_paused),
+        "stream_arrived_ms_p95": float(np.percentile(list(forwarder.arrival_ms), 95)),
+        "stream_arrived_ms_p50": float(np.percentile(list(forwarder.arrival_ms), 50)),
+        "stream_encoded_ms_p95": float(np.percentile(list(hub.encoded_ms), 95)),
+        "stream_sent_ms_p95": float(np.percentile(list(hub.sent_ms), 95)),
+        "stream_encoded_ms_p50": float(np.percentile(list(hub.encoded_ms), 50)),
+        "stream_sent_ms_p50": float(np.percentile(list(hub.sent_ms), 50)),
         "frames_measured": len(stream),
         "takeovers_measured": len(takeover_ms),
         "policy_period_ms": 100.0,
+        "camera_period_ms": 1000.0 / CAMERA_FPS,
         "seed": seed,
     }
+
+
+def _end(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
 
 
 def _act(env: Any, bridge: Any, stop: threading.Event) -> None:

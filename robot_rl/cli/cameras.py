@@ -30,6 +30,8 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     _add_stream_flags(twin, DEFAULT_ENDPOINTS.cameras)
     twin.add_argument("--size", type=int, default=128, help="square image side (default 128)")
     twin.add_argument("--jpeg", type=int, help="JPEG quality 1-100 (default raw frames)")
+    twin.add_argument("--fps", type=float, default=0.0,
+                      help="rounds per second at most (default 0: as fast as the twin renders)")
     twin.set_defaults(handler=run_publish_twin)
 
     mirror = actions.add_parser(
@@ -99,9 +101,11 @@ def run_publish_twin(args: argparse.Namespace) -> int:
     from robot_rl.transport.camera_sources import TwinExpertFrames
 
     check_task(args.task)
+    if not args.fps >= 0:
+        raise CliError(f"--fps {args.fps}; expected >= 0 (0: as fast as the twin renders)")
     publisher = _publisher(args, args.jpeg)
     return _serve(args, TwinExpertFrames(args.task, args.size), publisher,
-                  f" of the {args.task} twin")  # fmt: skip
+                  f" of the {args.task} twin", 1.0 / args.fps if args.fps else 0.0)  # fmt: skip
 
 
 def run_mirror_twin(args: argparse.Namespace) -> int:

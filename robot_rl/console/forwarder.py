@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -42,6 +43,9 @@ class CameraForwarder:
     def __init__(self, source: FrameSource, hub: ConsoleHub, poll_s: float = 0.005) -> None:
         self.source, self.hub, self.poll_s = source, hub, poll_s
         self.forwarded = 0  # frames handed to the hub
+        # ms from capture to arrival (``received_wall_s``, where the source gives it): the
+        # camera's own latency (a twin's render) and the stream's, before the console's part
+        self.arrival_ms: deque[float] = deque(maxlen=10_000)
         self.bad_frames = 0  # frames that raised (logged, skipped)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -76,6 +80,9 @@ class CameraForwarder:
                     seen[camera] = seq
                     image = np.asarray(received.frame.image)
                     self.hub.publish_frames({camera: image}, float(received.capture_wall_s))
+                    arrived = getattr(received, "received_wall_s", None)
+                    if isinstance(arrived, float):
+                        self.arrival_ms.append((arrived - received.capture_wall_s) * 1e3)
                     self.forwarded += 1
                     fresh += 1
                 except Exception as exc:  # one bad frame must not end the stream

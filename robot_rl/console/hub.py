@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,6 +145,9 @@ class ConsoleHub:
         self._timeline = _Timeline()
         self.marks: deque[dict[str, Any]] = deque(maxlen=MAX_MARKS)  # the console's mark log
         self.stream_latency_ms: deque[float] = deque(maxlen=10_000)  # reported by pages
+        # Where a frame's latency goes (ms from capture): JPEG encoded here, written to a page.
+        self.encoded_ms: deque[float] = deque(maxlen=10_000)
+        self.sent_ms: deque[float] = deque(maxlen=10_000)
         self.frames_published = 0
         self.frames_skipped = 0  # malformed frames (wrong dtype or shape, failed encoding)
         self.refused = 0  # controls refused (locked, marked twice, too many pending)
@@ -152,6 +156,7 @@ class ConsoleHub:
         self._wake_seq = 0  # bumps on operator input (wakes ``wait``)
         self._pad_active = False
         self._listeners: list[Any] = []  # called on operator input (e.g. cut a paced step short)
+        self._frame_listeners: list[Callable[[], None]] = []  # called on each new frame
 
     # -- actor side ---------------------------------------------------------------------------
     def publish_frames(self, frames: dict[str, np.ndarray], stamp_s: float | None = None) -> int:
@@ -180,14 +185,31 @@ class ConsoleHub:
             if not ok:
                 self.frames_skipped += 1
                 continue
+            self.encoded_ms.append((time.time() - stamp_s) * 1e3)
             with self._lock:
                 self._seq += 1
                 self._frames[camera] = EncodedFrame(camera, self._seq, stamp_s, jpeg.tobytes())
                 self.frames_published += 1
                 self.version += 1
                 self._lock.notify_all()
+                listeners = list(self._frame_listeners)
+            for listener in listeners:  # the server's push loops: send it now, not at a poll
+                try:
+                    listener()
+                except Exception:  # a page's closed event loop must not stop the stream
+                    log.debug("console: a frame listener failed", exc_info=True)
             encoded += 1
         return encoded
+
+    def add_frame_listener(self, listener: Callable[[], None]) -> None:
+        """``listener()`` runs (on the publishing thread) after each new frame; keep it short."""
+        with self._lock:
+            self._frame_listeners.append(listener)
+
+    def remove_frame_listener(self, listener: Callable[[], None]) -> None:
+        with self._lock:
+            if listener in self._frame_listeners:
+                self._frame_listeners.remove(listener)
 
     def update(self, **fields: Any) -> None:
         """Merge fields into the state the page shows (numbers, strings, lists of numbers).

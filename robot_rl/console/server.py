@@ -25,6 +25,7 @@ Security, on loopback too (a web page from anywhere can reach loopback through t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -34,6 +35,7 @@ import re
 import secrets
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -360,19 +362,30 @@ class ConsoleServer:
         return {"type": "error", "error": why[:300]}
 
     async def _push(self, ws: Any) -> None:
+        """Each new frame as soon as the hub has it (the hub pokes this loop from the encoding
+        thread: no polling thread between them), and the state every 1 / ``state_hz``."""
         loop = asyncio.get_running_loop()
         seen: dict[str, int] = {}
         period = 1.0 / self.config.state_hz
         next_state = 0.0
-        version = -1
+        fresh = asyncio.Event()
+
+        def poke() -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(fresh.set)
+
+        self.hub.add_frame_listener(poke)
         try:
             while not ws.closed:
-                version = await loop.run_in_executor(None, self.hub.wait_change, version, period)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(fresh.wait(), max(0.0, next_state - loop.time()))
+                fresh.clear()
                 for frame in self.hub.frames_since(seen):
                     seen[frame.camera] = frame.seq
                     header = json.dumps({"camera": frame.camera, "seq": frame.seq,
                                          "stamp_ms": frame.stamp_s * 1e3}).encode()  # fmt: skip
                     await ws.send_bytes(len(header).to_bytes(2, "big") + header + frame.jpeg)
+                    self.hub.sent_ms.append((time.time() - frame.stamp_s) * 1e3)
                 if loop.time() >= next_state:
                     next_state = loop.time() + period
                     state = self.hub.snapshot()
@@ -380,6 +393,8 @@ class ConsoleServer:
                     await ws.send_json({"type": "state", **state})
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
             return
+        finally:
+            self.hub.remove_frame_listener(poke)
 
 
 def _finite(value: Any, field: str) -> float:

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
 from robot_rl.interfaces import Frame
@@ -28,9 +28,11 @@ log = logging.getLogger(__name__)
 
 
 class FrameSource(Protocol):
-    """Frames for a publisher; ``next_frames`` may block until they are ready, or return none."""
+    """Frames for a publisher; ``next_frames`` may block until they are ready, or give none. A
+    source that renders its cameras one after another yields each frame as it is ready, so the
+    publisher sends it at once (a frame never waits for the next camera's render)."""
 
-    def next_frames(self) -> list[Frame]: ...
+    def next_frames(self) -> Iterable[Frame]: ...
 
     def close(self) -> None: ...
 
@@ -76,7 +78,7 @@ class TwinExpertFrames:
         self._seed = 0
         self._expert = self.scene.task.expert()
 
-    def next_frames(self) -> list[Frame]:
+    def next_frames(self) -> Iterator[Frame]:
         scene = self.scene
         action = self._expert.act(scene.twin)
         if scene.step(action.target, action.gripper).success or (
@@ -85,10 +87,12 @@ class TwinExpertFrames:
             self._seed += 1
             scene.reset(self._seed)
             self._expert = scene.task.expert()
-            return []
-        # The twin stamps frames with sim time; the wire carries host time.
-        stamp_s = time.monotonic()
-        return [dataclasses.replace(f, stamp_s=stamp_s) for f in scene.render().values()]
+            return
+        # The twin stamps frames with sim time; the wire carries host time: each camera's is
+        # taken as its render starts (a camera's exposure), and the frame goes out when done.
+        for camera in scene.cameras.values():
+            stamp_s = time.monotonic()
+            yield dataclasses.replace(camera.read(), stamp_s=stamp_s)
 
     def close(self) -> None:
         self.scene.close()
@@ -106,21 +110,21 @@ class MirrorFrames:
         self.state_timeout_s = state_timeout_s
         self._seq = 0
 
-    def next_frames(self) -> list[Frame]:
-        """ValueError if the server publishes no body poses (it runs no twin)."""
+    def next_frames(self) -> Iterator[Frame]:
+        """Each camera's frame as it is rendered, stamped when its render starts (see
+        ``FrameSource``). ValueError if the server publishes no body poses (it runs no twin)."""
         try:
             remote = self.client.latest(timeout_s=self.state_timeout_s)
         except TimeoutError:
             log.warning("cameras: no state from the robot server yet")
-            return []
+            return
         if remote.bodies is None:
             raise ValueError("the robot server sends no body poses: it is not a twin")
         self.mirror.update(remote.state.q_rad, remote.state.gripper_width_m, remote.bodies)
-        stamp_s = time.monotonic()
-        frames = [Frame(image, stamp_s, self._seq, name)
-                  for name, image in self.mirror.render().items()]  # fmt: skip
         self._seq += 1
-        return frames
+        for name, camera in self.mirror.scene.cameras.items():
+            stamp_s = time.monotonic()
+            yield Frame(camera.read().image, stamp_s, self._seq - 1, name)
 
     def close(self) -> None:
         self.mirror.close()

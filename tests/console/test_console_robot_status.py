@@ -139,23 +139,28 @@ def test_the_in_process_twin_reports_mode_stop_loop_and_warnings() -> None:
 def test_a_robot_server_sends_its_loop_rate_and_warnings_and_the_client_sees_a_stop() -> None:
     with served_twin("reach") as (server, client):
         backend = RobotClientBackend(TwinEnvConfig(task="reach", obs="state"), client)
-        deadline = time.monotonic() + 10
-        while "loop_hz" not in client.latest().meta and time.monotonic() < deadline:
-            time.sleep(0.02)
-        fields = robot_fields(backend.robot_status())
+
+        def fields_when(condition: Any, timeout_s: float = 30.0) -> dict[str, Any]:
+            """The newest fields once ``condition`` holds (a loaded machine may starve the
+            state stream for a while: then the fields say fault, and the wait goes on)."""
+            deadline = time.monotonic() + timeout_s
+            fields = robot_fields(backend.robot_status())
+            while not condition(fields) and time.monotonic() < deadline:
+                time.sleep(0.02)
+                fields = robot_fields(backend.robot_status())
+            return fields
+
+        # nobody sends targets: the watchdog holds after 100 ms, damps after 500 ms
+        fields = fields_when(lambda f: "robot_loop_hz" in f and f.get("robot_mode") == "damp")
+        assert fields["robot_mode"] == "damp"
         # the server thread's measured rate, against its nominal 1 kHz (any machine speed)
         assert fields["robot_loop_hz_target"] == 1000.0 and fields["robot_loop_hz"] > 0
-        assert fields["robot_mode"] in ("hold", "damp")  # nobody sends targets
         assert len(fields["tcp_pos_m"]) == 3 and fields["gripper_width_m"] > 0
         pose = client.latest().state
         client.send_target(CartesianTarget(np.array([np.nan, 0.0, 0.3]), pose.ee_quat_xyzw))
-        while not any("rejected" in w for w in robot_fields(backend.robot_status())
-                      ["robot_warnings"]) and time.monotonic() < deadline:  # fmt: skip
-            time.sleep(0.02)
-        assert any("rejected" in w for w in robot_fields(backend.robot_status())["robot_warnings"])
+        fields = fields_when(lambda f: any("rejected" in w for w in f["robot_warnings"]))
+        assert any("rejected" in w for w in fields["robot_warnings"])
         client.software_stop(True)
-        seq = client.latest().seq
-        client.latest(timeout_s=5.0, newer_than_seq=seq)
-        assert robot_fields(backend.robot_status())["robot_mode"] == "stopped"
+        assert fields_when(lambda f: f.get("robot_mode") == "stopped")["robot_mode"] == "stopped"
         client.software_stop(False)
     assert server.warnings.total >= 1
