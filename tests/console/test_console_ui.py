@@ -252,3 +252,53 @@ def test_at_800x600_stop_and_the_control_state_stay_on_screen(demo, browser) -> 
         assert inside("control") and inside("mode")
         for name in ("take_over", "hand_back", "mark_success", "pause", "clear_stop"):
             assert inside(None, f'button[data-control="{name}"]'), name
+
+
+def test_the_twin_shows_its_mode_loop_and_warnings_and_stays_live_while_paused(
+    demo, browser
+) -> None:
+    import logging
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    open_page(browser, demo.url)
+    mode = browser.find_element(By.ID, "mode")
+    wait_for(lambda: mode.text == "robot active", what="the twin's mode")
+    loop = browser.find_element(By.ID, "h_loop")
+    wait_for(lambda: "lockstep" in loop.text and "ok" in loop.get_attribute("class"),
+             what="the loop rate")  # fmt: skip
+    body = browser.find_element(By.TAG_NAME, "body")
+    body.send_keys("p")  # the actor loop holds: only the status forwarder reports now
+    wait_for(lambda: demo.setup.bridge.paused and demo.setup.bridge.holds >= 2, what="holding")
+    steps = demo.steps
+    logging.getLogger("robot_rl.controllers.loop").warning("joint 4 close to its limit")
+    warnings = browser.find_element(By.ID, "warnings")
+    wait_for(lambda: "joint 4 close to its limit" in warnings.text, what="the warning")
+    body.send_keys(Keys.ESCAPE)  # the operator's software stop, with the loop paused
+    wait_for(lambda: mode.text == "robot stopped", what="the stopped mode")
+    assert "stopped" in browser.find_element(By.ID, "watchdog").text
+    assert "SOFTWARE STOP" in browser.find_element(By.ID, "banner").text
+    assert demo.steps == steps  # all of it arrived while the policy loop did not step
+    browser.find_element(By.CSS_SELECTOR, 'button[data-control="clear_stop"]').click()
+    wait_for(lambda: mode.text == "robot active", what="the mode after clearing the stop")
+
+
+def test_a_robot_fault_fills_the_banner_and_the_badge_agrees(bare, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    from robot_rl.console.robot_status import robot_fields
+
+    server, hub, _ = bare
+    open_page(browser, server.url)
+    hub.update(**robot_fields({"mode": 0, "loop_hz": 998.0, "loop_hz_target": 1000.0}))
+    loop = browser.find_element(By.ID, "h_loop")
+    wait_for(lambda: "998 Hz of 1000 Hz" in loop.text, what="the loop rate")
+    hub.update(**robot_fields({"mode": 0, "loop_hz": 700.0, "loop_hz_target": 1000.0}))
+    wait_for(lambda: "bad" in loop.get_attribute("class"), what="a slow loop marked bad")
+    hub.update(**robot_fields({"mode": 3, "fault_text": "reflex: joint 4 torque limit",
+                               "connected": True, "loop_hz": 0.0}))  # fmt: skip
+    banner = browser.find_element(By.ID, "banner")
+    wait_for(lambda: "ROBOT FAULT: reflex: joint 4 torque limit" in banner.text, what="fault")
+    assert browser.find_element(By.ID, "control").text.startswith("FAULT")
+    assert "robot fault: reflex" in browser.find_element(By.ID, "warnings").text
