@@ -29,6 +29,7 @@ console page open.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,7 @@ from typing import Any
 import numpy as np
 
 CAMERA_FPS = 15.0  # the twin publisher's rate: the console's max_fps (real cameras: 15-30 fps)
+
 
 def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | str]:
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
@@ -64,52 +66,48 @@ def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | s
     ports = [_free_port() for _ in range(2)]
     endpoints = RobotEndpoints(f"tcp://127.0.0.1:{ports[0]}", f"tcp://127.0.0.1:{ports[1]}")
     security = SecurityConfig(plaintext=True)
-    server = subprocess.Popen(  # its own process, as in a session: its 1 kHz loop keeps its GIL
-        [sys.executable, "-m", "robot_rl", "robot-server", "--task", "reach", "--plaintext",
-         "--commands", endpoints.commands, "--state", endpoints.state],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = RobotClient(endpoints, security)
-    try:
+    with contextlib.ExitStack() as stack:  # whatever started is ended, also on an error
+        _start([sys.executable, "-m", "robot_rl", "robot-server", "--task", "reach",
+                "--plaintext", "--commands", endpoints.commands, "--state", endpoints.state],
+               stack)  # its own process, as in a session: its 1 kHz loop, its GIL  # fmt: skip
+        client = RobotClient(endpoints, security)
+        stack.callback(client.close)
         client.latest(timeout_s=60.0)
         env = RemoteEnv(TwinEnvConfig(task="reach", obs="state"), client)
-    except BaseException:
-        client.close()
-        _end(server)
-        raise
-    teleop = TeleopConfig(device="console")
-    setup = operator_setup(env, ConsoleConfig(enabled=True, port=0), teleop, None,
-                           ["front", "wrist"])  # fmt: skip
-    bridge, hub = setup.bridge, setup.hub
-    assert bridge is not None and hub is not None and setup.server is not None
-    takeover_ms: list[float] = []
-    send_target = client.send_target
+        stack.callback(env.close)
+        teleop = TeleopConfig(device="console")
+        setup = operator_setup(env, ConsoleConfig(enabled=True, port=0), teleop, None,
+                               ["front", "wrist"])  # fmt: skip
+        stack.callback(setup.close)
+        bridge, hub = setup.bridge, setup.hub
+        assert bridge is not None and hub is not None and setup.server is not None
+        takeover_ms: list[float] = []
+        send_target = client.send_target
 
-    def timed_send(target: Any, gripper: Any) -> None:
-        send_target(target, gripper)
-        if bridge.takeover_page_ms is not None and bridge.operator.in_control:
-            takeover_ms.append(time.time() * 1e3 - bridge.takeover_page_ms)
-            bridge.takeover_page_ms = None
+        def timed_send(target: Any, gripper: Any) -> None:
+            send_target(target, gripper)
+            if bridge.takeover_page_ms is not None and bridge.operator.in_control:
+                takeover_ms.append(time.time() * 1e3 - bridge.takeover_page_ms)
+                bridge.takeover_page_ms = None
 
-    client.send_target = timed_send  # type: ignore[method-assign]
-    stop = threading.Event()
-    camera_port = _free_port()
-    publisher = subprocess.Popen(  # the robot server's twin, seen by a render-only mirror
-        [sys.executable, "-m", "robot_rl", "cameras", "mirror-twin", "--task", "reach",
-         "--plaintext", "--commands", endpoints.commands, "--state", endpoints.state,
-         "--endpoint", f"tcp://127.0.0.1:{camera_port}", "--fps", str(CAMERA_FPS)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    subscriber = CameraSubscriber([f"tcp://127.0.0.1:{camera_port}"], security, ["front", "wrist"])
-    threads = [threading.Thread(target=_act, args=(setup.env, bridge, stop), daemon=True)]
-    for thread in threads:
-        thread.start()
-    forwarder = CameraForwarder(subscriber, hub).start()
-    ages_running: list[float] = []
-    ages_paused: list[float] = []
-    shown_paused = 0
-    browser = _browser(chromium, driver_path)
-    try:
+        client.send_target = timed_send  # type: ignore[method-assign]
+        camera_port = _free_port()
+        _start([sys.executable, "-m", "robot_rl", "cameras", "mirror-twin", "--task", "reach",
+                "--plaintext", "--commands", endpoints.commands, "--state", endpoints.state,
+                "--endpoint", f"tcp://127.0.0.1:{camera_port}", "--fps", str(CAMERA_FPS)],
+               stack)  # the robot server's twin, seen by a render-only mirror  # fmt: skip
+        subscriber = CameraSubscriber([f"tcp://127.0.0.1:{camera_port}"], security,
+                                      ["front", "wrist"])  # fmt: skip
+        stack.callback(subscriber.close)
+        stop = threading.Event()
+        actor = threading.Thread(target=_act, args=(setup.env, bridge, stop), daemon=True)
+        actor.start()
+        stack.callback(actor.join, 5)
+        stack.callback(stop.set)
+        forwarder = CameraForwarder(subscriber, hub).start()
+        stack.callback(forwarder.stop)
+        browser = _browser(chromium, driver_path)
+        stack.callback(browser.quit)
         browser.get(setup.server.url)
         _wait(lambda: browser.execute_script("return window.consoleStats.frames") >= 5, 30)
         from selenium.webdriver.common.by import By
@@ -131,17 +129,6 @@ def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | s
         ages_paused = _frame_ages(browser, samples, rng)
         shown_paused = browser.execute_script("return window.consoleStats.frames") - shown_before
         body.send_keys("u")
-    finally:
-        stop.set()
-        forwarder.stop()
-        browser.quit()
-        for thread in threads:
-            thread.join(timeout=5)
-        _end(publisher)
-        subscriber.close()
-        setup.close()
-        env.close()
-        _end(server)
     return {
         "stream_latency_ms_p95": float(np.percentile(stream, 95)),
         "stream_latency_ms_p50": float(np.percentile(stream, 50)),
@@ -166,6 +153,13 @@ def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | s
         "camera_period_ms": 1000.0 / CAMERA_FPS,
         "seed": seed,
     }
+
+
+def _start(argv: list[str], stack: contextlib.ExitStack) -> subprocess.Popen:
+    """A child process whose output is dropped, ended when ``stack`` closes."""
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stack.callback(_end, process)
+    return process
 
 
 def _end(process: subprocess.Popen) -> None:
