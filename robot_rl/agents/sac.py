@@ -109,14 +109,22 @@ class SACAgent:
             math.log(config.init_temperature), device=self.device, requires_grad=True
         )
 
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
-        self.critic_optimizer = torch.optim.Adam(self._critic_parameters(), lr=config.lr)
-        self.temperature_optimizer = torch.optim.Adam([self.log_alpha], lr=config.lr)
+        # The fused Adam kernel: the same update, ~3x faster than the per-tensor loop on CPU.
+        fused = self.device.type in ("cpu", "cuda")
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.lr, fused=fused)
+        self.critic_optimizer = torch.optim.Adam(
+            self._critic_parameters(), lr=config.lr, fused=fused
+        )
+        self.temperature_optimizer = torch.optim.Adam([self.log_alpha], lr=config.lr, fused=fused)
         self.gripper_optimizer = (
-            torch.optim.Adam(self.gripper_critic.parameters(), lr=config.lr)
+            torch.optim.Adam(self.gripper_critic.parameters(), lr=config.lr, fused=fused)
             if self.gripper_critic is not None
             else None
         )
+        # The CPU speed-ups of issue 15 that keep the update's result (block-copy augmentation,
+        # one conversion of next_obs for the online and target encoders). False: the update path
+        # as it was before them, which ``robot-rl bench learner`` times beside this one.
+        self.fast_update_paths = True
         # The agent owns its random streams: updates (augmentation, actor noise, critic subset)
         # and acting draw from separate generators, so one never shifts the other.
         self.update_generator = torch.Generator(self.device).manual_seed(seed)
@@ -200,12 +208,19 @@ class SACAgent:
         alpha = self.log_alpha.exp().detach()
 
         with torch.no_grad(), self._autocast():
-            # Frozen backbones are the same in the online and target encoders (Polyak between
-            # equal weights keeps them equal): their next_obs feature maps are computed once.
-            next_maps = self.encoder.feature_maps(next_obs) if self.config.freeze_encoder else None
+            next_maps = target_maps = None
+            if cfg.freeze_encoder:
+                # Frozen backbones are the same in the online and target encoders (Polyak between
+                # equal weights keeps them equal): their next_obs feature maps are computed once.
+                next_maps = target_maps = self.encoder.feature_maps(next_obs)
+            elif cfg.target_encoder and self.fast_update_paths:
+                # Two backbones, one float conversion of the next_obs images.
+                next_maps, target_maps = self.encoder.feature_maps_with(
+                    self.target_encoder, next_obs
+                )
             next_features = self.encoder(next_obs, next_maps)  # the actor picks a' from these
             if cfg.target_encoder:
-                next_target_features = self.target_encoder(next_obs, next_maps)
+                next_target_features = self.target_encoder(next_obs, target_maps)
             else:  # DrQ-v2's choice (opt-in): the target critics read the online features
                 next_target_features = next_features
             next_actions, next_log_prob = self.actor.sample(next_features, self.update_generator)
@@ -447,7 +462,9 @@ class SACAgent:
     def _augment(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         pad = self.config.image_augmentation_pad
         return {
-            k: v if k == STATE_KEY else random_shift(v, pad, self.update_generator)
+            k: v
+            if k == STATE_KEY
+            else random_shift(v, pad, self.update_generator, self.fast_update_paths)
             for k, v in obs.items()
         }
 

@@ -3,17 +3,28 @@
 update_ms_p50: one ``SACAgent.update`` (``utd_ratio`` = 2 critic updates of ``batch_size`` samples
 each, then one actor and temperature update) with two 128x128 cameras and a 21-dim state, on the
 CPU with 2 threads (or on CUDA when ``device="cuda"``), default conv encoder, median over runs after
-warm-up. update_ms_p50_prefold: the same update with the encoder's input path as it was before
-the 1/255 scale was folded into the first conv (``ConvBackbone.fold_input_scale = False``), run
-interleaved with the current one on the same batches in the same process; update_ratio_vs_prefold
-is their ratio (< 1: faster now). threads_cpus / threads_learner / threads_actor: the thread
-budget (``robot_rl.agents.threads``) this machine gets in training.
+warm-up; update_ms_min the fastest run.
+update_ms_p50_previous_default: the same update as the previous default ran it, before issue
+15's CPU speed-ups (``SACAgent.fast_update_paths = False``: augmentation by one gather, next_obs
+converted to float once per encoder; and Adam's per-tensor loop instead of the fused kernel),
+same config, same batches, interleaved with the current one in the same process (alternating
+which goes first); update_ratio_vs_previous_default is their ratio (< 1: faster now). Both
+agents start from the same weights; their updates agree to float rounding.
+update_ms_p50_no_target_encoder: the current update with ``target_encoder: false`` (DrQ-v2's
+choice, opt-in: a change of the algorithm), same batches, for the record of what that pass costs;
+update_ratio_no_target_encoder is its ratio to update_ms_p50.
+torch_threads: the threads the updates ran with. threads_cpus / threads_learner / threads_actor:
+the thread budget (``robot_rl.agents.threads``) this machine gets in training.
+load_avg_1min: the machine's 1-minute load average at the end of the run (os.getloadavg; -1 where
+unknown): above ``torch_threads`` the absolute times are inflated, the same-run ratios less so.
 replay_bytes_per_transition: bytes the replay buffer holds per step for 200-step episodes with
 two 128x128 cameras (the floor is 2 x 128 x 128 x 3 = 98 304 bytes).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 
 import gymnasium as gym
@@ -21,7 +32,6 @@ import numpy as np
 import torch
 
 from robot_rl.agents.config import SACConfig
-from robot_rl.agents.encoders import ConvBackbone
 from robot_rl.agents.sac import SACAgent
 from robot_rl.agents.threads import thread_budget
 from robot_rl.data.batch import Transition
@@ -73,28 +83,31 @@ def run_learner_bench(
     obs_space, act_space = _spaces(size, state_dim, action_dim)
     config = SACConfig(utd_ratio=utd, device=device)
     agent = SACAgent(obs_space, act_space, config, seed)
-    reference = SACAgent(obs_space, act_space, config, seed)
+    previous = _previous_default(SACAgent(obs_space, act_space, config, seed))
+    no_target = SACAgent(
+        obs_space, act_space, dataclasses.replace(config, target_encoder=False), seed
+    )
     warmup, runs = (1, 2) if quick else (2, 7)
-    update_times: list[float] = []
-    reference_times: list[float] = []
-    try:
-        for i in range(warmup + runs):
-            batch = buffer.sample(batch_size * utd, minibatches=utd)
-            # Alternate which goes first, so neither always meets a warmer cache.
-            order = [(True, agent, update_times), (False, reference, reference_times)]
-            for fold, learner, times in order if i % 2 == 0 else order[::-1]:
-                ConvBackbone.fold_input_scale = fold
-                elapsed = _timed_update(learner, batch)
-                if i >= warmup:
-                    times.append(elapsed)
-    finally:
-        ConvBackbone.fold_input_scale = True
+    times: dict[str, list[float]] = {"current": [], "previous": [], "no_target": []}
+    learners = [("current", agent), ("previous", previous), ("no_target", no_target)]
+    for i in range(warmup + runs):
+        batch = buffer.sample(batch_size * utd, minibatches=utd)
+        # Rotate which goes first, so none always meets a warmer cache.
+        for name, learner in learners[i % 3 :] + learners[: i % 3]:
+            elapsed = _timed_update(learner, batch)
+            if i >= warmup:
+                times[name].append(elapsed)
     budget = thread_budget()
+    current, prev, no_tgt = (
+        float(np.median(times[k])) for k in ("current", "previous", "no_target")
+    )
     return {
-        "update_ms_p50": float(np.median(update_times) * 1e3),
-        "update_ms_min": float(np.min(update_times) * 1e3),
-        "update_ms_p50_prefold": float(np.median(reference_times) * 1e3),
-        "update_ratio_vs_prefold": float(np.median(update_times) / np.median(reference_times)),
+        "update_ms_p50": current * 1e3,
+        "update_ms_min": float(np.min(times["current"]) * 1e3),
+        "update_ms_p50_previous_default": prev * 1e3,
+        "update_ratio_vs_previous_default": current / prev,
+        "update_ms_p50_no_target_encoder": no_tgt * 1e3,
+        "update_ratio_no_target_encoder": no_tgt / current,
         "replay_bytes_per_transition": float(bytes_per_step),
         "replay_bytes_floor": float(len(CAMERAS) * size * size * 3),
         "replay_bytes_ratio": float(bytes_per_step / (len(CAMERAS) * size * size * 3)),
@@ -105,9 +118,27 @@ def run_learner_bench(
         "threads_cpus": float(budget.cpus),
         "threads_learner": float(budget.learner),
         "threads_actor": float(budget.actor),
+        "load_avg_1min": _load_average(),
         "device": 1.0 if agent.device.type == "cuda" else 0.0,
         "seed": float(seed),
     }
+
+
+def _previous_default(agent: SACAgent) -> SACAgent:
+    """``agent`` set to update as the previous default did (see the module docstring)."""
+    agent.fast_update_paths = False
+    for optimizer in agent._optimizers().values():  # the bench's peer
+        for group in optimizer.param_groups:
+            group["fused"] = None  # Adam reads it at every step: back to the per-tensor loop
+    return agent
+
+
+def _load_average() -> float:
+    """The 1-minute load average, or -1.0 where the platform has none."""
+    try:
+        return float(os.getloadavg()[0])
+    except OSError:
+        return -1.0
 
 
 def _timed_update(agent: SACAgent, batch: object) -> float:

@@ -11,6 +11,8 @@ from robot_rl.agents.encoders import (
     ConvBackbone,
     ObservationEncoder,
     ResNet10Backbone,
+    _shift_by_gather,
+    _shift_by_slices,
     load_backbone_weights,
     random_shift,
     save_backbone_weights,
@@ -166,3 +168,13 @@ def test_precomputed_feature_maps_give_the_same_latent_as_a_full_pass():
     maps = net.feature_maps(obs)
     assert set(maps) == {"front"} and maps["front"].shape[0] == 4
     assert torch.equal(net(obs, maps), net(obs))
+
+
+@pytest.mark.parametrize("pad", [1, 4, 15])
+def test_random_shift_cpu_block_copies_match_the_gather(pad):
+    # The CPU path (block copy + replicated edges) and the gather (any device) agree for every
+    # shift in range, including the largest a 16x16 image allows (|shift| = 15).
+    images = torch.randint(0, 256, (40, 16, 16, 3), dtype=torch.uint8)
+    shifts = torch.randint(-pad, pad + 1, (40, 2), generator=torch.Generator().manual_seed(pad))
+    shifts[:4] = torch.tensor([[-pad, -pad], [pad, pad], [-pad, pad], [0, 0]])
+    assert torch.equal(_shift_by_slices(images, shifts), _shift_by_gather(images, shifts))

@@ -361,3 +361,25 @@ def test_bfloat16_autocast_path_runs():
     assert all(np.isfinite(v) for v in metrics.values())
     action = agent.act(spaces()[0].sample(), deterministic=False)
     assert action.dtype == np.float32 and spaces()[1].contains(action)
+
+
+def test_the_cpu_fast_paths_give_the_previous_paths_update():
+    # Block-copy augmentation, one float conversion of next_obs for the online and target
+    # encoders and the fused Adam kernel change only the speed: from the same weights and
+    # batches the previous paths (bench learner's peer) reach the same weights, to float rounding.
+    fast, previous = make_agent(seed=3, utd_ratio=2), make_agent(seed=3, utd_ratio=2)
+    previous.fast_update_paths = False
+    for optimizer in previous._optimizers().values():
+        for group in optimizer.param_groups:
+            group["fused"] = None
+    assert fast.critic_optimizer.param_groups[0]["fused"] is True
+    for seed in range(3):
+        batch = random_batch(fast, 16, seed=seed)
+        fast_info, previous_info = fast.update(batch), previous.update(batch)
+        for key, value in fast_info.items():
+            assert value == pytest.approx(previous_info[key], rel=1e-4, abs=1e-5), key
+    for name, module in fast._modules().items():
+        for a, b in zip(module.parameters(), previous._modules()[name].parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    # Not trivially equal: the weights did move.
+    assert not torch.equal(fast.critic.net[0].weight, make_agent(seed=3).critic.net[0].weight)
