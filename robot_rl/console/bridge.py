@@ -179,11 +179,15 @@ class ConsoleBridge:
         if applied is None:  # applied without a step record (a recorder ending the episode)
             log.warning("console: the %s mark of episode %d has no stored step to relabel",
                         label, episode)  # fmt: skip
-        elif self.on_undo_mark is not None:
-            try:
-                self.on_undo_mark(applied)
-            except Exception:  # the relabel failing must not stop the actor loop
-                log.exception("console: relabelling episode %d after an undo failed", episode)
+        else:  # the charts follow: the env's own verdict (a success ends it terminated)
+            self.hub.relabel_episode(episode, applied.before.terminated,
+                                     applied.before.reward - applied.marked.reward)  # fmt: skip
+            if self.on_undo_mark is not None:
+                try:
+                    self.on_undo_mark(applied)
+                except Exception:  # the relabel failing must not stop the actor loop
+                    log.exception("console: relabelling episode %d after an undo failed",
+                                  episode)  # fmt: skip
 
     def _software_stop(self, stop: bool) -> None:
         if self.arm is not None:

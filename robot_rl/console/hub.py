@@ -252,6 +252,22 @@ class ConsoleHub:
             self.version += 1
             self._lock.notify_all()
 
+    def relabel_episode(self, episode: int, success: bool, return_change: float) -> bool:
+        """An ended episode's success and return changed (an applied mark withdrawn): its chart
+        points and the success rate follow. False when it has left the charts' history."""
+        with self._lock:
+            back = int(self._state.get("episode", 0)) - 1 - int(episode)
+            history = self._history
+            if not 0 <= back < len(history.success):
+                return False
+            index = len(history.success) - 1 - back
+            history.success[index] = float(success)
+            history.returns[index] += float(return_change)
+            self._state["success_rate"] = float(np.mean(list(history.success)[-20:]))
+            self.version += 1
+            self._lock.notify_all()
+            return True
+
     @property
     def episode(self) -> int:
         """Episodes ended so far: the index of the running episode."""

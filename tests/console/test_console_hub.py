@@ -66,11 +66,15 @@ def test_an_applied_mark_is_undone_through_the_bridge_hook() -> None:
     info = {"operator_label": "success", "label_before": StepFlags(0.0, False, False),
             "label_after": StepFlags(1.0, True, False)}  # what apply_label records
     bridge.after_step({"state": np.ones(3, np.float32)}, np.zeros(2, np.float32), info, 1.0)
-    bridge.end_episode(info, 1.0, 0, 3)
+    assert bridge.end_episode(info, 1.0, 0, 3)  # success, by the mark
     bridge.start_episode()
     hub.control("undo_mark")
     bridge.before_step()
     assert undone == [(0, "success")] and bridge.undone == [(0, "success")]
+    charts = hub.snapshot()["charts"]  # the episode's chart points follow the withdrawn mark
+    assert charts["success"] == [0.0] and charts["returns"] == [0.0]
+    assert hub.snapshot()["success_rate"] == 0.0
+    assert not hub.relabel_episode(7, True, 0.0)  # an episode the charts never had
     hub.control("mark_failure")  # a mark whose step was never recorded: withdrawn, no relabel
     bridge.before_step()
     bridge.end_episode({"operator_label": "failure"}, 0.0, 0, 3)
