@@ -9,7 +9,7 @@ the console, and a headless Chromium (Selenium, Debian's chromium + chromedriver
 console page open.
 
 - ``stream_latency_ms_p95``: from a frame's capture (the twin's state it renders; the stamp is
-  taken before the render, as a camera stamps its exposure) to the page showing it, measured by
+  taken before the renders, as a camera stamps its exposure) to the page showing it, measured by
   the page (``Date.now()`` minus the frame's capture stamp; same machine clock): the render, the
   camera stream, the console's JPEG encoding, the websocket and the decode. Where it goes:
   ``stream_arrived_ms_*`` (capture to arrival in the console's process: the render and ZMQ),

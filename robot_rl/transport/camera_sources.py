@@ -88,10 +88,11 @@ class TwinExpertFrames:
             scene.reset(self._seed)
             self._expert = scene.task.expert()
             return
-        # The twin stamps frames with sim time; the wire carries host time: each camera's is
-        # taken as its render starts (a camera's exposure), and the frame goes out when done.
+        # The twin stamps frames with sim time; the wire carries host time: every camera shows
+        # the scene as it is now (one stamp, so they stay synchronized), and each frame goes
+        # out as soon as it is rendered.
+        stamp_s = time.monotonic()
         for camera in scene.cameras.values():
-            stamp_s = time.monotonic()
             yield dataclasses.replace(camera.read(), stamp_s=stamp_s)
 
     def close(self) -> None:
@@ -111,8 +112,9 @@ class MirrorFrames:
         self._seq = 0
 
     def next_frames(self) -> Iterator[Frame]:
-        """Each camera's frame as it is rendered, stamped when its render starts (see
-        ``FrameSource``). ValueError if the server publishes no body poses (it runs no twin)."""
+        """Each camera's frame as soon as it is rendered, all stamped when the mirror took the
+        state they show (see ``FrameSource``). ValueError if the server publishes no body poses
+        (it runs no twin)."""
         try:
             remote = self.client.latest(timeout_s=self.state_timeout_s)
         except TimeoutError:
@@ -121,9 +123,9 @@ class MirrorFrames:
         if remote.bodies is None:
             raise ValueError("the robot server sends no body poses: it is not a twin")
         self.mirror.update(remote.state.q_rad, remote.state.gripper_width_m, remote.bodies)
+        stamp_s = time.monotonic()
         self._seq += 1
         for name, camera in self.mirror.scene.cameras.items():
-            stamp_s = time.monotonic()
             yield Frame(camera.read().image, stamp_s, self._seq - 1, name)
 
     def close(self) -> None:
