@@ -40,7 +40,7 @@ class RemoteRobotConfig:
     # observations, or with obs "state" the operator console's views.
     camera_endpoints: tuple[str, ...] = ()
     cameras_key: str = "cameras"
-    server_reset_timeout_s: float = 20.0  # a real arm's reset (homing) takes seconds
+    server_reset_timeout_s: float = 35.0  # a Franka random reset: two moves of up to 15 s each
     # -- a real task (any name the twin does not know) ----------------------------------------
     episode_s: float | None = None  # episode length; required for a real task
     reset_pos_m: Vec3 | None = None  # TCP position to move to after the server's reset

@@ -38,7 +38,7 @@ def test_the_reset_request_waits_the_configured_server_reset_timeout() -> None:
     remote = RemoteRobotConfig(plaintext=True, episode_s=1.0)
     env = RemoteEnv(EnvConfig(task="wipe_table", obs="state", remote=remote), client)
     env.reset(seed=0)
-    assert client.reset_timeouts == [20.0]  # the documented default (docs/real_robot.md)
+    assert client.reset_timeouts == [35.0]  # the documented default: two 15 s moves + 5 s
     slow = RemoteRobotConfig(plaintext=True, episode_s=1.0, server_reset_timeout_s=45.0)
     RemoteEnv(EnvConfig(task="wipe_table", obs="state", remote=slow), client).reset(seed=1)
-    assert client.reset_timeouts == [20.0, 45.0]
+    assert client.reset_timeouts == [35.0, 45.0]
