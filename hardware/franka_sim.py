@@ -36,6 +36,19 @@ def sim_loop_config() -> LoopConfig:
     return LoopConfig(reference=ReferenceConfig(workspace=SIM_WORKSPACE))
 
 
+def sim_cpus() -> tuple[int | None, int | None]:
+    """(franky-sim's CPU, the control loop's CPU): apart where there are two or more.
+
+    franky-sim's physics runs SCHED_FIFO and, slower than real time on a small machine, never
+    sleeps: it spends its CPU's whole real-time budget (the kernel's sched_rt_runtime_us, 95 %),
+    and the kernel then throttles every real-time thread on that CPU for the last 50 ms of each
+    second. A control loop sharing it misses 50 ms of torques each second (5 %, and franky's 50 ms
+    signal timeout ends the motion). On its own CPU, as on a rig (``FrankaConfig.cpu``), the loop
+    uses under half of that CPU's budget and is never throttled."""
+    n = os.cpu_count() or 1
+    return (0, n - 1) if n >= 2 else (None, None)
+
+
 def free_loopback_ip() -> str:
     """A random 127.x.y.z: parallel simulators (other tests, other users) never share ports."""
     return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
@@ -45,11 +58,16 @@ class FrankySim:
     """``franky-sim`` on ``ip`` until ``stop()`` (or the end of a ``with`` block)."""
 
     def __init__(
-        self, ip: str | None = None, log_path: Path | None = None, rt_priority: int = 50
+        self,
+        ip: str | None = None,
+        log_path: Path | None = None,
+        rt_priority: int = 50,
+        cpu: int | None = None,
     ) -> None:
         self.ip = ip or free_loopback_ip()
         self.log_path = log_path
         self.rt_priority = rt_priority  # 0: leave the simulator's scheduling alone
+        self.cpu = cpu  # pin the simulator here (None: anywhere); see sim_cpus()
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 60.0) -> FrankySim:
@@ -80,7 +98,14 @@ class FrankySim:
         """The simulator stands in for the arm, whose 1 kHz cycle is hard real time: give it
         SCHED_FIFO where this user may (on a busy machine a normal-priority simulator oversleeps
         and falls to a third of real time). Whether it got it is ``self.realtime``."""
-        if self.rt_priority <= 0 or self.process is None:
+        if self.process is None:
+            return False
+        if self.cpu is not None:  # before it starts threads: they inherit it
+            try:
+                os.sched_setaffinity(self.process.pid, {self.cpu})
+            except OSError as exc:
+                print(f"franky-sim: could not pin to CPU {self.cpu}: {exc}", file=sys.stderr)
+        if self.rt_priority <= 0:
             return False
         try:
             os.sched_setscheduler(self.process.pid, os.SCHED_FIFO, os.sched_param(self.rt_priority))
