@@ -130,5 +130,10 @@ def test_bench_learner_quick_reports_update_time_and_replay_bytes(tmp_path: Path
     assert cli.main(["bench", "learner", "--quick", "--json", str(path)]) == 0
     results = json.loads(path.read_text())
     assert results["update_ms_p50"] > 0
+    # The previous default is timed beside the current update in the same run, as a ratio.
+    assert results["update_ratio_vs_previous_default"] == pytest.approx(
+        results["update_ms_p50"] / results["update_ms_p50_previous_default"]
+    )
+    assert results["threads_learner"] >= 1 and results["torch_threads"] >= 1
     # Each 128x128 frame is stored once as uint8: within 10% of two cameras' raw bytes.
     assert results["replay_bytes_ratio"] <= 1.1
