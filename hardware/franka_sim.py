@@ -36,19 +36,6 @@ def sim_loop_config() -> LoopConfig:
     return LoopConfig(reference=ReferenceConfig(workspace=SIM_WORKSPACE))
 
 
-def sim_cpus() -> tuple[int | None, int | None]:
-    """(franky-sim's CPU, the control loop's CPU): apart where there are two or more.
-
-    franky-sim's physics runs SCHED_FIFO and, slower than real time on a small machine, never
-    sleeps: it spends its CPU's whole real-time budget (the kernel's sched_rt_runtime_us, 95 %),
-    and the kernel then throttles every real-time thread on that CPU for the last 50 ms of each
-    second. A control loop sharing it misses 50 ms of torques each second (5 %, and franky's 50 ms
-    signal timeout ends the motion). On its own CPU, as on a rig (``FrankaConfig.cpu``), the loop
-    uses under half of that CPU's budget and is never throttled."""
-    n = os.cpu_count() or 1
-    return (0, n - 1) if n >= 2 else (None, None)
-
-
 def free_loopback_ip() -> str:
     """A random 127.x.y.z: parallel simulators (other tests, other users) never share ports."""
     return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
@@ -67,7 +54,10 @@ class FrankySim:
         self.ip = ip or free_loopback_ip()
         self.log_path = log_path
         self.rt_priority = rt_priority  # 0: leave the simulator's scheduling alone
-        self.cpu = cpu  # pin the simulator here (None: anywhere); see sim_cpus()
+        # Pin the simulator here (None: anywhere). Slower than real time it never sleeps, spends
+        # its CPU's real-time budget and gets every SCHED_FIFO thread there throttled 50 ms each
+        # second; on a machine with cores to spare, keep it off the control loop's (rig) CPU.
+        self.cpu = cpu
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 60.0) -> FrankySim:

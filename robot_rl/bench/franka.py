@@ -200,17 +200,14 @@ def _bench_mode(mode: str, window_s: float, rt_priority: int) -> dict[str, float
         SIM_FRICTION_COULOMB_NM,
         SIM_HOME_Q_RAD,
         FrankySim,
-        sim_cpus,
         sim_loop_config,
     )
 
     out: dict[str, float] = {}
-    sim_cpu, loop_cpu = sim_cpus()  # apart, as on a rig (see sim_cpus)
-    with FrankySim(cpu=sim_cpu) as sim:
+    with FrankySim() as sim:
         config = FrankaConfig(robot_ip=sim.ip, control=mode, realtime="ignore",  # type: ignore[arg-type]
                               home_q_rad=SIM_HOME_Q_RAD, rt_priority=rt_priority,
-                              friction_coulomb_nm=SIM_FRICTION_COULOMB_NM,
-                              cpu=loop_cpu)  # fmt: skip
+                              friction_coulomb_nm=SIM_FRICTION_COULOMB_NM)  # fmt: skip
         backend = FrankaBackend(config, sim_loop_config())
         backend.start()
         try:

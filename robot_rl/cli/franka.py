@@ -102,13 +102,11 @@ def _rig(args: argparse.Namespace, sim_ip: str | None) -> object:
         SIM_HOME_Q_RAD,
         SIM_WORKSPACE,
         SimReachBackend,
-        sim_cpus,
     )
 
     if sim_ip is not None:  # franky-sim on this machine: no RT kernel, its own start posture
         franka = FrankaConfig(robot_ip=sim_ip, realtime="ignore", home_q_rad=SIM_HOME_Q_RAD,
-                              friction_coulomb_nm=SIM_FRICTION_COULOMB_NM,
-                              cpu=sim_cpus()[1])  # fmt: skip
+                              friction_coulomb_nm=SIM_FRICTION_COULOMB_NM)  # fmt: skip
         rig = FrankaRig(franka, workspace=SIM_WORKSPACE)
         if args.task == "reach":  # the reach task's smaller box; a start pose within 1 cm will do
             reset = dataclasses.replace(rig.reset, settle_pos_m=0.01)
@@ -138,12 +136,11 @@ def run_franka_server(args: argparse.Namespace) -> int:
     """``robot-server --backend franka|franka-sim``: a Franka behind the robot server."""
     from robot_rl.hardware.franka import FrankaError
     from robot_rl.hardware.franka_backend import FrankaBackend, realtime_setup
-    from robot_rl.hardware.franka_sim import FrankySim, SimReachBackend, sim_cpus
+    from robot_rl.hardware.franka_sim import FrankySim, SimReachBackend
     from robot_rl.transport.robot_server import RobotEndpoints, RobotServer
     from robot_rl.transport.security import SecurityConfig, SecurityError
 
-    sim_cpu = sim_cpus()[0]  # franky-sim and the loop apart (see sim_cpus; the rig pins the loop)
-    sim = FrankySim(cpu=sim_cpu).start() if args.backend == "franka-sim" else None
+    sim = FrankySim().start() if args.backend == "franka-sim" else None
     backend = None
     server = None
     try:

@@ -29,7 +29,6 @@ from robot_rl.hardware.franka_sim import (
     SIM_FRICTION_COULOMB_NM,
     SIM_HOME_Q_RAD,
     FrankySim,
-    sim_cpus,
     sim_loop_config,
 )
 
@@ -56,8 +55,7 @@ def _config(ip: str, mode: str) -> FrankaConfig:
     # The sim rig's friction feedforward: 80 % of the simulator's joint friction.
     return FrankaConfig(robot_ip=ip, control=mode, realtime="ignore",  # type: ignore[arg-type]
                         home_q_rad=SIM_HOME_Q_RAD,
-                        friction_coulomb_nm=SIM_FRICTION_COULOMB_NM,
-                        cpu=sim_cpus()[1])  # fmt: skip
+                        friction_coulomb_nm=SIM_FRICTION_COULOMB_NM)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +75,7 @@ def stream_like_a_robot_server():
 
 @pytest.fixture()
 def sim():
-    with FrankySim(cpu=sim_cpus()[0]) as s:  # apart from the loop (see sim_cpus)
+    with FrankySim() as s:
         yield s
 
 
