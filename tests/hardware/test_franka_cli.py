@@ -96,11 +96,14 @@ def test_robot_server_with_franky_sim_backend_serves_the_arm():
 
 @pytest.mark.integration
 @pytest.mark.timeout(600)
-# Known intermittent (3 of 6 runs here): a franky-sim reset to a pose 1 cm from home
-# sometimes does not settle (5 mm, 0.02 m/s) within 15 s while the learner shares the 2 cores,
-# and the actor stops on the refused reset. Not strict, so a pass still reports; open in the
-# closing note until the reset's settling is fixed.
-@pytest.mark.xfail(strict=False, reason="franky-sim reset sometimes does not settle in 15 s")
+# Known intermittent on a loaded 2-core machine (4 of 6 runs passed here, 20:00-20:30, load 5-25
+# from other work). The reset itself now settles in 0.7 s on average, 1.6 s at worst, over 12
+# resets at load up to 28 (integral term and friction feedforward; it was 1.1 and 2.7 s). The two
+# failures were: (1) the actor's 1 s wait for the first state after a reset, now given the reset's
+# allowance (RemoteEnv.reset); (2) the torque loop stalling past franky's 50 ms signal timeout, a
+# fault, when another franky-sim or the learner crowds the 2 cores (real-time throttling; see
+# docs/real_robot.md, section 10). Not strict, so a pass still reports.
+@pytest.mark.xfail(strict=False, reason="the torque loop can stall 50 ms on a loaded 2-core host")
 def test_session_trains_reach_on_franky_sim_and_stops_cleanly(tmp_path):
     """``robot-rl session start session_franka_sim.yaml``: the robot server drives franky-sim
     through the Franka backend, the actor acts whole reach episodes through it, the learner
