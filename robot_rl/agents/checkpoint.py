@@ -50,11 +50,12 @@ def save_checkpoint(path: str | Path, agent: SACAgent, extra: dict[str, Any]) ->
     _fsync_dir(path.parent)  # make the rename itself durable
 
 
-def load_checkpoint(path: str | Path, agent: SACAgent) -> dict[str, Any]:
-    """Load a ``save_checkpoint`` file into ``agent`` and return its ``extra`` dict.
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The payload of a ``save_checkpoint`` file: {"format", "agent", "extra"}, read with
+    weights_only=True. The one reader of checkpoint files.
 
     Raises FileNotFoundError if ``path`` does not exist, CheckpointError if it is not a readable
-    checkpoint, ValueError if it was saved from an agent of another architecture.
+    robot-rl checkpoint.
     """
     path = Path(path)
     if not path.is_file():
@@ -63,10 +64,21 @@ def load_checkpoint(path: str | Path, agent: SACAgent) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    if (not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT
+            or not isinstance(payload.get("extra"), dict) or "agent" not in payload):  # fmt: skip
         raise CheckpointError(
             f"checkpoint {path} is not a robot-rl agent checkpoint (format {CHECKPOINT_FORMAT})"
         )
+    return payload
+
+
+def load_checkpoint(path: str | Path, agent: SACAgent) -> dict[str, Any]:
+    """Load a ``save_checkpoint`` file into ``agent`` and return its ``extra`` dict.
+
+    Raises FileNotFoundError if ``path`` does not exist, CheckpointError if it is not a readable
+    checkpoint or was saved from an agent of another architecture.
+    """
+    payload = read_checkpoint(path)
     try:
         agent.load_state_dict(payload["agent"])
     except (KeyError, RuntimeError) as exc:

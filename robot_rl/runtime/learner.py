@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import pickle
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -33,7 +32,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from robot_rl.agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from robot_rl.agents.checkpoint import (
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from robot_rl.agents.sac import SACAgent
 from robot_rl.config import to_dict
 from robot_rl.data.batch import Batch, Transition
@@ -74,11 +77,7 @@ def checkpoint_counters(path: Path) -> Counters | None:
     cannot be read. Reads the schema-1 extras of older learner processes too."""
     if not path.is_file():
         return None
-    try:
-        extra = torch.load(path, map_location="cpu", weights_only=True)["extra"]
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint: {exc}") from None
-    return _counters(extra)
+    return _counters(read_checkpoint(path)["extra"])
 
 
 def _counters(extra: dict[str, Any]) -> Counters:

@@ -115,6 +115,25 @@ def test_a_torch_file_that_is_not_a_checkpoint_is_rejected(tmp_path):
         load_checkpoint(path, make_agent())
 
 
+def test_the_learner_reads_counters_through_the_same_checks(tmp_path):
+    """checkpoint_counters uses the one reader: a torch file that is not a checkpoint, or a
+    truncated one, is the same one-line CheckpointError as for load_checkpoint."""
+    from robot_rl.runtime.learner import checkpoint_counters
+
+    assert checkpoint_counters(tmp_path / "none.pt") is None
+    other = tmp_path / "weights.pt"
+    torch.save({"weight": torch.zeros(3), "extra": {"updates": 5}}, other)
+    with pytest.raises(CheckpointError, match="not a robot-rl agent checkpoint"):
+        checkpoint_counters(other)
+    path = tmp_path / "agent.pt"
+    save_checkpoint(path, make_agent(), {"counters": {"env_steps": 40, "updates": 7}})
+    counters = checkpoint_counters(path)
+    assert (counters.env_steps, counters.updates) == (40, 7)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=re.escape(f"{path} is corrupt")):
+        checkpoint_counters(path)
+
+
 def test_checkpoint_of_another_architecture_is_rejected(tmp_path):
     path = tmp_path / "agent.pt"
     save_checkpoint(path, make_agent(), {})
