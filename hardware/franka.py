@@ -84,10 +84,10 @@ class FrankaConfig:
     tracker_period_s: how often the reference pipeline feeds franky's tracker.
     gripper: whether a Franka Hand is attached.
     friction_coulomb_nm (7,): Coulomb friction the Cartesian law feeds forward per joint, signed by
-        the joint velocity the reference asks for (torque mode), or franky's friction
-        compensation (tracker mode). Below the arm's own: a bit under the Panda's identified
-        values (Gaz et al., RA-L 2019: half the sigmoid amplitude, 0.15-0.64 Nm), so it never
-        drives a joint by itself; 0 turns it off.
+        the joint velocity the reference asks for (torque mode; tracker mode moves the target by
+        the equivalent tool force over the stiffness). Below the arm's own: 70-80 % of the
+        Panda's identified values (Gaz et al., RA-L 2019: half the sigmoid amplitude, 0.15-0.64
+        Nm), so it never drives a joint by itself; 0 turns it off.
     """
 
     robot_ip: str
