@@ -46,7 +46,7 @@ class BCAgent:
         self.spec = check_spaces(
             observation_space, action_space, config.encoder, config.hybrid_gripper
         )
-        self.continuous_dim = self.spec.action_dim - (1 if config.hybrid_gripper else 0)
+        self.continuous_dim = self.spec.continuous_action_dim(config.hybrid_gripper)
         gripper_out = GRIPPER_CLASSES if config.hybrid_gripper else 0
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

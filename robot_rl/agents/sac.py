@@ -71,7 +71,7 @@ class SACAgent:
         self.spec = check_spaces(
             observation_space, action_space, config.encoder, config.hybrid_gripper
         )
-        self.continuous_action_dim = self.spec.action_dim - (1 if config.hybrid_gripper else 0)
+        self.continuous_action_dim = self.spec.continuous_action_dim(config.hybrid_gripper)
         self.target_entropy = (
             config.target_entropy
             if config.target_entropy is not None

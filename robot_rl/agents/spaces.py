@@ -30,6 +30,10 @@ class SpaceSpec:
     state_dim: int
     action_dim: int
 
+    def continuous_action_dim(self, hybrid_gripper: bool) -> int:
+        """A without the gripper dim when a hybrid (discrete) gripper head takes it."""
+        return self.action_dim - (1 if hybrid_gripper else 0)
+
 
 def check_spaces(
     observation_space: gymnasium.Space,

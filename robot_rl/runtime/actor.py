@@ -104,7 +104,7 @@ class Policy:
     ) -> None:  # fmt: skip
         spec = check_spaces(observation_space, action_space, config.encoder, config.hybrid_gripper)
         self.config, self.spec, self.device = config, spec, config.resolved_device()
-        action_dim = self.spec.action_dim - (1 if config.hybrid_gripper else 0)
+        action_dim = self.spec.continuous_action_dim(config.hybrid_gripper)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.encoder = build_observation_encoder(self.spec, config)
