@@ -198,7 +198,7 @@ def test_a_real_task_defined_by_config_alone_runs_through_a_robot_server() -> No
     remote = RemoteRobotConfig(plaintext=True, episode_s=0.5, reset_pos_m=(0.45, 0.05, 0.3),
                                reset_noise_m=(0.02, 0.02, 0.0), reset_tolerance_m=0.01,
                                reset_timeout_s=30.0, reward="marks")  # fmt: skip
-    # reset_timeout_s: a loaded machine runs the twin slower than real time; the wait ends on arrival
+    # reset_timeout_s: a loaded machine runs the twin slower than real time; it ends on arrival
     config = EnvConfig(task="wipe_table", obs="state", remote=remote, cameras=("side",))
     with served_twin("reach") as (_, client):
         env = RemoteEnv(config, client)
