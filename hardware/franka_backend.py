@@ -95,6 +95,7 @@ class TimingRing:
     capacity: int = 200_000
     command_stamps_s: np.ndarray = field(init=False)
     count: int = 0
+    total: int = 0  # every stamp since start, never cleared (the console's loop rate)
     latencies_s: list[float] = field(default_factory=list)  # capped at 10_000
     mode_changes: list[tuple[float, int]] = field(default_factory=list)  # capped at 1_000
 
@@ -104,6 +105,7 @@ class TimingRing:
     def stamp(self, t_s: float) -> None:
         self.command_stamps_s[self.count % self.capacity] = t_s
         self.count += 1
+        self.total += 1
 
     def stamps(self) -> np.ndarray:
         n = min(self.count, self.capacity)
@@ -527,6 +529,7 @@ class FrankaBackend:
             age = time.monotonic() - self._tlast_target_s
             rejected, faults, stopped = self._trejected, self._tfaults, self._tstopped
         fault = self._fault_text
+        control_period_s = 0.001 if self.control == "torque" else self.config.tracker_period_s
         return {
             "law": law,
             "mode": int(ControlMode.FAULT) if fault else mode,
@@ -538,6 +541,9 @@ class FrankaBackend:
             "connected": bool(self._connected),
             "control": self.control,
             "recoveries": self.recoveries,
+            # the control loop's own updates (not the server thread's ticks) for the console's rate
+            "loop_ticks": self.timing.total,
+            "loop_hz_target": 1.0 / control_period_s,
             # O_F_ext_hat_K of the control thread's last read (a stored value, no franky call)
             **wrench_meta(self.robot.external_wrench()),
         }

@@ -139,3 +139,24 @@ def test_a_franka_wrench_reaches_the_remote_envs_state_in_the_reset_frame() -> N
             client.close()
         server.stop()
         backend.close()
+
+
+def test_the_status_counts_the_control_loops_own_updates_for_the_console() -> None:
+    """The console's loop rate comes from the backend's ``loop_ticks`` (torque updates sent), which
+    never goes back, not even when a benchmark clears its timing window."""
+    config = FrankaConfig(robot_ip="10.0.0.2", realtime="ignore", gripper=False)
+    backend = FrankaBackend(config, reset_config=ResetConfig(mode="operator"),
+                            franky_module=_franky())  # fmt: skip
+    backend.start()
+    try:
+        status = backend.status()
+        assert status["loop_hz_target"] == 1000.0  # torque mode: one update per 1 ms period
+        deadline = time.monotonic() + 10.0  # a bound for a slow machine; ends when it holds
+        while backend.status()["loop_ticks"] < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        before = backend.status()["loop_ticks"]
+        assert before >= 20
+        backend.timing.clear()
+        assert backend.status()["loop_ticks"] >= before
+    finally:
+        backend.close()
