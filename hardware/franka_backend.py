@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import os
 import sys
 import threading
@@ -94,6 +95,8 @@ class TimingRing:
 
     capacity: int = 200_000
     command_stamps_s: np.ndarray = field(init=False)
+    # the robot's clock (libfranka RobotState.time, s) of the state each torque was computed from
+    robot_stamps_s: np.ndarray = field(init=False)
     count: int = 0
     total: int = 0  # every stamp since start, never cleared (the console's loop rate)
     latencies_s: list[float] = field(default_factory=list)  # capped at 10_000
@@ -101,9 +104,11 @@ class TimingRing:
 
     def __post_init__(self) -> None:
         self.command_stamps_s = np.zeros(self.capacity)
+        self.robot_stamps_s = np.full(self.capacity, np.nan)
 
-    def stamp(self, t_s: float) -> None:
+    def stamp(self, t_s: float, robot_t_s: float = math.nan) -> None:
         self.command_stamps_s[self.count % self.capacity] = t_s
+        self.robot_stamps_s[self.count % self.capacity] = robot_t_s
         self.count += 1
         self.total += 1
 
@@ -111,6 +116,12 @@ class TimingRing:
         n = min(self.count, self.capacity)
         idx = np.arange(self.count - n, self.count) % self.capacity
         return self.command_stamps_s[idx]
+
+    def robot_stamps(self) -> np.ndarray:
+        """(n,) robot-clock times (s) matching ``stamps()``; NaN where none was read."""
+        n = min(self.count, self.capacity)
+        idx = np.arange(self.count - n, self.count) % self.capacity
+        return self.robot_stamps_s[idx]
 
     def clear(self) -> None:
         self.count = 0
@@ -126,6 +137,17 @@ def missed_period_fraction(stamps_s: np.ndarray, period_s: float = 0.001) -> flo
     slots = np.floor((stamps_s - stamps_s[0]) / period_s + 0.5).astype(np.int64)
     total = int(slots[-1]) + 1
     return 1.0 - len(np.unique(slots)) / total
+
+
+def missed_robot_tick_fraction(robot_times_s: np.ndarray, tick_s: float = 0.001) -> float:
+    """Fraction of the robot's ``tick_s`` control ticks, between the first and last stamp, that
+    got no new torque, counted on the robot's clock: ``robot_times_s`` is (n,) the robot time (s)
+    of the state each torque was computed from, so a tick T+1 got a new torque if some stamp is
+    T. A robot slower than real time (franky-sim) or stalled together with the loop misses no
+    tick; the loop stalling while the robot runs on does. NaN stamps (no state read) are
+    ignored; fewer than two stamps: 1.0."""
+    times = np.asarray(robot_times_s, dtype=float)
+    return missed_period_fraction(times[np.isfinite(times)], tick_s)
 
 
 def realtime_setup(cpu: int | None, priority: int) -> dict[str, Any]:
@@ -314,7 +336,8 @@ class FrankaBackend:
         previous = loop.status.mode if loop.status is not None else None
         status = loop.tick()
         now = time.monotonic()
-        self.timing.stamp(now)
+        raw = self.robot._snap.raw
+        self.timing.stamp(now, raw.time.to_sec() if raw is not None else math.nan)
         self._state = self.robot._snap.state
         if stamp is not None:
             self._target_stamp_s = None

@@ -19,7 +19,12 @@ from robot_rl.hardware.franka import (
     FrankaRobot,
     fci_unreachable_message,
 )
-from robot_rl.hardware.franka_backend import missed_period_fraction, realtime_setup
+from robot_rl.hardware.franka_backend import (
+    TimingRing,
+    missed_period_fraction,
+    missed_robot_tick_fraction,
+    realtime_setup,
+)
 
 from robot_rl.interfaces import PANDA_LIMITS, Robot
 
@@ -287,6 +292,36 @@ def test_missed_period_fraction_counts_empty_one_ms_slots():
     gaps = np.delete(every_ms, np.arange(500, 510))
     assert missed_period_fraction(gaps) == pytest.approx(0.01)
     assert missed_period_fraction(np.array([0.0])) == 1.0
+
+
+def test_missed_robot_ticks_are_counted_on_the_robots_clock_not_the_wall():
+    # A robot at 93 % of real time under a 1 kHz wall-clock loop: each torque update reads the
+    # newest robot state, so some ticks get two torques and none gets none.
+    wall_s = np.arange(2000) * 1e-3
+    robot_s = np.floor(wall_s * 0.93 / 1e-3) * 1e-3 + 5.0
+    assert missed_robot_tick_fraction(robot_s) == 0.0
+    # Loop and robot stalled together 54 ms (RT throttling of their CPU): the wall clock sees
+    # 54 empty slots, the robot no missed tick.
+    wall_gap = np.concatenate([wall_s[:1000], wall_s[1000:] + 0.054])
+    assert missed_period_fraction(wall_gap) == pytest.approx(54 / 2054)
+    assert missed_robot_tick_fraction(robot_s) == 0.0
+    # The loop alone stalls 20 ms while the robot runs on: the next update reads a state 20 ticks
+    # later: ticks 1000..1018 (19 of the 2000) got no new torque.
+    ticks = np.concatenate([np.arange(0, 1000), np.arange(1019, 2000)]) * 1e-3
+    assert missed_robot_tick_fraction(ticks) == pytest.approx(19 / 2000)
+    # NaN stamps (no state read yet) are left out; too few stamps count as all missed
+    assert missed_robot_tick_fraction(np.array([np.nan, 0.0, 0.001, 0.002])) == 0.0
+    assert missed_robot_tick_fraction(np.array([np.nan, 1.0])) == 1.0
+
+
+def test_timing_ring_keeps_robot_stamps_beside_the_wall_stamps_across_the_wrap():
+    ring = TimingRing(capacity=4)
+    for i in range(6):
+        ring.stamp(10.0 + i, robot_t_s=float(i))
+    ring.stamp(16.0)  # no robot state read: NaN
+    np.testing.assert_array_equal(ring.stamps(), [13.0, 14.0, 15.0, 16.0])
+    np.testing.assert_array_equal(ring.robot_stamps()[:3], [3.0, 4.0, 5.0])
+    assert np.isnan(ring.robot_stamps()[3])
 
 
 def test_realtime_setup_reports_what_it_got_without_raising():
