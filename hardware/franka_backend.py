@@ -130,13 +130,14 @@ class TimingRing:
 
 
 def missed_period_fraction(stamps_s: np.ndarray, period_s: float = 0.001) -> float:
-    """Fraction of the ``period_s`` slots between the first and last stamp with no stamp in it."""
+    """Fraction of the ``period_s`` periods between the first and last stamp with no new stamp:
+    each interval between stamps counts ``round(interval / period_s) - 1`` missed periods (a 2 ms
+    gap misses one), so jitter within a period, whatever its phase, misses none."""
     if len(stamps_s) < 2:
         return 1.0
-    # Slots start half a period before the first stamp, so a steady 1 kHz stream sits mid-slot.
-    slots = np.floor((stamps_s - stamps_s[0]) / period_s + 0.5).astype(np.int64)
-    total = int(slots[-1]) + 1
-    return 1.0 - len(np.unique(slots)) / total
+    periods = np.rint(np.diff(stamps_s) / period_s)
+    total = int(periods.sum()) + 1
+    return float(np.maximum(periods - 1.0, 0.0).sum()) / total
 
 
 def missed_robot_tick_fraction(robot_times_s: np.ndarray, tick_s: float = 0.001) -> float:
@@ -336,8 +337,8 @@ class FrankaBackend:
         previous = loop.status.mode if loop.status is not None else None
         status = loop.tick()
         now = time.monotonic()
-        raw = self.robot._snap.raw
-        self.timing.stamp(now, raw.time.to_sec() if raw is not None else math.nan)
+        robot_time = getattr(self.robot._snap.raw, "time", None)  # None: no state read yet
+        self.timing.stamp(now, robot_time.to_sec() if robot_time is not None else math.nan)
         self._state = self.robot._snap.state
         if stamp is not None:
             self._target_stamp_s = None

@@ -19,7 +19,8 @@ libfranka protocol, in its own process on its own loopback address) and a ``Fran
    libfranka ``RobotState.time``, for which no torque was computed from the previous tick's
    state), as a real arm, hard real time, sees it; franky-sim runs below real time and stalls
    with its CPU, and those wall-clock gaps are not misses of our loop. The wall-clock figure is
-   beside it (``torque_missed_wall_slot_fraction_<...>``: 1 ms wall slots with no torque update),
+   beside it (``torque_missed_wall_slot_fraction_<...>``: wall-clock gaps between torque updates
+   rounded to whole 1 ms periods, each past the first a missed one),
    with ``sim_realtime_factor_<idle|loaded>_window`` for the same window.
 The torque-update interval is the wall time between consecutive ``set_torque`` calls (torque
 mode) or tracker reference updates (tracker mode, nominal ``tracker_period_s``).

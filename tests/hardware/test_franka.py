@@ -292,6 +292,13 @@ def test_missed_period_fraction_counts_empty_one_ms_slots():
     gaps = np.delete(every_ms, np.arange(500, 510))
     assert missed_period_fraction(gaps) == pytest.approx(0.01)
     assert missed_period_fraction(np.array([0.0])) == 1.0
+    # +-0.2 ms jitter (intervals 0.6 and 1.4 ms) misses none, even with the stamps on the 1 ms
+    # grid's boundaries
+    jitter = every_ms + 3e-4 + np.where(np.arange(1000) % 2 == 0, 2e-4, -2e-4)
+    assert missed_period_fraction(jitter) == 0.0
+    # two updates 0.1 ms apart and then none for 1.9 ms: that period had no new torque
+    bunched = every_ms + np.where(np.arange(1000) % 2 == 0, 4.5e-4, -4.5e-4)
+    assert missed_period_fraction(bunched) == pytest.approx(499 / 999, rel=0.01)
 
 
 def test_missed_robot_ticks_are_counted_on_the_robots_clock_not_the_wall():
