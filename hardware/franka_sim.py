@@ -30,9 +30,10 @@ SIM_FRICTION_COULOMB_NM = (0.9, 0.9, 0.9, 0.9, 0.6, 0.35, 0.2)
 # franky-sim's scheduling: SCHED_OTHER, raised to this nice value where this user may. Not
 # SCHED_FIFO: slower than real time, it never sleeps, spends its CPU's real-time budget
 # (sched_rt_runtime_us) and the kernel then stalls every FIFO thread on that CPU, the control
-# loop's included, ~50 ms each second. Measured on 2 cores (load 2.5-3.3, one 20 s hold each):
-# FIFO 50 sim: wall slots missed 5.7-11 %, robot ticks missed 11-13 %, 0.94 x real time; nice -5:
-# 0.5-0.9 %, 4.7-5.2 %, 0.77 x real time.
+# loop's included, ~50 ms each second. Measured on 2 cores (load 2.5-3.3, 20 s holds, before
+# the missed-period count became phase-free): FIFO 50 sim: wall slots missed 5.7-11 %, robot
+# ticks missed 11-13 %, 0.94 x real time; nice -5: 0.5-0.9 %, 4.7-5.2 %, 0.77 x real time (0.93
+# in bench franka --quick). The franky-sim session test passed 4 of 5 runs at nice -5.
 SIM_NICE = -5
 # A workspace box around that start (the default box's top, 0.5 m, is below it).
 SIM_WORKSPACE = Workspace(pos_min_m=(0.3, -0.3, 0.1), pos_max_m=(0.75, 0.3, 0.65))
