@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import numpy as np
 
@@ -37,22 +37,19 @@ class FrameSource(Protocol):
     def latest(self, camera_id: str) -> Any: ...
 
 
-class CameraForwarder:
-    """Copies new frames from ``source`` into ``hub`` every ``poll_s`` until stopped."""
+class _StoppableThread:
+    """A daemon thread named ``thread_name`` that runs ``run(stop_event)`` from ``start()``
+    until ``stop()``."""
 
-    def __init__(self, source: FrameSource, hub: ConsoleHub, poll_s: float = 0.005) -> None:
-        self.source, self.hub, self.poll_s = source, hub, poll_s
-        self.forwarded = 0  # frames handed to the hub
-        # ms from capture to arrival (``received_wall_s``, where the source gives it): the
-        # camera's own latency (a twin's render) and the stream's, before the console's part
-        self.arrival_ms: deque[float] = deque(maxlen=10_000)
-        self.bad_frames = 0  # frames that raised (logged, skipped)
+    thread_name = "console-forwarder"
+
+    def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> CameraForwarder:
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self.run, args=(self._stop,),
-                                        name="console-cameras", daemon=True)  # fmt: skip
+                                        name=self.thread_name, daemon=True)  # fmt: skip
         self._thread.start()
         return self
 
@@ -64,6 +61,24 @@ class CameraForwarder:
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def run(self, stop: threading.Event) -> None:
+        raise NotImplementedError
+
+
+class CameraForwarder(_StoppableThread):
+    """Copies new frames from ``source`` into ``hub`` every ``poll_s`` until stopped."""
+
+    thread_name = "console-cameras"
+
+    def __init__(self, source: FrameSource, hub: ConsoleHub, poll_s: float = 0.005) -> None:
+        super().__init__()
+        self.source, self.hub, self.poll_s = source, hub, poll_s
+        self.forwarded = 0  # frames handed to the hub
+        # ms from capture to arrival (``received_wall_s``, where the source gives it): the
+        # camera's own latency (a twin's render) and the stream's, before the console's part
+        self.arrival_ms: deque[float] = deque(maxlen=10_000)
+        self.bad_frames = 0  # frames that raised (logged, skipped)
 
     def run(self, stop: threading.Event) -> None:
         seen: dict[str, int] = {}
@@ -94,30 +109,20 @@ class CameraForwarder:
                 stop.wait(self.poll_s)
 
 
-class RobotStatusForwarder:
+class RobotStatusForwarder(_StoppableThread):
     """Copies ``read()`` (a robot status, see ``bridge.robot_fields``) into ``hub`` every
     ``period_s`` until stopped."""
 
+    thread_name = "console-robot-status"
+
     def __init__(self, read: Callable[[], dict[str, Any]], hub: ConsoleHub,
                  period_s: float = 0.1) -> None:  # fmt: skip
+        super().__init__()
         if not period_s > 0:
             raise ValueError(f"period_s={period_s}; must be > 0")
         self.read, self.hub, self.period_s = read, hub, period_s
         self.updates = 0  # statuses handed to the hub
         self.failures = 0  # reads that raised (logged, skipped)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> RobotStatusForwarder:
-        self._thread = threading.Thread(target=self.run, args=(self._stop,),
-                                        name="console-robot-status", daemon=True)  # fmt: skip
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
