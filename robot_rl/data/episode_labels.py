@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from robot_rl.data.episodes import TMP_SUFFIX, _fsync_directory, load_episode
+from robot_rl.data.episodes import load_episode, write_episode_file
 
 LABELS = ("success", "failure")
 MAX_LABEL_HISTORY = 100  # entries kept in an episode's meta (the newest)
@@ -149,17 +147,4 @@ def relabel_episode_file(path: Path, relabel: StepRelabel) -> Path:
     meta["label_history"] = [*history, relabel.history_entry()][-MAX_LABEL_HISTORY:]
     meta["operator_label"] = None
     arrays["meta"] = np.array(json.dumps(meta, allow_nan=False))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-    return path
+    return write_episode_file(path, arrays, compress, overwrite=True)

@@ -213,7 +213,15 @@ def save_episode(
     existing = _numbered(directory)
     number = existing[-1][0] + 1 if existing else 0
     final = episode_path(directory, number)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=directory)
+    return write_episode_file(final, arrays, compress, overwrite=False)
+
+
+def write_episode_file(path: Path, arrays: dict[str, np.ndarray], compress: bool,
+                       overwrite: bool) -> Path:  # fmt: skip
+    """Write ``arrays`` as ``path`` atomically: a temporary file in the same folder, fsynced,
+    made readable (0644), renamed over ``path``, and the rename fsynced. Without ``overwrite`` an
+    existing ``path`` is a FileExistsError (one writer per directory). Returns ``path``."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -221,14 +229,14 @@ def save_episode(
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; episodes are ordinary readable files
-        if final.exists():  # a second writer got here first: never overwrite an episode
-            raise FileExistsError(f"{final} appeared while writing; one writer per directory")
-        os.replace(tmp, final)
+        if not overwrite and path.exists():  # a second writer got here first
+            raise FileExistsError(f"{path} appeared while writing; one writer per directory")
+        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_directory(directory)
-    return final
+    _fsync_directory(path.parent)
+    return path
 
 
 def _fsync_directory(directory: Path) -> None:
