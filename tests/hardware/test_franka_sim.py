@@ -300,8 +300,9 @@ def test_robot_server_over_franky_sim_streams_state_and_recovers_on_request(sim)
         sim.start()
         reply = client.request("recover", timeout_s=10.0)
         assert reply["recovered"]
-        back = client.latest(timeout_s=2.0, newer_than_seq=client.latest().seq)
-        assert back.meta["mode"] != int(ControlMode.FAULT) and back.meta["connected"] is True
+        # the client's newest state may still be one from before the recovery: wait for one after
+        _wait_for(lambda: (m := client.latest().meta)["connected"] is True
+                  and m["mode"] != int(ControlMode.FAULT), 10.0, "recovered state")  # fmt: skip
     finally:
         client.close()
         server.stop()
