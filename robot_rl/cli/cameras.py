@@ -17,8 +17,9 @@ log = logging.getLogger("robot_rl.cli")
 
 
 def add(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("cameras",
-                                   help="list RealSense cameras; stream cameras; choose crops")
+    parser = subparsers.add_parser(
+        "cameras", help="list RealSense cameras; stream cameras; choose crops"
+    )
     actions = parser.add_subparsers(dest="cameras_command", metavar="ACTION", required=True)
     actions.add_parser("list", help="serial, model and firmware of each camera").set_defaults(
         handler=run_list
@@ -30,8 +31,12 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     _add_stream_flags(twin, DEFAULT_ENDPOINTS.cameras)
     twin.add_argument("--size", type=int, default=128, help="square image side (default 128)")
     twin.add_argument("--jpeg", type=int, help="JPEG quality 1-100 (default raw frames)")
-    twin.add_argument("--fps", type=float, default=0.0,
-                      help="rounds per second at most (default 0: as fast as the twin renders)")
+    twin.add_argument(
+        "--fps",
+        type=float,
+        default=0.0,
+        help="rounds per second at most (default 0: as fast as the twin renders)",
+    )
     twin.set_defaults(handler=run_publish_twin)
 
     mirror = actions.add_parser(

@@ -148,8 +148,12 @@ class RobotClientBackend:
             latest = self.client.latest()
         except TimeoutError:
             return {"no_state": True}
-        return {**latest.meta, "state_age_s": time.monotonic() - latest.received_s,
-                "tcp_pos_m": latest.state.ee_pos_m, "gripper_width_m": latest.state.gripper_width_m}
+        return {
+            **latest.meta,
+            "state_age_s": time.monotonic() - latest.received_s,
+            "tcp_pos_m": latest.state.ee_pos_m,
+            "gripper_width_m": latest.state.gripper_width_m,
+        }
 
     def close(self) -> None:
         self.client.close()

@@ -135,8 +135,11 @@ class InProcessActorLink:
     @property
     def unacknowledged_steps(self) -> int:
         with self._t._cond:
-            queued = sum(1 for item in self._t._queue
-                         if item[0] == self.actor_id and isinstance(item[2], Transition))
+            queued = sum(
+                1
+                for item in self._t._queue
+                if item[0] == self.actor_id and isinstance(item[2], Transition)
+            )
             return queued + self._t._in_flight_steps.get(self.actor_id, 0)
 
     @property

@@ -209,8 +209,7 @@ class LearnerLink:
             return 0
         elif message.type == "request" and message.meta.get("op") not in ("hello", None):
             self.rejected += 1
-            error = _short(f"unknown request op {message.meta.get('op')!r}; known: hello, "
-                           "relabel")
+            error = _short(f"unknown request op {message.meta.get('op')!r}; known: hello, relabel")
             log.warning("learner link: %s from %s", error, actor_id)
         self._ack(identity, actor_id, state, seq, error)
         return accepted

@@ -63,8 +63,11 @@ def test_an_applied_mark_is_undone_through_the_bridge_hook() -> None:
     bridge.on_undo_mark = lambda mark: undone.append((mark.episode, mark.label))
     hub.control("mark_success")
     assert bridge.before_step().label == "success"  # applied: the episode ends marked
-    info = {"operator_label": "success", "label_before": StepFlags(0.0, False, False),
-            "label_after": StepFlags(1.0, True, False)}  # what apply_label records
+    info = {
+        "operator_label": "success",
+        "label_before": StepFlags(0.0, False, False),
+        "label_after": StepFlags(1.0, True, False),
+    }  # what apply_label records
     bridge.after_step({"state": np.ones(3, np.float32)}, np.zeros(2, np.float32), info, 1.0)
     assert bridge.end_episode(info, 1.0, 0, 3)  # success, by the mark
     bridge.start_episode()
