@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 # The GIL switch interval while the torque loop runs (see ``start``).
 GIL_SWITCH_INTERVAL_S = 0.0002
-ROBOT_TICK_WAIT_S = 0.002  # the longest a torque tick waits for the robot's next state
+ROBOT_TICK_WAIT_S = 0.0006  # the longest a torque tick waits for the robot's next state
 ROBOT_TICK_POLL_S = 0.00005  # how often it looks meanwhile
 OPERATOR_PROMPT = "reset the scene, then press r"
 _STOPPED = "the arm is under a software stop: clear it (console: Clear stop) before new targets"
@@ -318,14 +318,6 @@ class FrankaBackend:
                     self._enter_fault(self._fault_reason(exc))
                     continue
                 ticks += 1
-                if self.control == "torque":
-                    # Paced by the robot: the next tick starts when the robot's next state is
-                    # there (libfranka's own 1 kHz), as a libfranka control callback would be.
-                    if ticks % 1000 == 0:
-                        # Right after a tick, with most of a period to the robot's next state.
-                        gc.collect(1 if ticks % 10_000 == 0 else 0)
-                    self._await_robot_tick(time.monotonic() + ROBOT_TICK_WAIT_S)
-                    continue
                 deadline += period
                 slack = deadline - time.monotonic()
                 if slack > 0.0003 and ticks % 1000 == 0:
@@ -337,26 +329,29 @@ class FrankaBackend:
                     time.sleep(slack)
                 elif slack < -20 * period:  # far behind (a stall): re-anchor, do not burst
                     deadline = time.monotonic()
+                if self.control == "torque":
+                    self._await_robot_tick(time.monotonic() + ROBOT_TICK_WAIT_S)
         finally:
             gc.enable()
             gc.unfreeze()
 
-    def _await_robot_tick(self, until_s: float) -> bool:
+    def _await_robot_tick(self, until_s: float) -> None:
         """Torque mode: wait, in short sleeps until ``until_s`` at most, for a robot state newer
-        than the one the last torque was computed from; True when one came. Each torque then
-        answers a fresh robot tick instead of drifting against the robot's clock on ours (two
-        robot ticks inside one of our periods would leave one without a new torque). Never waits
-        past ``until_s``: a silent robot must not stall the watchdog's ticks."""
-        served = self.robot.robot_time_s()
-        while time.monotonic() < until_s:
-            try:
+        than the one the last torque was computed from. Each torque then answers a fresh robot
+        tick: the loop locks onto the robot's 1 kHz instead of drifting against it on its own
+        clock (two robot ticks inside one of our periods would leave one without a new torque).
+        Never waits longer than ``until_s``: a silent robot must not stall the watchdog."""
+        try:
+            served = self.robot.robot_time_s()
+            if served is None:
+                return
+            while time.monotonic() < until_s:
                 newest = self.robot.robot_time_s(fresh=True)
-            except Exception:  # a failed read: the tick reads again, and faults with the reason
-                return False
-            if served is not None and newest is not None and newest > served:
-                return True
-            time.sleep(ROBOT_TICK_POLL_S)
-        return False
+                if newest is None or newest > served:
+                    return
+                time.sleep(ROBOT_TICK_POLL_S)
+        except Exception:  # a failed read surfaces as a fault in the tick itself
+            return
 
     def _torque_step(self) -> None:
         loop = self._require_loop()

@@ -400,15 +400,14 @@ def test_a_torque_tick_waits_for_the_robots_next_state_and_no_longer_than_its_bo
     # The robot's next tick arrives on the third look: the wait ends there, well before its bound.
     robot = _TickingRobot(served=1.000, fresh=[1.000, 1.000, 1.001])
     until = time.monotonic() + 5.0
-    assert FrankaBackend._await_robot_tick(types.SimpleNamespace(robot=robot), until)
+    FrankaBackend._await_robot_tick(types.SimpleNamespace(robot=robot), until)
     assert robot.polls == 3 and time.monotonic() < until
     # A silent robot: the wait gives up at its bound (the watchdog must keep ticking).
     silent = _TickingRobot(served=2.0, fresh=[2.0])
     until = time.monotonic() + 0.005
-    assert not FrankaBackend._await_robot_tick(types.SimpleNamespace(robot=silent), until)
+    FrankaBackend._await_robot_tick(types.SimpleNamespace(robot=silent), until)
     assert time.monotonic() >= until and silent.polls >= 1
-    # No state served yet, or a robot without a clock: the bound paces the loop (never a spin).
+    # No state served yet (first tick): no wait at all.
     first = _TickingRobot(served=None, fresh=[0.0])
-    until = time.monotonic() + 0.005
-    assert not FrankaBackend._await_robot_tick(types.SimpleNamespace(robot=first), until)
-    assert time.monotonic() >= until
+    FrankaBackend._await_robot_tick(types.SimpleNamespace(robot=first), time.monotonic() + 5.0)
+    assert first.polls == 0
