@@ -471,13 +471,6 @@ class FrankaRobot:
         """The franky ``RobotState`` of the latest ``read_state`` (robot_mode, errors, wrench)."""
         return self._snap.raw
 
-    def robot_time_s(self, fresh: bool = False) -> float | None:
-        """The robot's own clock (libfranka ``RobotState.time``, s) of the latest ``read_state``
-        sample, or with ``fresh`` of the robot's newest state now; None when there is none."""
-        raw = self._robot.state if fresh else self._snap.raw
-        stamp = getattr(raw, "time", None)
-        return stamp.to_sec() if stamp is not None else None
-
     def model(self) -> RobotModel:
         """libfranka's model at the latest ``read_state`` sample."""
         raw = self._snap.raw

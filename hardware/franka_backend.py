@@ -60,8 +60,6 @@ log = logging.getLogger(__name__)
 
 # The GIL switch interval while the torque loop runs (see ``start``).
 GIL_SWITCH_INTERVAL_S = 0.0002
-ROBOT_TICK_WAIT_S = 0.0006  # the longest a torque tick waits for the robot's next state
-ROBOT_TICK_POLL_S = 0.00005  # how often it looks meanwhile
 OPERATOR_PROMPT = "reset the scene, then press r"
 _STOPPED = "the arm is under a software stop: clear it (console: Clear stop) before new targets"
 
@@ -329,29 +327,9 @@ class FrankaBackend:
                     time.sleep(slack)
                 elif slack < -20 * period:  # far behind (a stall): re-anchor, do not burst
                     deadline = time.monotonic()
-                if self.control == "torque":
-                    self._await_robot_tick(time.monotonic() + ROBOT_TICK_WAIT_S)
         finally:
             gc.enable()
             gc.unfreeze()
-
-    def _await_robot_tick(self, until_s: float) -> None:
-        """Torque mode: wait, in short sleeps until ``until_s`` at most, for a robot state newer
-        than the one the last torque was computed from. Each torque then answers a fresh robot
-        tick: the loop locks onto the robot's 1 kHz instead of drifting against it on its own
-        clock (two robot ticks inside one of our periods would leave one without a new torque).
-        Never waits longer than ``until_s``: a silent robot must not stall the watchdog."""
-        try:
-            served = self.robot.robot_time_s()
-            if served is None:
-                return
-            while time.monotonic() < until_s:
-                newest = self.robot.robot_time_s(fresh=True)
-                if newest is None or newest > served:
-                    return
-                time.sleep(ROBOT_TICK_POLL_S)
-        except Exception:  # a failed read surfaces as a fault in the tick itself
-            return
 
     def _torque_step(self) -> None:
         loop = self._require_loop()

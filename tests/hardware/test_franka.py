@@ -377,37 +377,3 @@ def test_the_rigs_friction_reaches_the_cartesian_law_and_zero_turns_it_off():
     assert backend._tfriction  # tracker mode moves its target by the same feedforward
     off = FrankaConfig(robot_ip="10.0.0.2", friction_coulomb_nm=(0.0,) * 7)
     assert not FrankaBackend(off, franky_module=_fake_franky())._tfriction
-
-
-class _TickingRobot:
-    """robot_time_s as FrankaRobot gives it: the served sample's time, or the newest (fresh)."""
-
-    def __init__(self, served: float | None, fresh: list[float]) -> None:
-        self.served, self.fresh, self.polls = served, list(fresh), 0
-
-    def robot_time_s(self, fresh: bool = False) -> float | None:
-        if not fresh:
-            return self.served
-        self.polls += 1
-        return self.fresh.pop(0) if len(self.fresh) > 1 else self.fresh[0]
-
-
-def test_a_torque_tick_waits_for_the_robots_next_state_and_no_longer_than_its_bound():
-    import time
-
-    from robot_rl.hardware.franka_backend import FrankaBackend
-
-    # The robot's next tick arrives on the third look: the wait ends there, well before its bound.
-    robot = _TickingRobot(served=1.000, fresh=[1.000, 1.000, 1.001])
-    until = time.monotonic() + 5.0
-    FrankaBackend._await_robot_tick(types.SimpleNamespace(robot=robot), until)
-    assert robot.polls == 3 and time.monotonic() < until
-    # A silent robot: the wait gives up at its bound (the watchdog must keep ticking).
-    silent = _TickingRobot(served=2.0, fresh=[2.0])
-    until = time.monotonic() + 0.005
-    FrankaBackend._await_robot_tick(types.SimpleNamespace(robot=silent), until)
-    assert time.monotonic() >= until and silent.polls >= 1
-    # No state served yet (first tick): no wait at all.
-    first = _TickingRobot(served=None, fresh=[0.0])
-    FrankaBackend._await_robot_tick(types.SimpleNamespace(robot=first), time.monotonic() + 5.0)
-    assert first.polls == 0
