@@ -113,15 +113,16 @@ class TimingRing:
         self.total += 1
 
     def stamps(self) -> np.ndarray:
-        n = min(self.count, self.capacity)
-        idx = np.arange(self.count - n, self.count) % self.capacity
-        return self.command_stamps_s[idx]
+        return self._recent(self.command_stamps_s)
 
     def robot_stamps(self) -> np.ndarray:
         """(n,) robot-clock times (s) matching ``stamps()``; NaN where none was read."""
+        return self._recent(self.robot_stamps_s)
+
+    def _recent(self, ring: np.ndarray) -> np.ndarray:
+        """The ring's entries since ``clear()``, oldest first (the newest ``capacity`` at most)."""
         n = min(self.count, self.capacity)
-        idx = np.arange(self.count - n, self.count) % self.capacity
-        return self.robot_stamps_s[idx]
+        return ring[np.arange(self.count - n, self.count) % self.capacity]
 
     def clear(self) -> None:
         self.count = 0
@@ -297,7 +298,7 @@ class FrankaBackend:
         gc.collect()
         gc.freeze()  # everything alive now is never scanned again
         gc.disable()  # collections run only where this loop says (a young pass in slack)
-        period = 0.001 if self.control == "torque" else self.config.tracker_period_s
+        period = self.control_period_s
         step = self._torque_step if self.control == "torque" else self._tracker_step
         deadline = time.monotonic()
         ticks = 0
@@ -410,6 +411,11 @@ class FrankaBackend:
             f.Twist(np.asarray(ref.twist[:3], float), np.asarray(ref.twist[3:], float)),
             f.TwistAcceleration(np.asarray(ref.accel[:3], float), np.asarray(ref.accel[3:], float)),
         )
+
+    @property
+    def control_period_s(self) -> float:
+        """The control loop's period: 1 ms torque updates, or the tracker's target period."""
+        return 0.001 if self.control == "torque" else self.config.tracker_period_s
 
     @property
     def integral_force_n(self) -> np.ndarray:
@@ -553,7 +559,6 @@ class FrankaBackend:
             age = time.monotonic() - self._tlast_target_s
             rejected, faults, stopped = self._trejected, self._tfaults, self._tstopped
         fault = self._fault_text
-        control_period_s = 0.001 if self.control == "torque" else self.config.tracker_period_s
         return {
             "law": law,
             "mode": int(ControlMode.FAULT) if fault else mode,
@@ -567,7 +572,7 @@ class FrankaBackend:
             "recoveries": self.recoveries,
             # the control loop's own updates (not the server thread's ticks) for the console's rate
             "loop_ticks": self.timing.total,
-            "loop_hz_target": 1.0 / control_period_s,
+            "loop_hz_target": 1.0 / self.control_period_s,
             # O_F_ext_hat_K of the control thread's last read (a stored value, no franky call)
             **wrench_meta(self.robot.external_wrench()),
         }
