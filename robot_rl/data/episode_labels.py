@@ -10,8 +10,13 @@ learner's disk (``relabel_episode_file``), the replay buffers' copy while they h
 The file is rewritten atomically (a hidden temporary file in the same directory, fsynced, then
 ``os.replace`` over the original, then the directory fsynced), every other array unchanged, and
 the label history is kept in the episode's meta: ``label_history`` gains one entry per relabel,
-{"undone": label, "marked": {reward, terminated, truncated}, "restored": {...}, "time_utc"}, so
-what the operator first said is never lost.
+{"undone": label, "last_seq", "marked": {reward, terminated, truncated}, "restored": {...},
+"time_utc"}, so what the operator first said is never lost.
+
+A relabel is applied once: the same relabel again (an actor resends what it holds until the
+learner acknowledges it, also after a restart of either) finds the step already restored with its
+entry in the history, and changes nothing (``relabel_episode_file`` returns False; no second
+entry, no rewrite).
 """
 
 from __future__ import annotations
@@ -72,9 +77,24 @@ class StepRelabel:
             raise ValueError("relabel: a step is not both terminated and truncated")
 
     def history_entry(self) -> dict[str, Any]:
-        return {"undone": self.undone, "marked": self.marked.as_dict(),
+        return {"undone": self.undone, "last_seq": self.last_seq, "marked": self.marked.as_dict(),
                 "restored": self.restored.as_dict(),
                 "time_utc": dt.datetime.now(dt.timezone.utc).isoformat()}  # fmt: skip
+
+    def recorded_in(self, history: Any) -> bool:
+        """Whether a ``label_history`` (a stored episode's meta) holds this relabel's entry: the
+        same undone label, marked and restored flags (and seq, for entries that name one)."""
+        if not isinstance(history, list):
+            return False
+        for entry in history:
+            if not isinstance(entry, dict):
+                continue
+            seq = entry.get("last_seq", self.last_seq)
+            if (entry.get("undone"), entry.get("marked"), entry.get("restored"), seq) == (
+                self.undone, self.marked.as_dict(), self.restored.as_dict(), self.last_seq
+            ):  # fmt: skip
+                return True
+        return False
 
     def to_meta(self) -> dict[str, Any]:
         """Plain values for a message's meta (``from_meta`` reads them back, checked)."""
@@ -118,20 +138,30 @@ def _vector(value: Any, name: str) -> np.ndarray:
     return array
 
 
-def relabel_episode_file(path: Path, relabel: StepRelabel) -> Path:
+def _flags_of(step: Any) -> tuple[float, bool, bool]:
+    return float(step.reward), bool(step.terminated), bool(step.truncated)
+
+
+def _stored(flags: StepFlags) -> tuple[float, bool, bool]:
+    """``flags`` as an episode file holds them (the reward as float32)."""
+    return float(np.float32(flags.reward)), flags.terminated, flags.truncated
+
+
+def relabel_episode_file(path: Path, relabel: StepRelabel) -> bool:
     """Give the last step of the episode at ``path`` the ``restored`` flags and append the
-    relabel to its meta's ``label_history`` (see the module docstring); atomic. ValueError if the
-    file's last step is not the marked one (its reward and flags differ from ``marked``), or if
-    the file is malformed (``EpisodeFormatError``)."""
+    relabel to its meta's ``label_history`` (see the module docstring); atomic. Returns True when
+    the file was relabelled, False when this relabel was already applied to it (nothing is
+    written). ValueError if the file's last step is not the marked one (its reward and flags
+    differ from ``marked``), or if the file is malformed (``EpisodeFormatError``)."""
     path = Path(path)
     transitions, old_meta = load_episode(path)  # every check of the format first
     last = transitions[-1]
     marked = relabel.marked
-    if (float(last.reward), bool(last.terminated), bool(last.truncated)) != (
-        float(np.float32(marked.reward)),
-        marked.terminated,
-        marked.truncated,
+    if _flags_of(last) == _stored(relabel.restored) and relabel.recorded_in(
+        old_meta.get("label_history")
     ):
+        return False  # a resend of a relabel already applied
+    if _flags_of(last) != _stored(marked):
         raise ValueError(f"{path}: the last step has reward {last.reward}, terminated "
                          f"{last.terminated}, truncated {last.truncated}, not the marked "
                          f"{marked.as_dict()}; not relabelled")  # fmt: skip
@@ -147,4 +177,5 @@ def relabel_episode_file(path: Path, relabel: StepRelabel) -> Path:
     meta["label_history"] = [*history, relabel.history_entry()][-MAX_LABEL_HISTORY:]
     meta["operator_label"] = None
     arrays["meta"] = np.array(json.dumps(meta, allow_nan=False))
-    return write_episode_file(path, arrays, compress, overwrite=True)
+    write_episode_file(path, arrays, compress, overwrite=True)
+    return True

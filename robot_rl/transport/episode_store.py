@@ -13,7 +13,8 @@ takes stay bounded and nothing is lost.
 ``relabel`` withdraws an operator's mark from a stored episode (``data.episode_labels``): the file
 whose meta names the actor and the marked step's ``last_seq`` is rewritten atomically with its
 label history; the newest ``RECENT_FILES`` written are indexed, older ones are looked up by
-reading the episode files' meta, newest first.
+reading the episode files' meta, newest first. A relabel already applied (an actor's resend) is
+recognised and changes nothing (``repeated_relabels``).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class EpisodeStore:
         self.keys: dict[str, str] = {}  # actor id -> the CURVE key (z85) that sends it
         self.episodes_cut = 0
         self.relabelled = 0  # episodes relabelled (an applied mark withdrawn)
+        self.repeated_relabels = 0  # relabels that were already applied (resent): no change
         self._open: dict[str, _Open] = {}
         self._recent: OrderedDict[tuple[str, int], Path] = OrderedDict()
 
@@ -125,20 +127,25 @@ class EpisodeStore:
         self.durable[actor_id] = last_seq
         self._open[actor_id] = _Open(first_seq=last_seq + 1)
 
-    def relabel(self, relabel: StepRelabel) -> Path:
+    def relabel(self, relabel: StepRelabel) -> bool:
         """Withdraw a mark from the stored episode that ends with ``relabel.last_seq`` of
-        ``relabel.actor_id`` (see the module docstring); returns its path. LookupError when it is
-        not stored (yet, or any more), ValueError when its last step is not the marked one."""
+        ``relabel.actor_id`` (see the module docstring). True when relabelled now, False when it
+        already was (a resend: nothing written). LookupError when it is not stored (yet, or any
+        more), ValueError when its last step is neither the marked one nor this relabel's."""
         key = (relabel.actor_id, relabel.last_seq)
         path = self._recent.get(key) or self._find(*key)
         if path is None:
             raise LookupError(f"no stored episode of {relabel.actor_id} ends at seq "
                               f"{relabel.last_seq} in {self.directory}")  # fmt: skip
-        relabel_episode_file(path, relabel)
+        if not relabel_episode_file(path, relabel):
+            self.repeated_relabels += 1
+            log.info("episode store: %s already has the %s mark of seq %d withdrawn (a resend); "
+                     "unchanged", path.name, relabel.undone, relabel.last_seq)  # fmt: skip
+            return False
         self.relabelled += 1
         log.info("episode store: %s relabelled: the %s mark of seq %d withdrawn", path.name,
                  relabel.undone, relabel.last_seq)  # fmt: skip
-        return path
+        return True
 
     def _find(self, actor_id: str, last_seq: int) -> Path | None:
         """The episode file whose meta names ``actor_id`` and ``last_seq``, newest first."""

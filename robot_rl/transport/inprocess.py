@@ -266,10 +266,12 @@ class InProcessLearnerLink:
 
     def apply_relabel(self, relabel: StepRelabel) -> bool:
         """The episode store's file, then ``on_relabel`` (the learner's replay copy); logged and
-        counted in ``relabels_failed`` when the episode is not found on disk."""
+        counted in ``relabels_failed`` when the episode is not found on disk; a relabel already
+        applied changes nothing."""
         ok = True
         try:
-            self.store.relabel(relabel)
+            if not self.store.relabel(relabel):
+                return True  # applied before: the file and the replay have it
         except (LookupError, ValueError, OSError) as exc:
             ok = False
             self.relabels_failed += 1

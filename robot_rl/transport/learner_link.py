@@ -324,8 +324,10 @@ class LearnerLink:
         """An actor's "relabel" request: its own stored episode's marked step gets the env's
         flags back (``data.episode_labels``), then ``on_relabel`` (the replay's copy). Returns
         the ack's error and extra meta: ``relabelled`` names the seq once the actor may stop
-        sending it (done, or refused for good); a step not yet durable gets no ``relabelled``,
-        so the actor sends it again later."""
+        sending it (done, already done, or refused for good); a step not yet durable gets no
+        ``relabelled``, so the actor sends it again later. A relabel already applied (resent
+        after a lost ack or an actor restart) is acknowledged without touching the file or the
+        replay again (``EpisodeStore.relabel``)."""
         try:
             if not isinstance(fields, dict):
                 raise ValueError("relabel request: meta relabel must be a map")
@@ -341,13 +343,13 @@ class LearnerLink:
             return _short(f"seq {relabel.last_seq} is not stored yet"), {}
         done = {"relabelled": relabel.last_seq}
         try:
-            self.store.relabel(relabel)
+            applied = self.store.relabel(relabel)
         except (LookupError, ValueError, OSError) as exc:
             self.relabels_failed += 1
             log.error("learner link: the %s mark of %s seq %d was not withdrawn on disk: %s",
                       relabel.undone, actor_id, relabel.last_seq, _short(exc))  # fmt: skip
             return _short(exc), done
-        if self.on_relabel is not None:
+        if applied and self.on_relabel is not None:
             self.on_relabel(relabel)
         return None, done
 

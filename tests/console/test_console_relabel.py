@@ -4,6 +4,7 @@ whole in-process path from the console's undo to both."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def test_a_relabelled_file_keeps_every_other_array_and_the_label_history(tmp_pat
     path = save_episode(tmp_path, episode, {"task": "reach", "actor_id": "actor-0",
                                             "last_seq": 4})  # fmt: skip
     before, before_meta = load_episode(path)
-    relabel_episode_file(path, relabel_of(episode))
+    assert relabel_episode_file(path, relabel_of(episode))
     after, meta = load_episode(path)
     last = after[-1]
     assert (last.reward, last.terminated, last.truncated) == (0.0, False, True)
@@ -65,11 +66,34 @@ def test_a_relabelled_file_keeps_every_other_array_and_the_label_history(tmp_pat
     (entry,) = meta["label_history"]
     assert entry["undone"] == "success" and entry["marked"] == SUCCESS_MARK.as_dict()
     assert entry["restored"] == RESTORED.as_dict() and meta["operator_label"] is None
+    assert entry["last_seq"] == 4
     assert meta["created_utc"] == before_meta["created_utc"]  # the same episode
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary left
-    with pytest.raises(ValueError, match="not the marked"):  # a second undo finds it relabelled
-        relabel_episode_file(path, relabel_of(episode))
+    # The same relabel again (a resend) is recognised: nothing written, no second entry.
+    relabelled = path.read_bytes()
+    assert not relabel_episode_file(path, relabel_of(episode))
+    assert path.read_bytes() == relabelled
+    # Another relabel of that step is refused: the step is not what its mark made of it.
+    with pytest.raises(ValueError, match="not the marked"):
+        relabel_episode_file(path, dataclasses.replace(relabel_of(episode), last_seq=9))
+    ended_by_env = dataclasses.replace(relabel_of(episode), restored=StepFlags(0.0, True, False))
+    with pytest.raises(ValueError, match="not the marked"):
+        relabel_episode_file(path, ended_by_env)
     assert len(load_episode(path)[1]["label_history"]) == 1
+
+
+def test_a_failure_mark_whose_flags_stay_is_recorded_once(tmp_path: Path) -> None:
+    # A failure mark on a step the env left open: withdrawing it keeps the episode truncated with
+    # reward 0, the same flags, so only the history tells a resend from a first application.
+    failure = StepFlags(0.0, False, True)
+    episode = steps(3, failure)
+    path = save_episode(tmp_path, episode, {"task": "reach", "actor_id": "actor-0",
+                                            "last_seq": 2})  # fmt: skip
+    relabel = StepRelabel("actor-0", 2, "failure", failure, failure, episode[-1].action,
+                          episode[-1].next_obs["state"])  # fmt: skip
+    assert relabel_episode_file(path, relabel)
+    assert not relabel_episode_file(path, relabel)
+    assert [e["undone"] for e in load_episode(path)[1]["label_history"]] == ["failure"]
 
 
 def test_a_hostile_file_is_not_relabelled(tmp_path: Path) -> None:
@@ -107,16 +131,18 @@ def test_the_store_finds_the_episode_by_actor_and_seq_also_after_a_restart(tmp_p
     store = EpisodeStore(tmp_path, "reach")
     for seq, step in enumerate(first + second):
         store.add("actor-0", seq, step, starts_episode=seq in (0, 3))
-    store.relabel(relabel_of(second, seq=7))  # the recent index
+    assert store.relabel(relabel_of(second, seq=7))  # the recent index
     restarted = EpisodeStore(tmp_path, "reach")
     restarted.restore()
-    restarted.relabel(relabel_of(first, seq=2))  # found by reading the files' meta
+    assert restarted.relabel(relabel_of(first, seq=2))  # found by reading the files' meta
+    assert not restarted.relabel(relabel_of(second, seq=7))  # a resend after a restart
     with pytest.raises(LookupError, match="no stored episode of actor-0 ends at seq 5"):
         restarted.relabel(relabel_of(first, seq=5))
     episodes = list(load_episodes(tmp_path))
     assert [e.transitions[-1].truncated for e in episodes] == [True, True]
     assert [e.transitions[-1].reward for e in episodes] == [0.0, 0.0]
-    assert store.relabelled == restarted.relabelled == 1
+    assert store.relabelled == restarted.relabelled == 1 and restarted.repeated_relabels == 1
+    assert [len(e.meta["label_history"]) for e in episodes] == [1, 1]
 
 
 def test_the_replay_copy_is_relabelled_and_its_targets_follow() -> None:
@@ -211,8 +237,14 @@ def test_a_relabel_reaches_a_distributed_learner_once_the_step_is_durable(tmp_pa
         assert "must be a map" in error and extra == {}
         error, extra = learner._relabel("a0", {**relabel.to_meta(), "last_seq": 99})
         assert "not stored yet" in error and extra == {}  # the actor sends it again later
-        error, extra = learner._relabel("a0", relabel.to_meta())  # already relabelled
+        error, extra = learner._relabel("a0", relabel.to_meta())  # a resend: done already
+        assert error is None and extra == {"relabelled": 4}
+        assert len(seen) == 1 and learner.store.repeated_relabels == 1  # the replay once
+        other = dataclasses.replace(relabel, undone="failure")
+        error, extra = learner._relabel("a0", other.to_meta())  # what the step no longer is
         assert "not the marked" in error and extra == {"relabelled": 4}  # refused for good
+        (stored_episode,) = list(load_episodes(store))
+        assert len(stored_episode.meta["label_history"]) == 1
     finally:
         actor.close()
         learner.close()
