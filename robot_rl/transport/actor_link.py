@@ -22,12 +22,19 @@ Resending: if the learner's ``received`` stops advancing for ``resend_after_s`` 
 are unacknowledged (a learner restart loses what was in flight), every unacknowledged batch is
 sent again in order; the learner drops what it already has.
 
-Relabels: ``relabel`` queues an operator's withdrawn mark (``data.episode_labels.StepRelabel``);
-it is sent as a "relabel" request once the learner's acks say the marked step is durable, and
-resent every ``resend_after_s`` until an ack names it (``relabelled``: done, or refused for good,
-with the learner's error logged). Pending relabels live in memory only (at most
-``MAX_PENDING_RELABELS``): an actor killed within seconds of an undo may leave that episode
-labelled as marked, which its ``label_history`` never shows.
+Relabels: ``relabel`` takes an operator's withdrawn mark (``data.episode_labels.StepRelabel``)
+and writes it to the spool at once (``relabel_<seq>.json``: JSON, fsynced, renamed into place,
+the directory fsynced) before holding it in memory; it is sent as a "relabel" request once the
+learner's acks say the marked step is durable, and resent every ``resend_after_s`` until an ack
+names it (``relabelled``: done, already done, or refused for good, with the learner's error
+logged); then its file is deleted. A restarted actor with the same spool reads the pending
+relabels back and sends each once the learner has stored the step it names (after the spooled
+batches before it), so a kill -9 seconds after an undo loses no relabel; the learner applies a
+resent one only once (``EpisodeStore.relabel``). A relabel file that cannot be trusted (not
+JSON, another format, another actor's, a seq this actor never sealed, a bad field) is logged in
+one line, counted (``relabels_set_aside``) and moved aside as ``*.corrupt``. At most
+``MAX_PENDING_RELABELS`` are held; past that the oldest is moved aside as ``*.dropped`` (kept on
+disk, not sent).
 
 Learner output is checked, never trusted: an ack whose numbers are not ints in range, weights
 whose version is not an int, whose tensors are not finite, or whose keys, shapes or dtypes differ
@@ -37,8 +44,10 @@ from what ``expect_weights`` declared are logged, counted (``rejected_acks``,
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import stat
 import struct
 import tempfile
 import threading
@@ -64,6 +73,9 @@ log = logging.getLogger(__name__)
 
 SEQ_FILE = "next_seq"
 MAX_PENDING_RELABELS = 100
+RELABEL_PREFIX = "relabel_"  # relabel_<seq, 12 digits>.json in the spool
+RELABEL_FORMAT = 1  # the "format" field of a relabel file
+MAX_RELABEL_FILE_BYTES = 1 << 20  # a relabel carries two vectors of at most 4096 numbers
 LOG_EVERY_S = 10.0  # the same complaint about the learner's output is logged at most this often
 
 
@@ -138,6 +150,9 @@ class ActorLink:
         self.weights_received_at = 0.0
         self._relabels: dict[int, tuple[StepRelabel, float]] = {}  # last_seq -> (it, sent at)
         self.relabels_done = 0  # relabels the learner acknowledged
+        self.relabels_set_aside = 0  # relabel files moved aside (untrusted, or over the limit)
+        self._relabels.update(self._load_relabels())  # from a previous run, sent when durable
+        self._bound_relabels()
         self._ctx = context or zmq.Context.instance()
         self._dealer = self._ctx.socket(zmq.DEALER)
         self._dealer.linger = 0
@@ -316,17 +331,117 @@ class ActorLink:
                 "data for too long: check it is running"
             )
 
+    # -- relabels (an operator's withdrawn mark), held in the spool until acknowledged ----------
     def relabel(self, relabel: StepRelabel) -> None:
-        """Queue an operator's withdrawn mark for the learner (see the module docstring)."""
+        """Hold an operator's withdrawn mark for the learner, on disk first (see the module
+        docstring). ValueError for a relabel of another actor's step (the learner refuses it)."""
+        if relabel.actor_id != self.config.actor_id:
+            raise ValueError(f"relabel: actor_id={relabel.actor_id!r}; this link sends only its "
+                             f"own, {self.config.actor_id!r}")  # fmt: skip
         with self._lock:
+            try:
+                self._write_relabel(relabel)
+            except OSError as exc:  # still sent while this actor runs; lost if it is killed
+                log.error("actor link: could not write the relabel of seq %d to %s (%s); it is "
+                          "held in memory only", relabel.last_seq, self.spool, exc)  # fmt: skip
             self._relabels[relabel.last_seq] = (relabel, -float("inf"))
-            while len(self._relabels) > MAX_PENDING_RELABELS:
-                dropped = min(self._relabels)
-                del self._relabels[dropped]
-                log.error("actor link: more than %d relabels pending; the one of seq %d is "
-                          "dropped (that episode keeps its mark)", MAX_PENDING_RELABELS,
-                          dropped)  # fmt: skip
+            self._bound_relabels()
             self._pump()
+
+    def _relabel_path(self, seq: int) -> Path:
+        return self.spool / f"{RELABEL_PREFIX}{seq:012d}.json"
+
+    def _write_relabel(self, relabel: StepRelabel) -> None:
+        """``relabel_<seq>.json`` (fsynced, renamed into place, the directory fsynced)."""
+        body = json.dumps({"format": RELABEL_FORMAT, "relabel": relabel.to_meta()},
+                          allow_nan=False).encode()  # fmt: skip
+        fd, tmp = tempfile.mkstemp(dir=self.spool, prefix=".relabel.")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(body)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self._relabel_path(relabel.last_seq))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._fsync_spool()
+
+    def _load_relabels(self) -> dict[int, tuple[StepRelabel, float]]:
+        """The relabels a previous run left pending; untrusted files are moved aside."""
+        for tmp in self.spool.glob(".relabel.*"):  # a write cut short: its relabel() never returned
+            tmp.unlink(missing_ok=True)
+        pending: dict[int, tuple[StepRelabel, float]] = {}
+        for path in sorted(self.spool.glob(f"{RELABEL_PREFIX}*.json")):
+            try:
+                relabel = self._read_relabel(path)
+            except (OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
+                self._set_relabel_aside(path, ".corrupt", f"refused: {exc}")
+                continue
+            pending[relabel.last_seq] = (relabel, -float("inf"))
+        if pending:
+            log.info("actor link: %d relabels pending from a previous run in %s (seq %s); sent "
+                     "once the learner holds their steps", len(pending), self.spool,
+                     ", ".join(str(s) for s in sorted(pending)[:10]))  # fmt: skip
+        return pending
+
+    def _read_relabel(self, path: Path) -> StepRelabel:
+        """A relabel file, checked: ValueError (or OSError) naming what is wrong."""
+        info = path.lstat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_RELABEL_FILE_BYTES + 1)
+        if len(data) > MAX_RELABEL_FILE_BYTES:
+            raise ValueError(f"larger than {MAX_RELABEL_FILE_BYTES} bytes")
+        document = json.loads(data.decode("utf-8"))
+        if not isinstance(document, dict) or document.get("format") != RELABEL_FORMAT:
+            found = document.get("format") if isinstance(document, dict) else type(document)
+            raise ValueError(f"format={str(found)[:40]}; expected {RELABEL_FORMAT}")
+        fields = document.get("relabel")
+        if not isinstance(fields, dict):
+            raise ValueError("field relabel must be a map")
+        relabel = StepRelabel.from_meta(fields)
+        if relabel.actor_id != self.config.actor_id:
+            raise ValueError(f"actor_id={relabel.actor_id[:40]!r}; this actor is "
+                             f"{self.config.actor_id!r}")  # fmt: skip
+        if path.name != self._relabel_path(relabel.last_seq).name:
+            raise ValueError(f"last_seq={relabel.last_seq} differs from the file name")
+        if relabel.last_seq >= self._next_seq:
+            raise ValueError(f"last_seq={relabel.last_seq}; this actor has sealed only seq < "
+                             f"{self._next_seq}")  # fmt: skip
+        return relabel
+
+    def _set_relabel_aside(self, path: Path, suffix: str, why: str) -> None:
+        """Move a relabel file aside (kept, never sent): one logged line, counted."""
+        self.relabels_set_aside += 1
+        aside = path.with_suffix(suffix)
+        try:
+            path.replace(aside)
+        except OSError as exc:
+            why += f"; moving it aside failed: {exc}"
+        why = " ".join(why.split())[:300]  # one line, whatever the file held
+        log.error("actor link: relabel file %s %s; moved aside as %s", path, why, aside.name)
+
+    def _bound_relabels(self) -> None:
+        while len(self._relabels) > MAX_PENDING_RELABELS:
+            dropped = min(self._relabels)
+            del self._relabels[dropped]
+            self._set_relabel_aside(
+                self._relabel_path(dropped), ".dropped",
+                f"not sent: more than {MAX_PENDING_RELABELS} relabels pending (episode seq "
+                f"{dropped} keeps its mark)",
+            )  # fmt: skip
+
+    def _forget_relabel(self, seq: int) -> None:
+        """The learner acknowledged it: its file goes (a delete lost in a crash only means a
+        resend, which the learner recognises)."""
+        del self._relabels[seq]
+        try:
+            self._relabel_path(seq).unlink(missing_ok=True)
+        except OSError as exc:
+            log.error("actor link: could not delete %s (%s); it is sent again next run",
+                      self._relabel_path(seq), exc)  # fmt: skip
 
     @property
     def relabels_pending(self) -> int:
@@ -472,7 +587,7 @@ class ActorLink:
                 self._complain("error", f"the learner refused a message: {str(error)[:200]}")
             done = ack.meta.get("relabelled")
             if isinstance(done, int) and not isinstance(done, bool) and done in self._relabels:
-                del self._relabels[done]
+                self._forget_relabel(done)
                 self.relabels_done += error is None
                 if error is not None:
                     log.error("actor link: the learner did not relabel seq %d: %s", done,
@@ -566,6 +681,8 @@ class ActorLink:
         )
         if self._pending:
             text += f", {len(self._pending)} unsealed steps lost"
+        if self._relabels:
+            text += f", {len(self._relabels)} relabels held in the spool (sent next run)"
         return text
 
     # -- weights -------------------------------------------------------------------------------
