@@ -25,16 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from robot_rl.agents.threads import thread_budget_scope
 from robot_rl.config import to_dict
-from robot_rl.console.bridge import episode_success, operator_setup
+from robot_rl.console.bridge import AppliedMark, episode_success, operator_setup
 from robot_rl.data.batch import Transition
 from robot_rl.envs.intervention import ScriptedIntervener
 from robot_rl.envs.twin_env import make_env
 from robot_rl.runtime.actor import ActorLoop, EpisodeStats, Policy, policy_loop, stop_on_signals
+from robot_rl.runtime.episode_tally import EpisodeTally
 from robot_rl.runtime.learner import LearnerCore
 from robot_rl.runtime.metrics import make_sink
 from robot_rl.runtime.record import record_demos
@@ -210,8 +210,8 @@ class Actor:
         bridge = self.operator.bridge
         if bridge is not None:  # an undo of an applied mark relabels the learner's episode
             bridge.last_seq = lambda: self.link.last_step_seq
-            bridge.on_undo_mark = lambda mark: self.link.relabel(mark.relabel(net.actor_id))
-        self.successes: list[float] = []
+            bridge.on_undo_mark = self._undo_mark
+        self.tally = EpisodeTally(window=20)  # corrected when the operator withdraws a mark
         self._loop: ActorLoop | None = None
         self._stop = threading.Event()
         self.interventions = 0
@@ -219,13 +219,28 @@ class Actor:
 
     @property
     def episodes(self) -> int:
-        return len(self.successes)
+        return self.tally.episodes
+
+    @property
+    def successes(self) -> int:
+        """Finished episodes that succeeded (after any withdrawn mark)."""
+        return self.tally.successes
+
+    def _undo_mark(self, mark: AppliedMark) -> None:
+        """The operator withdrew a mark this actor applied: the learner relabels the stored
+        episode (the link holds the request, in the spool, until acknowledged) and the counts
+        follow (the env's verdict: a success ends the episode terminated)."""
+        relabel = mark.relabel(self.net.actor_id)
+        self.link.relabel(relabel)
+        if self.tally.withdraw_mark(relabel.last_seq, mark.before.terminated,
+                                    mark.before.reward - mark.marked.reward):  # fmt: skip
+            self._report()
 
     def _report(self) -> None:
         """The actor's numbers for the session supervisor (a no-op outside a session)."""
         steps = self._loop.steps if self._loop is not None else 0
         report_status({"steps": steps, "episodes": self.episodes,
-                       "successes": int(sum(self.successes)),
+                       "successes": self.successes,
                        "interventions": self.interventions})  # fmt: skip
 
     def stop(self) -> None:
@@ -250,7 +265,7 @@ class Actor:
             log.info("actor: interrupted")
         return {
             "episodes": float(self.episodes),
-            "success_rate": float(np.mean(self.successes)) if self.successes else 0.0,
+            "success_rate": self.successes / self.episodes if self.episodes else 0.0,
             "weights_version": float(self.link.weights_version),
             "unacknowledged_steps": float(self.link.unacknowledged_steps),
         }
@@ -274,7 +289,9 @@ class Actor:
         if not finished:
             return
         success = episode_success(info)
-        self.successes.append(float(success))
+        # Keyed by the seq of the episode's last step, which an undo of its mark names.
+        self.tally.add(self.link.last_step_seq, success, stats.episode_return,
+                       stats.intervention_rate)  # fmt: skip
         log.info("actor: episode %d %s; weights v%d (%.1f s old); %d steps held",
                  self.episodes, "success" if success else "failure", self.link.weights_version,
                  self.link.weights_age_s, self.link.unacknowledged_steps)  # fmt: skip

@@ -30,7 +30,6 @@ import json
 import logging
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +42,13 @@ from tqdm import tqdm
 from robot_rl.agents.threads import apply_thread_budget, thread_budget_scope
 from robot_rl.agents.warm_start import pretrain_on_demos
 from robot_rl.config import from_dict, to_dict
-from robot_rl.console.bridge import operator_setup
+from robot_rl.console.bridge import AppliedMark, episode_success, operator_setup
 from robot_rl.data.batch import Transition
 from robot_rl.envs.intervention import ScriptedIntervener
 from robot_rl.envs.twin_env import make_env
 from robot_rl.runtime.actor import EpisodeStats, Policy, policy_loop, stop_on_signals
 from robot_rl.runtime.config import TrainConfig
+from robot_rl.runtime.episode_tally import EpisodeTally
 from robot_rl.runtime.learner import LearnerCore
 from robot_rl.runtime.metrics import MetricsSink, make_sink
 from robot_rl.runtime.record import record_demos
@@ -91,9 +91,9 @@ class TrainingSession:
         core = self.core
         self.agent, self.counters, self.evaluations = core.agent, core.counters, core.evaluations
         self.demo, self.online = core.demo, core.online
-        self.recent_success: deque[float] = deque(maxlen=20)
-        self.recent_return: deque[float] = deque(maxlen=20)
-        self.recent_interventions: deque[float] = deque(maxlen=20)
+        # The newest 20 finished episodes, corrected when the operator withdraws a mark.
+        self.tally = EpisodeTally(window=20)
+        self._bar: Any = None  # the progress bar while the actor loop runs
         self._stop = threading.Event()
         self._signalled = threading.Event()  # SIGINT / SIGTERM: stop without a final evaluation
         self._learner_error: BaseException | None = None
@@ -207,8 +207,21 @@ class TrainingSession:
         self._operator = setup
         if setup.bridge is not None:  # an undo of an applied mark relabels the stored episode
             setup.bridge.last_seq = lambda: self.actor_link.next_seq - 1
-            setup.bridge.on_undo_mark = lambda mark: self.actor_link.relabel(mark.relabel(ACTOR_ID))
+            setup.bridge.on_undo_mark = self._undo_mark
         return setup.env, setup.bridge
+
+    def _undo_mark(self, mark: AppliedMark) -> None:
+        """The operator withdrew a mark the actor applied (the actor thread, between steps): the
+        stored episode and its replay copy are relabelled behind the steps, and the training
+        success and return follow (the env's verdict: a success ends the episode terminated)."""
+        relabel = mark.relabel(ACTOR_ID)
+        self.actor_link.relabel(relabel)
+        if self.tally.withdraw_mark(relabel.last_seq, mark.before.terminated,
+                                    mark.before.reward - mark.marked.reward):  # fmt: skip
+            self.core.scalar("actor/success_rate", self.tally.success_rate)
+            self.core.scalar("actor/return", self.tally.mean_return)
+            self.core.scalar("actor/marks_withdrawn", self.tally.corrections)
+            self._show_progress()
 
     def _before_act(self) -> bool:
         """Hold the update-to-data ratio (before the weight swap); False: stop."""
@@ -237,10 +250,7 @@ class TrainingSession:
             self._rate_mark = (now, steps)
             rate = (steps - last_steps) / max(now - last_t, 1e-9)
             self.core.scalar("actor/env_steps_per_s", rate)
-            latest = self.evaluations[-1]["success_rate"] if self.evaluations else float("nan")
-            assisted = float(np.mean(self.recent_success or [0]))
-            self._bar.set_postfix(assisted_success=f"{assisted:.2f}", eval_success=f"{latest:.2f}",
-                                  upd=self.counters.updates)  # fmt: skip
+            self._show_progress()
         if cfg.eval_every and steps % cfg.eval_every == 0:
             self.evaluate(cfg.eval_episodes)
         by_steps = cfg.checkpoint_every and steps % cfg.checkpoint_every == 0
@@ -252,16 +262,25 @@ class TrainingSession:
             self.core.checkpoint()
             self._checkpoint_at = time.monotonic()
 
+    def _show_progress(self) -> None:
+        """The bar's figures: the assisted training success (interventions and the operator's
+        marks included) over the newest episodes, the latest evaluation, the updates."""
+        if self._bar is None:  # before the actor loop starts
+            return
+        latest = self.evaluations[-1]["success_rate"] if self.evaluations else float("nan")
+        self._bar.set_postfix(assisted_success=f"{self.tally.success_rate:.2f}",
+                              eval_success=f"{latest:.2f}", upd=self.counters.updates)  # fmt: skip
+
     def _end_episode(self, info: dict[str, Any], stats: EpisodeStats, finished: bool) -> None:
         if not finished:
             return
         self.counters.episodes += 1
-        self.recent_success.append(float(info["success"]))
-        self.recent_return.append(stats.episode_return)
-        self.recent_interventions.append(stats.intervention_rate)
-        self.core.scalar("actor/success_rate", float(np.mean(self.recent_success)))
-        self.core.scalar("actor/return", float(np.mean(self.recent_return)))
-        self.core.scalar("actor/intervention_rate", float(np.mean(self.recent_interventions)))
+        # Keyed by the seq of the episode's last step, which an undo of its mark names.
+        self.tally.add(self.actor_link.next_seq - 1, episode_success(info), stats.episode_return,
+                       stats.intervention_rate)  # fmt: skip
+        self.core.scalar("actor/success_rate", self.tally.success_rate)
+        self.core.scalar("actor/return", self.tally.mean_return)
+        self.core.scalar("actor/intervention_rate", self.tally.intervention_rate)
         self.core.scalar("actor/episode_steps", stats.steps)
 
     def _wait_for_learner(self) -> None:

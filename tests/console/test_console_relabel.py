@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robot_rl.console.bridge import ConsoleBridge
+from robot_rl.console.bridge import AppliedMark, ConsoleBridge
 from robot_rl.console.hub import ConsoleHub
 from robot_rl.data.batch import Transition
 from robot_rl.data.episode_labels import StepFlags, StepRelabel, relabel_episode_file
@@ -19,6 +19,7 @@ from robot_rl.data.episodes import EpisodeFormatError, load_episode, load_episod
 from robot_rl.data.replay import ReplayBuffer
 from robot_rl.envs.twin_env import TwinEnv, TwinEnvConfig
 from robot_rl.runtime.actor import ActorLoop, LinkRecorder
+from robot_rl.runtime.episode_tally import EpisodeTally
 from robot_rl.runtime.learner import ReplaySink
 from robot_rl.transport.episode_store import EpisodeStore
 from robot_rl.transport.inprocess import InProcessTransport
@@ -248,3 +249,152 @@ def test_a_relabel_reaches_a_distributed_learner_once_the_step_is_durable(tmp_pa
     finally:
         actor.close()
         learner.close()
+
+
+# -- the success counters follow an undo ---------------------------------------------------------
+
+
+def test_the_tally_corrects_a_withdrawn_mark_once() -> None:
+    tally = EpisodeTally(window=3, remember=4)
+    tally.add(4, True, 1.0, 0.0)  # seq 4: a success mark
+    tally.add(9, False, 0.0, 0.5)
+    tally.add(14, True, 1.0, 0.0)
+    assert (tally.episodes, tally.successes) == (3, 2)
+    assert tally.success_rate == pytest.approx(2 / 3) and tally.mean_return == pytest.approx(2 / 3)
+    assert tally.withdraw_mark(4, success=False, return_change=-1.0)
+    assert (tally.episodes, tally.successes, tally.corrections) == (3, 1, 1)
+    assert tally.success_rate == pytest.approx(1 / 3) and tally.mean_return == pytest.approx(1 / 3)
+    # Again, or for an episode never counted: nothing changes.
+    assert not tally.withdraw_mark(4, success=False, return_change=-1.0)
+    assert not tally.withdraw_mark(5, success=False, return_change=-1.0)
+    assert (tally.successes, tally.corrections) == (1, 1)
+    assert tally.mean_return == pytest.approx(1 / 3)
+    # A failure mark on a step the env had ended as a success: withdrawn, it counts as one.
+    assert tally.withdraw_mark(9, success=True, return_change=1.0)
+    assert tally.successes == 2 and tally.success_rate == pytest.approx(2 / 3)
+    # Rates over the newest `window` episodes; an episode past `remember` is forgotten.
+    tally.add(19, False, 0.0, 1.0)
+    tally.add(24, False, 0.0, 1.0)
+    assert tally.success_rate == pytest.approx(1 / 3)  # seq 14, 19, 24
+    assert tally.intervention_rate == pytest.approx(2 / 3)
+    assert not tally.withdraw_mark(4, success=True, return_change=1.0)  # forgotten
+    assert (tally.episodes, tally.successes) == (5, 2)
+    with pytest.raises(ValueError, match="window=0"):
+        EpisodeTally(window=0)
+    with pytest.raises(ValueError, match="remember=2"):
+        EpisodeTally(window=3, remember=2)
+
+
+class ScalarLog:
+    """A metrics sink that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = {}
+
+    def scalar(self, name: str, value: float, step: int) -> None:
+        self.values.setdefault(name, []).append(value)
+
+    def flush(self) -> None:
+        """Nothing buffered."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class PostfixLog:
+    """A progress bar that keeps its figures."""
+
+    def __init__(self) -> None:
+        self.postfix: dict[str, object] = {}
+
+    def set_postfix(self, **figures: object) -> None:
+        self.postfix = figures
+
+
+def marked_episode(env: TwinEnv, length: int = 3) -> list[Transition]:
+    """Env steps whose last carries a success mark (the env itself did not end it)."""
+    obs, _ = env.reset(seed=0)
+    rest = np.zeros(env.action_space.shape, np.float32)
+    out = []
+    for i in range(length):
+        next_obs, reward, _, _, _ = env.step(rest)
+        last = i == length - 1
+        out.append(Transition(obs, rest, 1.0 if last else float(reward), next_obs, last, False,
+                              False, 0.0))  # fmt: skip
+        obs = next_obs
+    return out
+
+
+def undo_mark(episode: list[Transition], seq: int) -> AppliedMark:
+    last = episode[-1]
+    return AppliedMark(0, "success", last.action, last.next_obs["state"], SUCCESS_MARK,
+                       StepFlags(0.0, False, False), seq)  # fmt: skip
+
+
+def test_train_counts_a_withdrawn_success_mark_as_the_env_said(tmp_path: Path) -> None:
+    from robot_rl.runtime.actor import EpisodeStats
+    from robot_rl.runtime.train import TrainingSession
+    from tests.runtime.test_train import tiny
+
+    session = TrainingSession(tiny(tmp_path, demos=0))
+    metrics, bar = ScalarLog(), PostfixLog()
+    session.core.metrics, session._bar = metrics, bar
+    try:
+        episode = marked_episode(session.env)
+        for step in episode:
+            session.actor_link.add(step)
+        marked = {"success": False, "operator_label": "success"}  # the env had not succeeded
+        session._end_episode(marked, EpisodeStats(3, 1.0, 0), finished=True)
+        session._show_progress()
+        assert session.tally.successes == 1 and bar.postfix["assisted_success"] == "1.00"
+        mark = undo_mark(episode, session.actor_link.next_seq - 1)
+        session._undo_mark(mark)
+        assert (session.tally.episodes, session.tally.successes) == (1, 0)
+        assert metrics.values["actor/success_rate"] == [1.0, 0.0]
+        assert metrics.values["actor/return"] == [1.0, 0.0]
+        assert bar.postfix["assisted_success"] == "0.00"
+        session._undo_mark(mark)  # again: relabelled once more on the way, counted once
+        session._undo_mark(undo_mark(episode, 999))  # an episode never counted
+        assert metrics.values["actor/success_rate"] == [1.0, 0.0]
+        assert metrics.values["actor/marks_withdrawn"] == [1.0]
+        assert session.counters.episodes == 1 and session.tally.successes == 0
+        session.learner_link.poll()
+        (stored,) = list(load_episodes(tmp_path / "tiny" / "episodes"))
+        last = stored.transitions[-1]
+        assert (last.reward, last.terminated, last.truncated) == (0.0, False, True)
+        assert len(stored.meta["label_history"]) == 1
+        assert session.learner_link.store.repeated_relabels == 1
+        assert session.learner_link.relabels_failed == 1  # seq 999: no such episode
+    finally:
+        session.env.close()
+        session.eval_env.close()
+
+
+def test_a_distributed_actor_counts_a_withdrawn_mark_and_spools_the_relabel(
+    tmp_path: Path,
+) -> None:
+    from robot_rl.runtime.actor import EpisodeStats
+    from robot_rl.runtime.distributed import Actor, DistributedConfig
+    from robot_rl.transport.learner_link import LinkEndpoints
+    from robot_rl.transport.security import SecurityConfig
+    from tests.netutil import free_port
+    from tests.runtime.test_train import tiny
+
+    ep = LinkEndpoints(f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}")
+    net = DistributedConfig(ep, SecurityConfig(plaintext=True))
+    actor = Actor(tiny(tmp_path, demos=0), net, tmp_path / "spool")
+    try:
+        episode = marked_episode(actor.env)
+        for step in episode:
+            actor.link.add(step)
+        actor._end_episode({"operator_label": "success"}, EpisodeStats(3, 1.0, 0), True)
+        assert (actor.episodes, actor.successes) == (1, 1)
+        mark = undo_mark(episode, actor.link.last_step_seq)
+        actor._undo_mark(mark)
+        actor._undo_mark(mark)
+        assert (actor.episodes, actor.successes, actor.tally.corrections) == (1, 0, 1)
+        assert sorted(p.name for p in (tmp_path / "spool").glob("relabel_*")) == [
+            "relabel_000000000002.json"
+        ]  # held for the learner, also across a restart
+    finally:
+        actor.close(flush_timeout_s=0.0)
