@@ -179,8 +179,10 @@ class Learner:
 class Actor:
     """The actor process: acts on the env, streams steps, swaps in the newest weights; with
     ``console.enabled`` it serves the operator console and takes the operator's controls.
-    ``spool_dir``: where steps the learner has not stored are held (default: inside the run,
-    ``<run>/spool/<actor id>``)."""
+    ``spool_dir``: where steps the learner has not stored are held, and the relabels of marks the
+    operator withdrew until the learner has applied them (default: inside the run,
+    ``<run>/spool/<actor id>``). ``episodes`` and ``successes`` follow such an undo
+    (``runtime.episode_tally``)."""
 
     def __init__(
         self, train: TrainConfig, net: DistributedConfig, spool_dir: str | Path | None = None

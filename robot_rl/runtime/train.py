@@ -13,6 +13,11 @@ depend on the CPU's speed; a real robot cannot wait, which is why ``robot-rl lea
 With ``concurrent: false`` the actor makes the learner step itself between env steps: slower in
 wall time, but a seed fixes the whole run (tests and benchmarks use it).
 
+The progress bar's ``assisted_success`` and TensorBoard's ``actor/success_rate`` and
+``actor/return`` are over the newest 20 training episodes, interventions and the operator's marks
+included (``runtime.episode_tally``); an operator's undo of a mark corrects them once, as it
+relabels the stored episode and its replay copy.
+
 SIGINT and SIGTERM finish the session cleanly: the open episode is stored (as unfinished), then the
 checkpoint and the learning curve are written (a second signal aborts). Checkpoints are also
 written every ``checkpoint_every`` env steps and every ``checkpoint_every_min`` minutes.
