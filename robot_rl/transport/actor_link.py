@@ -370,7 +370,10 @@ class ActorLink:
     def _load_relabels(self) -> dict[int, tuple[StepRelabel, float]]:
         """The relabels a previous run left pending; untrusted files are moved aside."""
         for tmp in self.spool.glob(".relabel.*"):  # a write cut short: its relabel() never returned
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError as exc:  # a directory by that name, say: left as it is
+                log.warning("actor link: could not remove %s: %s", tmp, exc)
         pending: dict[int, tuple[StepRelabel, float]] = {}
         for path in sorted(self.spool.glob(f"{RELABEL_PREFIX}*.json")):
             try:
