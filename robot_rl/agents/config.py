@@ -12,6 +12,7 @@ import torch
 
 MAX_CRITIC_ENSEMBLE_SIZE = 10
 ENCODERS = ("conv", "resnet10")
+FEATURE_CACHE_MODES = ("float16", "float32", "off")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,20 @@ class SACConfig:
     freeze_encoder: keep the (pretrained) backbones fixed; their spatial-embedding heads train.
         The online and target encoders then share the backbones' next_obs feature maps (one
         backbone pass fewer per critic step, same result).
+    feature_cache: with freeze_encoder, how the learner keeps each stored frame's backbone
+        feature maps (``robot_rl.data.feature_cache``): "float16" (default) or "float32". Each
+        camera frame then passes through the frozen backbone once, when first sampled, and
+        updates train only the spatial-embedding heads, the MLPs and the temperature on the
+        cached maps (ResNet-10 at 128x128: 16 KiB per camera per frame in float16). Such updates
+        are not augmented: a DrQ shift moves pixels, and the map of a shifted image is not a
+        function of the unshifted map (a 4-pixel shift is 1/8 of a ResNet-10 cell, which sees
+        the image through 32-pixel strides); exact DrQ means running the backbone per update,
+        and a shift of the map itself would be a different, 32-pixel augmentation nobody has
+        measured. What then guards the heads against over-fitting a few frames is that the
+        features are fixed and pretrained, not augmentation. "off": no cache; every update runs
+        the frozen backbones on its (shifted, ``image_augmentation_pad``) images, at the
+        backbone's forward cost per image. Ignored when the encoder trains (no cache is valid).
+        The acting path always encodes its live frame.
     target_encoder: the target critics read a Polyak-averaged copy of the encoder (SERL's
         default). False (opt-in): they read the online encoder's next_obs features, as in DrQ-v2,
         which saves one of the three encoder passes of a critic step (~1/4 of a pixel update on
@@ -73,6 +88,7 @@ class SACConfig:
     encoder: Literal["conv", "resnet10"] = "conv"
     pretrained_encoder_path: str | None = None
     freeze_encoder: bool = False
+    feature_cache: Literal["float16", "float32", "off"] = "float16"
     target_encoder: bool = True
     image_augmentation_pad: int = 4
     hybrid_gripper: bool = True
@@ -116,6 +132,10 @@ class SACConfig:
             raise ValueError(
                 "freeze_encoder=True with pretrained_encoder_path=None would freeze random "
                 "weights; allowed: set pretrained_encoder_path, or freeze_encoder=False"
+            )
+        if self.feature_cache not in FEATURE_CACHE_MODES:
+            raise ValueError(
+                f"feature_cache={self.feature_cache!r}; allowed: {', '.join(FEATURE_CACHE_MODES)}"
             )
         pad = self.image_augmentation_pad
         if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:

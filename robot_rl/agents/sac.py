@@ -40,6 +40,8 @@ from robot_rl.data.batch import STATE_KEY, Batch
 
 log = logging.getLogger(__name__)
 
+FEATURE_MAP_DTYPES = (torch.float16, torch.float32)  # of cached feature maps in a Batch
+
 # Config fields that decide network shapes: a checkpoint only loads into an agent that agrees.
 ARCHITECTURE_FIELDS = (
     "critic_ensemble_size",
@@ -202,14 +204,18 @@ class SACAgent:
         augmented batch.obs (B, F) (still attached to the graph) and detached metrics.
         """
         cfg = self.config
-        obs = self._augment(batch.obs)
-        next_obs = self._augment(batch.next_obs)
+        # Feature maps from a frozen-backbone cache: no images, so no DrQ shift (SACConfig).
+        cached = batch.obs_features is not None
+        obs = batch.obs if cached else self._augment(batch.obs)
+        next_obs = batch.next_obs if cached else self._augment(batch.next_obs)
         actions, gripper_index = self._split_actions(batch.actions)
         alpha = self.log_alpha.exp().detach()
 
         with torch.no_grad(), self._autocast():
             next_maps = target_maps = None
-            if cfg.freeze_encoder:
+            if cached:
+                next_maps = target_maps = _float_maps(batch.next_obs_features)
+            elif cfg.freeze_encoder:
                 # Frozen backbones are the same in the online and target encoders (Polyak between
                 # equal weights keeps them equal): their next_obs feature maps are computed once.
                 next_maps = target_maps = self.encoder.feature_maps(next_obs)
@@ -232,7 +238,7 @@ class SACAgent:
             target_q = batch.rewards + batch.discounts * next_value
 
         with self._autocast():
-            features = self.encoder(obs)
+            features = self.encoder(obs, _float_maps(batch.obs_features) if cached else None)
             q = self.critic(features, actions).float()  # (N, B)
         td = q - target_q.unsqueeze(0)
         loss = td.pow(2).mean()
@@ -501,6 +507,9 @@ class SACAgent:
         return tensors
 
     def _check_batch(self, batch: Batch) -> None:
+        if batch.obs_features is not None or batch.next_obs_features is not None:
+            _check_cached_batch(self, batch)
+            return
         utd = self.config.utd_ratio
         if batch.size % utd != 0:
             raise ValueError(
@@ -523,6 +532,54 @@ class SACAgent:
                 f"batch.actions has shape {tuple(batch.actions.shape)}; "
                 f"expected ({batch.size}, {self.spec.action_dim})"
             )
+
+
+def _check_cached_batch(agent: SACAgent, batch: Batch) -> None:
+    """``SACAgent._check_batch`` for a batch of cached feature maps (``Batch.obs_features``):
+    ValueError naming the field unless the encoder is frozen and every field fits."""
+    if not agent.config.freeze_encoder:
+        raise ValueError(
+            "batch carries cached feature maps (obs_features) but this agent's encoder trains "
+            "(freeze_encoder=False), so they would be stale; sample from buffers without a "
+            "feature cache, or set freeze_encoder: true with pretrained_encoder_path"
+        )
+    utd = agent.config.utd_ratio
+    if batch.size % utd != 0:
+        raise ValueError(f"batch size {batch.size} is not a multiple of utd_ratio={utd}")
+    maps_expected = {
+        name: tuple(camera.spatial.kernel.shape[:3])
+        for name, camera in agent.encoder.cameras.items()
+    }
+    for field in ("obs", "next_obs"):
+        obs, maps = getattr(batch, field), getattr(batch, field + "_features")
+        if maps is None or set(maps) != set(maps_expected):
+            got = None if maps is None else sorted(maps)
+            raise ValueError(f"batch.{field}_features keys {got}; expected {sorted(maps_expected)}")
+        for name, shape in maps_expected.items():
+            m = maps[name]
+            if tuple(m.shape) != (batch.size, *shape) or m.dtype not in FEATURE_MAP_DTYPES:
+                raise ValueError(
+                    f"batch.{field}_features[{name!r}] is {m.dtype} {tuple(m.shape)}; expected "
+                    f"float16 or float32 ({batch.size}, {', '.join(map(str, shape))})"
+                )
+        state = obs.get(STATE_KEY) if set(obs) == {STATE_KEY} else None
+        if state is None or tuple(state.shape) != (batch.size, agent.spec.state_dim):
+            raise ValueError(
+                f"batch.{field} holds {sorted(obs)}; with feature maps expected only "
+                f"'{STATE_KEY}' float32 ({batch.size}, {agent.spec.state_dim})"
+            )
+    if tuple(batch.actions.shape) != (batch.size, agent.spec.action_dim):
+        raise ValueError(
+            f"batch.actions has shape {tuple(batch.actions.shape)}; "
+            f"expected ({batch.size}, {agent.spec.action_dim})"
+        )
+
+
+def _float_maps(maps: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """Cached feature maps (float16 or float32 (B, C, h, w)) as float32."""
+    if maps is None:
+        raise ValueError("batch has obs_features without next_obs_features; both or neither")
+    return {name: m.float() for name, m in maps.items()}
 
 
 def _frozen_copy(module: nn.Module) -> nn.Module:
@@ -549,6 +606,8 @@ def _split(batch: Batch, parts: int) -> list[Batch]:
         split(batch.gripper_penalties),
         split(batch.intervened),
     )
+    if batch.obs_features is not None and batch.next_obs_features is not None:
+        fields += (split_obs(batch.obs_features), split_obs(batch.next_obs_features))
     return [Batch(*(f[i] for f in fields)) for i in range(parts)]
 
 

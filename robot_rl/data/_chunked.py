@@ -21,22 +21,24 @@ class ChunkedColumn:
 
     shape: the shape of one row (e.g. (H, W, 3) for a camera, (D,) for a state, () for a scalar);
     dtype: any numpy dtype without objects (structured dtypes included).
+    start: the global index of the first row appended (a column kept beside another one that
+    has already released rows, e.g. a feature cache attached to a filled replay buffer).
     """
 
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, start: int = 0) -> None:
         self.shape = tuple(shape)
         self.dtype = np.dtype(dtype)
         row_bytes = max(1, self.dtype.itemsize * int(np.prod(self.shape, dtype=np.int64)))
         self._min_rows = max(MIN_CHUNK_ROWS, MIN_CHUNK_BYTES // row_bytes)
-        self.clear()
+        self.clear(start)
 
-    def clear(self) -> None:
-        """Free every chunk; global indices restart at 0."""
+    def clear(self, start: int = 0) -> None:
+        """Free every chunk; global indices restart at ``start``."""
         self._chunks: list[np.ndarray] = []
         self._starts: list[int] = []  # global index of each chunk's first row
         self._starts_np = np.zeros(0, dtype=np.int64)
         self._allocated_rows = 0
-        self.end = 0  # global index the next append gets
+        self.end = start  # global index the next append gets
 
     @property
     def nbytes(self) -> int:
@@ -70,6 +72,15 @@ class ChunkedColumn:
             self._allocated_rows -= len(self._chunks[0])
             del self._chunks[0], self._starts[0]
             self._starts_np = self._starts_np[1:]
+
+    def scatter(self, indices: np.ndarray, rows: np.ndarray) -> None:
+        """Overwrite rows ``indices`` (int64 (N,), sorted, all live) with ``rows`` (N, *shape)."""
+        if len(indices) == 0:
+            return
+        chunk_of = np.searchsorted(self._starts_np, indices, side="right") - 1
+        for c in np.unique(chunk_of).tolist():
+            mine = chunk_of == c
+            self._chunks[c][indices[mine] - self._starts[c]] = rows[mine]
 
     def gather(self, indices: np.ndarray, out: np.ndarray) -> None:
         """Copy rows ``indices`` (int64 (N,), all live) into ``out`` (N, *shape).

@@ -72,6 +72,9 @@ class Batch:
         (the target is rewards + discounts * V(next_obs)).
     gripper_penalties: float32 (B,) the penalty of the first step (for the gripper critic).
     intervened: bool (B,).
+    obs_features, next_obs_features: None, or, from a buffer with a frozen-backbone feature cache
+        (``robot_rl.data.feature_cache``), camera -> the backbone's feature map float16/float32
+        (B, C, h, w) of that camera's frame; obs and next_obs then hold only "state".
     """
 
     obs: dict[str, torch.Tensor]
@@ -81,6 +84,8 @@ class Batch:
     discounts: torch.Tensor
     gripper_penalties: torch.Tensor
     intervened: torch.Tensor
+    obs_features: dict[str, torch.Tensor] | None = None
+    next_obs_features: dict[str, torch.Tensor] | None = None
 
     @property
     def size(self) -> int:
@@ -98,4 +103,6 @@ class Batch:
             self.discounts.to(device, non_blocking=non_blocking),
             self.gripper_penalties.to(device, non_blocking=non_blocking),
             self.intervened.to(device, non_blocking=non_blocking),
+            None if self.obs_features is None else move(self.obs_features),
+            None if self.next_obs_features is None else move(self.next_obs_features),
         )

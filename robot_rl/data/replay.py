@@ -20,6 +20,10 @@ discounts = gamma^k, times 0 only if step i+k-1 terminated. Truncation (a time l
 terminal: the target bootstraps from the episode's true final observation, the last stored frame.
 So an open episode's newest steps get a shorter window (k < n_step) until more steps arrive.
 
+Frozen backbones: ``attach_feature_cache`` keeps each stored frame's backbone feature maps beside
+it (``robot_rl.data.feature_cache``), computed the first time the frame is sampled; batches then
+carry those maps (``Batch.obs_features``) and no images.
+
 Threads: ``add``, ``sample`` and ``close_episode`` take a per-buffer lock, so a thread receiving
 transitions and the learner's update thread may share a buffer (one process; no shared memory).
 """
@@ -37,6 +41,7 @@ import torch
 
 from robot_rl.data._chunked import ChunkedColumn
 from robot_rl.data.batch import STATE_KEY, Batch, Transition, image_keys
+from robot_rl.data.feature_cache import FeatureCache
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +168,7 @@ class ReplayBuffer:
         self.n_step = n_step
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
+        self._feature_cache: FeatureCache | None = None  # stays attached across clear()
         self._reset()
 
     def _reset(self) -> None:
@@ -172,6 +178,8 @@ class ReplayBuffer:
         self._tail = 0  # global index of the oldest live step
         self._open = False  # the newest episode awaits more steps
         self._episode = -1  # number of the newest episode
+        if self._feature_cache is not None:
+            self._feature_cache.reset(0)
 
     def __len__(self) -> int:
         """Steps (transitions) held."""
@@ -181,7 +189,8 @@ class ReplayBuffer:
     def nbytes(self) -> int:
         """Bytes of all stored arrays, chunks counted as allocated (what the process holds)."""
         steps = 0 if self._steps is None else self._steps.nbytes
-        return steps + sum(c.nbytes for c in self._frames.values())
+        cache = 0 if self._feature_cache is None else self._feature_cache.nbytes
+        return steps + cache + sum(c.nbytes for c in self._frames.values())
 
     @property
     def num_episodes(self) -> int:
@@ -199,6 +208,44 @@ class ReplayBuffer:
         """Drop everything (steps, frames, spec); the sampling generator keeps its state."""
         with self._lock:
             self._reset()
+
+    @property
+    def feature_cache(self) -> FeatureCache | None:
+        """The attached frozen-backbone feature cache, or None (batches carry images)."""
+        return self._feature_cache
+
+    def attach_feature_cache(self, cache: FeatureCache) -> None:
+        """From now on, keep each stored frame's frozen-backbone feature maps in ``cache`` and
+        sample batches of maps (``Batch.obs_features`` / ``next_obs_features``) with only the
+        state in obs / next_obs. Frames already held are encoded when first sampled.
+        Raises ValueError if ``cache`` serves another buffer, one is already attached, or its
+        cameras or image shapes differ from the stored ones."""
+        with self._lock:
+            if self._feature_cache is not None or cache.attached:
+                raise ValueError(
+                    "feature cache: each buffer takes one cache and each cache serves one buffer; "
+                    "make a FeatureCache per buffer"
+                )
+            if self.spec is not None:
+                self._check_cache_fits(cache, self.spec)
+            start = 0
+            if self._steps is not None:
+                start = self._frames[STATE_KEY].end
+                if len(self) > 0:
+                    start = int(self._steps.row(self._tail)["frame"])
+            cache.reset(start)
+            for _ in range(start, self._frames[STATE_KEY].end if self._frames else 0):
+                cache.append_frame()
+            cache.attached = True
+            self._feature_cache = cache
+
+    @staticmethod
+    def _check_cache_fits(cache: FeatureCache, spec: ObsSpec) -> None:
+        if cache.image_shapes != spec.image_shapes:
+            raise ValueError(
+                f"feature cache encodes images {cache.image_shapes}; this buffer stores "
+                f"{spec.image_shapes}"
+            )
 
     def close_episode(self) -> None:
         """End the open episode without a terminal flag (its last next_obs stays the bootstrap).
@@ -222,6 +269,9 @@ class ReplayBuffer:
                         f"(its last next_obs['{STATE_KEY}']={stored}); end the episode with "
                         "terminated/truncated, or call close_episode() before starting a new one"
                     )
+            cache = self._feature_cache
+            if self._steps is None and cache is not None:
+                self._check_cache_fits(cache, spec)
             steps = self._steps if self._steps is not None else self._allocate(spec)
             if self._open:
                 frame = self._frames[STATE_KEY].end - 1  # obs is the stored last next_obs
@@ -230,8 +280,12 @@ class ReplayBuffer:
                 frame = self._frames[STATE_KEY].end
                 for k, col in self._frames.items():
                     col.append(obs[k])
+                if cache is not None:
+                    cache.append_frame()
             for k, col in self._frames.items():
                 col.append(next_obs[k])
+            if cache is not None:
+                cache.append_frame()
             steps.append((*row, frame, self._episode))
             self._open = not (t.terminated or t.truncated)
             if steps.end - self._tail > self.capacity:  # FIFO: drop the oldest step
@@ -240,6 +294,8 @@ class ReplayBuffer:
                 first_frame = int(steps.row(self._tail)["frame"])
                 for col in self._frames.values():
                     col.release_before(first_frame)
+                if cache is not None:
+                    cache.release_before(first_frame)
 
     def relabel_step(self, action: np.ndarray, next_state: np.ndarray, reward: float,
                      terminated: bool, search_steps: int = 10_000) -> bool:  # fmt: skip
@@ -323,9 +379,14 @@ class ReplayBuffer:
             out["discounts"][rows] = discounts
             out["gripper_penalties"][rows] = steps["gripper_penalty"][:, 0]
             out["intervened"][rows] = steps["intervened"][:, 0]
+            cache = self._feature_cache
             for key, col in self._frames.items():
+                if cache is not None and key != STATE_KEY:
+                    continue  # the cache gathers the camera's feature maps instead
                 col.gather(steps["frame"][:, 0], out["obs." + key][rows])
                 col.gather(last["frame"] + 1, out["next_obs." + key][rows])
+            if cache is not None:
+                cache.gather(self._frames, steps["frame"][:, 0], last["frame"] + 1, out, rows)
 
 
 _warned_no_pin = False
@@ -338,8 +399,9 @@ def sample_many(
 ) -> Batch:
     """One Batch holding ``count`` samples from each ``(buffer, count)`` in turn.
 
-    All buffers asked for samples must store the same observation keys and shapes. The batch is
-    gathered straight into one set of tensors (pinned if asked), with no concatenation copy.
+    All buffers asked for samples must store the same observation keys and shapes, and either
+    all have a feature cache (of one dtype) or none. The batch is gathered straight into one set
+    of tensors (pinned if asked), with no concatenation copy.
     """
     global _warned_no_pin
     for _, n in parts:
@@ -356,6 +418,15 @@ def sample_many(
     specs = [buf.spec for buf, _ in active]
     if spec is None or any(other != spec for other in specs):
         raise ValueError(f"buffers store different observations: {specs}")
+    caches = [buf.feature_cache for buf, _ in active]
+    cache = caches[0]
+    kinds = {None if c is None else (c.dtype.name, tuple(sorted(c.feature_shapes.items())))
+             for c in caches}  # fmt: skip
+    if len(kinds) > 1:
+        raise ValueError(
+            f"buffers sampled together must all have a feature cache of one dtype and shape, or "
+            f"none; got {sorted(map(str, kinds))}"
+        )
     if pin_memory and not torch.cuda.is_available():
         if not _warned_no_pin:
             log.warning("pin_memory=True but no CUDA device is present; not pinning")
@@ -373,22 +444,34 @@ def sample_many(
         "intervened": empty((total,), torch.bool),
     }
     for prefix in ("obs.", "next_obs."):
-        for k, shape in spec.image_shapes.items():
-            tensors[prefix + k] = empty((total, *shape), torch.uint8)
+        if cache is None:
+            for k, shape in spec.image_shapes.items():
+                tensors[prefix + k] = empty((total, *shape), torch.uint8)
         tensors[prefix + STATE_KEY] = empty((total, spec.state_dim), torch.float32)
+    if cache is not None:
+        map_dtype = torch.float16 if cache.dtype == np.float16 else torch.float32
+        for prefix in ("obs_features.", "next_obs_features."):
+            for k, shape in cache.feature_shapes.items():
+                tensors[prefix + k] = empty((total, *shape), map_dtype)
     arrays = {name: t.numpy() for name, t in tensors.items()}
     start = 0
     for buf, n in active:
         buf._sample_into(n, arrays, start)
         start += n
+    obs_keys = spec.keys if cache is None else [STATE_KEY]
+    cameras = [] if cache is None else sorted(cache.feature_shapes)
     batch = Batch(
-        obs={k: tensors["obs." + k] for k in spec.keys},
+        obs={k: tensors["obs." + k] for k in obs_keys},
         actions=tensors["actions"],
         rewards=tensors["rewards"],
-        next_obs={k: tensors["next_obs." + k] for k in spec.keys},
+        next_obs={k: tensors["next_obs." + k] for k in obs_keys},
         discounts=tensors["discounts"],
         gripper_penalties=tensors["gripper_penalties"],
         intervened=tensors["intervened"],
+        obs_features={k: tensors["obs_features." + k] for k in cameras} if cameras else None,
+        next_obs_features=(
+            {k: tensors["next_obs_features." + k] for k in cameras} if cameras else None
+        ),
     )
     if torch.device(device).type != "cpu":
         batch = batch.to(device, non_blocking=pin_memory)

@@ -37,6 +37,7 @@ from robot_rl.agents.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from robot_rl.agents.frozen_features import attach_configured_feature_caches
 from robot_rl.agents.sac import SACAgent
 from robot_rl.config import to_dict
 from robot_rl.data.batch import Batch, Transition
@@ -190,6 +191,9 @@ class LearnerCore:
             torch.manual_seed(self.config.seed)
             self.agent = SACAgent(observation_space, action_space, self.config.agent,
                                   self.config.seed)  # fmt: skip
+            if attach_configured_feature_caches(self.agent, [self.demo, self.online]):
+                log.info("frozen encoder: camera frames are encoded once, into %s feature caches",
+                         self.config.agent.feature_cache)  # fmt: skip
 
     def build_on_first_step(self) -> None:
         """Build the agent from the first step an actor sends (when nothing on disk had one)."""
