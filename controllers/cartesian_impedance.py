@@ -15,11 +15,12 @@ Jbar = M^-1 J^T Lambda, so it produces no force at the tool. Gravity is left to 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from robot_rl.controllers.gains import CartesianGains
-from robot_rl.controllers.rotations import orientation_error
+from robot_rl.controllers.rotations import orientation_error, quat_log_f, quat_mul_conj_f
 
 from robot_rl.interfaces import RobotModel, RobotState
 
@@ -113,3 +114,113 @@ def friction_task_wrench(
     dq_ref = JMinv.T @ (task_inertia @ twist_ref)
     tau_f = fc * np.tanh(dq_ref / gains.friction_velocity_rad_s)
     return task_inertia @ (JMinv @ tau_f)
+
+
+try:  # the LAPACK gufunc np.linalg.inv runs, without its ~10 us of Python wrapping per call
+    from numpy.linalg import _umath_linalg as _lapack
+
+    _INV = _lapack.inv
+except (ImportError, AttributeError):  # pragma: no cover - a numpy without it: the public call
+    _INV = None
+
+
+def _fmax(a: float, b: float) -> float:
+    """np.maximum on two floats (a NaN propagates)."""
+    return b if (b > a or b != b) else a
+
+
+def _fmin(a: float, b: float) -> float:
+    """np.minimum on two floats (a NaN propagates)."""
+    return b if (b < a or b != b) else a
+
+
+class CartesianImpedanceLaw:
+    """``cartesian_impedance_torque`` for the 1 kHz tick: the same law and the same operations,
+    with the 6- and 3-vector arithmetic on Python floats, the two inverses through the LAPACK
+    gufunc ``np.linalg.inv`` runs (the same result to the bit), and the gains' vectors read once
+    per gains object. Torques agree with ``cartesian_impedance_torque`` to float rounding (the
+    BLAS sums some products in another order). A non-finite torque is recomputed by
+    ``cartesian_impedance_torque``, so a singular matrix still raises ``LinAlgError`` as it
+    did, and a NaN input gives the same NaN torque."""
+
+    def __init__(self) -> None:
+        self._gains: CartesianGains | None = None
+        self._reg = np.eye(6) * _LAMBDA_REGULARIZATION  # 0 off the diagonal: x + 0.0 == x
+
+    def _read_gains(self, gains: CartesianGains) -> None:
+        self._gains = gains
+        self._k = gains.stiffness.tolist()
+        self._two_zeta = (2.0 * gains.damping_ratio).tolist()
+        self._clip = gains.error_clip.tolist()
+        self._friction = bool(gains.friction_coulomb_nm.any())
+
+    def torque(
+        self,
+        state: RobotState,
+        model: RobotModel,
+        reference: CartesianReference,
+        gains: CartesianGains,
+        posture_q_rad: np.ndarray,
+        integral_force_n: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Joint torque (7,), Nm, excluding gravity (see ``cartesian_impedance_torque``)."""
+        if _INV is None:  # pragma: no cover
+            return cartesian_impedance_torque(
+                state, model, reference, gains, posture_q_rad, integral_force_n
+            )
+        if gains is not self._gains:
+            self._read_gains(gains)
+        J = model.jacobian
+        M = model.mass_matrix
+        dq = state.dq_rad_s
+        # pose error (position, then rotation vector), clipped per axis
+        rx, ry, rz = reference.pos_m.tolist()
+        px, py, pz = state.ee_pos_m.tolist()
+        rot = quat_log_f(quat_mul_conj_f(reference.quat_xyzw.tolist(), state.ee_quat_xyzw.tolist()))
+        clip = self._clip
+        error = [
+            _fmin(_fmax(e, -c), c)
+            for e, c in zip((rx - px, ry - py, rz - pz, *rot), clip, strict=True)
+        ]
+
+        M_inv = _INV(M, signature="d->d")
+        JMinv = J @ M_inv
+        lambda_inv = JMinv @ J.T
+        lambda_inv += self._reg
+        task_inertia = _INV(lambda_inv, signature="d->d")
+
+        k = self._k
+        diag = task_inertia.diagonal().tolist()
+        twist = (J @ dq).tolist()
+        ref_twist = reference.twist.tolist()
+        feedforward = (task_inertia @ reference.accel).tolist()
+        wrench = []
+        for i in range(6):
+            x = k[i] * diag[i]
+            damping = self._two_zeta[i] * (math.sqrt(x) if x >= 0.0 else math.nan)
+            wrench.append(k[i] * error[i] - damping * (twist[i] - ref_twist[i]) + feedforward[i])
+        if integral_force_n is not None:
+            fx, fy, fz = integral_force_n.tolist()
+            wrench[0] += fx
+            wrench[1] += fy
+            wrench[2] += fz
+        tau_task = J.T @ np.array(wrench)
+        if self._friction:  # Coulomb friction, signed by the reference's joint velocity
+            dq_ref = JMinv.T @ (task_inertia @ reference.twist)
+            tau_task += gains.friction_coulomb_nm * np.tanh(dq_ref / gains.friction_velocity_rad_s)
+
+        omega = gains.nullspace_natural_freq_rad_s
+        cap = gains.nullspace_torque_cap_nm
+        tau_spring = (M @ (omega * omega * (posture_q_rad - state.q_rad))).tolist()
+        tau_damper = (M @ ((2.0 * gains.nullspace_damping_ratio * omega) * dq)).tolist()
+        tau_posture = np.array(
+            [_fmin(_fmax(s, -cap), cap) - d for s, d in zip(tau_spring, tau_damper, strict=True)]
+        )
+        tau_null = tau_posture - J.T @ (task_inertia @ (JMinv @ tau_posture))
+        tau = tau_task + tau_null + model.coriolis_nm
+        total = float(tau.sum())
+        if total - total != 0.0:  # not finite: the plain law, which raises where it did
+            return cartesian_impedance_torque(
+                state, model, reference, gains, posture_q_rad, integral_force_n
+            )
+        return tau

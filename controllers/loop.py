@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from robot_rl.controllers.cartesian_impedance import cartesian_impedance_torque
+from robot_rl.controllers.cartesian_impedance import CartesianImpedanceLaw
 from robot_rl.controllers.gains import CartesianGains, JointGains
 from robot_rl.controllers.integral import IntegralConfig, PositionIntegrator
 from robot_rl.controllers.joint_impedance import damping_torque, joint_impedance_torque
@@ -108,6 +108,9 @@ class ControlLoop:
         self.limits = robot.limits
         # Checked once: a runtime Protocol isinstance check is too slow for every tick.
         self._lockstep = config.clock == "lockstep"
+        # The wall-clock mode's time source (s): time.monotonic; an offline replay (the bench's
+        # per-tick timing, tests) sets a clock that advances one period per tick.
+        self.clock: Callable[[], float] = time.monotonic
         self.telemetry = TelemetryRing(config.telemetry_capacity)
         self.safety = TorqueSafety(self.limits, config.period_s, config.safety)
         self.cartesian = CartesianReferenceGenerator(
@@ -121,6 +124,7 @@ class ControlLoop:
         )
         self._posture = np.asarray(config.posture_q_rad, dtype=float)
         self.integrator = PositionIntegrator(config.integral, config.period_s)
+        self.law = CartesianImpedanceLaw()  # cartesian_impedance_torque, preallocated and lean
         self._pos_error = np.zeros(3)
         self._lock = threading.Lock()
         self._pending: CartesianTarget | JointTarget | None = None
@@ -263,7 +267,7 @@ class ControlLoop:
 
     # -- the tick ------------------------------------------------------------------------------
     def _now(self, state: RobotState) -> float:
-        return state.stamp_s if self._lockstep else time.monotonic()
+        return state.stamp_s if self._lockstep else self.clock()
 
     def _begin(self, state: RobotState, now_s: float) -> None:
         self._start_s = now_s
@@ -330,7 +334,7 @@ class ControlLoop:
                 if mode == ControlMode.ACTIVE and self.integrator.enabled:
                     np.subtract(ref.pos_m, state.ee_pos_m, out=self._pos_error)
                     integral = self.integrator.update(self._pos_error, ref.twist)
-                tau = cartesian_impedance_torque(
+                tau = self.law.torque(
                     state, model, ref, self.cartesian.gains, self._posture, integral
                 )
             else:

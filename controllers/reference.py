@@ -36,7 +36,18 @@ from dataclasses import dataclass, field
 import numpy as np
 from robot_rl.controllers.cartesian_impedance import CartesianReference
 from robot_rl.controllers.gains import CartesianGains
-from robot_rl.controllers.rotations import quat_conj, quat_exp, quat_log, quat_mul
+from robot_rl.controllers.rotations import (
+    QuatF,
+    Vec3F,
+    quat_conj,
+    quat_exp,
+    quat_exp_f,
+    quat_log,
+    quat_log_f,
+    quat_mul,
+    quat_mul_conj_f,
+    quat_mul_f,
+)
 from robot_rl.controllers.targets import CartesianTarget, InvalidTargetError
 
 # Nominal orientation: tool z axis pointing down (rotation of pi about base x).
@@ -151,35 +162,76 @@ def _joint_speed_ratio(jacobian: np.ndarray, twist: np.ndarray, allowed_rad_s: n
     return float(np.max(np.abs(dq) / allowed_rad_s))
 
 
-def _hermite(
-    s: float, p0: np.ndarray, v0: np.ndarray, p1: np.ndarray, v1: np.ndarray, T: float
-) -> np.ndarray:
-    s2, s3 = s * s, s * s * s
-    return (
-        (2 * s3 - 3 * s2 + 1) * p0
-        + (s3 - 2 * s2 + s) * T * v0
-        + (-2 * s3 + 3 * s2) * p1
-        + (s3 - s2) * T * v1
-    )
+try:  # the LAPACK gufunc np.linalg.lstsq runs, without its ~20 us of Python wrapping
+    from numpy.linalg import _umath_linalg as _lapack
+
+    _LSTSQ = _lapack.lstsq
+except (ImportError, AttributeError):  # pragma: no cover - a numpy without it: the public call
+    _LSTSQ = None
+
+
+def _joint_speed_ratio_f(
+    jacobian: np.ndarray, twist: list[float], allowed_rad_s: tuple[float, ...]
+) -> float:
+    """``_joint_speed_ratio`` for the 1 kHz tick: the same least-squares solve (the gufunc
+    ``np.linalg.lstsq`` wraps, so the same dq to the bit); a result that is not finite (a
+    non-finite Jacobian) is redone through ``np.linalg.lstsq``, which raises where it did."""
+    if _LSTSQ is None:  # pragma: no cover
+        return _joint_speed_ratio(jacobian, np.asarray(twist), np.asarray(allowed_rad_s))
+    rhs = np.array(twist)
+    dq = _LSTSQ(jacobian, rhs[:, None], 1e-6, signature="ddd->ddid")[0].ravel().tolist()
+    ratio = _nanmax([abs(v) / a for v, a in zip(dq, allowed_rad_s, strict=True)])
+    if not math.isfinite(ratio):
+        return _joint_speed_ratio(jacobian, rhs, np.asarray(allowed_rad_s))
+    return ratio
+
+
+# NaN-propagating min / max / max-of-list on floats, as np.minimum / np.maximum / np.max are
+# (Python's min and max drop a NaN depending on the argument order).
+def _fmax(a: float, b: float) -> float:
+    return b if (b > a or b != b) else a
+
+
+def _fmin(a: float, b: float) -> float:
+    return b if (b < a or b != b) else a
+
+
+def _nanmax(values: list[float]) -> float:
+    out = -math.inf
+    for v in values:
+        if v > out:
+            out = v
+        elif v != v:
+            return math.nan
+    return out
 
 
 class CartesianReferenceGenerator:
-    """Turns sparse Cartesian targets into a per-tick reference (pose, twist) and smoothed gains."""
+    """Turns sparse Cartesian targets into a per-tick reference (pose, twist) and smoothed gains.
+
+    The per-tick state is kept in Python floats (position 3, quaternion 4, twist 6): at 1 kHz a
+    numpy call on a 3-vector costs more than the arithmetic it does."""
 
     def __init__(self, config: ReferenceConfig, period_s: float, gains: CartesianGains):
         self.config = config
         self.period_s = period_s
         self.gains = gains
         self._stiffness_goal = gains.stiffness.copy()
+        self._gains_settling = True  # a new stiffness goal is being filtered in (checked once)
         self._gain_alpha = period_s / (config.gain_time_constant_s + period_s)
         self.clipped_count = 0
         self.braked_ticks = 0  # ticks on which the box braked or stopped the reference
         self.joint_slowed_ticks = 0  # ticks on which the joint speeds capped the reference speed
         self._box_lo = np.asarray(config.workspace.pos_min_m, dtype=float)
         self._box_hi = np.asarray(config.workspace.pos_max_m, dtype=float)
-        self._pos = np.zeros(3)
-        self._quat = np.array([0.0, 0.0, 0.0, 1.0])
-        self._twist = np.zeros(6)
+        self._lo = tuple(self._box_lo.tolist())
+        self._hi = tuple(self._box_hi.tolist())
+        self._brake2 = 2.0 * config.box_brake_m_s2
+        self._joint_allowed: tuple[float, ...] = ()
+        self._joint_allowed_src: np.ndarray | None = None
+        self._pos = [0.0, 0.0, 0.0]
+        self._quat = [0.0, 0.0, 0.0, 1.0]
+        self._twist = [0.0] * 6
         self._hold_segment(0.0)
         self._last_goal_time_s: float | None = None
         self._target_period_s = config.nominal_target_period_s
@@ -188,26 +240,37 @@ class CartesianReferenceGenerator:
     def _hold_segment(self, now_s: float) -> None:
         self._seg_t0 = now_s
         self._seg_T = 1.0
-        self._seg_p0 = self._pos.copy()
-        self._seg_p1 = self._pos.copy()
-        self._seg_q0 = self._quat.copy()
-        self._seg_rot = np.zeros(3)
-        self._seg_v0 = np.zeros(6)
-        self._seg_v1 = np.zeros(6)
+        self._seg_p0 = list(self._pos)
+        self._seg_p1 = list(self._pos)
+        self._seg_q0 = list(self._quat)
+        self._seg_rot = [0.0, 0.0, 0.0]
+        self._seg_v0 = [0.0] * 6
+        self._seg_v1 = [0.0] * 6
         self._seg_hermite = False
+        self._segment_changed()
+
+    def _segment_changed(self) -> None:
+        """Derived per-segment values (the goal orientation, whether it ends at rest)."""
+        self._seg_goal_q = quat_mul_f(quat_exp_f(*self._seg_rot), self._seg_q0)
+        v1 = self._seg_v1
+        if self._seg_hermite:
+            self._rest_lin = not (v1[0] or v1[1] or v1[2])
+            self._rest_rot = not (v1[3] or v1[4] or v1[5])
+        else:
+            self._rest_lin = self._rest_rot = True
 
     def reset(self, pos_m: np.ndarray, quat_xyzw: np.ndarray, now_s: float) -> None:
         """Start from a measured pose at rest (loop start, or watchdog hold)."""
-        self._pos = np.asarray(pos_m, dtype=float).copy()
-        self._quat = np.asarray(quat_xyzw, dtype=float).copy()
-        self._twist = np.zeros(6)
+        self._pos = np.asarray(pos_m, dtype=float).reshape(3).tolist()
+        self._quat = np.asarray(quat_xyzw, dtype=float).reshape(4).tolist()
+        self._twist = [0.0] * 6
         self._hold_segment(now_s)
         self._last_goal_time_s = None
 
     def brake_to_rest(self, now_s: float) -> None:
         """Slow from the current speed to rest along a smooth (Hermite) segment, then hold: the
         watchdog's hold, without the jolt of stopping a moving reference in one tick."""
-        cfg, v = self.config, self._twist.copy()
+        cfg, v = self.config, np.array(self._twist)
         lin_speed, rot_speed = float(np.linalg.norm(v[:3])), float(np.linalg.norm(v[3:]))
         self._hold_segment(now_s)
         duration = max(lin_speed / cfg.box_brake_m_s2, rot_speed / cfg.max_angular_accel_rad_s2,
@@ -215,11 +278,13 @@ class CartesianReferenceGenerator:
         self._seg_t0 = now_s - self.period_s
         self._seg_T = duration
         self._seg_hermite = True
-        self._seg_v0 = v
-        self._seg_v1 = np.zeros(6)
-        self._seg_p1 = self._pos + 0.5 * duration * v[:3]  # constant deceleration to rest
-        self._seg_rot = 0.5 * duration * v[3:]
+        self._seg_v0 = v.tolist()
+        self._seg_v1 = [0.0] * 6
+        half = 0.5 * duration  # constant deceleration to rest
+        self._seg_p1 = [p + half * vi for p, vi in zip(self._pos, self._seg_v0[:3], strict=True)]
+        self._seg_rot = [half * vi for vi in self._seg_v0[3:]]
         self._last_goal_time_s = None
+        self._segment_changed()
 
     def set_goal(self, target: CartesianTarget, now_s: float) -> bool:
         """Start a segment toward a validated target. Returns whether the workspace clipped it."""
@@ -235,38 +300,50 @@ class CartesianReferenceGenerator:
         # moving on the tick a target arrives (starting at now_s would stall it for one tick).
         self._seg_t0 = now_s - self.period_s
         self._seg_T = self._target_period_s
-        self._seg_p0 = self._pos.copy()
-        self._seg_q0 = self._quat.copy()
-        self._seg_p1 = pos
-        self._seg_rot = quat_log(quat_mul(quat, quat_conj(self._quat)))
+        self._seg_p0 = list(self._pos)
+        self._seg_q0 = list(self._quat)
+        p1 = np.asarray(pos, dtype=float).tolist()
+        self._seg_p1 = p1
+        self._seg_rot = list(quat_log_f(quat_mul_conj_f(np.asarray(quat, float).tolist(),
+                                                        self._quat)))  # fmt: skip
         self._seg_hermite = target.twist is not None
-        self._seg_v0 = self._twist.copy()
-        self._seg_v1 = np.zeros(6) if target.twist is None else target.twist.copy()
+        self._seg_v0 = list(self._twist)
+        v1 = [0.0] * 6 if target.twist is None else np.asarray(target.twist, float).tolist()
         # A goal on a face of the box cannot move on through it: drop that part of its twist.
-        lo, hi = self._box_lo, self._box_hi
-        outward = ((pos >= hi) & (self._seg_v1[:3] > 0)) | ((pos <= lo) & (self._seg_v1[:3] < 0))
-        self._seg_v1[:3][outward] = 0.0
+        for i in range(3):
+            if (p1[i] >= self._hi[i] and v1[i] > 0) or (p1[i] <= self._lo[i] and v1[i] < 0):
+                v1[i] = 0.0
+        self._seg_v1 = v1
         if target.stiffness is not None:
             self._stiffness_goal = target.stiffness
+            self._gains_settling = True
+        self._segment_changed()
         return clipped
 
-    def _segment_pose(self, now_s: float) -> tuple[np.ndarray, np.ndarray]:
+    def _segment_pose(self, now_s: float) -> tuple[list[float], QuatF]:
         T = self._seg_T
         t = now_s - self._seg_t0
+        p0, p1, rot = self._seg_p0, self._seg_p1, self._seg_rot
         if self._seg_hermite:
-            if t <= T:
+            v0, v1 = self._seg_v0, self._seg_v1
+            if t <= T:  # cubic Hermite from (p0, v0) to (p1, v1) over T (rotation from 0)
                 s = t / T
-                p = _hermite(s, self._seg_p0, self._seg_v0[:3], self._seg_p1, self._seg_v1[:3], T)
-                r = _hermite(s, np.zeros(3), self._seg_v0[3:], self._seg_rot, self._seg_v1[3:], T)
+                s2, s3 = s * s, s * s * s
+                h0 = 2 * s3 - 3 * s2 + 1
+                h1 = (s3 - 2 * s2 + s) * T
+                h2 = -2 * s3 + 3 * s2
+                h3 = (s3 - s2) * T
+                p = [h0 * p0[i] + h1 * v0[i] + h2 * p1[i] + h3 * v1[i] for i in (0, 1, 2)]
+                r = [h0 * 0.0 + h1 * v0[i + 3] + h2 * rot[i] + h3 * v1[i + 3] for i in (0, 1, 2)]
             else:  # late next target: keep the goal's velocity for at most one more period
                 extra = min(t - T, T)
-                p = self._seg_p1 + self._seg_v1[:3] * extra
-                r = self._seg_rot + self._seg_v1[3:] * extra
+                p = [p1[i] + v1[i] * extra for i in (0, 1, 2)]
+                r = [rot[i] + v1[i + 3] * extra for i in (0, 1, 2)]
         else:
             s = min(t / T, 1.0)
-            p = self._seg_p0 + s * (self._seg_p1 - self._seg_p0)
-            r = s * self._seg_rot
-        return p, quat_mul(quat_exp(r), self._seg_q0)
+            p = [p0[i] + s * (p1[i] - p0[i]) for i in (0, 1, 2)]
+            r = [s * rot[0], s * rot[1], s * rot[2]]
+        return p, quat_mul_f(quat_exp_f(r[0], r[1], r[2]), self._seg_q0)
 
     def step(
         self,
@@ -292,133 +369,151 @@ class CartesianReferenceGenerator:
         cfg, dt = self.config, self.period_s
         p_des, q_des = self._segment_pose(now_s)
         p_prev, q_prev = self._segment_pose(now_s - dt)
-        rest_lin, rest_rot = self._goal_at_rest()
-        goal_p, goal_q = self._segment_goal()
+        pos, quat, twist = self._pos, self._quat, self._twist
+        goal_p = self._seg_p1
         # The reference sits where the segment was a tick ago when it follows it exactly, so its
         # error is measured against that point; the segment's velocity carries it on to p_des.
-        lin_args = ((p_des - p_prev) / dt, p_prev - self._pos,
-                    goal_p - self._pos if rest_lin else None, self._twist[:3],
-                    cfg.profile_accel_m_s2)  # fmt: skip
-        rot_args = (quat_log(quat_mul(q_des, quat_conj(q_prev))) / dt,
-                    quat_log(quat_mul(q_prev, quat_conj(self._quat))),
-                    quat_log(quat_mul(goal_q, quat_conj(self._quat))) if rest_rot else None,
-                    self._twist[3:], cfg.profile_angular_accel_rad_s2)  # fmt: skip
+        lin_args = ([(p_des[i] - p_prev[i]) / dt for i in (0, 1, 2)],
+                    [p_prev[i] - pos[i] for i in (0, 1, 2)],
+                    [goal_p[i] - pos[i] for i in (0, 1, 2)] if self._rest_lin else None,
+                    twist[:3], cfg.profile_accel_m_s2)  # fmt: skip
+        rot_args = ([v / dt for v in quat_log_f(quat_mul_conj_f(q_des, q_prev))],
+                    quat_log_f(quat_mul_conj_f(q_prev, quat)),
+                    quat_log_f(quat_mul_conj_f(self._seg_goal_q, quat)) if self._rest_rot
+                    else None,
+                    twist[3:], cfg.profile_angular_accel_rad_s2)  # fmt: skip
         v_lin = self._profile(*lin_args, cfg.max_linear_speed_m_s)
         v_rot = self._profile(*rot_args, cfg.max_angular_speed_rad_s)
         # (at rest there is nothing to check: a least-squares solve less on a holding tick)
         if (
             jacobian is not None
             and joint_speed_max_rad_s is not None
-            and (v_lin.any() or v_rot.any())
+            and (v_lin[0] or v_lin[1] or v_lin[2] or v_rot[0] or v_rot[1] or v_rot[2])
         ):
-            ratio = _joint_speed_ratio(
-                jacobian, np.concatenate((v_lin, v_rot)),
-                cfg.joint_speed_fraction * np.asarray(joint_speed_max_rad_s, dtype=float),
-            )  # fmt: skip
+            if joint_speed_max_rad_s is not self._joint_allowed_src:
+                self._joint_allowed_src = joint_speed_max_rad_s
+                self._joint_allowed = tuple(
+                    (cfg.joint_speed_fraction * np.asarray(joint_speed_max_rad_s, dtype=float))
+                    .tolist()
+                )  # fmt: skip
+            ratio = _joint_speed_ratio_f(jacobian, v_lin + v_rot, self._joint_allowed)
             if ratio > 1.0:
                 self.joint_slowed_ticks += 1
                 # the same profile under speed caps scaled down to this ratio's allowance
-                v_lin = self._profile(*lin_args, float(np.linalg.norm(v_lin)) / ratio)
-                v_rot = self._profile(*rot_args, float(np.linalg.norm(v_rot)) / ratio)
-        lin_step, braked = self._keep_in_box(v_lin * dt)
-        rot_step = v_rot * dt
-        self._pos = self._pos + lin_step
-        self._quat = quat_mul(quat_exp(rot_step), self._quat)
-        twist = np.concatenate((lin_step, rot_step)) / dt
+                v_lin = self._profile(*lin_args, _norm3(v_lin) / ratio)
+                v_rot = self._profile(*rot_args, _norm3(v_rot) / ratio)
+        lin_step, braked = self._keep_in_box([v * dt for v in v_lin])
+        rot_step = [v * dt for v in v_rot]
+        self._pos = [pos[i] + lin_step[i] for i in (0, 1, 2)]
+        self._quat = list(quat_mul_f(quat_exp_f(rot_step[0], rot_step[1], rot_step[2]), quat))
+        new_twist = [v / dt for v in lin_step + rot_step]
         # Acceleration feedforward along smooth (twist-given) segments and while braking at the
         # box; a linear segment is followed with a bang-bang acceleration, not fed forward.
         if braked or self._seg_hermite:
-            accel = (twist - self._twist) / dt
-            accel[:3] = np.minimum(
-                np.maximum(accel[:3], -cfg.max_linear_accel_m_s2), cfg.max_linear_accel_m_s2
-            )
-            accel[3:] = np.minimum(
-                np.maximum(accel[3:], -cfg.max_angular_accel_rad_s2), cfg.max_angular_accel_rad_s2
-            )
+            a_lin, a_rot = cfg.max_linear_accel_m_s2, cfg.max_angular_accel_rad_s2
+            accel = [(new_twist[i] - twist[i]) / dt for i in range(6)]
+            accel = [_fmin(_fmax(a, -a_lin), a_lin) for a in accel[:3]] + [
+                _fmin(_fmax(a, -a_rot), a_rot) for a in accel[3:]
+            ]
         else:
-            accel = np.zeros(6)
-        self._twist = twist
+            accel = [0.0] * 6
+        self._twist = new_twist
 
-        if (self.gains.stiffness != self._stiffness_goal).any():
-            k = self.gains.stiffness + self._gain_alpha * (
-                self._stiffness_goal - self.gains.stiffness
-            )
-            if np.abs(k - self._stiffness_goal).max() < 1e-6:
-                k = self._stiffness_goal.copy()
-            self.gains = dataclasses.replace(self.gains, stiffness=k)
-        return CartesianReference(self._pos, self._quat, self._twist, accel)
-
-    def _goal_at_rest(self) -> tuple[bool, bool]:
-        """Whether the segment ends at rest (linear part, rotational part)."""
-        if not self._seg_hermite:
-            return True, True
-        return not self._seg_v1[:3].any(), not self._seg_v1[3:].any()
-
-    def _segment_goal(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._seg_p1, quat_mul(quat_exp(self._seg_rot), self._seg_q0)
+        if self._gains_settling:
+            if (self.gains.stiffness != self._stiffness_goal).any():
+                k = self.gains.stiffness + self._gain_alpha * (
+                    self._stiffness_goal - self.gains.stiffness
+                )
+                if np.abs(k - self._stiffness_goal).max() < 1e-6:
+                    k = self._stiffness_goal.copy()
+                self.gains = dataclasses.replace(self.gains, stiffness=k)
+            else:
+                self._gains_settling = False
+        return CartesianReference(
+            np.array(self._pos), np.array(self._quat), np.array(new_twist), np.array(accel)
+        )
 
     def _profile(
         self,
-        v_seg: np.ndarray,
-        error: np.ndarray,
-        to_goal: np.ndarray | None,
-        v_now: np.ndarray,
+        v_seg: list[float],
+        error: list[float] | Vec3F,
+        to_goal: list[float] | Vec3F | None,
+        v_now: list[float],
         accel: float,
         speed: float,
-    ) -> np.ndarray:
+    ) -> list[float]:
         """This tick's velocity (3,): the segment's velocity ``v_seg`` plus a closing speed along
         ``error`` (segment point - reference), its component toward ``to_goal`` (goal -
         reference; None when the segment does not end at rest) capped to what can still stop
         there, its norm capped at ``speed``, and at most ``accel * period`` away from ``v_now``."""
         dt = self.period_s
-        dist = math.sqrt(float(error @ error))
-        v = v_seg.copy()
+        ex, ey, ez = error
+        dist = math.sqrt(ex * ex + ey * ey + ez * ez)
+        vx, vy, vz = v_seg
         if dist > 0.0:
-            v += error * (_stop_speed(dist, accel, dt) / dist)
+            c = _stop_speed(dist, accel, dt) / dist
+            vx, vy, vz = vx + ex * c, vy + ey * c, vz + ez * c
         if to_goal is not None:
-            d_goal = math.sqrt(float(to_goal @ to_goal))
+            gx, gy, gz = to_goal
+            d_goal = math.sqrt(gx * gx + gy * gy + gz * gz)
             if d_goal > 0.0:
-                n = to_goal / d_goal
-                over = float(v @ n) - _stop_speed(d_goal, accel, dt)
+                nx, ny, nz = gx / d_goal, gy / d_goal, gz / d_goal
+                over = (vx * nx + vy * ny + vz * nz) - _stop_speed(d_goal, accel, dt)
                 if over > 0.0:
-                    v -= over * n
-        norm = math.sqrt(float(v @ v))
+                    vx, vy, vz = vx - over * nx, vy - over * ny, vz - over * nz
+        norm = math.sqrt(vx * vx + vy * vy + vz * vz)
         if norm > speed:
-            v *= speed / norm
-        dv = v - v_now
-        dv_norm = math.sqrt(float(dv @ dv))
+            f = speed / norm
+            vx, vy, vz = vx * f, vy * f, vz * f
+        wx, wy, wz = v_now
+        dx, dy, dz = vx - wx, vy - wy, vz - wz
+        dv_norm = math.sqrt(dx * dx + dy * dy + dz * dz)
         if dv_norm > accel * dt:
-            v = v_now + dv * (accel * dt / dv_norm)
-        return v
+            f = accel * dt / dv_norm
+            vx, vy, vz = wx + dx * f, wy + dy * f, wz + dz * f
+        return [vx, vy, vz]
 
-    def _keep_in_box(self, lin_step: np.ndarray) -> tuple[np.ndarray, bool]:
+    def _keep_in_box(self, lin_step: list[float]) -> tuple[list[float], bool]:
         """This tick's position step, braked so the reference reaches a box face at rest and
         never moves further out of the box; (step, whether it was changed). Braking scales the
         whole step, so the reference keeps its direction (a diagonal move to a corner stays a
         straight line); a component into a face the reference already touches is dropped."""
-        lo, hi = self._box_lo, self._box_hi
+        lo, hi = self._lo, self._hi
         pos = self._pos
-        # Room to each face along the direction of motion (0 when at or beyond it); the speed
-        # toward a face is capped at sqrt(2 a room), so braking at a completes at the face.
-        room = np.maximum(np.where(lin_step > 0, hi - pos, pos - lo), 0.0)
-        cap = np.sqrt(2.0 * self.config.box_brake_m_s2 * room) * self.period_s
-        step = np.where(cap > 0.0, lin_step, 0.0)
-        ratio = np.abs(step) / np.where(cap > 0.0, cap, 1.0)
-        worst = float(ratio.max())
+        dt, brake2 = self.period_s, self._brake2
+        step = [0.0, 0.0, 0.0]
+        ratio = [0.0, 0.0, 0.0]
+        for i in (0, 1, 2):
+            s = lin_step[i]
+            # Room to the face along the direction of motion (0 when at or beyond it); the speed
+            # toward a face is capped at sqrt(2 a room), so braking at a completes at the face.
+            room = _fmax(hi[i] - pos[i] if s > 0 else pos[i] - lo[i], 0.0)
+            cap = math.sqrt(brake2 * room) * dt
+            if cap > 0.0:
+                step[i] = s
+                ratio[i] = abs(s) / cap
+            else:
+                ratio[i] = abs(step[i]) / 1.0
+        worst = _nanmax(ratio)
         if worst > 1.0:
-            step = step / worst
-        new = pos + step
-        # Never past a face, unless already beyond it (then never further out).
-        new = np.minimum(new, np.maximum(hi, pos))
-        new = np.maximum(new, np.minimum(lo, pos))
-        step = new - pos
-        changed = bool((step != lin_step).any())
+            step = [s / worst for s in step]
+        out = [0.0, 0.0, 0.0]
+        for i in (0, 1, 2):
+            # Never past a face, unless already beyond it (then never further out).
+            new = _fmin(pos[i] + step[i], _fmax(hi[i], pos[i]))
+            new = _fmax(new, _fmin(lo[i], pos[i]))
+            out[i] = new - pos[i]
+        changed = out[0] != lin_step[0] or out[1] != lin_step[1] or out[2] != lin_step[2]
         self.braked_ticks += int(changed)
-        return step, changed
+        return out, changed
 
     @property
     def goal_pos_m(self) -> np.ndarray:
-        return self._seg_p1
+        return np.array(self._seg_p1)
+
+
+def _norm3(v: list[float]) -> float:
+    return math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
 
 
 class JointReferenceGenerator:

@@ -100,3 +100,56 @@ def quat_angle_between(a: np.ndarray, b: np.ndarray) -> float:
     """Angle (rad, in [0, pi]) of the rotation between two unit quaternions."""
     d = abs(float(a[0] * b[0] + a[1] * b[1] + a[2] * b[2] + a[3] * b[3]))
     return 2.0 * math.acos(min(1.0, d))
+
+
+# Float forms of quat_mul / quat_exp / quat_log for the 1 kHz paths: the same arithmetic, in the
+# same order, on Python floats in tuples (a numpy call costs about 1 us, a float operation about
+# 30 ns). Quaternions are (x, y, z, w), rotation vectors (x, y, z).
+QuatF = tuple[float, float, float, float]
+Vec3F = tuple[float, float, float]
+
+
+def quat_mul_f(a: QuatF | list[float], b: QuatF | list[float]) -> QuatF:
+    """Hamilton product a * b (``quat_mul`` on floats)."""
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    return (
+        aw * bx + ax * bw + ay * bz - az * by,
+        aw * by - ax * bz + ay * bw + az * bx,
+        aw * bz + ax * by - ay * bx + az * bw,
+        aw * bw - ax * bx - ay * by - az * bz,
+    )
+
+
+def quat_mul_conj_f(a: QuatF | list[float], b: QuatF | list[float]) -> QuatF:
+    """a * b^-1 for a unit b (``quat_mul(a, quat_conj(b))`` on floats)."""
+    ax, ay, az, aw = a
+    bx, by, bz, bw = -b[0], -b[1], -b[2], b[3]
+    return (
+        aw * bx + ax * bw + ay * bz - az * by,
+        aw * by - ax * bz + ay * bw + az * bx,
+        aw * bz + ax * by - ay * bx + az * bw,
+        aw * bw - ax * bx - ay * by - az * bz,
+    )
+
+
+def quat_log_f(q: QuatF | list[float]) -> Vec3F:
+    """Rotation vector of a unit quaternion, the short way round (``quat_log`` on floats)."""
+    x, y, z, w = q
+    if w < 0.0:
+        x, y, z, w = -x, -y, -z, -w
+    s = math.sqrt(x * x + y * y + z * z)
+    if s < 1e-9:
+        return (2.0 * x, 2.0 * y, 2.0 * z)
+    k = 2.0 * math.atan2(s, w) / s
+    return (x * k, y * k, z * k)
+
+
+def quat_exp_f(rx: float, ry: float, rz: float) -> QuatF:
+    """Unit quaternion of a rotation vector (``quat_exp`` on floats)."""
+    angle = math.sqrt(rx * rx + ry * ry + rz * rz)
+    if angle < 1e-9:
+        n = 1.0 / math.sqrt(1.0 + 0.25 * angle * angle)
+        return (0.5 * rx * n, 0.5 * ry * n, 0.5 * rz * n, n)
+    s = math.sin(0.5 * angle) / angle
+    return (rx * s, ry * s, rz * s, math.cos(0.5 * angle))

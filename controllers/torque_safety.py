@@ -64,6 +64,12 @@ class TorqueSafety:
         self._soft_max = limits.joint_pos_max_rad - c.joint_margin_rad
         self._vel_guard = c.velocity_guard_fraction * limits.joint_vel_max_rad_s
         self._vel_hold = c.velocity_hold_fraction * limits.joint_vel_max_rad_s
+        # the same limits as Python floats, for ``process``
+        self._soft_min_f = tuple(self._soft_min.tolist())
+        self._soft_max_f = tuple(self._soft_max.tolist())
+        self._vel_guard_f = tuple(self._vel_guard.tolist())
+        self._vel_hold_f = tuple(self._vel_hold.tolist())
+        self._torque_max_f = tuple(np.asarray(limits.joint_torque_max_nm, float).tolist())
 
     def reset(self, tau_nm: np.ndarray | None = None) -> None:
         """Forget the rate-limit history (only when the arm is known to carry this torque)."""
@@ -72,7 +78,74 @@ class TorqueSafety:
     def process(
         self, tau_nm: np.ndarray, q_rad: np.ndarray, dq_rad_s: np.ndarray
     ) -> tuple[np.ndarray, int]:
-        """Return (safe torque (7,) Nm, flag bits)."""
+        """Return (safe torque (7,) Nm, flag bits). The stages run per joint on Python floats
+        (seven joints: a numpy call costs more than the arithmetic), in the same operations and
+        order as ``process_reference``, which they match to the bit."""
+        flags = 0
+        c = self.config
+        tau = tau_nm.tolist()
+        q = q_rad.tolist()
+        dq = dq_rad_s.tolist()
+        if not all(t - t == 0.0 for t in tau):  # NaN or inf (inf - inf is NaN)
+            flags |= FLAG_NONFINITE
+            tau = damping_torque(np.nan_to_num(dq_rad_s), c.damping).tolist()
+
+        soft_min, soft_max = self._soft_min_f, self._soft_max_f
+        if any(qi < lo or qi > hi for qi, lo, hi in zip(q, soft_min, soft_max, strict=True)):
+            flags |= FLAG_REPULSION
+            k, d = c.repulsion_stiffness_nm_per_rad, c.repulsion_damping_nm_s_per_rad
+            for i, qi in enumerate(q):
+                if qi < soft_min[i]:
+                    tau[i] = tau[i] + (k * (soft_min[i] - qi) - d * _fmin(dq[i], 0.0))
+            for i, qi in enumerate(q):
+                if qi > soft_max[i]:
+                    tau[i] = tau[i] + (k * (soft_max[i] - qi) - d * _fmax(dq[i], 0.0))
+
+        guard = self._vel_guard_f
+        if any(abs(v) > g for v, g in zip(dq, guard, strict=True)):
+            flags |= FLAG_VELOCITY
+            if any(abs(v) > h for v, h in zip(dq, self._vel_hold_f, strict=True)):
+                flags |= FLAG_VELOCITY_HOLD  # hold: bring the whole arm to rest
+                tau = damping_torque(dq_rad_s, c.damping).tolist()
+            else:  # clamp: nothing may speed a fast joint up; brake what is over the guard
+                tau = [
+                    0.0 if (abs(v) > g and t * v > 0) else t
+                    for t, v, g in zip(tau, dq, guard, strict=True)
+                ]
+            gd = c.velocity_guard_damping_nm_s_per_rad
+            tau = [
+                t - gd * (v - _fmin(_fmax(v, -g), g))
+                for t, v, g in zip(tau, dq, guard, strict=True)
+            ]
+
+        clamped = [
+            _fmin(_fmax(t, -lim), lim) for t, lim in zip(tau, self._torque_max_f, strict=True)
+        ]
+        if any(a != b for a, b in zip(clamped, tau, strict=True)):
+            flags |= FLAG_CLAMPED
+        m = self.max_step_nm
+        last = self.last_tau_nm.tolist()
+        out = []
+        limited = False
+        for a, b in zip(clamped, last, strict=True):
+            wanted = a - b
+            out.append(b + _fmin(_fmax(wanted, -m), m))
+            if abs(wanted) > m:  # compare steps, not sums: rounding alone must not flag
+                limited = True
+        if limited:
+            flags |= FLAG_RATE_LIMITED
+        if not all(t - t == 0.0 for t in out):  # only reachable if the state itself was not finite
+            flags |= FLAG_NONFINITE
+            self.last_tau_nm = self.last_tau_nm.copy()
+            return self.last_tau_nm, flags
+        self.last_tau_nm = np.array(out)
+        return self.last_tau_nm, flags
+
+    def process_reference(
+        self, tau_nm: np.ndarray, q_rad: np.ndarray, dq_rad_s: np.ndarray
+    ) -> tuple[np.ndarray, int]:
+        """``process`` written plainly in numpy (the specification ``process`` is checked
+        against); same state, same result."""
         flags = 0
         c = self.config
         if not np.isfinite(tau_nm).all():
@@ -116,3 +189,13 @@ class TorqueSafety:
             out = self.last_tau_nm.copy()
         self.last_tau_nm = out
         return out, flags
+
+
+def _fmax(a: float, b: float) -> float:
+    """np.maximum on two floats (a NaN propagates)."""
+    return b if (b > a or b != b) else a
+
+
+def _fmin(a: float, b: float) -> float:
+    """np.minimum on two floats (a NaN propagates)."""
+    return b if (b < a or b != b) else a
