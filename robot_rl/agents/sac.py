@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from robot_rl.agents.config import SACConfig
-from robot_rl.agents.encoders import build_observation_encoder, random_shift
+from robot_rl.agents.encoders import ShiftedFloatImages, build_observation_encoder, random_shift
 from robot_rl.agents.gripper import (
     GripperCritic,
     double_dqn_target,
@@ -50,6 +50,7 @@ ARCHITECTURE_FIELDS = (
     "state_latent_dim",
     "num_spatial_features",
     "encoder",
+    "conv_preset",
     "hybrid_gripper",
 )
 
@@ -127,6 +128,7 @@ class SACAgent:
         # one conversion of next_obs for the online and target encoders). False: the update path
         # as it was before them, which ``robot-rl bench learner`` times beside this one.
         self.fast_update_paths = True
+        self._staged_images = ShiftedFloatImages()  # the CPU conv path's input buffers
         # The agent owns its random streams: updates (augmentation, actor noise, critic subset)
         # and acting draw from separate generators, so one never shifts the other.
         self.update_generator = torch.Generator(self.device).manual_seed(seed)
@@ -206,8 +208,14 @@ class SACAgent:
         cfg = self.config
         # Feature maps from a frozen-backbone cache: no images, so no DrQ shift (SACConfig).
         cached = batch.obs_features is not None
-        obs = batch.obs if cached else self._augment(batch.obs)
-        next_obs = batch.next_obs if cached else self._augment(batch.next_obs)
+        staged = not cached and self._stages_images()
+        if staged:  # shifted float images in reused buffers; obs and next_obs give the state
+            obs_images = self._stage(batch.obs, "obs")
+            next_images = self._stage(batch.next_obs, "next")
+            obs, next_obs = batch.obs, batch.next_obs
+        else:
+            obs = batch.obs if cached else self._augment(batch.obs)
+            next_obs = batch.next_obs if cached else self._augment(batch.next_obs)
         actions, gripper_index = self._split_actions(batch.actions)
         alpha = self.log_alpha.exp().detach()
 
@@ -215,6 +223,10 @@ class SACAgent:
             next_maps = target_maps = None
             if cached:
                 next_maps = target_maps = _float_maps(batch.next_obs_features)
+            elif staged:
+                next_maps = self.encoder.unscaled_feature_maps(next_images)
+                if cfg.target_encoder:
+                    target_maps = self.target_encoder.unscaled_feature_maps(next_images)
             elif cfg.freeze_encoder:
                 # Frozen backbones are the same in the online and target encoders (Polyak between
                 # equal weights keeps them equal): their next_obs feature maps are computed once.
@@ -238,7 +250,10 @@ class SACAgent:
             target_q = batch.rewards + batch.discounts * next_value
 
         with self._autocast():
-            features = self.encoder(obs, _float_maps(batch.obs_features) if cached else None)
+            obs_maps = _float_maps(batch.obs_features) if cached else None
+            if staged:
+                obs_maps = self.encoder.unscaled_feature_maps(obs_images)
+            features = self.encoder(obs, obs_maps)
             q = self.critic(features, actions).float()  # (N, B)
         td = q - target_q.unsqueeze(0)
         loss = td.pow(2).mean()
@@ -365,9 +380,9 @@ class SACAgent:
         architecture fields (ValueError naming the fields that differ otherwise)."""
         saved = state["config"]
         differ = [
-            f"{f}: saved {saved.get(f)!r}, this agent {getattr(self.config, f)!r}"
+            f"{f}: saved {saved.get(f, _DEFAULTS[f])!r}, this agent {getattr(self.config, f)!r}"
             for f in ARCHITECTURE_FIELDS
-            if _plain(saved.get(f)) != _plain(getattr(self.config, f))
+            if _plain(saved.get(f, _DEFAULTS[f])) != _plain(getattr(self.config, f))
         ]
         if differ:
             raise ValueError(
@@ -464,6 +479,29 @@ class SACAgent:
         if self._amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
+
+    def _stages_images(self) -> bool:
+        """Whether critic steps take the staged CPU path: the conv backbones' input shifted and
+        converted to float in one pass into reused buffers (``ShiftedFloatImages``), each
+        camera's next_obs buffer read by the online and target backbones. Same draws and values
+        as ``_augment`` then ``camera_feature_maps``."""
+        return (
+            self.fast_update_paths
+            and self.device.type == "cpu"
+            and not self.config.freeze_encoder
+            and self.encoder.folds_input_scale
+        )
+
+    def _stage(self, obs: dict[str, torch.Tensor], role: str) -> dict[str, torch.Tensor]:
+        """Each camera of ``obs`` shifted (``image_augmentation_pad``) into float32
+        (B, 3, H, W) in [0, 255], channels-last, in ``role``'s buffers; drawn in ``_augment``'s
+        order."""
+        pad = self.config.image_augmentation_pad
+        return {
+            k: self._staged_images.stage(f"{role}/{k}", v, pad, self.update_generator)
+            for k, v in obs.items()
+            if k != STATE_KEY
+        }
 
     def _augment(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         pad = self.config.image_augmentation_pad
@@ -580,6 +618,10 @@ def _float_maps(maps: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]
     if maps is None:
         raise ValueError("batch has obs_features without next_obs_features; both or neither")
     return {name: m.float() for name, m in maps.items()}
+
+
+# Architecture fields a checkpoint saved before they existed is read with: their defaults.
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SACConfig)}
 
 
 def _frozen_copy(module: nn.Module) -> nn.Module:

@@ -143,6 +143,15 @@ def test_checkpoint_of_another_architecture_is_rejected(tmp_path):
         load_checkpoint(path, make_agent(state_dim=7))
 
 
+def test_conv_preset_is_part_of_the_architecture():
+    # A checkpoint from before conv_preset existed holds the standard layers.
+    old_state = make_agent().state_dict()
+    del old_state["config"]["conv_preset"]
+    make_agent(seed=1).load_state_dict(old_state)
+    with pytest.raises(ValueError, match="conv_preset: saved 'lean', this agent 'standard'"):
+        make_agent().load_state_dict(make_agent(conv_preset="lean").state_dict())
+
+
 def test_random_streams_of_another_device_type_are_not_restored(tmp_path, caplog):
     agent = make_agent()
     state = agent.state_dict()

@@ -37,6 +37,7 @@ def test_defaults():
         ("hidden_dims", ()),
         ("hidden_dims", (256, 0)),
         ("encoder", "vit"),
+        ("conv_preset", "tiny"),
         ("image_augmentation_pad", -1),
         ("gripper_penalty_weight", -0.1),
         ("device", "tpu"),

@@ -11,9 +11,11 @@ from robot_rl.agents.encoders import (
     ConvBackbone,
     ObservationEncoder,
     ResNet10Backbone,
+    ShiftedFloatImages,
     _shift_by_gather,
     _shift_by_slices,
     load_backbone_weights,
+    make_backbone,
     random_shift,
     save_backbone_weights,
 )
@@ -178,3 +180,67 @@ def test_random_shift_cpu_block_copies_match_the_gather(pad):
     shifts = torch.randint(-pad, pad + 1, (40, 2), generator=torch.Generator().manual_seed(pad))
     shifts[:4] = torch.tensor([[-pad, -pad], [pad, pad], [-pad, pad], [0, 0]])
     assert torch.equal(_shift_by_slices(images, shifts), _shift_by_gather(images, shifts))
+
+
+@pytest.mark.parametrize("pad", [0, 4, 16])
+def test_staged_float_images_are_the_shifted_images_converted(pad):
+    # One pass (shift into a float buffer) gives exactly uint8_input(random_shift(...)) and
+    # draws the same shifts: pad 4 by block copies, pad 16 (>= the 16-pixel side) by the gather.
+    images = torch.randint(0, 256, (12, 16, 16, 3), dtype=torch.uint8)
+    staged_gen, reference_gen = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    staged = ShiftedFloatImages().stage("obs/front", images, pad, staged_gen)
+    reference = ConvBackbone.uint8_input(random_shift(images, pad, reference_gen))
+    assert staged.dtype == torch.float32 and staged.shape == (12, 3, 16, 16)
+    assert staged.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(staged, reference)
+    assert torch.equal(staged_gen.get_state(), reference_gen.get_state())
+
+
+def test_staging_reuses_the_buffer_and_fails_a_graph_that_still_reads_it():
+    staging, g = ShiftedFloatImages(), torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (4, 16, 16, 3), dtype=torch.uint8)
+    backbone = ConvBackbone()
+    first = staging.stage("obs/front", images, 4, g)
+    loss = backbone.forward_unscaled(first).sum()
+    second = staging.stage("obs/front", images, 4, g)
+    assert second.data_ptr() == first.data_ptr()  # no new 50 MB tensor per call
+    assert staging.stage("next/front", images, 4, g).data_ptr() != first.data_ptr()
+    # The graph saved the first images for the stem's weight gradient; they were overwritten.
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_staging_rejects_what_is_not_uint8_batched_cpu_images():
+    staging = ShiftedFloatImages()
+    with pytest.raises(ValueError, match="must be uint8"):
+        staging.stage("obs/front", torch.zeros(2, 16, 16, 3), 4, None)
+    with pytest.raises(ValueError, match="must be uint8"):
+        staging.stage("obs/front", torch.zeros(16, 16, 3, dtype=torch.uint8), 4, None)
+
+
+@pytest.mark.skipif(encoders._CONV_RELU is None, reason="this torch build has no fused conv op")
+def test_no_grad_pass_fuses_conv_and_relu_with_the_same_result(monkeypatch):
+    torch.manual_seed(0)
+    backbone = ConvBackbone()
+    x = torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8).permute(0, 3, 1, 2).float()
+    trained = backbone.forward_unscaled(x)  # autograd on: the plain convs and ReLUs
+    fused_op, post_ops = encoders._CONV_RELU, []
+
+    def counting(*args: object) -> torch.Tensor:
+        post_ops.append(args[7])
+        return fused_op(*args)
+
+    monkeypatch.setattr(encoders, "_CONV_RELU", counting)
+    with torch.no_grad():
+        fused = backbone.forward_unscaled(x)
+    assert post_ops == ["relu"] * 3, "each of the 3 convs ran with its ReLU fused"
+    assert torch.allclose(fused, trained, atol=1e-5)
+    assert fused.min() >= 0 and (fused > 0).any()
+
+
+def test_lean_conv_preset_strides_the_last_conv():
+    images = torch.randint(0, 256, (2, 128, 128, 3), dtype=torch.uint8)
+    assert make_backbone("conv").forward_uint8(images).shape == (2, 32, 16, 16)
+    assert make_backbone("conv", "lean").forward_uint8(images).shape == (2, 32, 8, 8)
+    with pytest.raises(ValueError, match="conv_preset='tiny'; allowed: standard, lean"):
+        make_backbone("conv", "tiny")

@@ -363,12 +363,16 @@ def test_bfloat16_autocast_path_runs():
     assert action.dtype == np.float32 and spaces()[1].contains(action)
 
 
-def test_the_cpu_fast_paths_give_the_previous_paths_update():
-    # Block-copy augmentation, one float conversion of next_obs for the online and target
-    # encoders and the fused Adam kernel change only the speed: from the same weights and
-    # batches the previous paths (bench learner's peer) reach the same weights, to float rounding.
-    fast, previous = make_agent(seed=3, utd_ratio=2), make_agent(seed=3, utd_ratio=2)
+@pytest.mark.parametrize("target_encoder", [True, False])
+def test_the_cpu_fast_paths_give_the_previous_paths_update(target_encoder):
+    # Block-copy augmentation written straight into reused float buffers, one float conversion
+    # of next_obs for the online and target encoders, convs with fused ReLUs in no-grad passes
+    # and the fused Adam kernel change only the speed: from the same weights and batches the
+    # previous paths (bench learner's peer) reach the same weights, to float rounding.
+    fast = make_agent(seed=3, utd_ratio=2, target_encoder=target_encoder)
+    previous = make_agent(seed=3, utd_ratio=2, target_encoder=target_encoder)
     previous.fast_update_paths = False
+    assert fast._stages_images() and not previous._stages_images()
     for optimizer in previous._optimizers().values():
         for group in optimizer.param_groups:
             group["fused"] = None
