@@ -40,6 +40,8 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType, SimpleNamespace
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -305,6 +307,8 @@ def run_franka_bench(seed: int = 0, quick: bool = False, rt_priority: int = 80) 
         "missed_period_window_s": window_s,
         "cpu_count": os.cpu_count() or 0,
     }
+    # the per-tick compute on its own, before any simulator runs (no franky needed)
+    results.update(offline_tick_figures(1000 if quick else 5000, seed))
     for mode in ("torque", "tracker"):
         results.update(bench_mode(mode, window_s, seed, rt_priority))
     from robot_rl.controllers.loop import LoopConfig
@@ -321,3 +325,317 @@ def run_franka_bench(seed: int = 0, quick: bool = False, rt_priority: int = 80) 
     results["target_circle_error_mm_mean_max"] = 2.0
     results["target_watchdog_hold_wall_ms_max"] = 110.0
     return results
+
+
+# -- offline: the torque mode's per-tick compute, without a simulator ----------------------------
+# A recorded-like sequence of franky samples (state and model, as franky returns them) fed through
+# the backend's own per-tick path (``FrankaBackend._torque_step``) with a fake franky module and a
+# clock that advances one period per tick, timed with perf_counter_ns. Deterministic: the same
+# samples and targets give the same torques, so two implementations can be compared tick by tick.
+
+
+class _OfflineDuration:
+    def __init__(self, seconds: float) -> None:
+        self._s = seconds
+
+    def to_sec(self) -> float:
+        return self._s
+
+
+class _OfflineAffine:
+    def __init__(self, translation: np.ndarray, quaternion: np.ndarray) -> None:
+        self._t = translation
+        self._q = quaternion
+
+    @property
+    def translation(self) -> np.ndarray:
+        return self._t.copy()  # franky returns a fresh array on each read
+
+    @property
+    def quaternion(self) -> np.ndarray:
+        return self._q.copy()
+
+
+@dataclass(frozen=True)
+class OfflineSample:
+    """One franky sample: the state's fields the backend reads (q, dq (7,) rad, rad/s; tau_J
+    (7,) Nm; TCP pose ``O_T_EE``; robot ``time`` s) and the model at it (zero Jacobian (6, 7),
+    mass (7, 7) kg m^2, Coriolis (7,) Nm), base frame."""
+
+    q: np.ndarray
+    dq: np.ndarray
+    tau_J: np.ndarray  # noqa: N815 (franky's name)
+    ee_pos_m: np.ndarray
+    ee_quat_xyzw: np.ndarray
+    jacobian: np.ndarray
+    mass: np.ndarray
+    coriolis: np.ndarray
+    time_s: float
+
+
+class _OfflineRawState:
+    """A franky ``RobotState`` look-alike (fresh arrays on every attribute read, as pybind's)."""
+
+    robot_mode = "RobotMode.Move"
+    current_errors = ""
+
+    def __init__(self, sample: OfflineSample) -> None:
+        self.sample = sample
+        self.O_T_EE = _OfflineAffine(sample.ee_pos_m, sample.ee_quat_xyzw)
+        self.time = _OfflineDuration(sample.time_s)
+
+    @property
+    def q(self) -> np.ndarray:
+        return self.sample.q.copy()
+
+    @property
+    def dq(self) -> np.ndarray:
+        return self.sample.dq.copy()
+
+    @property
+    def tau_J(self) -> np.ndarray:  # noqa: N802 (franky's name)
+        return self.sample.tau_J.copy()
+
+    @property
+    def O_F_ext_hat_K(self) -> np.ndarray:  # noqa: N802 (franky's name)
+        return np.zeros(6)
+
+
+class _OfflineModel:
+    def zero_jacobian(self, frame: object, state: _OfflineRawState) -> np.ndarray:
+        return state.sample.jacobian.copy()
+
+    def mass(self, state: _OfflineRawState) -> np.ndarray:
+        return state.sample.mass.copy()
+
+    def coriolis(self, state: _OfflineRawState) -> np.ndarray:
+        return state.sample.coriolis.copy()
+
+
+class _OfflineMotion:
+    def __init__(self, **kwargs: object) -> None:
+        self.kwargs = kwargs
+        self.torques: list[np.ndarray] = []
+        self.keep = False  # record the torques (tests); the timing run leaves them
+
+    def set_torque(self, tau: np.ndarray) -> None:
+        if self.keep:
+            self.torques.append(np.array(tau, dtype=float))
+
+
+class _OfflineRobot:
+    """A franky ``Robot`` that plays ``samples`` back, one per ``state`` read (cycling)."""
+
+    samples: ClassVar[list[OfflineSample]] = []
+
+    def __init__(self, ip: str, realtime_config: object = None) -> None:
+        self._raw = [_OfflineRawState(s) for s in type(self).samples]
+        self.index = 0
+        self.model = _OfflineModel()
+        self.has_errors = False
+        self.is_in_control = False
+        self.motion: _OfflineMotion | None = None
+
+    @property
+    def state(self) -> _OfflineRawState:
+        raw = self._raw[self.index % len(self._raw)]
+        self.index += 1
+        return raw
+
+    def set_collision_behavior(self, torque: object, force: object) -> None:
+        pass
+
+    def set_load(self, mass: object, com: object, inertia: object) -> None:
+        pass
+
+    def move(self, motion: object, asynchronous: bool = False) -> None:
+        if isinstance(motion, _OfflineMotion):
+            self.motion = motion
+        self.is_in_control = True
+
+    def poll_motion(self) -> bool:
+        return True
+
+    def join_motion(self, timeout: float) -> bool:
+        return True
+
+
+def offline_franky(samples: list[OfflineSample]) -> ModuleType:
+    """A fake franky module whose ``Robot`` plays ``samples`` back (no simulator, no network)."""
+    robot_cls = type("OfflineRobot", (_OfflineRobot,), {"samples": list(samples)})
+    m = ModuleType("franky_offline")
+    m.Robot = robot_cls  # type: ignore[attr-defined]
+    m.RealtimeConfig = SimpleNamespace(Enforce="enforce", Ignore="ignore")  # type: ignore[attr-defined]
+    m.Frame = SimpleNamespace(EndEffector="EE")  # type: ignore[attr-defined]
+    m.SimpleTorqueMotion = _OfflineMotion  # type: ignore[attr-defined]
+    m.TorqueStopMotion = _OfflineMotion  # type: ignore[attr-defined]
+    return m
+
+
+def panda_tcp_jacobian(q_rad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(TCP transform (4, 4), geometric Jacobian (6, 7), linear rows first) of the Panda's DH
+    table (``controllers.kinematics``), base frame: the zero Jacobian franky would give."""
+    from robot_rl.controllers.kinematics import _FLANGE_TO_TCP, PANDA_DH, _dh
+
+    frames = []
+    transform = np.eye(4)
+    for (a_m, d_m, alpha_rad), q_i in zip(PANDA_DH, q_rad, strict=True):
+        transform = transform @ _dh(a_m, d_m, alpha_rad, float(q_i))
+        frames.append(transform)
+    tcp = transform @ _FLANGE_TO_TCP
+    jac = np.empty((6, 7))
+    for i, frame in enumerate(frames):
+        z, origin = frame[:3, 2], frame[:3, 3]
+        jac[:3, i] = np.cross(z, tcp[:3, 3] - origin)
+        jac[3:, i] = z
+    return tcp, jac
+
+
+def synthetic_samples(n: int, home_q_rad: tuple[float, ...], seed: int = 0,
+                      amplitude_rad: float = 0.15, freq_hz: float = 0.5,
+                      period_s: float = 0.001) -> list[OfflineSample]:  # fmt: skip
+    """``n`` samples 1 ms apart of a Panda swinging each joint sinusoidally around
+    ``home_q_rad`` (``amplitude_rad``; 0: holding still with 1e-5 rad of noise). Kinematics are
+    exact (DH); the mass matrix is a symmetric positive definite stand-in (a diagonal of link
+    inertias plus J^T W J), Coriolis a smooth function of dq: values of the right size and
+    conditioning, not a dynamics model."""
+    from robot_rl.controllers.kinematics import rotation_to_quat_xyzw
+
+    rng = np.random.default_rng(seed)
+    home = np.asarray(home_q_rad, dtype=float)
+    phase = rng.uniform(0.0, 2 * math.pi, 7)
+    w = 2 * math.pi * freq_hz
+    link = np.array([0.6, 1.8, 0.5, 0.9, 0.08, 0.1, 0.02])
+    weight = np.array([2.5, 2.5, 2.5, 0.03, 0.03, 0.03])
+    out = []
+    for k in range(n):
+        t = k * period_s
+        q = home + amplitude_rad * np.sin(w * t + phase) + 1e-5 * rng.standard_normal(7)
+        dq = amplitude_rad * w * np.cos(w * t + phase)
+        tcp, jac = panda_tcp_jacobian(q)
+        mass = np.diag(link) + jac.T @ (weight[:, None] * jac)
+        coriolis = 0.05 * (mass @ dq) * np.abs(dq).sum()
+        out.append(OfflineSample(q, dq, rng.normal(0.0, 0.5, 7), tcp[:3, 3].copy(),
+                                 rotation_to_quat_xyzw(tcp[:3, :3]), jac, mass, coriolis,
+                                 t))  # fmt: skip
+    return out
+
+
+class _TickClock:
+    """The loop's monotonic clock in an offline run: ``now_s`` is set before each tick."""
+
+    def __init__(self, start_s: float) -> None:
+        self.now_s = start_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def offline_torque_backend(samples: list[OfflineSample], backend_cls: Any = None,
+                           loop_config: Any = None, **config: Any) -> Any:  # fmt: skip
+    """A torque-mode ``FrankaBackend`` (or ``backend_cls``) over ``offline_franky(samples)``,
+    connected and with its motion started, ready for ``_torque_step`` calls (no thread). Its
+    loop's clock is a ``_TickClock`` (``backend.loop.clock``) the caller advances."""
+    from robot_rl.hardware.franka_backend import FrankaBackend
+    from robot_rl.hardware.franka_sim import (
+        SIM_FRICTION_COULOMB_NM,
+        SIM_HOME_Q_RAD,
+        sim_loop_config,
+    )
+
+    cls = backend_cls or FrankaBackend
+    config_cls = sys.modules[cls.__module__].FrankaConfig  # the backend's own
+    settings = {"robot_ip": "offline", "control": "torque", "realtime": "ignore",
+                "home_q_rad": SIM_HOME_Q_RAD, "friction_coulomb_nm": SIM_FRICTION_COULOMB_NM,
+                "gripper": False, **config}  # fmt: skip
+    backend = cls(config_cls(**settings), loop_config or sim_loop_config(),
+                  franky_module=offline_franky(samples))  # fmt: skip
+    backend.robot.connect()
+    backend._connected = True
+    backend._start_motion()
+    backend.robot._robot.index = 0  # the first tick reads the first sample
+    backend.loop.clock = _TickClock(0.0)
+    return backend
+
+
+def offline_targets(samples: list[OfflineSample], every: int = 50, lead: int = 50,
+                    moving: bool = True) -> dict[int, CartesianTarget]:  # fmt: skip
+    """Targets by tick index, every ``every`` ticks (20 Hz at 1 kHz): the pose of the sample
+    ``lead`` ticks ahead with its twist J dq as feedforward (``moving``), or the first sample's
+    pose without a twist (a held target, as the bench's idle window streams)."""
+    out = {}
+    for k in range(0, len(samples), every):
+        s = samples[min(k + lead, len(samples) - 1)] if moving else samples[0]
+        twist = s.jacobian @ s.dq if moving else None
+        out[k] = CartesianTarget(s.ee_pos_m.copy(), s.ee_quat_xyzw.copy(), twist)
+    return out
+
+
+def run_offline_ticks(backends: list[Any], n: int, targets: list[dict[int, CartesianTarget]],
+                      period_s: float = 0.001) -> np.ndarray:  # fmt: skip
+    """Run ``n`` ticks of each backend's ``_torque_step`` (the control thread's per-tick call)
+    interleaved tick by tick (the order alternating), so that they share the machine's load;
+    before tick k each loop's clock moves one ``period_s`` on and ``targets[i][k]`` (if any) is
+    sent to backend i, untimed, as the server's thread would. Returns (len(backends), n) int64 ns
+    per tick."""
+    clocks = [b.loop.clock for b in backends]
+    steps = [b._torque_step for b in backends]
+    perf = time.perf_counter_ns
+    out = np.empty((len(backends), n), dtype=np.int64)
+    order = list(range(len(backends)))
+    for k in range(n):
+        for i in order:
+            clocks[i].now_s += period_s
+            target = targets[i].get(k)
+            if target is not None:
+                backends[i].set_target(target, None)
+            step = steps[i]
+            t0 = perf()
+            step()
+            out[i, k] = perf() - t0
+        order.reverse()
+    return out
+
+
+def offline_tick_figures(ticks: int = 5000, seed: int = 0) -> dict[str, float]:
+    """The torque mode's per-tick compute without a simulator (``_torque_step`` over
+    ``offline_franky``: state and model read, reference, law, integral, safety, telemetry),
+    next to the same backend on the plain-numpy stages (``controllers.plain``, the loop before
+    it was made lean), the two interleaved tick by tick so they share the machine's load. Two
+    sequences: ``moving`` (joints swinging 0.15 rad at 0.5 Hz, 20 Hz targets with twist: the
+    reference moves and its joint speeds are checked each tick) and ``held`` (a still arm holding
+    a still target, as in the missed-period windows). The garbage collector is off while timing,
+    as in the control thread. The ratio to the 1 ms period is the physical limit's."""
+    import gc
+
+    from robot_rl.controllers.plain import plain_loop
+    from robot_rl.hardware.franka_sim import SIM_HOME_Q_RAD
+
+    out: dict[str, float] = {"offline_ticks": ticks}
+    skip = min(100, ticks // 10)  # warm-up ticks (first target, caches)
+    for name, amplitude, moving in (("moving", 0.15, True), ("held", 0.0, False)):
+        samples = synthetic_samples(ticks, SIM_HOME_Q_RAD, seed, amplitude_rad=amplitude)
+        targets = offline_targets(samples, moving=moving)
+        lean = offline_torque_backend(samples)
+        plain = offline_torque_backend(samples)
+        plain_loop(plain.loop)
+        gc.collect()
+        gc.disable()
+        try:
+            ns = run_offline_ticks([lean, plain], ticks, [targets, targets])
+        finally:
+            gc.enable()
+        lean_us, plain_us = ns[0, skip:] / 1e3, ns[1, skip:] / 1e3
+        p50, p99 = float(np.percentile(lean_us, 50)), float(np.percentile(lean_us, 99))
+        plain_p50 = float(np.percentile(plain_us, 50))
+        out[f"torque_tick_compute_us_p50_offline_{name}"] = p50
+        out[f"torque_tick_compute_us_p99_offline_{name}"] = p99
+        out[f"torque_tick_compute_us_p50_offline_plain_{name}"] = plain_p50
+        out[f"torque_tick_plain_over_lean_ratio_p50_offline_{name}"] = plain_p50 / p50
+        out[f"torque_tick_compute_p99_vs_period_ratio_offline_{name}"] = p99 / 1e3
+    out["torque_tick_compute_us_p50_offline"] = out["torque_tick_compute_us_p50_offline_moving"]
+    out["torque_tick_plain_over_lean_ratio_p50_offline"] = out[
+        "torque_tick_plain_over_lean_ratio_p50_offline_moving"
+    ]
+    out["host_load_avg_1m_offline_window"] = os.getloadavg()[0]
+    return out
