@@ -336,10 +336,17 @@ class SACAgent:
     @torch.no_grad()
     def _update_targets(self) -> None:
         for online, target in self._target_pairs():
-            online_params = list(online.parameters())
-            target_params = list(target.parameters())
-            # target <- target + tau * (online - target)
-            torch._foreach_lerp_(target_params, online_params, self.config.tau)
+            # Frozen parameters (pretrained backbones) are equal in both copies and stay so:
+            # skipping them spares a ResNet-10's ~10M values per critic step.
+            pairs = [
+                (t, o)
+                for o, t in zip(online.parameters(), target.parameters(), strict=True)
+                if o.requires_grad
+            ]
+            if pairs:
+                target_params, online_params = map(list, zip(*pairs, strict=True))
+                # target <- target + tau * (online - target)
+                torch._foreach_lerp_(target_params, online_params, self.config.tau)
 
     # ---------------------------------------------------------------- state
 

@@ -17,6 +17,20 @@ torch_threads: the threads the updates ran with. threads_cpus / threads_learner 
 the thread budget (``robot_rl.agents.threads``) this machine gets in training.
 load_avg_1min: the machine's 1-minute load average at the end of the run (os.getloadavg; -1 where
 unknown): above ``torch_threads`` the absolute times are inflated, the same-run ratios less so.
+update_ms_p50_frozen_resnet10_cached: the same update shape with a frozen "pretrained" ResNet-10
+(``freeze_encoder: true``, the default ``feature_cache: float16``) on cached feature maps, the
+cache warm (steady state: every sampled frame encoded already); it trains the spatial-embedding
+heads, MLPs and temperature. The "pretrained" weights are random ones saved to a temporary file:
+speed does not depend on the weight values. update_ratio_frozen_resnet10_cached: its ratio to
+update_ms_p50 (same run). sample_ms_p50_frozen_resnet10_cached: drawing such a batch (maps, not
+images). frozen_resnet10_encode_ms_per_frame: the one-time cost of a stored frame, both cameras
+through the frozen backbones (``ReplayBuffer.fill_feature_cache`` over the buffer's frames,
+divided by their number): what each env step adds to the learner's work, amortized;
+frozen_resnet10_encode_ratio_vs_update its ratio to update_ms_p50.
+frozen_resnet10_encodes_while_sampling: frames encoded again while sampling the warm cache (0:
+each frame was encoded once). feature_cache_bytes_per_frame: the cache's bytes per stored frame
+(two cameras of 512x4x4 float16 maps plus an 8-byte stamp), feature_cache_bytes_ratio_vs_images
+its ratio to the frame's uint8 images, which the buffer keeps as well.
 replay_bytes_per_transition: bytes the replay buffer holds per step for 200-step episodes with
 two 128x128 cameras (the floor is 2 x 128 x 128 x 3 = 98 304 bytes).
 """
@@ -25,16 +39,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 from robot_rl.agents.config import SACConfig
+from robot_rl.agents.encoders import ResNet10Backbone, save_backbone_weights
+from robot_rl.agents.frozen_features import FrozenBackbones
 from robot_rl.agents.sac import SACAgent
 from robot_rl.agents.threads import thread_budget
 from robot_rl.data.batch import Transition
+from robot_rl.data.feature_cache import FeatureCache
 from robot_rl.data.replay import ReplayBuffer, bytes_per_transition
 
 CAMERAS = ("front", "wrist")
@@ -101,6 +120,7 @@ def run_learner_bench(
     current, prev, no_tgt = (
         float(np.median(times[k])) for k in ("current", "previous", "no_target")
     )
+    frozen = _frozen_resnet10_cached(seed, quick, device, current * 1e3)
     return {
         "update_ms_p50": current * 1e3,
         "update_ms_min": float(np.min(times["current"]) * 1e3),
@@ -108,6 +128,7 @@ def run_learner_bench(
         "update_ratio_vs_previous_default": current / prev,
         "update_ms_p50_no_target_encoder": no_tgt * 1e3,
         "update_ratio_no_target_encoder": no_tgt / current,
+        **frozen,
         "replay_bytes_per_transition": float(bytes_per_step),
         "replay_bytes_floor": float(len(CAMERAS) * size * size * 3),
         "replay_bytes_ratio": float(bytes_per_step / (len(CAMERAS) * size * size * 3)),
@@ -121,6 +142,52 @@ def run_learner_bench(
         "load_avg_1min": _load_average(),
         "device": 1.0 if agent.device.type == "cuda" else 0.0,
         "seed": float(seed),
+    }
+
+
+def _frozen_resnet10_cached(
+    seed: int, quick: bool, device: str, update_ms_p50: float
+) -> dict[str, float]:
+    """The frozen-ResNet-10 figures of the module docstring, at ``run_learner_bench``'s shape."""
+    size, state_dim, action_dim, batch_size, utd = 128, 21, 4, 256, 2
+    buffer = ReplayBuffer(capacity=100_000, gamma=0.97, seed=seed)
+    _fill(buffer, np.random.default_rng(seed + 1), 40 if quick else 400, 200, size, state_dim,
+          action_dim)  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "resnet10.pt"
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            save_backbone_weights(ResNet10Backbone(), path)  # random: speed is the same
+        config = SACConfig(utd_ratio=utd, device=device, encoder="resnet10",
+                           pretrained_encoder_path=str(path), freeze_encoder=True)  # fmt: skip
+        agent = SACAgent(*_spaces(size, state_dim, action_dim), config, seed)
+    cache = FeatureCache(FrozenBackbones(agent.encoder, agent.spec.image_shapes, agent.device),
+                         config.feature_cache)  # fmt: skip
+    buffer.attach_feature_cache(cache)
+    start = time.perf_counter()
+    frames = buffer.fill_feature_cache()
+    encode_ms = (time.perf_counter() - start) * 1e3 / frames
+    warmup, runs = (1, 2) if quick else (2, 7)
+    sample_times, times = [], []
+    for i in range(warmup + runs):
+        start = time.perf_counter()
+        batch = buffer.sample(batch_size * utd, minibatches=utd)
+        sampled = time.perf_counter() - start
+        elapsed = _timed_update(agent, batch)
+        if i >= warmup:
+            sample_times.append(sampled)
+            times.append(elapsed)
+    update_ms = float(np.median(times)) * 1e3
+    return {
+        "update_ms_p50_frozen_resnet10_cached": update_ms,
+        "update_ratio_frozen_resnet10_cached": update_ms / update_ms_p50,
+        "sample_ms_p50_frozen_resnet10_cached": float(np.median(sample_times)) * 1e3,
+        "frozen_resnet10_encode_ms_per_frame": encode_ms,
+        "frozen_resnet10_encode_ratio_vs_update": encode_ms / update_ms_p50,
+        "frozen_resnet10_frames_encoded": float(frames),
+        "frozen_resnet10_encodes_while_sampling": float(cache.frames_encoded - frames),
+        "feature_cache_bytes_per_frame": float(cache.bytes_per_frame),
+        "feature_cache_bytes_ratio_vs_images": cache.bytes_per_frame / (len(CAMERAS) * size**2 * 3),
     }
 
 

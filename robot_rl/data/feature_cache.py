@@ -117,6 +117,25 @@ class FeatureCache:
             column.release_before(frame)
         self._stamps.release_before(frame)
 
+    def encode_missing(self, images: dict[str, ChunkedColumn], frames: np.ndarray) -> int:
+        """Encode those of ``frames`` (int64 (N,), sorted, unique, live) not cached with the
+        current backbone weights, from the image columns ``images``; returns how many."""
+        version = int(self.encoder.weights_version())
+        if version != self._version:
+            self._version = version
+            self.invalidations += 1
+        stamps = np.empty(len(frames), np.int64)
+        self._stamps.gather(frames, stamps)
+        missing = frames[stamps != version]
+        if len(missing):
+            for cam, column in self._maps.items():
+                batch = np.empty((len(missing), *self.image_shapes[cam]), np.uint8)
+                images[cam].gather(missing, batch)
+                column.scatter(missing, self.encoder.encode(cam, batch).astype(self.dtype))
+            self._stamps.scatter(missing, np.full(len(missing), version, np.int64))
+            self.frames_encoded += len(missing)
+        return len(missing)
+
     def gather(
         self,
         images: dict[str, ChunkedColumn],
@@ -129,22 +148,8 @@ class FeatureCache:
         ``out["obs_features.<camera>"][rows]`` and ``out["next_obs_features.<camera>"][rows]``,
         first encoding (from the buffer's image columns ``images``) the frames not yet cached or
         cached with other weights."""
-        version = int(self.encoder.weights_version())
-        if version != self._version:
-            self._version = version
-            self.invalidations += 1
         frames = np.unique(np.concatenate([obs_frames, next_frames]))
-        stamps = np.empty(len(frames), np.int64)
-        self._stamps.gather(frames, stamps)
-        missing = frames[stamps != version]
-        self.frames_reused += len(frames) - len(missing)
-        if len(missing):
-            for cam, column in self._maps.items():
-                batch = np.empty((len(missing), *self.image_shapes[cam]), np.uint8)
-                images[cam].gather(missing, batch)
-                column.scatter(missing, self.encoder.encode(cam, batch).astype(self.dtype))
-            self._stamps.scatter(missing, np.full(len(missing), version, np.int64))
-            self.frames_encoded += len(missing)
+        self.frames_reused += len(frames) - self.encode_missing(images, frames)
         for cam, column in self._maps.items():
             column.gather(obs_frames, out["obs_features." + cam][rows])
             column.gather(next_frames, out["next_obs_features." + cam][rows])

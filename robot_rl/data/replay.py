@@ -239,6 +239,25 @@ class ReplayBuffer:
             cache.attached = True
             self._feature_cache = cache
 
+    def fill_feature_cache(self, chunk_frames: int = 256) -> int:
+        """Encode every held frame the attached cache lacks now, ``chunk_frames`` at a time (the
+        lock is released between chunks), instead of when first sampled; returns how many were
+        encoded. ValueError without a cache."""
+        if self._feature_cache is None:
+            raise ValueError("fill_feature_cache: no feature cache is attached to this buffer")
+        encoded, done = 0, False
+        next_frame = 0
+        while not done:
+            with self._lock:
+                if self._steps is None or len(self) == 0:
+                    return encoded
+                first = max(next_frame, int(self._steps.row(self._tail)["frame"]))
+                end = min(self._frames[STATE_KEY].end, first + chunk_frames)
+                frames = np.arange(first, end, dtype=np.int64)
+                encoded += self._feature_cache.encode_missing(self._frames, frames)
+                next_frame, done = end, end >= self._frames[STATE_KEY].end
+        return encoded
+
     @staticmethod
     def _check_cache_fits(cache: FeatureCache, spec: ObsSpec) -> None:
         if cache.image_shapes != spec.image_shapes:

@@ -89,6 +89,12 @@ def test_cached_update_is_the_uncached_update_without_augmentation(weights):
     assert not torch.equal(cached_agent.critic.net[0].weight, critic_before)
     for a, b in zip(cached_agent.encoder.parameters(), before, strict=True):
         assert torch.equal(a, b) != a.requires_grad
+    # Polyak skips the frozen backbones: the target encoder's stay the online ones.
+    for online, target in zip(
+        cached_agent.encoder.backbones(), cached_agent.target_encoder.backbones(), strict=True
+    ):
+        for a, b in zip(online.parameters(), target.parameters(), strict=True):
+            assert torch.equal(a, b)
 
 
 def test_float16_cache_update_stays_close(weights):

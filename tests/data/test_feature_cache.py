@@ -154,3 +154,18 @@ def test_bad_caches_are_refused():
     with pytest.raises(ValueError, match="encodes images"):
         empty.add(episode(0, 1, cams=CAMS, hw=HW)[0])
     assert len(empty) == 0
+
+
+def test_filling_the_cache_up_front_encodes_every_held_frame_once():
+    backbone = PixelBackbone()
+    buffer = filled(episodes=3, length=10, capacity=15)  # episode 1's steps 5..9, episode 2
+    with pytest.raises(ValueError, match="no feature cache is attached"):
+        buffer.fill_feature_cache()
+    cache = FeatureCache(backbone, "float32")
+    buffer.attach_feature_cache(cache)
+    encoded = buffer.fill_feature_cache(chunk_frames=4)
+    assert encoded == cache.frames_encoded == len(backbone.encoded) // len(CAMS)
+    assert encoded == 6 + 11  # episode 1's frames 5..10, episode 2's 0..10
+    assert buffer.fill_feature_cache() == 0
+    check_maps(buffer.sample(64))
+    assert cache.frames_encoded == encoded  # sampling found them all cached
