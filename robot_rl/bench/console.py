@@ -2,20 +2,32 @@
 
 Everything runs on loopback, as a sim session would: the twin behind a robot server (``robot-rl
 robot-server``, its own process, as ``session start`` runs it), a ``RemoteEnv`` paced at 10 Hz
-with the operator as its intervener, the console server, the cameras of that twin (``robot-rl
-cameras mirror-twin``, its own process: a render-only mirror of the served arm, two 128x128
-cameras over ZMQ at ``CAMERA_FPS``, each frame sent as soon as it is rendered) forwarded into
+with the operator as its intervener, the console server, the cameras of that twin forwarded into
 the console, and a headless Chromium (Selenium, Debian's chromium + chromedriver) with the
 console page open.
 
-- ``stream_latency_ms_p95``: from a frame's capture (the twin's state it renders; the stamp is
-  taken before the renders, as a camera stamps its exposure) to the page showing it, measured by
-  the page (``Date.now()`` minus the frame's capture stamp; same machine clock): the render, the
-  camera stream, the console's JPEG encoding, the websocket and the decode. Where it goes:
-  ``stream_arrived_ms_*`` (capture to arrival in the console's process: the render and ZMQ),
-  ``stream_encoded_ms_*`` (to JPEG encoded in the console) and ``stream_sent_ms_*`` (to written
-  on the page's websocket); the rest is the browser's decode and display. Measured after
-  ``WARMUP_S`` of streaming to the open page (a browser starting up is not the stream).
+The cameras are ``robot-rl cameras mirror-twin --camera NAME``, one process per camera (front
+and wrist, 128x128, ``CAMERA_FPS`` each): a render-only mirror of the served arm that renders,
+on each round, the next state the server publishes. A rig's cameras are separate devices: one
+camera's exposure and readout never wait for another's. One process rendering both cameras
+in turn would make the second camera's frame wait for the first camera's render (about 23 ms
+of TinyRenderer CPU) on top of its own, a delay no rig has; so each camera is its own process.
+Their frames are not synchronized with each other, which the console does not need (a pixel
+policy does: its sessions keep one process for all cameras, one stamp per round).
+
+- ``stream_latency_ms_p95``: from a frame's capture to the page showing it, measured by the page
+  (``Date.now()`` minus the frame's capture stamp; same machine clock). The capture stamp is
+  when the robot server sent the state the frame shows (the arm was in that pose then; the
+  state's ``published_wall_s``), so the state's trip to the mirror, the render, the camera
+  stream, the console's JPEG encoding, the websocket and the page's decode all count. Where it
+  goes, each in ms from the capture stamp: ``stream_published_ms_*`` (sent by the camera
+  process: the state's trip and the render, a camera's exposure and readout),
+  ``stream_arrived_ms_*`` (arrived in the console's process: ZMQ and the receive thread),
+  ``stream_picked_ms_*`` (taken by the console's camera forwarder, which sleeps until a frame
+  arrives), ``stream_encoded_ms_*`` (JPEG encoded), ``stream_sent_ms_*`` (written on the page's
+  websocket) and ``stream_page_received_ms_*`` (arrived on the page's websocket, by its clock);
+  the rest is the browser's JPEG decode and display. Measured after ``WARMUP_S`` of streaming to
+  the open page (a browser starting up is not the stream).
 - ``takeover_latency_ms_p95``: from the key press on the page (its ``Date.now()`` at keydown) to
   the robot client sending the first target of the operator's action. The press of "t" (take
   over) is repeated ``presses`` times, with "h" (hand back) and a random pause between.
@@ -30,9 +42,13 @@ console page open.
 On a quiet machine the largest part of the stream's latency is the twin's render (TinyRenderer,
 about 23 ms of CPU per camera whatever the image size: its cost is the Panda's meshes), which
 stands in for a camera's exposure and readout; the console's own part (``stream_sent_ms`` minus
-``stream_arrived_ms``) is a few ms. Every figure depends on the machine's load, so the JSON
-carries the 1-minute load average at the start and the end (``load_avg_1min_*``): on 2 cores the
-bench itself (robot server, mirror, browser, console) keeps more than one busy.
+``stream_arrived_ms``) is a few ms. No stage waits on a period: the mirror renders as the
+state arrives, the subscriber's thread and the forwarder wake on each frame, and the server's
+push loop on each encoded frame; the subscriber, the forwarder and the hub keep only each
+camera's newest frame (the ZMQ queues between processes hold at most 8). Every figure depends
+on the machine's load, so the JSON carries the 1-minute load average at the start and the end
+(``load_avg_1min_*``): on 2 cores the bench itself (robot server, mirrors, browser, console)
+keeps more than one busy.
 """
 
 from __future__ import annotations
@@ -49,7 +65,8 @@ from typing import Any
 import numpy as np
 
 WARMUP_S = 2.0  # after the page shows its first frames, before anything is measured
-CAMERA_FPS = 10.0  # the twin camera rate (each round renders two cameras: ~46 ms of CPU)
+CAMERA_FPS = 10.0  # each twin camera's rate (a render is ~23 ms of CPU)
+CAMERAS = ("front", "wrist")  # one mirror-twin process each
 
 
 def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | str]:
@@ -88,7 +105,7 @@ def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | s
         stack.callback(env.close)
         teleop = TeleopConfig(device="console")
         setup = operator_setup(env, ConsoleConfig(enabled=True, port=0), teleop, None,
-                               ["front", "wrist"])  # fmt: skip
+                               list(CAMERAS))  # fmt: skip
         stack.callback(setup.close)
         bridge, hub = setup.bridge, setup.hub
         assert bridge is not None and hub is not None and setup.server is not None
@@ -102,13 +119,14 @@ def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | s
                 bridge.takeover_page_ms = None
 
         client.send_target = timed_send  # type: ignore[method-assign]
-        camera_port = _free_port()
-        _start([sys.executable, "-m", "robot_rl", "cameras", "mirror-twin", "--task", "reach",
-                "--plaintext", "--commands", endpoints.commands, "--state", endpoints.state,
-                "--endpoint", f"tcp://127.0.0.1:{camera_port}", "--fps", str(CAMERA_FPS)],
-               stack)  # the robot server's twin, seen by a render-only mirror  # fmt: skip
-        subscriber = CameraSubscriber([f"tcp://127.0.0.1:{camera_port}"], security,
-                                      ["front", "wrist"])  # fmt: skip
+        camera_endpoints = []
+        for camera in CAMERAS:  # one process per camera, as a rig has one device per camera
+            camera_endpoints.append(f"tcp://127.0.0.1:{_free_port()}")
+            _start([sys.executable, "-m", "robot_rl", "cameras", "mirror-twin", "--task", "reach",
+                    "--plaintext", "--commands", endpoints.commands, "--state", endpoints.state,
+                    "--endpoint", camera_endpoints[-1], "--fps", str(CAMERA_FPS),
+                    "--camera", camera], stack)  # a render-only mirror of the twin  # fmt: skip
+        subscriber = CameraSubscriber(camera_endpoints, security, list(CAMERAS))
         stack.callback(subscriber.close)
         stop = threading.Event()
         actor = threading.Thread(target=_act, args=(setup.env, bridge, stop), daemon=True)
@@ -122,7 +140,15 @@ def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | s
         browser.get(setup.server.url)
         _wait(lambda: browser.execute_script("return window.consoleStats.frames") >= 5, 30)
         time.sleep(WARMUP_S)  # the browser's start-up is not the stream's latency
-        for series in (hub.stream_latency_ms, hub.encoded_ms, hub.sent_ms, forwarder.arrival_ms):
+        for series in (
+            hub.stream_latency_ms,
+            hub.encoded_ms,
+            hub.sent_ms,
+            hub.page_received_ms,
+            forwarder.arrival_ms,
+            forwarder.published_ms,
+            forwarder.picked_ms,
+        ):
             series.clear()
         from selenium.webdriver.common.by import By
 
@@ -155,12 +181,18 @@ def run_console_bench(seed: int = 0, quick: bool = False) -> dict[str, float | s
         ),
         "frame_age_samples": len(ages_paused),
         "frames_shown_while_paused": int(shown_paused),
+        "stream_published_ms_p95": float(np.percentile(list(forwarder.published_ms), 95)),
+        "stream_published_ms_p50": float(np.percentile(list(forwarder.published_ms), 50)),
         "stream_arrived_ms_p95": float(np.percentile(list(forwarder.arrival_ms), 95)),
         "stream_arrived_ms_p50": float(np.percentile(list(forwarder.arrival_ms), 50)),
+        "stream_picked_ms_p95": float(np.percentile(list(forwarder.picked_ms), 95)),
+        "stream_picked_ms_p50": float(np.percentile(list(forwarder.picked_ms), 50)),
         "stream_encoded_ms_p95": float(np.percentile(list(hub.encoded_ms), 95)),
         "stream_sent_ms_p95": float(np.percentile(list(hub.sent_ms), 95)),
         "stream_encoded_ms_p50": float(np.percentile(list(hub.encoded_ms), 50)),
         "stream_sent_ms_p50": float(np.percentile(list(hub.sent_ms), 50)),
+        "stream_page_received_ms_p95": float(np.percentile(list(hub.page_received_ms), 95)),
+        "stream_page_received_ms_p50": float(np.percentile(list(hub.page_received_ms), 50)),
         "frames_measured": len(stream),
         "takeovers_measured": len(takeover_ms),
         "policy_period_ms": 100.0,

@@ -46,6 +46,11 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     _add_stream_flags(mirror, DEFAULT_ENDPOINTS.cameras)
     mirror.add_argument("--size", type=int, default=128, help="square image side (default 128)")
     mirror.add_argument("--fps", type=float, default=10.0)
+    mirror.add_argument("--camera", action="append", metavar="NAME",
+                        help="render only this camera (repeatable; default every camera, one "
+                        "stamp per round, synchronized as a pixel policy needs). One process "
+                        "per camera models a rig's separate devices: no camera waits for "
+                        "another's render, but their frames are not synchronized")  # fmt: skip
     mirror.set_defaults(handler=run_mirror_twin)
 
     real = actions.add_parser("publish", help="stream RealSense cameras (one process per host)")
@@ -120,6 +125,8 @@ def run_mirror_twin(args: argparse.Namespace) -> int:
     from robot_rl.transport.security import SecurityConfig, SecurityError
 
     check_task(args.task)
+    if not args.fps > 0:
+        raise CliError(f"--fps {args.fps}; expected > 0 frames per second")
     security = SecurityConfig(keys_dir=args.keys, name=args.key, server_name="robot",
                               plaintext=args.plaintext)  # fmt: skip
     try:
@@ -127,8 +134,12 @@ def run_mirror_twin(args: argparse.Namespace) -> int:
     except (SecurityError, ValueError) as exc:
         raise CliError(str(exc)) from None
     try:
-        publisher = _publisher(args)
-        source = MirrorFrames(client, args.task, args.size)
+        source = MirrorFrames(client, args.task, args.size, cameras=args.camera)
+        try:
+            publisher = _publisher(args)
+        except CliError:
+            source.close()
+            raise
         return _serve(args, source, publisher, f" mirroring the {args.task} twin at {args.state}",
                       1.0 / args.fps)  # fmt: skip
     except ValueError as exc:

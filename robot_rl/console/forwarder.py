@@ -3,7 +3,10 @@
 A ``CameraForwarder`` runs on its own thread and copies each camera's newest frame from a
 ``CameraSubscriber`` (or anything with ``cameras`` and ``latest(camera)``) into the hub, stamped
 with its capture time, so the page keeps seeing the arm while the actor is paused, stopped or
-resetting. A bad frame is logged and counted; it never ends the thread.
+resetting. It sleeps until the source says a frame arrived (``wait_frame``; a source without it is
+polled every ``poll_s``), and only each camera's newest frame goes on: frames that arrived while
+it was busy are skipped, never queued. A bad frame is logged and counted; it never ends the
+thread.
 
 A ``RobotStatusForwarder`` does the same for the robot's mode, loop rate and warnings: every
 ``period_s`` (10 Hz) it reads ``ArmEnv.robot_status`` (the twin's controller, or the robot
@@ -30,7 +33,10 @@ log = logging.getLogger(__name__)
 
 class FrameSource(Protocol):
     """What the forwarder reads: camera names and each one's newest received frame (an object
-    with ``frame.seq``, ``frame.image`` (H, W, 3) uint8 RGB and ``capture_wall_s``)."""
+    with ``frame.seq``, ``frame.image`` (H, W, 3) uint8 RGB and ``capture_wall_s``, and where
+    known ``received_wall_s`` and ``sent_wall_s``). A source may also have ``wait_frame(after,
+    timeout_s) -> count`` (see ``CameraSubscriber.wait_frame``): the forwarder then wakes on each
+    frame instead of polling."""
 
     cameras: tuple[str, ...]
 
@@ -67,22 +73,44 @@ class _StoppableThread:
 
 
 class CameraForwarder(_StoppableThread):
-    """Copies new frames from ``source`` into ``hub`` every ``poll_s`` until stopped."""
+    """Copies new frames from ``source`` into ``hub`` as they arrive until stopped.
+
+    poll_s: the polling period for a source without ``wait_frame``. wake_s: the longest sleep on
+    ``wait_frame`` (how soon ``stop`` is seen when no frame comes)."""
 
     thread_name = "console-cameras"
 
-    def __init__(self, source: FrameSource, hub: ConsoleHub, poll_s: float = 0.005) -> None:
+    def __init__(self, source: FrameSource, hub: ConsoleHub, poll_s: float = 0.005,
+                 wake_s: float = 0.1) -> None:  # fmt: skip
         super().__init__()
-        self.source, self.hub, self.poll_s = source, hub, poll_s
+        if not poll_s > 0 or not wake_s > 0:
+            raise ValueError(f"poll_s={poll_s}, wake_s={wake_s}; both must be > 0 s")
+        self.source, self.hub, self.poll_s, self.wake_s = source, hub, poll_s, wake_s
         self.forwarded = 0  # frames handed to the hub
-        # ms from capture to arrival (``received_wall_s``, where the source gives it): the
-        # camera's own latency (a twin's render) and the stream's, before the console's part
+        # gaps in a camera's seq between frames forwarded: frames lost upstream or replaced by a
+        # newer one of their camera before this thread took them (keep-newest, never a queue)
+        self.skipped = 0
+        self.wakes = 0  # times ``wait_frame`` woke this thread (0 for a polled source)
+        # Where a frame's time goes before the console's part, in ms from its capture (where the
+        # source gives the stamps): sent by the camera's publisher (the camera's own latency:
+        # a twin's render), arrived in this process (the stream and the receive thread), and
+        # picked up by this thread (its wake-up).
+        self.published_ms: deque[float] = deque(maxlen=10_000)
         self.arrival_ms: deque[float] = deque(maxlen=10_000)
+        self.picked_ms: deque[float] = deque(maxlen=10_000)
         self.bad_frames = 0  # frames that raised (logged, skipped)
 
     def run(self, stop: threading.Event) -> None:
         seen: dict[str, int] = {}
+        wait_frame = getattr(self.source, "wait_frame", None)
+        count = 0
         while not stop.is_set():
+            if wait_frame is not None:
+                new_count = int(wait_frame(count, self.wake_s))
+                if new_count == count:
+                    continue  # no frame within wake_s: look at ``stop`` again
+                self.wakes += 1
+                count = new_count
             fresh = 0
             for camera in tuple(self.source.cameras):
                 try:
@@ -92,12 +120,19 @@ class CameraForwarder(_StoppableThread):
                     seq = int(received.frame.seq)
                     if seq <= seen.get(camera, -1):
                         continue
+                    if camera in seen and seq > seen[camera] + 1:
+                        self.skipped += seq - seen[camera] - 1
                     seen[camera] = seq
+                    picked = time.time()
                     image = np.asarray(received.frame.image)
-                    self.hub.publish_frames({camera: image}, float(received.capture_wall_s))
-                    arrived = getattr(received, "received_wall_s", None)
-                    if isinstance(arrived, float):
-                        self.arrival_ms.append((arrived - received.capture_wall_s) * 1e3)
+                    capture = float(received.capture_wall_s)
+                    self.hub.publish_frames({camera: image}, capture)
+                    for series, name in ((self.published_ms, "sent_wall_s"),
+                                         (self.arrival_ms, "received_wall_s")):  # fmt: skip
+                        stamp = getattr(received, name, None)
+                        if isinstance(stamp, float):
+                            series.append((stamp - capture) * 1e3)
+                    self.picked_ms.append((picked - capture) * 1e3)
                     self.forwarded += 1
                     fresh += 1
                 except Exception as exc:  # one bad frame must not end the stream
@@ -105,7 +140,7 @@ class CameraForwarder(_StoppableThread):
                     if self.bad_frames <= 10 or self.bad_frames % 1000 == 0:
                         log.warning("console: camera %s frame skipped (%d so far): %s",
                                     camera, self.bad_frames, exc)  # fmt: skip
-            if not fresh:
+            if not fresh and wait_frame is None:
                 stop.wait(self.poll_s)
 
 

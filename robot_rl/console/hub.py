@@ -148,6 +148,9 @@ class ConsoleHub:
         # Where a frame's latency goes (ms from capture): JPEG encoded here, written to a page.
         self.encoded_ms: deque[float] = deque(maxlen=10_000)
         self.sent_ms: deque[float] = deque(maxlen=10_000)
+        # ... and arrived on a page's websocket (pages report it with the latency, before the
+        # JPEG's decode and display)
+        self.page_received_ms: deque[float] = deque(maxlen=10_000)
         self.frames_published = 0
         self.frames_skipped = 0  # malformed frames (wrong dtype or shape, failed encoding)
         self.refused = 0  # controls refused (locked, marked twice, too many pending)

@@ -5,7 +5,8 @@ Over the websocket the server pushes JSON ``state`` messages (``ConsoleHub.snaps
 ``state_hz`` and every new camera frame as a binary message: a 2-byte big-endian header length,
 a JSON header ({camera, seq, stamp_ms}), then the JPEG. The page sends JSON: ``control`` (a
 console control and the page's clock), ``key`` (teleop key down/up), ``gamepad`` (browser gamepad
-axes and buttons) and ``latency`` (a frame's capture-to-display time, measured by the page).
+axes and buttons) and ``latency`` (a frame's capture-to-display time ``ms``, and optionally
+``received_ms``, capture to its arrival on the page's websocket, both measured by the page).
 A control is answered with ``ack`` (a one-line confirmation) or ``error``. Any malformed message
 (bad JSON, huge numbers, deep nesting, wrong types, binary, over ``MAX_MESSAGE_BYTES``) is
 logged, counted in ``malformed`` and answered with an ``error`` message; it never closes the
@@ -341,8 +342,11 @@ class ConsoleServer:
                 self.hub.gamepad(axes_f, [bool(b) for b in buttons[:16]])
             elif kind == "latency":
                 ms = _finite(msg.get("ms"), "latency ms")
+                received = _finite_or_none(msg.get("received_ms"), "latency received_ms")
                 if 0.0 <= ms < 60_000:
                     self.hub.stream_latency_ms.append(ms)
+                    if received is not None and 0.0 <= received <= ms:
+                        self.hub.page_received_ms.append(received)
             else:
                 raise ValueError(f"unknown message type {str(kind)[:32]!r}; known: control, key, "
                                  "gamepad, latency")  # fmt: skip

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,7 +23,7 @@ from robot_rl.sim.cameras import DEFAULT_CAMERAS, CameraSpec
 from robot_rl.sim.mirror import TwinMirror
 from robot_rl.sim.scene import SceneConfig, TwinScene
 from robot_rl.transport.camera_stream import CameraPublisher
-from robot_rl.transport.robot_server import RobotClient
+from robot_rl.transport.robot_server import RemoteState, RobotClient
 
 log = logging.getLogger(__name__)
 
@@ -100,36 +101,65 @@ class TwinExpertFrames:
 
 
 class MirrorFrames:
-    """The cameras of the twin behind a robot server: each round waits up to ``state_timeout_s``
-    for the server's newest state, copies it into the mirror and renders every camera."""
+    """The cameras of the twin behind a robot server: each round waits (up to ``state_timeout_s``)
+    for the next state the server publishes, copies it into the mirror and renders ``cameras``
+    (default every camera of the task).
 
-    def __init__(self, client: RobotClient, task: str, size_px: int,
-                 state_timeout_s: float = 1.0) -> None:  # fmt: skip
+    Every frame of a round is stamped with the time of the state it shows (``state_stamp_s``):
+    the arm was in that pose then, so the state's trip to the mirror, the render and everything
+    after it count as latency, as a camera's exposure and readout would. The cameras of one
+    process render one after another, so a later camera's frame reaches the wire one render
+    later than the first's; a rig's cameras are separate devices, so run one process per camera
+    (``mirror-twin --camera``) to model them (the frames of separate processes are not
+    synchronized, see ``--help``)."""
+
+    def __init__(self, client: RobotClient, task: str, size_px: int, state_timeout_s: float = 1.0,
+                 cameras: Sequence[str] | None = None) -> None:  # fmt: skip
         self.client = client
-        self.mirror = TwinMirror(SceneConfig(task=task, cameras=square_cameras(size_px)))
+        specs = square_cameras(size_px)
+        known = [spec.camera_id for spec in specs]
+        if cameras is not None:
+            unknown = [c for c in cameras if c not in known]
+            if unknown or not cameras or len(set(cameras)) != len(cameras):
+                raise ValueError(f"cameras {list(cameras)}; expected distinct names among {known}")
+            specs = tuple(spec for spec in specs if spec.camera_id in cameras)
+        self.mirror = TwinMirror(SceneConfig(task=task, cameras=specs))
         self.camera_ids = list(self.mirror.scene.cameras)
         self.state_timeout_s = state_timeout_s
         self._seq = 0
+        self._state_seq = 0  # the newest robot state rendered
 
     def next_frames(self) -> Iterator[Frame]:
-        """Each camera's frame as soon as it is rendered, all stamped when the mirror took the
-        state they show (see ``FrameSource``). ValueError if the server publishes no body poses
-        (it runs no twin)."""
-        try:
-            remote = self.client.latest(timeout_s=self.state_timeout_s)
+        """Each camera's frame as soon as it is rendered, all stamped when the state they show
+        arrived (see the class doc). ValueError if the server publishes no body poses (it runs
+        no twin)."""
+        try:  # the next state to arrive (the server publishes at >= 100 Hz): the freshest pose
+            newest = self.client.latest(self.state_timeout_s, newer_than_seq=self._state_seq)
+            remote = self.client.latest(self.state_timeout_s, newer_than_seq=newest.seq)
         except TimeoutError:
-            log.warning("cameras: no state from the robot server yet")
+            log.warning("cameras: no new state from the robot server within %.1f s",
+                        self.state_timeout_s)  # fmt: skip
             return
         if remote.bodies is None:
             raise ValueError("the robot server sends no body poses: it is not a twin")
+        self._state_seq = remote.seq
         self.mirror.update(remote.state.q_rad, remote.state.gripper_width_m, remote.bodies)
-        stamp_s = time.monotonic()
+        stamp_s = state_stamp_s(remote)
         self._seq += 1
         for name, camera in self.mirror.scene.cameras.items():
             yield Frame(camera.read().image, stamp_s, self._seq - 1, name)
 
     def close(self) -> None:
         self.mirror.close()
+
+
+def state_stamp_s(remote: RemoteState) -> float:
+    """When the server sent ``remote`` (its ``published_wall_s`` on this host's monotonic clock;
+    never after the state arrived), else when it arrived: the capture time of a mirror's frame."""
+    wall_s = remote.meta.get("published_wall_s")
+    if isinstance(wall_s, bool) or not isinstance(wall_s, int | float) or not math.isfinite(wall_s):
+        return remote.received_s
+    return min(time.monotonic() - (time.time() - float(wall_s)), remote.received_s)
 
 
 class LiveCamera(Protocol):

@@ -4,7 +4,9 @@ and assembles synchronized multi-camera observations.
 Each frame is one "frame" message (see ``codec``): array ``image`` (uint8 H x W x 3 RGB, or a
 uint8 JPEG byte string when ``encoding`` is "jpeg"), meta ``camera_id``, ``frame_seq`` (the
 camera's own counter), ``capture_wall_s`` (capture time on the wall clock, so that frame age is
-meaningful across machines with synchronized clocks) and ``encoding``.
+meaningful across machines with synchronized clocks), ``sent_wall_s`` (when the publisher handed
+it to ZMQ, wall clock: capture to sent is the camera's own latency, a twin's render; optional, so
+older publishers still work) and ``encoding``.
 
 Freshness over completeness: the publisher's send queue is eight frames deep, so a slow
 subscriber loses frames instead of falling ever further behind, and the subscriber's receive
@@ -87,6 +89,7 @@ class CameraPublisher:
             "frame_seq": int(frame.seq),
             "capture_wall_s": _monotonic_to_wall(frame.stamp_s),
             "encoding": encoding,
+            "sent_wall_s": time.time(),
         }
         frames = encode("frame", self._seq, meta, {"image": image})
         self._seq += 1
@@ -175,11 +178,13 @@ class StreamStats:
 
 @dataclass(frozen=True)
 class ReceivedFrame:
-    """A frame as received: the frame, its capture time on the wall clock, when it arrived."""
+    """A frame as received: the frame, its capture time on the wall clock, when it arrived, and
+    when its publisher sent it (None if the publisher does not say)."""
 
     frame: Frame
     capture_wall_s: float
     received_wall_s: float
+    sent_wall_s: float | None = None
 
     @property
     def age_s(self) -> float:
@@ -214,6 +219,7 @@ class CameraSubscriber:
         self.rejected = 0  # malformed messages, dropped and logged
         self.errors = 0  # failures of the receive thread itself, logged; the thread goes on
         self.handled = 0  # messages handled (accepted, ignored or rejected)
+        self.accepted = 0  # frames kept as a camera's newest (``wait_frame`` counts these)
         self._last_log: dict[str, float] = {}
         self._latest: dict[str, ReceivedFrame] = {}
         self._cond = threading.Condition()
@@ -281,6 +287,13 @@ class CameraSubscriber:
                 or not math.isfinite(capture)
             ):
                 raise CodecError(f"capture_wall_s={str(capture)[:40]}; expected finite seconds")
+            sent = meta.get("sent_wall_s")
+            if sent is not None and (
+                isinstance(sent, bool)
+                or not isinstance(sent, int | float)
+                or not math.isfinite(sent)
+            ):
+                raise CodecError(f"sent_wall_s={str(sent)[:40]}; expected finite seconds or none")
             if "image" not in message.arrays:
                 raise CodecError("no image array")
             image = message.arrays["image"]
@@ -308,7 +321,10 @@ class CameraSubscriber:
                 if len(stats.ages_s) > MAX_AGES:
                     del stats.ages_s[: MAX_AGES // 2]
             frame = Frame(image, capture, frame_seq, camera_id)  # stamp: capture, wall clock
-            self._latest[camera_id] = ReceivedFrame(frame, capture, now)
+            self._latest[camera_id] = ReceivedFrame(
+                frame, capture, now, None if sent is None else float(sent)
+            )
+            self.accepted += 1
             self._cond.notify_all()
 
     # -- reading -------------------------------------------------------------------------------
@@ -316,6 +332,19 @@ class CameraSubscriber:
         """The newest frame of one camera, or None if none has arrived."""
         with self._cond:
             return self._latest.get(camera_id)
+
+    def wait_frame(self, after: int, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` until more than ``after`` frames have been accepted (any
+        camera); returns the count (``accepted``), so a reader wakes on each new frame instead of
+        polling: pass the count it returned last time, and read each camera's ``latest``."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self.accepted <= after:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return self.accepted
 
     def wait_synchronized(
         self, max_skew_s: float = 0.05, timeout_s: float = 1.0, newer_than_s: float = 0.0

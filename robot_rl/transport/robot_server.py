@@ -41,7 +41,8 @@ itself fails; only a BaseException (interpreter exit) ends the thread, with the 
 
 State message ("robot_state") arrays: q, dq, tau (7), ee_pos (3), ee_quat (4, xyzw), ee_twist
 (6), and on a sim backend ``features`` (the task's); meta: gripper_width_m, command_age_s,
-stamp_s, mode (``robot_rl.controllers.watchdog.ControlMode``), target_age_s (the watchdog's clock),
+stamp_s, published_wall_s (the host's wall clock as the state was sent), mode
+(``robot_rl.controllers.watchdog.ControlMode``), target_age_s (the watchdog's clock),
 rejected_targets, faults, stopped, tick_failures, ``success`` on a sim backend, and ``ext_wrench``
 (``interfaces.EXT_WRENCH_META_KEY``: 6 floats, N and Nm, base frame) where the backend measures it
 (the twin's contact sum, a Franka's O_F_ext_hat_K). For the operator console: loop_hz (the
@@ -570,6 +571,7 @@ class RobotServer:
                 "gripper_width_m": float(s.gripper_width_m),
                 "command_age_s": float(s.command_age_s),
                 "stamp_s": float(s.stamp_s),
+                "published_wall_s": time.time(),  # host clock as the state is sent (mirrors)
                 "loop_hz_target": 1.0 / self.backend.period_s,
                 **status,
                 "tick_failures": self.stats.tick_failures,

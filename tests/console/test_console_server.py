@@ -154,6 +154,17 @@ def test_wildcard_bind_accepts_address_literals_not_names() -> None:
     assert not server.origin_allowed("https://evil.example") and not server.origin_allowed("null")
 
 
+def test_a_page_reports_when_a_frame_arrived_and_when_it_showed() -> None:
+    hub = ConsoleHub()
+    server = ConsoleServer(hub, ConsoleConfig(port=0), [])
+    assert server.handle(json.dumps({"type": "latency", "ms": 50.0, "received_ms": 41.5})) is None
+    assert server.handle(json.dumps({"type": "latency", "ms": 30.0})) is None  # an older page
+    # arrival after display is not a measurement; it is left out of the breakdown
+    assert server.handle(json.dumps({"type": "latency", "ms": 20.0, "received_ms": 25.0})) is None
+    assert list(hub.stream_latency_ms) == [50.0, 30.0, 20.0]
+    assert list(hub.page_received_ms) == [41.5]
+
+
 MALFORMED: list[tuple[str, str]] = [
     ("{not json", "Expecting property name"),
     ("[1, 2]", "JSON object, not list"),
@@ -163,6 +174,7 @@ MALFORMED: list[tuple[str, str]] = [
     ('{"type": "control", "name": "pause", "t_ms": ' + "9" * 400 + "}", "need a finite"),
     ('{"type": "latency", "ms": ' + "9" * 5000 + "}", "digits"),  # Python's int limit
     ('{"type": "latency", "ms": NaN}', "finite"),
+    ('{"type": "latency", "ms": 50, "received_ms": "soon"}', "received_ms='soon'; need a number"),
     ('{"type": "gamepad", "axes": [Infinity], "buttons": []}', "finite"),
     (json.dumps({"type": "gamepad", "axes": {"0": 1}, "buttons": []}), "must be lists"),
     ("[" * 20000 + "]" * 20000, "nested too deeply"),

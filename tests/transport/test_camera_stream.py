@@ -61,6 +61,25 @@ def test_frames_arrive_intact_with_capture_time_and_age(link) -> None:
     assert sub.stats["wrist"].received == 1 and sub.stats["wrist"].ages_s[0] >= 0.0
 
 
+def test_a_frame_says_when_it_was_sent_between_its_capture_and_its_arrival(link) -> None:
+    pub, sub = link
+    pub.publish(frame("wrist", 3))
+    wait_for(lambda: sub.latest("wrist") is not None)
+    got = sub.latest("wrist")
+    assert got.capture_wall_s <= got.sent_wall_s <= got.received_wall_s
+
+
+def test_wait_frame_wakes_on_each_accepted_frame_not_on_rejected_ones(link) -> None:
+    pub, sub = link
+    count = sub.accepted
+    assert sub.wait_frame(count, 0.0) == count  # nothing new: returns at the timeout
+    sub._handle([b"garbage"])  # rejected: not a frame, wakes nobody
+    assert sub.wait_frame(count, 0.0) == count
+    pub.publish(frame("wrist", 4))
+    assert sub.wait_frame(count, 5.0) == count + 1  # returns as the frame is kept
+    assert sub.latest("wrist").frame.seq == 4
+
+
 def test_gaps_in_the_camera_sequence_are_counted_as_drops(link) -> None:
     pub, sub = link
     for seq in (1, 2, 6):
@@ -197,6 +216,8 @@ def test_bad_frames_are_counted_and_the_thread_stays_alive(monkeypatch) -> None:
         frame_message({"encoding": "jpeg"}, np.frombuffer(b"\xff\xd8\xff\xda", np.uint8)),
         frame_message({}, np.zeros((4, 4), np.uint8)),
         frame_message({"encoding": ["raw"]}, image),
+        frame_message({"sent_wall_s": float("nan")}, image),
+        frame_message({"sent_wall_s": "now"}, image),
     ]
     try:
         wait_for(lambda: sock.send_multipart(frame_message({}, image)) or sub.latest("front"))

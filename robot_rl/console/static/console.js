@@ -63,7 +63,7 @@ function connect() {
       else if (msg.type === "ack") { stats.acks += 1; ack(msg); }
       else if (msg.type === "error") { stats.errors += 1; toast(msg.error, true); }
     } else {
-      showFrame(event.data);
+      showFrame(event.data, Date.now());
     }
   };
 }
@@ -122,7 +122,7 @@ function ensureCamera(name) {
   document.getElementById("cameras").appendChild(fig);
   return img;
 }
-function showFrame(buffer) {
+function showFrame(buffer, receivedMs) {
   const view = new DataView(buffer);
   const headerLength = view.getUint16(0);
   const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 2, headerLength)));
@@ -136,7 +136,7 @@ function showFrame(buffer) {
     img.dataset.seq = header.seq;
     if (img.naturalWidth && !img.dataset.sized) { img.style.aspectRatio = `${img.naturalWidth} / ${img.naturalHeight}`; img.dataset.sized = "1"; }
     frameStamp[header.camera] = header.stamp_ms;
-    send({ type: "latency", camera: header.camera, ms: ms });
+    send({ type: "latency", camera: header.camera, ms: ms, received_ms: receivedMs - header.stamp_ms });
     URL.revokeObjectURL(url);
     showAges();
   };
