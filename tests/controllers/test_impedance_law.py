@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -311,3 +312,39 @@ def test_the_trackers_friction_wrench_maps_back_to_the_torque_feedforward_at_the
     lam = np.linalg.inv(model.jacobian @ m_inv @ model.jacobian.T)
     np.testing.assert_allclose(wrench, lam @ model.jacobian @ m_inv @ tau_f, rtol=1e-2, atol=1e-3)
     np.testing.assert_array_equal(friction_task_wrench(model, twist, NO_POSTURE), np.zeros(6))
+
+
+@pytest.mark.parametrize("friction", [False, True], ids=["no-friction", "friction"])
+def test_the_lean_law_gives_the_plain_laws_torque(twin, friction):
+    """``CartesianImpedanceLaw`` (the loop's) against ``cartesian_impedance_torque``: the same
+    torque to 1e-12 relative at poses, errors (some past the clip), twists, accelerations and
+    integral forces drawn at random; the same NaN torque for a NaN state; and a singular mass
+    matrix still raises LinAlgError."""
+    from robot_rl.controllers.cartesian_impedance import CartesianImpedanceLaw
+
+    rng = np.random.default_rng(7)
+    gains = dataclasses.replace(
+        CartesianGains(), friction_coulomb_nm=np.full(7, 0.5 if friction else 0.0)
+    )
+    law = CartesianImpedanceLaw()
+    for q in CONFIGURATIONS.values():
+        state, model = at(twin, q, rng.normal(0.0, 0.5, 7))
+        model = with_coriolis(model, FAKE_CORIOLIS_NM)
+        for _ in range(20):
+            ref = CartesianReference(
+                state.ee_pos_m + rng.normal(0.0, 0.01, 3),
+                quat_mul(quat_exp(rng.normal(0.0, 0.1, 3)), state.ee_quat_xyzw),
+                rng.normal(0.0, 0.2, 6),
+                rng.normal(0.0, 2.0, 6),
+            )
+            integral = rng.normal(0.0, 3.0, 3)
+            plain = cartesian_impedance_torque(state, model, ref, gains, READY_Q, integral)
+            lean = law.torque(state, model, ref, gains, READY_Q, integral)
+            np.testing.assert_allclose(lean, plain, rtol=1e-12, atol=1e-12 * np.abs(plain).max())
+    nan_state = dataclasses.replace(state, dq_rad_s=np.r_[math.nan, state.dq_rad_s[1:]])
+    plain = cartesian_impedance_torque(nan_state, model, ref, gains, READY_Q)
+    np.testing.assert_array_equal(law.torque(nan_state, model, ref, gains, READY_Q), plain)
+    singular = dataclasses.replace(model, mass_matrix=np.zeros((7, 7)))
+    with pytest.raises(np.linalg.LinAlgError), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the gufunc's, before the plain law's
+        law.torque(state, singular, ref, gains, READY_Q)

@@ -396,3 +396,63 @@ def test_braking_at_a_box_corner_keeps_the_direction_of_motion():
     assert np.linalg.norm(off_line, axis=1).max() < 1e-9
     np.testing.assert_allclose(pos[-1], LO, atol=1e-12)
     assert gen.braked_ticks > 0
+
+
+@settings(max_examples=6)
+@given(st.integers(0, 2**32 - 1))
+def test_the_float_generator_follows_the_plain_numpy_one(seed):
+    """``CartesianReferenceGenerator`` (Python floats) against ``PlainCartesianReferenceGenerator``
+    (numpy, the specification): a random stream of targets (inside and outside the box, with and
+    without twist, new stiffness), late targets, brakes to rest and resets, with the Jacobian's
+    joint-speed check; the same reference each tick to float rounding and the same counters.
+
+    Rounding: the float form sums its 3-vector norms in another order than the BLAS does, so the
+    two differ in the last bits. ``braked_ticks`` counts ticks whose step the box check changed,
+    and a step of a position is changed by rounding alone ((p + s) - p != s) unless s happens to
+    lie on p's grid: which of the two sees that on a tick can differ, so it may differ by a
+    tick or two."""
+    from robot_rl.controllers.plain import PlainCartesianReferenceGenerator
+
+    rng = np.random.default_rng(seed)
+    cfg = ReferenceConfig()
+    fast = CartesianReferenceGenerator(cfg, PERIOD_S, CartesianGains())
+    plain = PlainCartesianReferenceGenerator(cfg, PERIOD_S, CartesianGains())
+    jacobian = rng.normal(0.0, 0.5, (6, 7))
+    speed_max = np.full(7, 1.0)
+    now = 0.0
+    for gen in (fast, plain):
+        gen.reset(CENTRE, NOMINAL, now)
+    out: dict[str, list[np.ndarray]] = {"fast": [], "plain": []}
+    for _ in range(300):
+        now += PERIOD_S
+        event = rng.random()
+        if event < 0.04:
+            pos = CENTRE + rng.uniform(-0.3, 0.3, 3)  # some outside the box: clipped
+            quat = down_rotated(rng.normal(0.0, 0.4, 3))
+            twist = rng.normal(0.0, 0.2, 6) if rng.random() < 0.5 else None
+            stiffness = rng.uniform(100.0, 300.0, 6) if rng.random() < 0.2 else None
+            target = CartesianTarget(pos, quat, twist, stiffness)
+            assert fast.set_goal(target, now) == plain.set_goal(target, now)
+        elif event < 0.05:
+            fast.brake_to_rest(now)
+            plain.brake_to_rest(now)
+        elif event < 0.055:
+            pose = (CENTRE + rng.uniform(-0.05, 0.05, 3), down_rotated(rng.normal(0.0, 0.2, 3)))
+            fast.reset(*pose, now)
+            plain.reset(*pose, now)
+        for name, gen in (("fast", fast), ("plain", plain)):
+            ref = gen.step(now, jacobian, speed_max)
+            out[name].append(
+                np.concatenate(
+                    [ref.pos_m, ref.quat_xyzw, ref.twist, ref.accel, gen.gains.stiffness]
+                )
+            )
+    a, b = np.array(out["fast"]), np.array(out["plain"])
+    np.testing.assert_allclose(a[:, :7], b[:, :7], rtol=0, atol=1e-12)  # pose: m, unit quaternion
+    np.testing.assert_allclose(a[:, 7:13], b[:, 7:13], rtol=0, atol=1e-9)  # twist
+    np.testing.assert_allclose(a[:, 13:19], b[:, 13:19], rtol=0, atol=1e-6)  # accel: (d/dt)^2
+    np.testing.assert_array_equal(a[:, 19:], b[:, 19:])  # stiffness
+    assert fast.clipped_count == plain.clipped_count
+    assert fast.joint_slowed_ticks == plain.joint_slowed_ticks
+    assert abs(fast.braked_ticks - plain.braked_ticks) <= 2
+    np.testing.assert_allclose(fast.goal_pos_m, plain.goal_pos_m, rtol=0, atol=1e-12)

@@ -260,3 +260,29 @@ def test_reset_forgets_the_rate_history():
     s.reset()
     out, _ = s.process(np.zeros(7), Q_MID, AT_REST)
     np.testing.assert_array_equal(out, np.zeros(7))
+
+
+# States with NaN, inf and huge values in q and dq, besides ordinary ones.
+state_values = st.one_of(
+    st.floats(-4.0, 4.0),
+    st.sampled_from([math.nan, math.inf, -math.inf, 1e308, 0.0, -0.0]),
+)
+wild_states = st.tuples(
+    st.lists(state_values, min_size=7, max_size=7).map(np.array),
+    st.lists(state_values, min_size=7, max_size=7).map(np.array),
+)
+
+
+@OVERFLOW_OK
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.one_of(arm_states(), wild_states), torques), min_size=1, max_size=20))
+def test_process_matches_its_plain_numpy_form_to_the_bit(calls):
+    """``process`` (per joint, on floats) and ``process_reference`` (numpy): the same torque and
+    the same flags on every call, for any input, with the same rate-limit history."""
+    fast, plain = safety(), safety()
+    for (q, dq), tau in calls:
+        out, flags = fast.process(tau, q, dq)
+        ref, ref_flags = plain.process_reference(tau, q, dq)
+        assert flags == ref_flags
+        np.testing.assert_array_equal(out, ref)
