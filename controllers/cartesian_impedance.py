@@ -16,6 +16,8 @@ Jbar = M^-1 J^T Lambda, so it produces no force at the tool. Gravity is left to 
 from __future__ import annotations
 
 import math
+import re
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -122,6 +124,12 @@ try:  # the LAPACK gufunc np.linalg.inv runs, without its ~10 us of Python wrapp
     _INV = _lapack.inv
 except (ImportError, AttributeError):  # pragma: no cover - a numpy without it: the public call
     _INV = None
+# Called directly, the gufunc reports a singular matrix as an invalid value (a RuntimeWarning;
+# np.linalg.inv turns that flag into LinAlgError). The law then redoes the tick with the plain
+# law, which raises LinAlgError as before: the warning would only repeat it.
+warnings.filterwarnings(
+    "ignore", "invalid value encountered in inv", RuntimeWarning, re.escape(__name__)
+)
 
 
 def _fmax(a: float, b: float) -> float:

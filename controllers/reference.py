@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -168,6 +170,12 @@ try:  # the LAPACK gufunc np.linalg.lstsq runs, without its ~20 us of Python wra
     _LSTSQ = _lapack.lstsq
 except (ImportError, AttributeError):  # pragma: no cover - a numpy without it: the public call
     _LSTSQ = None
+# Called directly, the gufunc reports a failed solve as an invalid value (a RuntimeWarning;
+# np.linalg.lstsq raises LinAlgError on it): the non-finite result is then redone through
+# np.linalg.lstsq, which raises, so the warning would only repeat the error.
+warnings.filterwarnings(
+    "ignore", "invalid value encountered in lstsq", RuntimeWarning, re.escape(__name__)
+)
 
 
 def _joint_speed_ratio_f(
@@ -320,7 +328,7 @@ class CartesianReferenceGenerator:
         self._segment_changed()
         return clipped
 
-    def _segment_pose(self, now_s: float) -> tuple[list[float], QuatF]:
+    def _segment_pose(self, now_s: float) -> tuple[Vec3F, QuatF]:
         T = self._seg_T
         t = now_s - self._seg_t0
         p0, p1, rot = self._seg_p0, self._seg_p1, self._seg_rot
@@ -333,16 +341,29 @@ class CartesianReferenceGenerator:
                 h1 = (s3 - 2 * s2 + s) * T
                 h2 = -2 * s3 + 3 * s2
                 h3 = (s3 - s2) * T
-                p = [h0 * p0[i] + h1 * v0[i] + h2 * p1[i] + h3 * v1[i] for i in (0, 1, 2)]
-                r = [h0 * 0.0 + h1 * v0[i + 3] + h2 * rot[i] + h3 * v1[i + 3] for i in (0, 1, 2)]
+                p = (
+                    h0 * p0[0] + h1 * v0[0] + h2 * p1[0] + h3 * v1[0],
+                    h0 * p0[1] + h1 * v0[1] + h2 * p1[1] + h3 * v1[1],
+                    h0 * p0[2] + h1 * v0[2] + h2 * p1[2] + h3 * v1[2],
+                )
+                z = h0 * 0.0
+                r = (
+                    z + h1 * v0[3] + h2 * rot[0] + h3 * v1[3],
+                    z + h1 * v0[4] + h2 * rot[1] + h3 * v1[4],
+                    z + h1 * v0[5] + h2 * rot[2] + h3 * v1[5],
+                )
             else:  # late next target: keep the goal's velocity for at most one more period
                 extra = min(t - T, T)
-                p = [p1[i] + v1[i] * extra for i in (0, 1, 2)]
-                r = [rot[i] + v1[i + 3] * extra for i in (0, 1, 2)]
+                p = (p1[0] + v1[0] * extra, p1[1] + v1[1] * extra, p1[2] + v1[2] * extra)
+                r = (rot[0] + v1[3] * extra, rot[1] + v1[4] * extra, rot[2] + v1[5] * extra)
         else:
             s = min(t / T, 1.0)
-            p = [p0[i] + s * (p1[i] - p0[i]) for i in (0, 1, 2)]
-            r = [s * rot[0], s * rot[1], s * rot[2]]
+            p = (
+                p0[0] + s * (p1[0] - p0[0]),
+                p0[1] + s * (p1[1] - p0[1]),
+                p0[2] + s * (p1[2] - p0[2]),
+            )
+            r = (s * rot[0], s * rot[1], s * rot[2])
         return p, quat_mul_f(quat_exp_f(r[0], r[1], r[2]), self._seg_q0)
 
     def step(
@@ -373,11 +394,14 @@ class CartesianReferenceGenerator:
         goal_p = self._seg_p1
         # The reference sits where the segment was a tick ago when it follows it exactly, so its
         # error is measured against that point; the segment's velocity carries it on to p_des.
-        lin_args = ([(p_des[i] - p_prev[i]) / dt for i in (0, 1, 2)],
-                    [p_prev[i] - pos[i] for i in (0, 1, 2)],
-                    [goal_p[i] - pos[i] for i in (0, 1, 2)] if self._rest_lin else None,
+        px, py, pz = pos
+        lin_args = (((p_des[0] - p_prev[0]) / dt, (p_des[1] - p_prev[1]) / dt,
+                     (p_des[2] - p_prev[2]) / dt),
+                    (p_prev[0] - px, p_prev[1] - py, p_prev[2] - pz),
+                    (goal_p[0] - px, goal_p[1] - py, goal_p[2] - pz) if self._rest_lin else None,
                     twist[:3], cfg.profile_accel_m_s2)  # fmt: skip
-        rot_args = ([v / dt for v in quat_log_f(quat_mul_conj_f(q_des, q_prev))],
+        wx, wy, wz = quat_log_f(quat_mul_conj_f(q_des, q_prev))
+        rot_args = ((wx / dt, wy / dt, wz / dt),
                     quat_log_f(quat_mul_conj_f(q_prev, quat)),
                     quat_log_f(quat_mul_conj_f(self._seg_goal_q, quat)) if self._rest_rot
                     else None,
@@ -402,11 +426,12 @@ class CartesianReferenceGenerator:
                 # the same profile under speed caps scaled down to this ratio's allowance
                 v_lin = self._profile(*lin_args, _norm3(v_lin) / ratio)
                 v_rot = self._profile(*rot_args, _norm3(v_rot) / ratio)
-        lin_step, braked = self._keep_in_box([v * dt for v in v_lin])
-        rot_step = [v * dt for v in v_rot]
-        self._pos = [pos[i] + lin_step[i] for i in (0, 1, 2)]
-        self._quat = list(quat_mul_f(quat_exp_f(rot_step[0], rot_step[1], rot_step[2]), quat))
-        new_twist = [v / dt for v in lin_step + rot_step]
+        lin_step, braked = self._keep_in_box([v_lin[0] * dt, v_lin[1] * dt, v_lin[2] * dt])
+        sx, sy, sz = lin_step
+        rx, ry, rz = v_rot[0] * dt, v_rot[1] * dt, v_rot[2] * dt
+        self._pos = [px + sx, py + sy, pz + sz]
+        self._quat = list(quat_mul_f(quat_exp_f(rx, ry, rz), quat))
+        new_twist = [sx / dt, sy / dt, sz / dt, rx / dt, ry / dt, rz / dt]
         # Acceleration feedforward along smooth (twist-given) segments and while braking at the
         # box; a linear segment is followed with a bang-bang acceleration, not fed forward.
         if braked or self._seg_hermite:
@@ -435,9 +460,9 @@ class CartesianReferenceGenerator:
 
     def _profile(
         self,
-        v_seg: list[float],
-        error: list[float] | Vec3F,
-        to_goal: list[float] | Vec3F | None,
+        v_seg: Vec3F,
+        error: Vec3F,
+        to_goal: Vec3F | None,
         v_now: list[float],
         accel: float,
         speed: float,
