@@ -244,3 +244,29 @@ def test_lean_conv_preset_strides_the_last_conv():
     assert make_backbone("conv", "lean").forward_uint8(images).shape == (2, 32, 8, 8)
     with pytest.raises(ValueError, match="conv_preset='tiny'; allowed: standard, lean"):
         make_backbone("conv", "tiny")
+
+
+def test_spatial_embedding_hands_a_channels_last_map_its_gradient_in_that_layout():
+    # The gradient keeps the map's layout (so the ReLU and conv backwards stay channels-last)
+    # and its values are those of a plain contiguous() copy.
+    torch.manual_seed(0)
+    spatial = encoders.SpatialLearnedEmbedding(channels=4, height=3, width=5, num_features=2)
+    maps = torch.randn(6, 4, 3, 5).contiguous(memory_format=torch.channels_last)
+    weights = torch.randn(6, 8)
+    grads = []
+    for forward in (spatial, lambda m: _plain_spatial(spatial, m)):
+        leaf = maps.clone().requires_grad_(True)
+        (forward(leaf) * weights).sum().backward()
+        grads.append(leaf.grad)
+    assert grads[0].is_contiguous(memory_format=torch.channels_last)
+    assert not grads[0].is_contiguous()
+    torch.testing.assert_close(grads[0], grads[1])
+    # A contiguous (NCHW) map gets an NCHW gradient.
+    leaf = maps.contiguous().requires_grad_(True)
+    spatial(leaf).sum().backward()
+    assert leaf.grad.is_contiguous()
+
+
+def _plain_spatial(spatial: encoders.SpatialLearnedEmbedding, maps: torch.Tensor) -> torch.Tensor:
+    """By hand: out[b, c * F + f] = sum over (h, w) of maps[b, c] * kernel[c, :, :, f]."""
+    return torch.einsum("bchw,chwf->bcf", maps, spatial.kernel).reshape(maps.shape[0], -1)
