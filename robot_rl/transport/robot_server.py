@@ -636,6 +636,7 @@ class RobotClient:
         self._request_lock = threading.Lock()  # one request waits for its reply at a time
         self._latest: RemoteState | None = None
         self.states_received = 0
+        self.states_skipped = 0  # states a backlog replaced before they were decoded
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._receive, name="robot-client", daemon=True)
@@ -724,6 +725,9 @@ class RobotClient:
                 continue
             try:
                 frames = self._sub.recv_multipart(flags=zmq.NOBLOCK)
+                while self._sub.poll(0):  # a backlog (this process was busy): only the newest
+                    frames = self._sub.recv_multipart(flags=zmq.NOBLOCK)
+                    self.states_skipped += 1
             except zmq.Again:
                 continue
             except zmq.ZMQError:

@@ -99,3 +99,51 @@ def test_mirror_twin_flags_are_checked(flags: list[str], message: str, caplog) -
             "--endpoint", f"tcp://127.0.0.1:{free_port()}", "--duration", "0", *flags]  # fmt: skip
     assert cli.main(argv) == 2
     assert message in caplog.text
+
+
+def robot_state_message(seq: int) -> list:
+    from robot_rl.transport.codec import encode
+
+    arrays = {"q": np.full(7, float(seq)), "dq": np.zeros(7), "tau": np.zeros(7),
+              "ee_pos": np.zeros(3), "ee_quat": np.array([0.0, 0.0, 0.0, 1.0]),
+              "ee_twist": np.zeros(6)}  # fmt: skip
+    meta = {"gripper_width_m": 0.04, "command_age_s": 0.0, "stamp_s": float(seq),
+            "published_wall_s": time.time()}  # fmt: skip
+    return encode("robot_state", seq, meta, arrays)
+
+
+def test_a_busy_robot_client_skips_a_backlog_of_states_to_the_newest() -> None:
+    """A mirror's render holds its process for tens of ms while the server publishes at 200 Hz:
+    the states that queue meanwhile are skipped, not decoded one by one behind the newest."""
+    import zmq
+
+    from robot_rl.transport.robot_server import RobotClient, RobotEndpoints
+    from robot_rl.transport.security import SecurityConfig
+
+    context = zmq.Context()
+    pub = context.socket(zmq.PUB)
+    pub.bind("inproc://states")
+    client = RobotClient(RobotEndpoints("inproc://commands", "inproc://states"),
+                         SecurityConfig(plaintext=True), context=context)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 5
+        while client.states_received == 0:  # PUB/SUB joins asynchronously: send until one lands
+            assert time.monotonic() < deadline, "the client never received a state"
+            pub.send_multipart(robot_state_message(1))
+            time.sleep(0.01)
+        client.latest(timeout_s=5.0)
+        with client._cond:  # the receive thread stalls at its next state, as a busy process would
+            received = client.states_received
+            pub.send_multipart(robot_state_message(2))  # the one it stalls on
+            while client.states_received == received:  # it took it and now waits for the lock
+                assert time.monotonic() < deadline, "the client never took state 2"
+                time.sleep(0.001)
+            for seq in range(3, 9):  # the backlog: inproc queues them at once
+                pub.send_multipart(robot_state_message(seq))
+        newest = client.latest(timeout_s=5.0, newer_than_seq=7)
+        assert newest.seq == 8 and newest.state.q_rad[0] == 8.0
+        assert client.states_skipped >= 5  # seq 3..7 replaced by 8 before they were decoded
+    finally:
+        client.close()
+        pub.close(linger=0)
+        context.term()
