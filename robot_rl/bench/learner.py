@@ -13,6 +13,10 @@ agents start from the same weights; their updates agree to float rounding.
 update_ms_p50_no_target_encoder: the current update with ``target_encoder: false`` (DrQ-v2's
 choice, opt-in: a change of the algorithm), same batches, for the record of what that pass costs;
 update_ratio_no_target_encoder is its ratio to update_ms_p50.
+update_ms_p50_lean_conv: the current update with the opt-in ``conv_preset: lean`` (the conv
+backbone's last 3x3 conv strided too: (32, 8, 8) feature maps instead of (32, 16, 16)), same
+batches, in the same rotation; update_ratio_lean_conv is its ratio to update_ms_p50. Another
+network whose learning is unmeasured, so not the default.
 torch_threads: the threads the updates ran with. threads_cpus / threads_learner / threads_actor:
 the thread budget (``robot_rl.agents.threads``) this machine gets in training.
 load_avg_1min: the machine's 1-minute load average at the end of the run (os.getloadavg; -1 where
@@ -106,13 +110,16 @@ def run_learner_bench(
     no_target = SACAgent(
         obs_space, act_space, dataclasses.replace(config, target_encoder=False), seed
     )
+    lean = SACAgent(obs_space, act_space, dataclasses.replace(config, conv_preset="lean"), seed)
     warmup, runs = (1, 2) if quick else (2, 7)
-    times: dict[str, list[float]] = {"current": [], "previous": [], "no_target": []}
     learners = [("current", agent), ("previous", previous), ("no_target", no_target)]
+    learners.append(("lean", lean))
+    times: dict[str, list[float]] = {name: [] for name, _ in learners}
     for i in range(warmup + runs):
         batch = buffer.sample(batch_size * utd, minibatches=utd)
         # Rotate which goes first, so none always meets a warmer cache.
-        for name, learner in learners[i % 3 :] + learners[: i % 3]:
+        turn = i % len(learners)
+        for name, learner in learners[turn:] + learners[:turn]:
             elapsed = _timed_update(learner, batch)
             if i >= warmup:
                 times[name].append(elapsed)
@@ -135,6 +142,8 @@ def run_learner_bench(
         "sample_ms_p50": float(np.median(sample_times) * 1e3),
         "batch_size": float(batch_size),
         "utd_ratio": float(utd),
+        "update_ms_p50_lean_conv": float(np.median(times["lean"])) * 1e3,
+        "update_ratio_lean_conv": float(np.median(times["lean"])) / current,
         "torch_threads": float(torch.get_num_threads()),
         "threads_cpus": float(budget.cpus),
         "threads_learner": float(budget.learner),

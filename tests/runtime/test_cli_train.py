@@ -134,6 +134,9 @@ def test_bench_learner_quick_reports_update_time_and_replay_bytes(tmp_path: Path
     assert results["update_ratio_vs_previous_default"] == pytest.approx(
         results["update_ms_p50"] / results["update_ms_p50_previous_default"]
     )
+    assert results["update_ratio_lean_conv"] == pytest.approx(
+        results["update_ms_p50_lean_conv"] / results["update_ms_p50"]
+    )
     assert results["threads_learner"] >= 1 and results["torch_threads"] >= 1
     # Each 128x128 frame is stored once as uint8: within 10% of two cameras' raw bytes.
     assert results["replay_bytes_ratio"] <= 1.1
