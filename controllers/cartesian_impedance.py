@@ -191,17 +191,19 @@ class CartesianImpedanceLaw:
             for e, c in zip((rx - px, ry - py, rz - pz, *rot), clip, strict=True)
         ]
 
+        # (ndarray.dot: the same BLAS call as @, without the matmul ufunc's dispatch)
+        JT = J.T
         M_inv = _INV(M, signature="d->d")
-        JMinv = J @ M_inv
-        lambda_inv = JMinv @ J.T
+        JMinv = J.dot(M_inv)
+        lambda_inv = JMinv.dot(JT)
         lambda_inv += self._reg
         task_inertia = _INV(lambda_inv, signature="d->d")
 
         k = self._k
         diag = task_inertia.diagonal().tolist()
-        twist = (J @ dq).tolist()
+        twist = J.dot(dq).tolist()
         ref_twist = reference.twist.tolist()
-        feedforward = (task_inertia @ reference.accel).tolist()
+        feedforward = task_inertia.dot(reference.accel).tolist()
         wrench = []
         for i in range(6):
             x = k[i] * diag[i]
@@ -212,23 +214,24 @@ class CartesianImpedanceLaw:
             wrench[0] += fx
             wrench[1] += fy
             wrench[2] += fz
-        tau_task = J.T @ np.array(wrench)
+        tau_task = JT.dot(np.array(wrench))
         if self._friction:  # Coulomb friction, signed by the reference's joint velocity
-            dq_ref = JMinv.T @ (task_inertia @ reference.twist)
+            dq_ref = JMinv.T.dot(task_inertia.dot(reference.twist))
             tau_task += gains.friction_coulomb_nm * np.tanh(dq_ref / gains.friction_velocity_rad_s)
 
         omega = gains.nullspace_natural_freq_rad_s
         cap = gains.nullspace_torque_cap_nm
-        tau_spring = (M @ (omega * omega * (posture_q_rad - state.q_rad))).tolist()
-        tau_damper = (M @ ((2.0 * gains.nullspace_damping_ratio * omega) * dq)).tolist()
+        tau_spring = M.dot(omega * omega * (posture_q_rad - state.q_rad)).tolist()
+        tau_damper = M.dot((2.0 * gains.nullspace_damping_ratio * omega) * dq).tolist()
         tau_posture = np.array(
             [_fmin(_fmax(s, -cap), cap) - d for s, d in zip(tau_spring, tau_damper, strict=True)]
         )
-        tau_null = tau_posture - J.T @ (task_inertia @ (JMinv @ tau_posture))
-        tau = tau_task + tau_null + model.coriolis_nm
-        total = float(tau.sum())
-        if total - total != 0.0:  # not finite: the plain law, which raises where it did
+        tau_null = tau_posture - JT.dot(task_inertia.dot(JMinv.dot(tau_posture)))
+        tau_task += tau_null
+        tau_task += model.coriolis_nm
+        total = sum(tau_task.tolist())
+        if total - total != 0.0:  # not finite (or huge): the plain law, which raises where it did
             return cartesian_impedance_torque(
                 state, model, reference, gains, posture_q_rad, integral_force_n
             )
-        return tau
+        return tau_task

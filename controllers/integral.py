@@ -66,11 +66,12 @@ class PositionIntegrator:
         self._decay = max(0.0, 1.0 - config.leak_per_s * period_s)
         self._moving_decay = max(0.0, 1.0 - config.moving_leak_per_s * period_s)
         self._gain_dt = config.gain_n_per_m_s * period_s
-        self._out = [0.0, 0.0, 0.0]
+        self._rest_speed2 = config.rest_speed_m_s**2
+        self._enabled = config.gain_n_per_m_s > 0.0 and config.force_max_n > 0.0
 
     @property
     def enabled(self) -> bool:
-        return self.config.gain_n_per_m_s > 0.0 and self.config.force_max_n > 0.0
+        return self._enabled
 
     def reset(self) -> None:
         self.force_n.fill(0.0)
@@ -79,20 +80,21 @@ class PositionIntegrator:
         """Advance one period with the position error ``error_m`` (3,) m (reference minus TCP)
         and the reference's twist (6,) (linear part first, m/s; None: at rest); returns the force
         (3,) N (the same array each call: copy it to keep it)."""
-        if not self.enabled:
+        if not self._enabled:
             return self.force_n
         band, limit = self.config.error_band_m, self.config.force_max_n
         decay, gain_dt = self._decay, self._gain_dt
         if reference_twist is not None:
             vx, vy, vz = reference_twist[:3].tolist()
-            if vx * vx + vy * vy + vz * vz > self.config.rest_speed_m_s**2:
+            if vx * vx + vy * vy + vz * vz > self._rest_speed2:
                 band = -1.0  # moving: nothing integrated (|e| <= -1 never holds), and it fades
                 decay = self._moving_decay
         # Three axes in plain floats: a few microseconds, where numpy's per-call cost is ~1 us.
-        for i, (f, e) in enumerate(zip(self.force_n.tolist(), error_m.tolist(), strict=True)):
-            f *= decay
+        out = self.force_n.tolist()
+        for i, e in enumerate(error_m.tolist()):
+            f = out[i] * decay
             if abs(e) <= band:  # False for NaN: a non-finite error adds nothing
                 f += gain_dt * e
-            self._out[i] = min(max(f, -limit), limit)
-        self.force_n[:] = self._out
+            out[i] = min(max(f, -limit), limit)
+        self.force_n[:] = out
         return self.force_n

@@ -56,6 +56,11 @@ PANDA_READY_Q_RAD = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)
 MAX_GRIPPER_WIDTH_M = 0.08
 
 
+# The modes as module constants: the tick compares them a dozen times, and an enum member is a
+# class attribute lookup each time.
+_ACTIVE, _HOLD = ControlMode.ACTIVE, ControlMode.HOLD
+_DAMP, _FAULT = ControlMode.DAMP, ControlMode.FAULT
+
 _STOPPED = "the arm is under a software stop: clear it (console: Clear stop) before new targets"
 
 
@@ -290,10 +295,10 @@ class ControlLoop:
         with self._lock:
             pending, self._pending = self._pending, None
             keep_alive, self._keep_alive = self._keep_alive, False
-        if keep_alive and pending is None and self._mode == ControlMode.ACTIVE:
+        if keep_alive and pending is None and self._mode == _ACTIVE:
             self._last_target_s = now
         if pending is not None:
-            if self._mode != ControlMode.ACTIVE:  # resume from where the arm is, not a stale pose
+            if self._mode != _ACTIVE:  # resume from where the arm is, not a stale pose
                 self.cartesian.reset(state.ee_pos_m, state.ee_quat_xyzw, now)
                 self.joint.reset(state.q_rad)
             if isinstance(pending, JointTarget):
@@ -313,25 +318,25 @@ class ControlLoop:
         age = now - self._last_target_s
         mode = watchdog_mode(age, self.config.watchdog)
         if self.stopped:
-            mode = ControlMode.DAMP
-        if mode != ControlMode.ACTIVE:  # hold, damp, stop: no integral force, none stored
+            mode = _DAMP
+        if mode != _ACTIVE:  # hold, damp, stop: no integral force, none stored
             self.integrator.reset()
-        if mode == ControlMode.HOLD and self._mode == ControlMode.ACTIVE:
+        if mode == _HOLD and self._mode == _ACTIVE:
             # A stalled stream is worth a warning; idling after a (re)start without targets is not.
             level = logging.WARNING if self._targets_seen else logging.DEBUG
             log.log(level, "no target for %.0f ms: holding the current pose", age * 1e3)
             self.cartesian.brake_to_rest(now)  # within the acceleration limits, then hold
             self.joint.reset(state.q_rad)
-        elif mode == ControlMode.DAMP and self._mode != ControlMode.DAMP and not self.stopped:
+        elif mode == _DAMP and self._mode != _DAMP and not self.stopped:
             log.warning("no target for %.0f ms: damping the arm to rest", age * 1e3)
 
         try:
-            if mode == ControlMode.DAMP:
+            if mode == _DAMP:
                 tau = damping_torque(state.dq_rad_s, self.config.safety.damping)
             elif self._law == "cartesian":
                 ref = self.cartesian.step(now, model.jacobian, self.limits.joint_vel_max_rad_s)
                 integral = None
-                if mode == ControlMode.ACTIVE and self.integrator.enabled:
+                if mode == _ACTIVE and self.integrator.enabled:
                     np.subtract(ref.pos_m, state.ee_pos_m, out=self._pos_error)
                     integral = self.integrator.update(self._pos_error, ref.twist)
                 tau = self.law.torque(
@@ -344,7 +349,7 @@ class ControlLoop:
             self.faults += 1
             if self.faults == 1 or self.faults % 1000 == 0:
                 log.exception("controller failed (%d so far); damping this tick", self.faults)
-            mode = ControlMode.FAULT
+            mode = _FAULT
             self.integrator.reset()
             tau = damping_torque(np.nan_to_num(state.dq_rad_s), self.config.safety.damping)
         self._mode = mode

@@ -458,7 +458,7 @@ class FrankaRobot:
             tau_measured_nm=np.asarray(raw.tau_J, dtype=float).reshape(7),
             ee_pos_m=np.asarray(pose.translation, dtype=float).reshape(3),
             ee_quat_xyzw=np.asarray(pose.quaternion, dtype=float).reshape(4),
-            ee_twist=jac @ dq,
+            ee_twist=jac.dot(dq),  # (J @ dq without the matmul dispatch)
             gripper_width_m=self.gripper.width_m if self.gripper is not None else 0.0,
             command_age_s=0.0 if self._last_command_s is None else now - self._last_command_s,
             stamp_s=now,
