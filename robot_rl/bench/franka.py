@@ -28,6 +28,12 @@ mode) or tracker reference updates (tracker mode, nominal ``tracker_period_s``).
 franky-sim steps its physics in Python; ``sim_realtime_factor_<mode>`` (simulated seconds per wall
 second) says how far it falls behind on this machine: tracking figures on a real arm (1 kHz by
 construction) should be no worse.
+
+Before any simulator starts, ``offline_tick_figures`` times the torque mode's per-tick compute
+alone (``torque_tick_compute_us_p50_offline`` and kin): the backend's ``_torque_step`` fed a
+synthetic franky sequence by a fake franky module, next to the same backend on the plain-numpy
+stages (``controllers.plain``), interleaved tick by tick (``torque_tick_plain_over_lean_ratio_*``),
+with the p99 as a fraction of the 1 ms period.
 """
 
 from __future__ import annotations

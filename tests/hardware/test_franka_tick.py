@@ -157,3 +157,23 @@ def test_the_sequence_passes_through_every_limit(runs) -> None:
     assert modes[RESUME_TICK + 10] == int(ControlMode.ACTIVE)
     assert modes[STOP_TICK + 10] == int(ControlMode.DAMP)
     assert backend.loop.cartesian.joint_slowed_ticks + backend.loop.cartesian.braked_ticks > 0
+
+
+def test_the_offline_bench_figures_are_there_and_finite() -> None:
+    """``robot-rl bench franka``'s offline fields exist (their values are the bench's to report)."""
+    from robot_rl.bench.franka import offline_tick_figures
+
+    out = offline_tick_figures(ticks=80)
+    for scenario in ("moving", "held"):
+        for key in (
+            f"torque_tick_compute_us_p50_offline_{scenario}",
+            f"torque_tick_compute_us_p99_offline_{scenario}",
+            f"torque_tick_compute_us_p50_offline_plain_{scenario}",
+            f"torque_tick_plain_over_lean_ratio_p50_offline_{scenario}",
+            f"torque_tick_compute_p99_vs_period_ratio_offline_{scenario}",
+        ):
+            assert math.isfinite(out[key]) and out[key] > 0.0, key
+    assert (
+        out["torque_tick_compute_us_p50_offline"]
+        == out["torque_tick_compute_us_p50_offline_moving"]
+    )
