@@ -106,7 +106,13 @@ class CameraForwarder(_StoppableThread):
         count = 0
         while not stop.is_set():
             if wait_frame is not None:
-                new_count = int(wait_frame(count, self.wake_s))
+                try:
+                    new_count = int(wait_frame(count, self.wake_s))
+                except Exception as exc:  # a broken source must not end the stream
+                    self.bad_frames += 1
+                    log.warning("console: waiting for camera frames failed: %s", exc)
+                    stop.wait(self.poll_s)
+                    continue
                 if new_count == count:
                     continue  # no frame within wake_s: look at ``stop`` again
                 self.wakes += 1
@@ -118,8 +124,8 @@ class CameraForwarder(_StoppableThread):
                     if received is None:
                         continue
                     seq = int(received.frame.seq)
-                    if seq <= seen.get(camera, -1):
-                        continue
+                    if seq == seen.get(camera):
+                        continue  # already forwarded (a lower seq is a restarted camera: new)
                     if camera in seen and seq > seen[camera] + 1:
                         self.skipped += seq - seen[camera] - 1
                     seen[camera] = seq

@@ -61,7 +61,7 @@ def received(camera: str, seq: int, capture_wall_s: float) -> Received:
                     capture_wall_s + 0.02, capture_wall_s + 0.01)  # fmt: skip
 
 
-def wait_until(predicate, timeout_s: float = 5.0) -> None:
+def wait_until(predicate, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
@@ -87,10 +87,12 @@ def test_the_forwarder_wakes_on_each_frame_and_keeps_only_the_newest() -> None:
         wait_until(lambda: forwarder.forwarded >= 3)
         assert {f.camera for f in hub.frames_since({})} == {"front", "wrist"}
         assert forwarder.skipped == 2 and forwarder.wakes == 3
+        streams.land(received("front", 0, base + 6))  # its camera process restarted: seq 0 again
+        wait_until(lambda: forwarder.forwarded >= 4)
         # where the time went, in ms from capture: sent, arrived, then picked up here
-        assert list(forwarder.published_ms) == pytest.approx([10.0] * 3, abs=1e-3)
-        assert list(forwarder.arrival_ms) == pytest.approx([20.0] * 3, abs=1e-3)
-        assert len(forwarder.picked_ms) == 3
+        assert list(forwarder.published_ms) == pytest.approx([10.0] * 4, abs=1e-3)
+        assert list(forwarder.arrival_ms) == pytest.approx([20.0] * 4, abs=1e-3)
+        assert len(forwarder.picked_ms) == 4
     finally:
         forwarder.stop()
     assert not forwarder.alive  # a forwarder asleep on wait_frame still sees stop
@@ -113,6 +115,26 @@ def test_a_source_without_wait_frame_is_polled() -> None:
         source.frame = received("front", 1, time.time())
         wait_until(lambda: forwarder.forwarded == 1)
         assert forwarder.wakes == 0
+    finally:
+        forwarder.stop()
+
+
+def test_a_source_whose_wait_fails_is_logged_and_the_forwarder_lives_on() -> None:
+    class Failing(AnnouncingStreams):
+        def wait_frame(self, after: int, timeout_s: float) -> int:
+            self.waiting += 1
+            if self.waiting <= 2:
+                raise ConnectionError("subscriber closed")
+            return super().wait_frame(after, timeout_s)
+
+    hub = ConsoleHub(HubConfig(max_fps=1000.0))
+    streams = Failing()
+    forwarder = CameraForwarder(streams, hub, poll_s=0.001, wake_s=0.05).start()
+    try:
+        wait_until(lambda: streams.waiting >= 3)
+        streams.land(received("front", 1, time.time()))
+        wait_until(lambda: forwarder.forwarded == 1)
+        assert forwarder.bad_frames == 2 and forwarder.alive
     finally:
         forwarder.stop()
 
