@@ -25,12 +25,15 @@ update_ms_p50_frozen_resnet10_cached: the same update shape with a frozen "pretr
 (``freeze_encoder: true``, the default ``feature_cache: float16``) on cached feature maps, the
 cache warm (steady state: every sampled frame encoded already); it trains the spatial-embedding
 heads, MLPs and temperature. The "pretrained" weights are random ones saved to a temporary file:
-speed does not depend on the weight values. update_ratio_frozen_resnet10_cached: its ratio to
-update_ms_p50 (same run). sample_ms_p50_frozen_resnet10_cached: drawing such a batch (maps, not
-images). frozen_resnet10_encode_ms_per_frame: the one-time cost of a stored frame, both cameras
-through the frozen backbones (``ReplayBuffer.fill_feature_cache`` over the buffer's frames,
-divided by their number): what each env step adds to the learner's work, amortized;
-frozen_resnet10_encode_ratio_vs_update its ratio to update_ms_p50.
+speed does not depend on the weight values. Its updates alternate with the current conv agent's
+(same process, which goes first alternating): update_ms_p50_conv_beside_frozen is that conv
+update's median, update_ratio_frozen_resnet10_cached = frozen / conv. The *_cpu_ms figures are
+process CPU time (all threads) of the same calls: on a loaded machine the wall times grow with
+the load, CPU time much less. sample_ms_p50_frozen_resnet10_cached: drawing such a batch (maps,
+not images). frozen_resnet10_encode_ms_per_frame: the one-time cost of a stored frame, both
+cameras through the frozen backbones (``ReplayBuffer.fill_feature_cache`` over the buffer's
+frames, divided by their number): what each env step adds to the learner's work, amortized;
+frozen_resnet10_encode_ratio_vs_update: its ratio to update_ms_p50_conv_beside_frozen.
 frozen_resnet10_encodes_while_sampling: frames encoded again while sampling the warm cache (0:
 each frame was encoded once). feature_cache_bytes_per_frame: the cache's bytes per stored frame
 (two cameras of 512x4x4 float16 maps plus an 8-byte stamp), feature_cache_bytes_ratio_vs_images
@@ -127,7 +130,7 @@ def run_learner_bench(
     current, prev, no_tgt = (
         float(np.median(times[k])) for k in ("current", "previous", "no_target")
     )
-    frozen = _frozen_resnet10_cached(seed, quick, device, current * 1e3)
+    frozen = _frozen_resnet10_cached(seed, quick, device, agent, buffer)
     return {
         "update_ms_p50": current * 1e3,
         "update_ms_min": float(np.min(times["current"]) * 1e3),
@@ -155,9 +158,10 @@ def run_learner_bench(
 
 
 def _frozen_resnet10_cached(
-    seed: int, quick: bool, device: str, update_ms_p50: float
+    seed: int, quick: bool, device: str, conv_agent: SACAgent, conv_buffer: ReplayBuffer
 ) -> dict[str, float]:
-    """The frozen-ResNet-10 figures of the module docstring, at ``run_learner_bench``'s shape."""
+    """The frozen-ResNet-10 figures of the module docstring, at ``run_learner_bench``'s shape,
+    its updates alternating with ``conv_agent``'s on batches of ``conv_buffer``."""
     size, state_dim, action_dim, batch_size, utd = 128, 21, 4, 256, 2
     buffer = ReplayBuffer(capacity=100_000, gamma=0.97, seed=seed)
     _fill(buffer, np.random.default_rng(seed + 1), 40 if quick else 400, 200, size, state_dim,
@@ -173,26 +177,40 @@ def _frozen_resnet10_cached(
     cache = FeatureCache(FrozenBackbones(agent.encoder, agent.spec.image_shapes, agent.device),
                          config.feature_cache)  # fmt: skip
     buffer.attach_feature_cache(cache)
-    start = time.perf_counter()
+    start_s, start_cpu_s = time.perf_counter(), time.process_time()
     frames = buffer.fill_feature_cache()
-    encode_ms = (time.perf_counter() - start) * 1e3 / frames
+    encode_ms = (time.perf_counter() - start_s) * 1e3 / frames
+    encode_cpu_ms = (time.process_time() - start_cpu_s) * 1e3 / frames
     warmup, runs = (1, 2) if quick else (2, 7)
-    sample_times, times = [], []
+    times: dict[str, list[tuple[float, float]]] = {"frozen": [], "conv": []}
+    sample_times = []
     for i in range(warmup + runs):
-        start = time.perf_counter()
+        start_s = time.perf_counter()
         batch = buffer.sample(batch_size * utd, minibatches=utd)
-        sampled = time.perf_counter() - start
-        elapsed = _timed_update(agent, batch)
+        sampled = time.perf_counter() - start_s
+        pairs = [
+            ("frozen", agent, batch),
+            ("conv", conv_agent, conv_buffer.sample(batch_size * utd, minibatches=utd)),
+        ]
+        for name, learner, learner_batch in pairs[i % 2 :] + pairs[: i % 2]:
+            start_cpu_s = time.process_time()
+            elapsed = _timed_update(learner, learner_batch)
+            if i >= warmup:
+                times[name].append((elapsed, time.process_time() - start_cpu_s))
         if i >= warmup:
             sample_times.append(sampled)
-            times.append(elapsed)
-    update_ms = float(np.median(times)) * 1e3
+    frozen_ms, frozen_cpu_ms = (float(x) * 1e3 for x in np.median(times["frozen"], axis=0))
+    conv_ms, conv_cpu_ms = (float(x) * 1e3 for x in np.median(times["conv"], axis=0))
     return {
-        "update_ms_p50_frozen_resnet10_cached": update_ms,
-        "update_ratio_frozen_resnet10_cached": update_ms / update_ms_p50,
+        "update_ms_p50_frozen_resnet10_cached": frozen_ms,
+        "update_ms_p50_conv_beside_frozen": conv_ms,
+        "update_ratio_frozen_resnet10_cached": frozen_ms / conv_ms,
+        "update_cpu_ms_p50_frozen_resnet10_cached": frozen_cpu_ms,
+        "update_cpu_ms_p50_conv_beside_frozen": conv_cpu_ms,
         "sample_ms_p50_frozen_resnet10_cached": float(np.median(sample_times)) * 1e3,
         "frozen_resnet10_encode_ms_per_frame": encode_ms,
-        "frozen_resnet10_encode_ratio_vs_update": encode_ms / update_ms_p50,
+        "frozen_resnet10_encode_cpu_ms_per_frame": encode_cpu_ms,
+        "frozen_resnet10_encode_ratio_vs_update": encode_ms / conv_ms,
         "frozen_resnet10_frames_encoded": float(frames),
         "frozen_resnet10_encodes_while_sampling": float(cache.frames_encoded - frames),
         "feature_cache_bytes_per_frame": float(cache.bytes_per_frame),

@@ -71,8 +71,10 @@ def test_cached_update_is_the_uncached_update_without_augmentation(weights):
     before = [p.clone() for p in cached_agent.encoder.parameters()]
     critic_before = cached_agent.critic.net[0].weight.clone()
     for _ in range(2):
-        cached, plain = cached_buffer.sample(16, minibatches=2), plain_buffer.sample(16, minibatches=2)
-        assert set(cached.obs) == {"state"} and cached.obs_features["front"].shape == (16, 512, 1, 1)
+        cached = cached_buffer.sample(16, minibatches=2)
+        plain = plain_buffer.sample(16, minibatches=2)
+        assert set(cached.obs) == {"state"}
+        assert cached.obs_features["front"].shape == (16, 512, 1, 1)
         torch.testing.assert_close(cached.obs["state"], plain.obs["state"], rtol=0, atol=0)
         with torch.no_grad():
             direct = plain_agent.encoder.cameras["wrist"].feature_map(plain.next_obs["wrist"])
@@ -103,7 +105,8 @@ def test_float16_cache_update_stays_close(weights):
     attach_feature_caches(cached_agent, [cached_buffer], "float16")
     batch = cached_buffer.sample(16, minibatches=2)
     assert batch.obs_features["front"].dtype == torch.float16
-    info, plain_info = cached_agent.update(batch), plain_agent.update(plain_buffer.sample(16, minibatches=2))
+    info = cached_agent.update(batch)
+    plain_info = plain_agent.update(plain_buffer.sample(16, minibatches=2))
     assert info["critic_loss"] == pytest.approx(plain_info["critic_loss"], rel=1e-2)
 
 
@@ -123,7 +126,7 @@ def test_loading_weights_into_the_agent_recomputes_the_cache(weights):
 
 def test_a_cache_of_a_trained_encoder_is_refused(weights):
     trained = frozen_agent(weights, freeze_encoder=False)
-    with pytest.raises(ValueError, match="backbone trains .* allowed only with freeze_encoder"):
+    with pytest.raises(ValueError, match=r"backbone trains .* allowed only with freeze_encoder"):
         attach_feature_caches(trained, [filled_buffer(steps=8)], "float16")
     # A batch of cached maps reaching a trained encoder's update is refused too.
     frozen = frozen_agent(weights)
@@ -158,3 +161,33 @@ def test_malformed_cached_batches_are_rejected(weights):
         agent.update(type(batch)(**{**batch.__dict__, "obs_features": wrong_shape}))
     with pytest.raises(ValueError, match="next_obs_features keys None"):
         agent.update(type(batch)(**{**batch.__dict__, "next_obs_features": None}))
+
+
+def test_the_learner_core_gives_both_buffers_a_cache(weights, tmp_path):
+    from robot_rl.agents.config import SACConfig
+    from robot_rl.data.mixing import sample_mixed
+    from robot_rl.envs.twin_env import TwinEnvConfig
+    from robot_rl.runtime.config import TrainConfig
+    from robot_rl.runtime.learner import LearnerCore
+    from tests.agents.fakes import spaces
+
+    agent_config = SACConfig(utd_ratio=2, hidden_dims=(32, 32), encoder="resnet10",
+                             pretrained_encoder_path=weights, freeze_encoder=True,
+                             device="cpu")  # fmt: skip
+    config = TrainConfig(env=TwinEnvConfig(task="reach", obs="state"), agent=agent_config,
+                         run_dir=str(tmp_path), name="cache")  # fmt: skip
+    core = LearnerCore(config, tmp_path / "run")
+    core.build_agent(*spaces(SIZE))
+    assert core.demo.feature_cache is not None and core.online.feature_cache is not None
+    source = filled_buffer(steps=8)
+    for _ in range(8):  # the same steps as demos (intervened) and online ones
+        batch = source.sample(1)
+        step = Transition(
+            {k: v[0].numpy() for k, v in batch.obs.items()}, batch.actions[0].numpy(), 0.0,
+            {k: v[0].numpy() for k, v in batch.next_obs.items()}, False, True, intervened=True,
+        )  # fmt: skip
+        core.demo.add(step)
+        core.online.add(step)
+    batch = sample_mixed(core.demo, core.online, 8, minibatches=2)
+    assert batch.obs_features is not None
+    assert core.agent.update(batch)["critic_steps"] == 2

@@ -140,3 +140,11 @@ def test_bench_learner_quick_reports_update_time_and_replay_bytes(tmp_path: Path
     assert results["threads_learner"] >= 1 and results["torch_threads"] >= 1
     # Each 128x128 frame is stored once as uint8: within 10% of two cameras' raw bytes.
     assert results["replay_bytes_ratio"] <= 1.1
+    # Frozen ResNet-10 on a warm feature cache: no frame encoded twice; two 512x4x4 float16 maps
+    # and an 8-byte stamp per frame; its ratio to the conv update timed alternately with it.
+    assert results["frozen_resnet10_encodes_while_sampling"] == 0
+    assert results["feature_cache_bytes_per_frame"] == 2 * 512 * 4 * 4 * 2 + 8
+    assert results["update_ratio_frozen_resnet10_cached"] == pytest.approx(
+        results["update_ms_p50_frozen_resnet10_cached"]
+        / results["update_ms_p50_conv_beside_frozen"]
+    )
