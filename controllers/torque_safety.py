@@ -86,12 +86,20 @@ class TorqueSafety:
         tau = tau_nm.tolist()
         q = q_rad.tolist()
         dq = dq_rad_s.tolist()
-        if not all(t - t == 0.0 for t in tau):  # NaN or inf (inf - inf is NaN)
+        # NaN or inf (inf - inf is NaN); a sum that overflows is checked value by value
+        total = sum(tau)
+        if total - total != 0.0 and not all(t - t == 0.0 for t in tau):
             flags |= FLAG_NONFINITE
             tau = damping_torque(np.nan_to_num(dq_rad_s), c.damping).tolist()
 
-        soft_min, soft_max = self._soft_min_f, self._soft_max_f
-        if any(qi < lo or qi > hi for qi, lo, hi in zip(q, soft_min, soft_max, strict=True)):
+        soft_min, soft_max, guard = self._soft_min_f, self._soft_max_f, self._vel_guard_f
+        near_limit = fast = False
+        for qi, vi, lo, hi, g in zip(q, dq, soft_min, soft_max, guard, strict=True):
+            if qi < lo or qi > hi:
+                near_limit = True
+            if abs(vi) > g:
+                fast = True
+        if near_limit:
             flags |= FLAG_REPULSION
             k, d = c.repulsion_stiffness_nm_per_rad, c.repulsion_damping_nm_s_per_rad
             for i, qi in enumerate(q):
@@ -101,8 +109,7 @@ class TorqueSafety:
                 if qi > soft_max[i]:
                     tau[i] = tau[i] + (k * (soft_max[i] - qi) - d * _fmax(dq[i], 0.0))
 
-        guard = self._vel_guard_f
-        if any(abs(v) > g for v, g in zip(dq, guard, strict=True)):
+        if fast:
             flags |= FLAG_VELOCITY
             if any(abs(v) > h for v, h in zip(dq, self._vel_hold_f, strict=True)):
                 flags |= FLAG_VELOCITY_HOLD  # hold: bring the whole arm to rest
@@ -118,23 +125,30 @@ class TorqueSafety:
                 for t, v, g in zip(tau, dq, guard, strict=True)
             ]
 
-        clamped = [
-            _fmin(_fmax(t, -lim), lim) for t, lim in zip(tau, self._torque_max_f, strict=True)
-        ]
-        if any(a != b for a, b in zip(clamped, tau, strict=True)):
-            flags |= FLAG_CLAMPED
+        # clamp to the torque limits, then the rate limit against the previous torque (a NaN
+        # passes both comparisons untouched, as through np.minimum / np.maximum)
         m = self.max_step_nm
-        last = self.last_tau_nm.tolist()
         out = []
-        limited = False
-        for a, b in zip(clamped, last, strict=True):
-            wanted = a - b
-            out.append(b + _fmin(_fmax(wanted, -m), m))
-            if abs(wanted) > m:  # compare steps, not sums: rounding alone must not flag
+        clamped = limited = False
+        for t, lim, last in zip(tau, self._torque_max_f, self.last_tau_nm.tolist(), strict=True):
+            a = lim if t > lim else (-lim if t < -lim else t)
+            if a != t:  # also for NaN
+                clamped = True
+            wanted = a - last
+            if wanted > m:  # compare steps, not sums: rounding alone must not flag
+                out.append(last + m)
                 limited = True
+            elif wanted < -m:
+                out.append(last + -m)
+                limited = True
+            else:
+                out.append(last + wanted)
+        if clamped:
+            flags |= FLAG_CLAMPED
         if limited:
             flags |= FLAG_RATE_LIMITED
-        if not all(t - t == 0.0 for t in out):  # only reachable if the state itself was not finite
+        total = sum(out)
+        if total - total != 0.0 and not all(t - t == 0.0 for t in out):  # a non-finite state
             flags |= FLAG_NONFINITE
             self.last_tau_nm = self.last_tau_nm.copy()
             return self.last_tau_nm, flags
