@@ -170,6 +170,8 @@ class ConvBackbone(nn.Module):
     """
 
     fold_input_scale: bool = True
+    # False: no-grad passes run the plain conv and ReLU (the previous path, for the bench's peer).
+    fuse_relu: bool = True
 
     def __init__(
         self,
@@ -217,7 +219,8 @@ class ConvBackbone(nn.Module):
         every activation."""
         stem = self.net[0]
         stem_weight = stem.weight * (1.0 / 255.0)
-        if _CONV_RELU is not None and not torch.is_grad_enabled() and x.device.type == "cpu":
+        fused = self.fuse_relu and _CONV_RELU is not None and x.device.type == "cpu"
+        if fused and not torch.is_grad_enabled():
             x = _conv_relu(x, stem_weight, stem)
             for conv in self.net[2::2]:
                 x = _conv_relu(x, conv.weight, conv)
@@ -459,6 +462,10 @@ def _safetensors():  # noqa: ANN202 - optional module
 class SpatialLearnedEmbedding(nn.Module):
     """Reduce a feature map (B, C, h, w) to (B, C * F): per channel, F learned (h, w) kernels."""
 
+    # False: the gradient goes back in whatever layout the matmul left it (the previous path,
+    # for the bench's peer); same values.
+    keep_grad_layout: bool = True
+
     def __init__(self, channels: int, height: int, width: int, num_features: int) -> None:
         super().__init__()
         # Unit-variance sums over h*w locations: std 1/sqrt(h*w).
@@ -472,7 +479,9 @@ class SpatialLearnedEmbedding(nn.Module):
         # contiguous (small per-sample transposes of a channels-last map) and read per channel
         # through a strided view: ~6x faster on CPU than copying it out as (C, B, h*w). Its
         # gradient goes back in the map's own layout (``_ContiguousKeepingGradLayout``).
-        per_sample = _ContiguousKeepingGradLayout.apply(features).view(B, C, h * w)
+        if self.keep_grad_layout:
+            features = _ContiguousKeepingGradLayout.apply(features)
+        per_sample = features.contiguous().view(B, C, h * w)
         out = torch.bmm(per_sample.transpose(0, 1), self.kernel.reshape(C, h * w, -1))  # (C, B, F)
         return out.permute(1, 0, 2).flatten(1)
 

@@ -5,8 +5,10 @@ each, then one actor and temperature update) with two 128x128 cameras and a 21-d
 CPU with 2 threads (or on CUDA when ``device="cuda"``), default conv encoder, median over runs after
 warm-up; update_ms_min the fastest run.
 update_ms_p50_previous_default: the same update as the previous default ran it, before issue
-15's CPU speed-ups (``SACAgent.fast_update_paths = False``: augmentation by one gather, next_obs
-converted to float once per encoder; and Adam's per-tensor loop instead of the fused kernel),
+15's CPU speed-ups (``SACAgent.fast_update_paths = False``: augmentation by one gather, then the
+images converted to float in a fresh tensor, next_obs once per encoder; ``ConvBackbone.fuse_relu``
+and ``SpatialLearnedEmbedding.keep_grad_layout`` False: separate ReLU passes, the embedding's
+gradient handed back transposed; and Adam's per-tensor loop instead of the fused kernel),
 same config, same batches, interleaved with the current one in the same process (alternating
 which goes first); update_ratio_vs_previous_default is their ratio (< 1: faster now). Both
 agents start from the same weights; their updates agree to float rounding.
@@ -221,6 +223,10 @@ def _frozen_resnet10_cached(
 def _previous_default(agent: SACAgent) -> SACAgent:
     """``agent`` set to update as the previous default did (see the module docstring)."""
     agent.fast_update_paths = False
+    for encoder in (agent.encoder, agent.target_encoder):
+        for camera in encoder.cameras.values():
+            camera.backbone.fuse_relu = False  # a plain attribute where not a ConvBackbone
+            camera.spatial.keep_grad_layout = False
     for optimizer in agent._optimizers().values():  # the bench's peer
         for group in optimizer.param_groups:
             group["fused"] = None  # Adam reads it at every step: back to the per-tensor loop
