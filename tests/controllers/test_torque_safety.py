@@ -275,7 +275,7 @@ wild_states = st.tuples(
 
 @OVERFLOW_OK
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-@settings(max_examples=300)
+@settings(max_examples=60)
 @given(st.lists(st.tuples(st.one_of(arm_states(), wild_states), torques), min_size=1, max_size=20))
 def test_process_matches_its_plain_numpy_form_to_the_bit(calls):
     """``process`` (per joint, on floats) and ``process_reference`` (numpy): the same torque and
