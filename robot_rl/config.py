@@ -156,6 +156,9 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(f"{key}={value!r} fits none of {tp}: {'; '.join(errors)}")
     if origin is typing.Literal:
+        word = {False: "off", True: "on"}.get(value) if isinstance(value, bool) else None
+        if word in args:  # YAML 1.1 reads a bare off/on as a boolean: give the word back
+            value = word
         if value not in args:
             raise ConfigError(f"{key}={value!r}; allowed: {', '.join(map(repr, args))}")
         return value

@@ -82,3 +82,16 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
         load_config(Outer, write(tmp_path, "name: [unclosed\n"))
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_config(Outer, write(tmp_path, "- a\n- b\n"))
+
+
+def test_a_bare_off_in_yaml_reaches_a_literal_that_allows_it(tmp_path: Path) -> None:
+    """YAML 1.1 reads `off` as False: a Literal that allows "off" gets the word back, from a file
+    and from --set; a Literal without it still refuses the boolean."""
+    from robot_rl.runtime.train import TrainConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("agent:\n  feature_cache: off\n")
+    assert load_config(TrainConfig, path, []).agent.feature_cache == "off"
+    assert load_config(TrainConfig, None, ["agent.feature_cache=off"]).agent.feature_cache == "off"
+    with pytest.raises(ConfigError, match=r"agent\.encoder=False"):
+        load_config(TrainConfig, None, ["agent.encoder=off"])
