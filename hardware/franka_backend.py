@@ -3,8 +3,9 @@
 Two control modes (``FrankaConfig.control``):
 - ``torque`` (default): our ``ControlLoop`` (reference pipeline, impedance law, torque safety,
   watchdog) computes the torque every 1 ms on a dedicated thread that keeps time on monotonic
-  deadlines, with the garbage collector kept out of it (frozen and disabled; a young-generation
-  pass runs only in a tick's slack), and SCHED_FIFO priority and a CPU pin where the user may set
+  deadlines, with the garbage collector kept out of it (``quiet_gc``: collected, frozen and
+  disabled before the motion starts; a young-generation pass runs only in a tick's slack), and
+  SCHED_FIFO priority and a CPU pin where the user may set
   them. franky's ``SimpleTorqueMotion`` applies the torque, with its own rate limit, joint-limit
   repulsion and signal timeout underneath.
 - ``tracker``: franky's C++ ``CartesianImpedanceTracker`` runs the 1 kHz law; a Python thread at
@@ -62,6 +63,49 @@ log = logging.getLogger(__name__)
 GIL_SWITCH_INTERVAL_S = 0.0002
 OPERATOR_PROMPT = "reset the scene, then press r"
 _STOPPED = "the arm is under a software stop: clear it (console: Clear stop) before new targets"
+
+
+class _QuietGC:
+    """The process's garbage collector kept out of the control loop, reference-counted.
+
+    The collector is process-wide: a full collection in any thread holds the GIL for as long as
+    the heap takes to scan (51-130 ms in a test process with torch imported), and the torque loop
+    misses franky's 50 ms signal timeout meanwhile. So ``enter`` collects, freezes what survives
+    (never scanned again) and disables automatic collection, before the first motion starts (a
+    collection after it started faulted every start on a large heap). The last ``exit`` turns it
+    back on; a backend closing while another one runs leaves it off.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._was_enabled = True
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._holders == 0:
+                self._was_enabled = gc.isenabled()
+                gc.collect()
+                gc.freeze()
+                gc.disable()
+            self._holders += 1
+
+    def exit(self) -> None:
+        with self._lock:
+            if self._holders == 0:
+                return
+            self._holders -= 1
+            if self._holders == 0:
+                gc.unfreeze()
+                if self._was_enabled:
+                    gc.enable()
+
+    @property
+    def holders(self) -> int:
+        return self._holders
+
+
+quiet_gc = _QuietGC()
 
 
 @dataclass(frozen=True)
@@ -214,6 +258,7 @@ class FrankaBackend:
         self.realtime: dict[str, Any] = {}
         self.recoveries = 0
         self._switch_interval_s: float | None = None  # the process's own, while torque mode runs
+        self._gc_quiet = False  # holds quiet_gc from start() to close()
         # tracker mode
         self._tracker: Any = None
         self._tref: CartesianReferenceGenerator | None = None
@@ -242,10 +287,20 @@ class FrankaBackend:
             # 5 ms: five torque periods lost whenever another thread of the process computes).
             self._switch_interval_s = sys.getswitchinterval()
             sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-        self._start_motion()
-        self._thread = threading.Thread(target=self._control_thread, name="franka-control",
-                                        daemon=True)  # fmt: skip
-        self._thread.start()
+        quiet_gc.enter()  # before the motion starts: franky's signal timeout runs from then on
+        self._gc_quiet = True
+        try:
+            self._start_motion()
+            self._thread = threading.Thread(target=self._control_thread, name="franka-control",
+                                            daemon=True)  # fmt: skip
+            self._thread.start()
+        except BaseException:
+            self._gc_quiet = False
+            quiet_gc.exit()
+            if self._switch_interval_s is not None:
+                sys.setswitchinterval(self._switch_interval_s)
+                self._switch_interval_s = None
+            raise
         self._run.set()
 
     def close(self) -> None:
@@ -256,6 +311,9 @@ class FrankaBackend:
         with contextlib.suppress(Exception):
             self._stop_motion()
         self.robot.close()
+        if self._gc_quiet:
+            self._gc_quiet = False
+            quiet_gc.exit()
         if self._switch_interval_s is not None:
             sys.setswitchinterval(self._switch_interval_s)
             self._switch_interval_s = None
@@ -295,9 +353,8 @@ class FrankaBackend:
     # -- the control thread ----------------------------------------------------------------------
     def _control_thread(self) -> None:
         self.realtime = realtime_setup(self.config.cpu, self.config.rt_priority)
-        gc.collect()
-        gc.freeze()  # everything alive now is never scanned again
-        gc.disable()  # collections run only where this loop says (a young pass in slack)
+        # The collector is off (quiet_gc, from start()): collections run only where this loop
+        # says, a young pass in a tick's slack.
         period = self.control_period_s
         step = self._torque_step if self.control == "torque" else self._tracker_step
         deadline = time.monotonic()
@@ -329,8 +386,7 @@ class FrankaBackend:
                 elif slack < -20 * period:  # far behind (a stall): re-anchor, do not burst
                     deadline = time.monotonic()
         finally:
-            gc.enable()
-            gc.unfreeze()
+            self._paused.set()
 
     def _torque_step(self) -> None:
         loop = self._require_loop()
