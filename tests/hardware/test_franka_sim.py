@@ -55,7 +55,8 @@ def _config(ip: str, mode: str) -> FrankaConfig:
     # The sim rig's friction feedforward: 80 % of the simulator's joint friction.
     # franky's signal timeout is a real rig's default, 50 ms.
     return FrankaConfig(robot_ip=ip, control=mode, realtime="ignore",  # type: ignore[arg-type]
-                        home_q_rad=SIM_HOME_Q_RAD, friction_coulomb_nm=SIM_FRICTION_COULOMB_NM)
+                        home_q_rad=SIM_HOME_Q_RAD,
+                        friction_coulomb_nm=SIM_FRICTION_COULOMB_NM)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -189,8 +190,11 @@ def test_a_large_heap_does_not_fault_the_torque_start(sim):
         try:
             assert backend.config.signal_timeout_s == 0.05
             ticks = backend.timing.total
-            _wait_for(lambda: backend.timing.total >= ticks + 500 or backend.status()["fault_text"],
-                      10.0, "500 ticks or a fault")  # fmt: skip
+
+            def ran_or_faulted(b: FrankaBackend = backend, start: int = ticks) -> bool:
+                return b.timing.total >= start + 500 or bool(b.status()["fault_text"])
+
+            _wait_for(ran_or_faulted, 10.0, "500 ticks or a fault")
             assert backend.status()["fault_text"] == "", backend.status()["fault_text"]
         finally:
             backend.close()
