@@ -75,6 +75,11 @@ class FrankaConfig:
     collision_torque_nm (7,) / collision_force_n (6,): libfranka's contact/collision thresholds;
         above them the robot stops with a reflex.
     signal_timeout_s: franky ends the torque motion (a fault) if no torque arrives this long.
+    pacing: torque mode's tick: "robot" (default) starts each tick when the robot's next state is
+        there (waiting at most ``ROBOT_TICK_WAIT_S`` past the loop's own 1 ms deadline), so every
+        robot tick gets a torque computed from its own state, as a libfranka control callback
+        would; "wallclock" keeps the loop's own 1 ms deadlines only (it drifts against the
+        robot's clock: two robot ticks inside one of its periods leave one without a new torque).
     max_delta_tau_nm: franky's per-cycle torque change limit (1 Nm per 1 ms = 1000 Nm/s).
     realtime: "ignore" runs without a PREEMPT_RT kernel (sim, tests); "enforce" refuses to run
         without one (a real arm should).
@@ -99,6 +104,7 @@ class FrankaConfig:
     collision_torque_nm: tuple[float, ...] = (20.0, 20.0, 18.0, 18.0, 16.0, 14.0, 12.0)
     collision_force_n: tuple[float, ...] = (20.0, 20.0, 20.0, 25.0, 25.0, 25.0)
     signal_timeout_s: float = 0.05
+    pacing: Literal["robot", "wallclock"] = "robot"
     max_delta_tau_nm: float = 1.0
     realtime: Literal["ignore", "enforce"] = "enforce"
     cpu: int | None = None
@@ -131,6 +137,8 @@ class FrankaConfig:
             raise ValueError(f"home_speed_fraction={self.home_speed_fraction}; allowed (0, 0.5]")
         if not 0.0 <= self.load_mass_kg <= 3.0:
             raise ValueError(f"load_mass_kg={self.load_mass_kg}; allowed 0..3 kg (the payload)")
+        if self.pacing not in ("robot", "wallclock"):
+            raise ValueError(f"pacing={self.pacing!r}; allowed: robot, wallclock")
         if not 0.0 < self.signal_timeout_s <= 0.1:
             raise ValueError(f"signal_timeout_s={self.signal_timeout_s}; allowed (0, 0.1] s")
         if not 0.0 < self.max_delta_tau_nm <= 1.0:
@@ -470,6 +478,14 @@ class FrankaRobot:
     def raw_state(self) -> Any:
         """The franky ``RobotState`` of the latest ``read_state`` (robot_mode, errors, wrench)."""
         return self._snap.raw
+
+    def robot_time_s(self, fresh: bool = False) -> float | None:
+        """The robot's own clock (libfranka ``RobotState.time``, s) of the latest ``read_state``
+        sample, or with ``fresh`` of the newest state franky holds now; None when there is none
+        (no state read yet, or a franky without the field)."""
+        raw = self._robot.state if fresh else self._snap.raw
+        stamp = getattr(raw, "time", None)
+        return stamp.to_sec() if stamp is not None else None
 
     def model(self) -> RobotModel:
         """libfranka's model at the latest ``read_state`` sample."""

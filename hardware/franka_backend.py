@@ -3,7 +3,8 @@
 Two control modes (``FrankaConfig.control``):
 - ``torque`` (default): our ``ControlLoop`` (reference pipeline, impedance law, torque safety,
   watchdog) computes the torque every 1 ms on a dedicated thread that keeps time on monotonic
-  deadlines, with the garbage collector kept out of it (``quiet_gc``: collected, frozen and
+  deadlines and, by default (``FrankaConfig.pacing: robot``), then waits up to 0.6 ms for the
+  robot's next state, so each robot tick gets a torque from its own state; with the garbage collector kept out of it (``quiet_gc``: collected, frozen and
   disabled before the motion starts; a young-generation pass runs only in a tick's slack), and
   SCHED_FIFO priority and a CPU pin where the user may set
   them. franky's ``SimpleTorqueMotion`` applies the torque, with its own rate limit, joint-limit
@@ -61,6 +62,10 @@ log = logging.getLogger(__name__)
 
 # The GIL switch interval while the torque loop runs (see ``start``).
 GIL_SWITCH_INTERVAL_S = 0.0002
+# Robot pacing (``FrankaConfig.pacing``): after its own deadline, a torque tick waits at most this
+# long for the robot's next state, looking this often (a sleep: the GIL is free meanwhile).
+ROBOT_TICK_WAIT_S = 0.0006
+ROBOT_TICK_POLL_S = 0.00005
 OPERATOR_PROMPT = "reset the scene, then press r"
 _STOPPED = "the arm is under a software stop: clear it (console: Clear stop) before new targets"
 
@@ -259,6 +264,11 @@ class FrankaBackend:
         self.recoveries = 0
         self._switch_interval_s: float | None = None  # the process's own, while torque mode runs
         self._gc_quiet = False  # holds quiet_gc from start() to close()
+        # torque mode: wait for the robot's next state each tick (FrankaConfig.pacing); the
+        # bench flips it to compare both on one simulator
+        self.robot_paced = config.control == "torque" and config.pacing == "robot"
+        self.robot_waits = 0  # ticks that waited for a fresh robot state and got one
+        self.robot_wait_timeouts = 0  # ticks whose wait ran out (the robot is late or silent)
         # tracker mode
         self._tracker: Any = None
         self._tref: CartesianReferenceGenerator | None = None
@@ -385,8 +395,33 @@ class FrankaBackend:
                     time.sleep(slack)
                 elif slack < -20 * period:  # far behind (a stall): re-anchor, do not burst
                     deadline = time.monotonic()
+                if self.robot_paced:
+                    self._await_robot_tick(time.monotonic() + ROBOT_TICK_WAIT_S)
         finally:
             self._paused.set()
+
+    def _await_robot_tick(self, until_s: float) -> None:
+        """Robot pacing: wait, in short sleeps until ``until_s`` at most, for a robot state newer
+        than the one the last torque was computed from. A robot slower than the loop (franky-sim
+        below real time) then sets the pace; one on time gets each tick's torque from its own
+        state. Never waits past ``until_s``: a silent robot must not stop the loop's ticks (the
+        watchdog's hold and damp, franky's signal timeout). A failed read returns at once: the
+        tick reads again and faults with libfranka's reason."""
+        try:
+            served = self.robot.robot_time_s()
+            if served is None:
+                return
+            while True:
+                newest = self.robot.robot_time_s(fresh=True)
+                if newest is None or newest > served:
+                    self.robot_waits += 1
+                    return
+                if time.monotonic() >= until_s:
+                    self.robot_wait_timeouts += 1
+                    return
+                time.sleep(ROBOT_TICK_POLL_S)
+        except Exception:
+            return
 
     def _torque_step(self) -> None:
         loop = self._require_loop()
@@ -629,6 +664,9 @@ class FrankaBackend:
             # the control loop's own updates (not the server thread's ticks) for the console's rate
             "loop_ticks": self.timing.total,
             "loop_hz_target": 1.0 / self.control_period_s,
+            # robot pacing (torque mode): ticks whose wait for the robot's next state ran out
+            "robot_paced": self.robot_paced,
+            "robot_wait_timeouts": self.robot_wait_timeouts,
             # O_F_ext_hat_K of the control thread's last read (a stored value, no franky call)
             **wrench_meta(self.robot.external_wrench()),
         }

@@ -21,7 +21,12 @@ libfranka protocol, in its own process on its own loopback address) and a ``Fran
    with its CPU, and those wall-clock gaps are not misses of our loop. The wall-clock figure is
    beside it (``torque_missed_wall_slot_fraction_<...>``: wall-clock gaps between torque updates
    rounded to whole 1 ms periods, each past the first a missed one),
-   with ``sim_realtime_factor_<idle|loaded>_window`` for the same window.
+   with ``sim_realtime_factor_<idle|loaded>_window`` for the same window. The loop runs with
+   the rig's pacing (``FrankaConfig.pacing``, robot-paced by default); right after the idle
+   window, a third window on the same simulator runs it on its own 1 ms deadlines only
+   (``..._idle_wallclock_paced``), the peer the ratio
+   ``torque_missed_period_ratio_idle_vs_wallclock_paced`` compares against;
+   ``torque_robot_wait_timeouts_idle`` counts the ticks whose wait for the robot ran out.
 The torque-update interval is the wall time between consecutive ``set_torque`` calls (torque
 mode) or tracker reference updates (tracker mode, nominal ``tracker_period_s``).
 
@@ -277,6 +282,20 @@ def _bench_mode(mode: str, window_s: float, rt_priority: int) -> dict[str, float
                 out["torque_compute_us_p50_idle"] = float(np.percentile(compute, 50))
                 out["torque_compute_us_p99_idle"] = float(np.percentile(compute, 99))
                 out["host_load_avg_1m_idle_window"] = os.getloadavg()[0]
+                out["torque_robot_wait_timeouts_idle"] = float(backend.robot_wait_timeouts)
+                # The peer, same simulator and run: the loop's own 1 ms deadlines only.
+                paced = backend.robot_paced
+                backend.robot_paced = False
+                try:
+                    wall, wall_robot = _quiet_window(backend, window_s, home, quat)
+                finally:
+                    backend.robot_paced = paced
+                peer = _window_figures("idle_wallclock_paced", wall, wall_robot)
+                out.update(peer)
+                out["torque_robot_paced"] = float(paced)
+                out["torque_missed_period_ratio_idle_vs_wallclock_paced"] = out[
+                    "torque_missed_period_fraction_idle"
+                ] / max(peer["torque_missed_period_fraction_idle_wallclock_paced"], 1e-9)
                 learner = subprocess.Popen(
                     [sys.executable, "-c", _LEARNER_SCRIPT, str(window_s + 5)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
