@@ -40,11 +40,21 @@ class ThreadBudget:
         return self.cpus if role == "alone" else getattr(self, role)
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on: its CPU affinity where the platform has one (a
+    ``taskset``, a container's cpuset, a parallel seed of ``bench learning --jobs``), else
+    ``os.cpu_count()``; 1 when unknown."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def thread_budget(cpus: int | None = None, actor_threads: int = 1) -> ThreadBudget:
-    """Split ``cpus`` (default ``os.cpu_count()``) cores: the actor ``actor_threads`` (acting is
+    """Split ``cpus`` (default ``usable_cpus()``) cores: the actor ``actor_threads`` (acting is
     one small forward pass per env step), the learner the rest, each at least 1."""
     if cpus is None:
-        cpus = os.cpu_count() or 1
+        cpus = usable_cpus()
     if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
         raise ValueError(f"cpus={cpus!r}; allowed: an integer >= 1")
     if isinstance(actor_threads, bool) or not isinstance(actor_threads, int) or actor_threads < 1:

@@ -14,11 +14,20 @@ policy), updating (learner steps) and evaluating, each summed over seeds, plus r
 (``setup_s``). ``run_dir`` given: each seed's run is kept there, and ``learning_curve.png`` (mean
 with a min-max band over seeds) is written into it. ``quick`` shrinks everything for tests (the
 figures then mean nothing).
+
+``jobs`` > 1 trains that many seeds at once, each in a process of its own pinned to its share of
+the cores this process may use (a seed's run is deterministic, so the figures are the same as one
+after another; only the wall time changes). Each worker writes its figures as JSON (no pickle) and
+its log to ``<run_dir>/bench-<task>-<obs>-<seed>.log``; the times are still summed over seeds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,18 +53,9 @@ def task_config(task: str, obs: str) -> TrainConfig:
     return load_config(TrainConfig, path, [])
 
 
-def run_learning_bench(
-    seed: int = 0,
-    quick: bool = False,
-    task: str = "reach",
-    obs: str = "state",
-    steps: int | None = None,
-    run_dir: str | None = None,
-    seeds: int = 1,
-) -> dict[str, float]:
-    """Train ``task`` from ``obs`` with seeds ``seed .. seed + seeds - 1``; see the module doc."""
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds={seeds!r}; allowed: an integer >= 1")
+def bench_config(task: str, obs: str, steps: int | None = None, quick: bool = False) -> TrainConfig:
+    """The shipped config of ``task`` from ``obs`` as the benchmark runs it (in-step, no
+    checkpoints; ``steps`` and ``quick`` as in ``run_learning_bench``)."""
     base = task_config(task, obs)
     changes: dict[str, Any] = {"concurrent": False, "checkpoint_every": 0,
                                "checkpoint_every_min": 0}  # fmt: skip
@@ -64,18 +64,120 @@ def run_learning_bench(
     if quick:
         changes.update(env_steps=steps or 60, demos=1, learning_starts=20, batch_size=16,
                        eval_every=(steps or 60) // 2, eval_episodes=2)  # fmt: skip
-    base = dataclasses.replace(base, **changes)
-    runs: list[dict[str, Any]] = []
+    return dataclasses.replace(base, **changes)
+
+
+def _seed_config(base: TrainConfig, task: str, obs: str, seed: int, root: Path) -> TrainConfig:
+    return dataclasses.replace(base, seed=seed, run_dir=str(root),
+                               name=f"bench-{task}-{obs}-{seed}")  # fmt: skip
+
+
+def run_learning_bench(
+    seed: int = 0,
+    quick: bool = False,
+    task: str = "reach",
+    obs: str = "state",
+    steps: int | None = None,
+    run_dir: str | None = None,
+    seeds: int = 1,
+    jobs: int = 1,
+) -> dict[str, float]:
+    """Train ``task`` from ``obs`` with seeds ``seed .. seed + seeds - 1``; see the module doc."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds={seeds!r}; allowed: an integer >= 1")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r}; allowed: an integer >= 1")
+    base = bench_config(task, obs, steps, quick)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(run_dir or tmp)
-        for s in range(seed, seed + seeds):
-            config = dataclasses.replace(base, seed=s, run_dir=str(root),
-                                         name=f"bench-{task}-{obs}-{s}")  # fmt: skip
-            runs.append(_one_seed(config))
+        if jobs == 1 or seeds == 1:
+            runs = [_one_seed(_seed_config(base, task, obs, s, root))
+                    for s in range(seed, seed + seeds)]  # fmt: skip
+        else:
+            spec = {"task": task, "obs": obs, "steps": steps, "quick": quick}
+            runs = _parallel_seeds(spec, list(range(seed, seed + seeds)), jobs, root)
         result = _summary(runs, base, task, obs, seed, seeds)
+        result["jobs"] = float(min(jobs, seeds))
         if run_dir is not None:
             plot_curves(runs, root / "learning_curve.png", f"{task} ({obs}), {seeds} seeds")
     return result
+
+
+def cpu_groups(cpus: list[int], jobs: int) -> list[set[int]]:
+    """``cpus`` split into ``min(jobs, len(cpus))`` disjoint groups (round robin), at least one
+    core each: one group per parallel seed. More jobs than cores share them in turn."""
+    n = max(1, min(jobs, len(cpus)))
+    return [set(cpus[i::n]) for i in range(n)]
+
+
+def _parallel_seeds(spec: dict[str, Any], seeds: list[int], jobs: int,
+                    root: Path) -> list[dict[str, Any]]:  # fmt: skip
+    """Train ``seeds``, ``jobs`` at a time, each in a worker process (``python -m
+    robot_rl.bench.learning``) pinned to a core group; their results, in seed order."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = list(range(os.cpu_count() or 1))
+    groups = cpu_groups(cpus, jobs)
+    root.mkdir(parents=True, exist_ok=True)
+    pending = list(seeds)
+    running: dict[int, tuple[subprocess.Popen[bytes], int, Path, Path]] = {}  # group -> worker
+    results: dict[int, dict[str, Any]] = {}
+    try:
+        while pending or running:
+            for group in range(len(groups)):
+                if group in running or not pending:
+                    continue
+                s = pending.pop(0)
+                out = root / f"bench-{spec['task']}-{spec['obs']}-{s}.result.json"
+                log_path = root / f"bench-{spec['task']}-{spec['obs']}-{s}.log"
+                with open(log_path, "wb") as log_file:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "robot_rl.bench.learning",
+                         json.dumps({**spec, "seed": s, "root": str(root)}), str(out)],
+                        stdout=log_file, stderr=subprocess.STDOUT,
+                        preexec_fn=_pin(groups[group]),
+                    )  # fmt: skip
+                print(f"bench learning: seed {s} started on cpus {sorted(groups[group])}; "
+                      f"log {log_path}", flush=True)  # fmt: skip
+                running[group] = (proc, s, out, log_path)
+            time.sleep(0.5)
+            for group, (proc, s, out, log_path) in list(running.items()):
+                code = proc.poll()
+                if code is None:
+                    continue
+                del running[group]
+                if code != 0 or not out.is_file():
+                    tail = log_path.read_text(errors="replace")[-1500:]
+                    raise RuntimeError(f"bench learning: seed {s} failed (exit {code}): {tail}")
+                results[s] = json.loads(out.read_text())
+                print(f"bench learning: seed {s} done: success "
+                      f"{results[s]['final']['success_rate']:.2f}", flush=True)  # fmt: skip
+    finally:
+        for proc, *_ in running.values():
+            proc.kill()
+            proc.wait()
+    return [results[s] for s in seeds]
+
+
+def _pin(cpus: set[int]) -> Any:
+    def pin() -> None:
+        try:
+            os.sched_setaffinity(0, cpus)
+        except (AttributeError, OSError):
+            pass  # no affinity here: the worker shares the cores
+
+    return pin
+
+
+def _worker(spec_json: str, out: str) -> None:
+    """One seed of a parallel run (``_parallel_seeds``): its figures as JSON to ``out``."""
+    spec = json.loads(spec_json)
+    base = bench_config(spec["task"], spec["obs"], spec["steps"], spec["quick"])
+    run = _one_seed(_seed_config(base, spec["task"], spec["obs"], spec["seed"], Path(spec["root"])))
+    tmp = Path(out + ".tmp")
+    tmp.write_text(json.dumps(run, default=float))
+    tmp.replace(out)
 
 
 def _one_seed(config: TrainConfig) -> dict[str, Any]:
@@ -177,3 +279,7 @@ def plot_curves(runs: list[dict[str, Any]], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+if __name__ == "__main__":  # a worker of ``_parallel_seeds``
+    _worker(sys.argv[1], sys.argv[2])

@@ -50,6 +50,9 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, help="env step budget (learning)")
     parser.add_argument("--run-dir", help="keep the training run here (learning)")
     parser.add_argument("--seeds", type=int, help="seeds to run, from --seed on (learning)")
+    parser.add_argument("--jobs", type=int,
+                        help="seeds trained at once, each pinned to its share of the cores "
+                             "(learning; default 1)")  # fmt: skip
     parser.set_defaults(handler=run)
 
 
@@ -96,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             ("steps", args.steps),
             ("run_dir", args.run_dir),
             ("seeds", args.seeds),
+            ("jobs", args.jobs),
         )
         if value is not None
     }

@@ -20,9 +20,12 @@ def test_the_actor_gets_one_core_and_the_learner_the_rest(cpus, learner, actor):
     assert budget.threads("alone") == cpus
 
 
-def test_the_default_counts_this_machine(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 6)
-    assert thread_budget() == thread_budget(6)
+def test_the_default_counts_the_cores_this_process_may_use(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert thread_budget() == thread_budget(3)  # a taskset / cpuset of 3 of the 8
+    monkeypatch.delattr("os.sched_getaffinity", raising=False)  # a platform without affinity
+    assert thread_budget() == thread_budget(8)
     monkeypatch.setattr("os.cpu_count", lambda: None)  # unknown: assume one core
     assert thread_budget().cpus == 1
 

@@ -38,3 +38,32 @@ def test_two_quick_seeds_report_mean_min_max_times_and_a_curve(tmp_path):
         tmp_path / "bench-reach-state-4"
     ).is_dir()
     assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+
+
+def test_cores_split_into_disjoint_groups_one_per_parallel_seed():
+    from robot_rl.bench.learning import cpu_groups
+
+    assert cpu_groups([0, 1], 2) == [{0}, {1}]
+    assert cpu_groups([0, 1, 2, 3, 4], 2) == [{0, 2, 4}, {1, 3}]
+    assert cpu_groups([0, 1], 5) == [{0}, {1}]  # more jobs than cores: they take turns
+    assert cpu_groups([7], 1) == [{7}]
+    with pytest.raises(ValueError, match="jobs=0"):
+        run_learning_bench(quick=True, jobs=0)
+
+
+@pytest.mark.integration
+def test_parallel_seeds_give_the_figures_of_one_after_another(tmp_path):
+    # Each seed's run is deterministic, so training seeds in worker processes (pinned to their
+    # cores, figures back as JSON) must reproduce the sequential figures exactly.
+    kwargs = dict(seed=5, quick=True, task="reach", obs="state", steps=40, seeds=3)
+    alone = run_learning_bench(**kwargs, run_dir=str(tmp_path / "alone"))
+    together = run_learning_bench(**kwargs, run_dir=str(tmp_path / "together"), jobs=2)
+    timing = ("wall_s", "setup_s", "act_s", "update_s", "eval_s", "act_s_per_env_step", "jobs")
+    assert together["jobs"] == 2 and alone["jobs"] == 1
+    assert {k: v for k, v in together.items() if k not in timing} == {
+        k: v for k, v in alone.items() if k not in timing
+    }
+    for s in (5, 6, 7):
+        assert (tmp_path / "together" / f"bench-reach-state-{s}").is_dir()
+        assert (tmp_path / "together" / f"bench-reach-state-{s}.log").stat().st_size > 0
+    assert (tmp_path / "together" / "learning_curve.png").stat().st_size > 1000
