@@ -4,11 +4,11 @@ Two control modes (``FrankaConfig.control``):
 - ``torque`` (default): our ``ControlLoop`` (reference pipeline, impedance law, torque safety,
   watchdog) computes the torque every 1 ms on a dedicated thread that keeps time on monotonic
   deadlines and, by default (``FrankaConfig.pacing: robot``), then waits up to 0.6 ms for the
-  robot's next state, so each robot tick gets a torque from its own state; with the garbage collector kept out of it (``quiet_gc``: collected, frozen and
-  disabled before the motion starts; a young-generation pass runs only in a tick's slack), and
-  SCHED_FIFO priority and a CPU pin where the user may set
-  them. franky's ``SimpleTorqueMotion`` applies the torque, with its own rate limit, joint-limit
-  repulsion and signal timeout underneath.
+  robot's next state, so each robot tick gets a torque from its own state. The garbage collector
+  is kept out of it (``quiet_gc``: collected, frozen and disabled before the motion starts; a
+  young-generation pass runs only in a tick's slack), and it gets SCHED_FIFO priority and a CPU
+  pin where the user may set them. franky's ``SimpleTorqueMotion`` applies the torque, with its
+  own rate limit, joint-limit repulsion and signal timeout underneath.
 - ``tracker``: franky's C++ ``CartesianImpedanceTracker`` runs the 1 kHz law; a Python thread at
   ``tracker_period_s`` feeds it from our reference pipeline (validation, workspace clip, velocity
   limit, gain smoothing) under the same watchdog.

@@ -23,6 +23,7 @@ its log to ``<run_dir>/bench-<task>-<obs>-<seed>.log``; the times are still summ
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -162,10 +163,8 @@ def _parallel_seeds(spec: dict[str, Any], seeds: list[int], jobs: int,
 
 def _pin(cpus: set[int]) -> Any:
     def pin() -> None:
-        try:
+        with contextlib.suppress(AttributeError, OSError):  # none here: the cores are shared
             os.sched_setaffinity(0, cpus)
-        except (AttributeError, OSError):
-            pass  # no affinity here: the worker shares the cores
 
     return pin
 

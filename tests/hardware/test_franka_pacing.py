@@ -11,10 +11,10 @@ import types
 
 import numpy as np
 import pytest
+from robot_rl.controllers.watchdog import ControlMode
 from robot_rl.hardware.franka import FrankaConfig
 from robot_rl.hardware.franka_backend import FrankaBackend
 
-from robot_rl.controllers.watchdog import ControlMode
 from tests.hardware.test_franka_wrench import _franky, _State
 
 pytestmark = pytest.mark.timeout(60)
