@@ -189,21 +189,21 @@ def test_both_cameras_stay_on_the_page(demo, browser) -> None:
     open_page(browser, demo.url)
     wait_for(lambda: len(stats(browser).get("frameAgeMs", {})) == 2, what="both cameras")
     browser.execute_script(  # count removed camera views; keep the first image elements
-        "window.removed = 0; window.firstImages = [...document.querySelectorAll('#cameras img')];"
+        "window.removed = 0; window.firstImages = [...document.querySelectorAll('#cameras canvas')];"
         "new MutationObserver((m) => m.forEach((r) => window.removed += r.removedNodes.length))"
         ".observe(document.getElementById('cameras'), {childList: true});"
     )
     frames = stats(browser)["frames"]
     wait_for(lambda: stats(browser)["frames"] >= frames + 30, what="30 frames")
     figures = browser.find_elements(By.CSS_SELECTOR, "#cameras figure")
-    assert [f.find_element(By.TAG_NAME, "img").get_attribute("id") for f in figures] == [
+    assert [f.find_element(By.TAG_NAME, "canvas").get_attribute("id") for f in figures] == [
         "cam-front",
         "cam-wrist",
     ]
     assert browser.execute_script("return window.removed") == 0  # no view was rebuilt
     assert browser.execute_script(
         "return window.firstImages.every((img, i) => img === document.querySelectorAll("
-        "'#cameras img')[i] && img.isConnected)"
+        "'#cameras canvas')[i] && img.isConnected)"
     )  # the very same image elements, still on the page
     for camera in ("front", "wrist"):
         image = browser.find_element(By.ID, f"cam-{camera}")

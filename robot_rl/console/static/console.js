@@ -104,13 +104,18 @@ function hello(msg) {
 }
 
 // -- cameras: one view per camera, made once and kept ----------------------------------------------
+// Each view is a canvas: a frame is decoded off the page's main thread (createImageBitmap) and
+// drawn at once, with no object URL and no <img> load cycle in between.
 function ensureCamera(name) {
   const id = `cam-${name}`;
-  let img = document.getElementById(id);
-  if (img) return img;
+  let view = document.getElementById(id);
+  if (view) return view;
   const fig = document.createElement("figure");
-  img = document.createElement("img");
-  img.id = id; img.alt = name;
+  view = document.createElement("canvas");
+  view.id = id;
+  view.setAttribute("role", "img");
+  view.setAttribute("aria-label", `${name} camera`);
+  view.dataset.seq = "0";
   const overlay = document.createElement("div");
   overlay.className = "stale hidden"; overlay.id = `stale-${name}`;
   const caption = document.createElement("figcaption");
@@ -118,29 +123,44 @@ function ensureCamera(name) {
   const age = document.createElement("span");
   age.id = `age-${name}`;
   caption.appendChild(age);
-  fig.append(img, overlay, caption);
+  fig.append(view, overlay, caption);
   document.getElementById("cameras").appendChild(fig);
-  return img;
+  return view;
 }
-function showFrame(buffer, receivedMs) {
+const arrivals = {}; // camera -> how many of its frames reached the page (the newest's ticket)
+const drawn = {}; // camera -> the ticket of the frame on screen
+async function showFrame(buffer, receivedMs) {
   const view = new DataView(buffer);
   const headerLength = view.getUint16(0);
   const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 2, headerLength)));
   const blob = new Blob([new Uint8Array(buffer, 2 + headerLength)], { type: "image/jpeg" });
-  const img = ensureCamera(header.camera);
-  const url = URL.createObjectURL(blob);
-  img.onload = () => {
-    const ms = Date.now() - header.stamp_ms;
-    stats.frames += 1;
-    stats.lastLatencyMs = ms;
-    img.dataset.seq = header.seq;
-    if (img.naturalWidth && !img.dataset.sized) { img.style.aspectRatio = `${img.naturalWidth} / ${img.naturalHeight}`; img.dataset.sized = "1"; }
-    frameStamp[header.camera] = header.stamp_ms;
-    send({ type: "latency", camera: header.camera, ms: ms, received_ms: receivedMs - header.stamp_ms });
-    URL.revokeObjectURL(url);
-    showAges();
-  };
-  img.src = url;
+  const canvas = ensureCamera(header.camera);
+  const ticket = (arrivals[header.camera] || 0) + 1;
+  arrivals[header.camera] = ticket;
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(blob);
+  } catch (err) { // a frame that does not decode is skipped; the next one replaces it
+    stats.badFrames = (stats.badFrames || 0) + 1;
+    return;
+  }
+  // Decodes can finish out of order: never replace a newer frame with an older one. (Arrival
+  // order, not seq: a restarted camera counts its seq from the start again.)
+  if (ticket < (drawn[header.camera] || 0)) { bitmap.close(); return; }
+  drawn[header.camera] = ticket;
+  if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
+    canvas.width = bitmap.width; canvas.height = bitmap.height;
+    canvas.style.aspectRatio = `${bitmap.width} / ${bitmap.height}`;
+  }
+  canvas.getContext("2d").drawImage(bitmap, 0, 0);
+  bitmap.close();
+  const ms = Date.now() - header.stamp_ms;
+  stats.frames += 1;
+  stats.lastLatencyMs = ms;
+  canvas.dataset.seq = header.seq;
+  frameStamp[header.camera] = header.stamp_ms;
+  send({ type: "latency", camera: header.camera, ms: ms, received_ms: receivedMs - header.stamp_ms });
+  showAges();
 }
 function showAges() {
   let worst = null;
