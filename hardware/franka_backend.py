@@ -66,6 +66,8 @@ GIL_SWITCH_INTERVAL_S = 0.0002
 # long for the robot's next state, looking this often (a sleep: the GIL is free meanwhile).
 ROBOT_TICK_WAIT_S = 0.0006
 ROBOT_TICK_POLL_S = 0.00005
+# Once a state came, the next tick's deadline is this long before it is due (one period on).
+ROBOT_TICK_LEAD_S = 0.0001
 OPERATOR_PROMPT = "reset the scene, then press r"
 _STOPPED = "the arm is under a software stop: clear it (console: Clear stop) before new targets"
 
@@ -396,32 +398,40 @@ class FrankaBackend:
                 elif slack < -20 * period:  # far behind (a stall): re-anchor, do not burst
                     deadline = time.monotonic()
                 if self.robot_paced:
-                    self._await_robot_tick(time.monotonic() + ROBOT_TICK_WAIT_S)
+                    seen = self._await_robot_tick(time.monotonic() + ROBOT_TICK_WAIT_S)
+                    if seen is not None:
+                        # Lock onto the robot's phase: the next tick wakes just before the
+                        # robot's next state is due, so the wait stays short.
+                        deadline = seen - ROBOT_TICK_LEAD_S
         finally:
             self._paused.set()
 
-    def _await_robot_tick(self, until_s: float) -> None:
+    def _await_robot_tick(self, until_s: float) -> float | None:
         """Robot pacing: wait, in short sleeps until ``until_s`` at most, for a robot state newer
         than the one the last torque was computed from. A robot slower than the loop (franky-sim
         below real time) then sets the pace; one on time gets each tick's torque from its own
         state. Never waits past ``until_s``: a silent robot must not stop the loop's ticks (the
         watchdog's hold and damp, franky's signal timeout). A failed read returns at once: the
-        tick reads again and faults with libfranka's reason."""
+        tick reads again and faults with libfranka's reason. Returns the monotonic time the new
+        state was seen, or None (none came, no stamp to compare, a failed read)."""
         try:
             served = self.robot.robot_time_s()
             if served is None:
-                return
+                return None
             while True:
                 newest = self.robot.robot_time_s(fresh=True)
-                if newest is None or newest > served:
+                now = time.monotonic()
+                if newest is None:
+                    return None
+                if newest > served:
                     self.robot_waits += 1
-                    return
-                if time.monotonic() >= until_s:
+                    return now
+                if now >= until_s:
                     self.robot_wait_timeouts += 1
-                    return
+                    return None
                 time.sleep(ROBOT_TICK_POLL_S)
         except Exception:
-            return
+            return None
 
     def _torque_step(self) -> None:
         loop = self._require_loop()
