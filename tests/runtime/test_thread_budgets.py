@@ -33,7 +33,7 @@ CPUS, LEARNER, ACTOR, ALONE, UNBUDGETED = 4, 3, 1, 4, 2
 @pytest.fixture
 def threads_seen(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, list[int]]]:
     """torch.get_num_threads() in every learner step and every policy action, by role."""
-    monkeypatch.setattr("os.cpu_count", lambda: CPUS)
+    monkeypatch.setattr("robot_rl.agents.threads.usable_cpus", lambda: CPUS)
     seen: dict[str, list[int]] = defaultdict(list)
     learn_once, act = LearnerCore.learn_once, Policy.act
 
