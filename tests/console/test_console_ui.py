@@ -189,7 +189,8 @@ def test_both_cameras_stay_on_the_page(demo, browser) -> None:
     open_page(browser, demo.url)
     wait_for(lambda: len(stats(browser).get("frameAgeMs", {})) == 2, what="both cameras")
     browser.execute_script(  # count removed camera views; keep the first image elements
-        "window.removed = 0; window.firstImages = [...document.querySelectorAll('#cameras canvas')];"
+        "window.removed = 0;"
+        "window.firstImages = [...document.querySelectorAll('#cameras canvas')];"
         "new MutationObserver((m) => m.forEach((r) => window.removed += r.removedNodes.length))"
         ".observe(document.getElementById('cameras'), {childList: true});"
     )
