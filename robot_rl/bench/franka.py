@@ -26,7 +26,8 @@ libfranka protocol, in its own process on its own loopback address) and a ``Fran
    window, a third window on the same simulator runs it on its own 1 ms deadlines only
    (``..._idle_wallclock_paced``), the peer the ratio
    ``torque_missed_period_ratio_idle_vs_wallclock_paced`` compares against;
-   ``torque_robot_wait_timeouts_idle`` counts the ticks whose wait for the robot ran out.
+   ``torque_robot_wait_timeouts_idle`` counts the ticks whose wait for the robot ran out, from
+   the backend's start to the end of the idle window.
 The torque-update interval is the wall time between consecutive ``set_torque`` calls (torque
 mode) or tracker reference updates (tracker mode, nominal ``tracker_period_s``).
 
