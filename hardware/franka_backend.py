@@ -271,6 +271,7 @@ class FrankaBackend:
         self.robot_paced = config.control == "torque" and config.pacing == "robot"
         self.robot_waits = 0  # ticks that waited for a fresh robot state and got one
         self.robot_wait_timeouts = 0  # ticks whose wait ran out (the robot is late or silent)
+        self._served_robot_s: float | None = None  # robot clock of the last torque's state
         # tracker mode
         self._tracker: Any = None
         self._tref: CartesianReferenceGenerator | None = None
@@ -414,10 +415,10 @@ class FrankaBackend:
         watchdog's hold and damp, franky's signal timeout). A failed read returns at once: the
         tick reads again and faults with libfranka's reason. Returns the monotonic time the new
         state was seen, or None (none came, no stamp to compare, a failed read)."""
+        served = self._served_robot_s
+        if served is None:
+            return None
         try:
-            served = self.robot.robot_time_s()
-            if served is None:
-                return None
             while True:
                 newest = self.robot.robot_time_s(fresh=True)
                 now = time.monotonic()
@@ -439,8 +440,9 @@ class FrankaBackend:
         previous = loop.status.mode if loop.status is not None else None
         status = loop.tick()
         now = time.monotonic()
-        robot_time = getattr(self.robot._snap.raw, "time", None)  # None: no state read yet
-        self.timing.stamp(now, robot_time.to_sec() if robot_time is not None else math.nan)
+        served = self.robot.robot_time_s()  # None: no state read yet
+        self._served_robot_s = served  # what robot pacing waits to see passed
+        self.timing.stamp(now, served if served is not None else math.nan)
         self._state = self.robot._snap.state
         if stamp is not None:
             self._target_stamp_s = None

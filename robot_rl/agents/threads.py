@@ -40,14 +40,20 @@ class ThreadBudget:
         return self.cpus if role == "alone" else getattr(self, role)
 
 
-def usable_cpus() -> int:
-    """The cores this process may run on: its CPU affinity where the platform has one (a
+def usable_cpu_ids() -> list[int]:
+    """The cores this process may run on, sorted: its CPU affinity where the platform has one (a
     ``taskset``, a container's cpuset, a parallel seed of ``bench learning --jobs``), else
-    ``os.cpu_count()``; 1 when unknown."""
+    ``0 .. os.cpu_count() - 1``; ``[0]`` when unknown."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        ids = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        ids = list(range(os.cpu_count() or 1))
+    return ids or [0]
+
+
+def usable_cpus() -> int:
+    """How many cores this process may run on (``usable_cpu_ids``)."""
+    return len(usable_cpu_ids())
 
 
 def thread_budget(cpus: int | None = None, actor_threads: int = 1) -> ThreadBudget:

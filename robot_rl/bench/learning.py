@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from robot_rl.agents.threads import usable_cpu_ids
 from robot_rl.config import load_config
 from robot_rl.runtime.train import TrainConfig, TrainingSession
 
@@ -115,11 +116,7 @@ def _parallel_seeds(spec: dict[str, Any], seeds: list[int], jobs: int,
                     root: Path) -> list[dict[str, Any]]:  # fmt: skip
     """Train ``seeds``, ``jobs`` at a time, each in a worker process (``python -m
     robot_rl.bench.learning``) pinned to a core group; their results, in seed order."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = list(range(os.cpu_count() or 1))
-    groups = cpu_groups(cpus, jobs)
+    groups = cpu_groups(usable_cpu_ids(), jobs)
     root.mkdir(parents=True, exist_ok=True)
     pending = list(seeds)
     running: dict[int, tuple[subprocess.Popen[bytes], int, Path, Path]] = {}  # group -> worker
