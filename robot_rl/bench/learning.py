@@ -15,6 +15,11 @@ policy), updating (learner steps) and evaluating, each summed over seeds, plus r
 with a min-max band over seeds) is written into it. ``quick`` shrinks everything for tests (the
 figures then mean nothing).
 
+``overrides`` (``--set KEY=VALUE``, as ``robot-rl train`` takes them) change the shipped config
+for an ablation, for example ``--set demo_pretrain_updates=2000`` for the demo warm start; the
+report then names them (``overrides``) beside the settings it always gives (UTD, discount, demos,
+``demo_pretrain_updates``). A tuned task still belongs in its config.
+
 ``jobs`` > 1 trains that many seeds at once, each in a process of its own pinned to its share of
 the cores this process may use (a seed's run is deterministic, so the figures are the same as one
 after another; only the wall time changes). Each worker writes its figures as JSON (no pickle) and
@@ -32,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -43,8 +49,9 @@ from robot_rl.runtime.train import TrainConfig, TrainingSession
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-def task_config(task: str, obs: str) -> TrainConfig:
-    """The shipped config of ``task`` from ``obs`` (``configs/<task>_<obs>.yaml``)."""
+def task_config(task: str, obs: str, overrides: Sequence[str] = ()) -> TrainConfig:
+    """The shipped config of ``task`` from ``obs`` (``configs/<task>_<obs>.yaml``), with
+    ``key.sub=value`` ``overrides`` on top."""
     if obs not in ("state", "pixels"):
         raise ValueError(f"obs {obs!r}; choose state or pixels")
     path = CONFIG_DIR / f"{task}_{obs}.yaml"
@@ -52,13 +59,14 @@ def task_config(task: str, obs: str) -> TrainConfig:
         shipped = sorted(p.stem for p in CONFIG_DIR.glob("*_state.yaml"))
         shipped += sorted(p.stem for p in CONFIG_DIR.glob("*_pixels.yaml"))
         raise ValueError(f"no config {path.name} for task {task!r} from {obs}; shipped: {shipped}")
-    return load_config(TrainConfig, path, [])
+    return load_config(TrainConfig, path, list(overrides))  # a bad override: ConfigError
 
 
-def bench_config(task: str, obs: str, steps: int | None = None, quick: bool = False) -> TrainConfig:
+def bench_config(task: str, obs: str, steps: int | None = None, quick: bool = False,
+                 overrides: Sequence[str] = ()) -> TrainConfig:  # fmt: skip
     """The shipped config of ``task`` from ``obs`` as the benchmark runs it (in-step, no
-    checkpoints; ``steps`` and ``quick`` as in ``run_learning_bench``)."""
-    base = task_config(task, obs)
+    checkpoints; ``steps``, ``quick`` and ``overrides`` as in ``run_learning_bench``)."""
+    base = task_config(task, obs, overrides)
     changes: dict[str, Any] = {"concurrent": False, "checkpoint_every": 0,
                                "checkpoint_every_min": 0}  # fmt: skip
     if steps is not None:
@@ -83,25 +91,30 @@ def run_learning_bench(
     run_dir: str | None = None,
     seeds: int = 1,
     jobs: int = 1,
-) -> dict[str, float]:
+    overrides: Sequence[str] = (),
+) -> dict[str, float | str]:
     """Train ``task`` from ``obs`` with seeds ``seed .. seed + seeds - 1``; see the module doc."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds={seeds!r}; allowed: an integer >= 1")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs={jobs!r}; allowed: an integer >= 1")
-    base = bench_config(task, obs, steps, quick)
+    overrides = list(overrides)
+    base = bench_config(task, obs, steps, quick, overrides)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(run_dir or tmp)
         if jobs == 1 or seeds == 1:
             runs = [_one_seed(_seed_config(base, task, obs, s, root))
                     for s in range(seed, seed + seeds)]  # fmt: skip
         else:
-            spec = {"task": task, "obs": obs, "steps": steps, "quick": quick}
+            spec = {"task": task, "obs": obs, "steps": steps, "quick": quick,
+                    "overrides": overrides}  # fmt: skip
             runs = _parallel_seeds(spec, list(range(seed, seed + seeds)), jobs, root)
-        result = _summary(runs, base, task, obs, seed, seeds)
+        result: dict[str, float | str] = {**_summary(runs, base, task, obs, seed, seeds)}
         result["jobs"] = float(min(jobs, seeds))
+        result["overrides"] = " ".join(overrides)
         if run_dir is not None:
-            plot_curves(runs, root / "learning_curve.png", f"{task} ({obs}), {seeds} seeds")
+            title = f"{task} ({obs}), {seeds} seeds" + (f", {' '.join(overrides)}" if overrides else "")
+            plot_curves(runs, root / "learning_curve.png", title)
     return result
 
 
@@ -169,7 +182,8 @@ def _pin(cpus: set[int]) -> Any:
 def _worker(spec_json: str, out: str) -> None:
     """One seed of a parallel run (``_parallel_seeds``): its figures as JSON to ``out``."""
     spec = json.loads(spec_json)
-    base = bench_config(spec["task"], spec["obs"], spec["steps"], spec["quick"])
+    base = bench_config(spec["task"], spec["obs"], spec["steps"], spec["quick"],
+                        spec.get("overrides", []))  # fmt: skip
     run = _one_seed(_seed_config(base, spec["task"], spec["obs"], spec["seed"], Path(spec["root"])))
     tmp = Path(out + ".tmp")
     tmp.write_text(json.dumps(run, default=float))
@@ -230,6 +244,7 @@ def _summary(runs: list[dict[str, Any]], config: TrainConfig, task: str, obs: st
         "utd_ratio": float(config.agent.utd_ratio),
         "discount": float(config.agent.discount),
         "demos": float(config.demos),
+        "demo_pretrain_updates": float(config.demo_pretrain_updates),
         "interventions": float(sum(r["interventions"] for r in runs)),
         "intervention_rate": float(sum(r["interventions"] for r in runs) / max(1, env_steps)),
         "wall_s": float(sum(r["setup_s"] + r["run_s"] for r in runs)),

@@ -53,6 +53,9 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--jobs", type=int,
                         help="seeds trained at once, each pinned to its share of the cores "
                              "(learning; default 1)")  # fmt: skip
+    parser.add_argument("--set", action="append", dest="overrides", metavar="KEY=VALUE",
+                        help="override a field of the task's config for an ablation, e.g. --set "
+                             "demo_pretrain_updates=2000 (learning; repeatable)")  # fmt: skip
     parser.set_defaults(handler=run)
 
 
@@ -100,11 +103,13 @@ def run(args: argparse.Namespace) -> int:
             ("run_dir", args.run_dir),
             ("seeds", args.seeds),
             ("jobs", args.jobs),
+            ("overrides", args.overrides),
         )
         if value is not None
     }
     accepted = inspect.signature(bench).parameters
-    unknown = [f"--{key.replace('_', '-')}" for key in options if key not in accepted]
+    flags = {"overrides": "--set"}
+    unknown = [flags.get(key, f"--{key.replace('_', '-')}") for key in options if key not in accepted]
     if unknown:
         raise CliError(f"bench {args.name} takes no {', '.join(unknown)}")
     try:

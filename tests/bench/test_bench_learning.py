@@ -14,6 +14,19 @@ def test_settings_come_from_the_shipped_task_config():
     assert task_config("reach", "pixels").env.obs == "pixels"
 
 
+def test_set_overrides_the_shipped_config_for_an_ablation():
+    from robot_rl.bench.learning import bench_config
+
+    config = bench_config("reach", "state", overrides=["demo_pretrain_updates=300",
+                                                       "agent.utd_ratio=2"])  # fmt: skip
+    assert (config.demo_pretrain_updates, config.agent.utd_ratio) == (300, 2)
+    assert config.agent.discount == 0.8  # the rest stays reach_state.yaml's
+    with pytest.raises(ValueError, match="agent.utd_rato"):
+        task_config("reach", "state", ["agent.utd_rato=3"])
+    with pytest.raises(ValueError, match="demo_pretrain_updates"):
+        task_config("reach", "state", ["demo_pretrain_updates=-1"])
+
+
 def test_unknown_task_obs_or_seed_count_is_refused():
     with pytest.raises(ValueError, match=r"no config peg_insert_pixels\.yaml"):
         task_config("peg_insert", "pixels")
@@ -55,11 +68,14 @@ def test_cores_split_into_disjoint_groups_one_per_parallel_seed():
 def test_parallel_seeds_give_the_figures_of_one_after_another(tmp_path):
     # Each seed's run is deterministic, so training seeds in worker processes (pinned to their
     # cores, figures back as JSON) must reproduce the sequential figures exactly.
-    kwargs = dict(seed=5, quick=True, task="reach", obs="state", steps=40, seeds=3)
+    # An override must reach the workers too: UTD 2 instead of reach's 8 changes the update count.
+    kwargs = dict(seed=5, quick=True, task="reach", obs="state", steps=40, seeds=3,
+                  overrides=["agent.utd_ratio=2"])  # fmt: skip
     alone = run_learning_bench(**kwargs, run_dir=str(tmp_path / "alone"))
     together = run_learning_bench(**kwargs, run_dir=str(tmp_path / "together"), jobs=2)
     timing = ("wall_s", "setup_s", "act_s", "update_s", "eval_s", "act_s_per_env_step", "jobs")
     assert together["jobs"] == 2 and alone["jobs"] == 1
+    assert together["utd_ratio"] == 2 and together["overrides"] == "agent.utd_ratio=2"
     assert {k: v for k, v in together.items() if k not in timing} == {
         k: v for k, v in alone.items() if k not in timing
     }

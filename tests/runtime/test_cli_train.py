@@ -120,6 +120,12 @@ def test_bench_options_a_bench_does_not_take_are_usage_errors(caplog) -> None:
         assert cli.main(["bench", "control", "--task", "reach"]) == 2
     assert "takes no --task" in caplog.text
     with caplog.at_level(logging.ERROR):
+        assert cli.main(["bench", "control", "--set", "seed=1"]) == 2
+    assert "takes no --set" in caplog.text
+    with caplog.at_level(logging.ERROR):  # refused before anything is trained
+        assert cli.main(["bench", "learning", "--task", "reach", "--set", "agent.nope=1"]) == 2
+    assert "agent.nope" in caplog.text
+    with caplog.at_level(logging.ERROR):
         assert cli.main(["bench", "learning", "--quick", "--task", "stack"]) == 2
     assert "stack" in caplog.text
 
