@@ -36,8 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -113,7 +113,7 @@ def run_learning_bench(
         result["jobs"] = float(min(jobs, seeds))
         result["overrides"] = " ".join(overrides)
         if run_dir is not None:
-            title = f"{task} ({obs}), {seeds} seeds" + (f", {' '.join(overrides)}" if overrides else "")
+            title = f"{task} ({obs}), {seeds} seeds" + "".join(f", {o}" for o in overrides)
             plot_curves(runs, root / "learning_curve.png", title)
     return result
 

@@ -109,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
     }
     accepted = inspect.signature(bench).parameters
     flags = {"overrides": "--set"}
-    unknown = [flags.get(key, f"--{key.replace('_', '-')}") for key in options if key not in accepted]
+    unknown = [
+        flags.get(key, f"--{key.replace('_', '-')}") for key in options if key not in accepted
+    ]
     if unknown:
         raise CliError(f"bench {args.name} takes no {', '.join(unknown)}")
     try:

@@ -21,7 +21,7 @@ def test_set_overrides_the_shipped_config_for_an_ablation():
                                                        "agent.utd_ratio=2"])  # fmt: skip
     assert (config.demo_pretrain_updates, config.agent.utd_ratio) == (300, 2)
     assert config.agent.discount == 0.8  # the rest stays reach_state.yaml's
-    with pytest.raises(ValueError, match="agent.utd_rato"):
+    with pytest.raises(ValueError, match=r"agent\.utd_rato"):
         task_config("reach", "state", ["agent.utd_rato=3"])
     with pytest.raises(ValueError, match="demo_pretrain_updates"):
         task_config("reach", "state", ["demo_pretrain_updates=-1"])
