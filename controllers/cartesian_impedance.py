@@ -11,6 +11,7 @@ friction signed by the joint velocity Jbar xdot_ref the reference asks for (a fe
 measured velocity never enters it).
 The posture term is projected through the dynamically consistent nullspace N^T = I - J^T Jbar^T,
 Jbar = M^-1 J^T Lambda, so it produces no force at the tool. Gravity is left to the robot.
+Near a singularity Lambda's eigenvalues are capped at ``MAX_TASK_INERTIA`` (see there).
 """
 
 from __future__ import annotations
@@ -26,8 +27,26 @@ from robot_rl.controllers.rotations import orientation_error, quat_log_f, quat_m
 
 from robot_rl.interfaces import RobotModel, RobotState
 
-# Regularization added to J M^-1 J^T before inversion so Lambda stays bounded near singularities.
+# Regularization added to J M^-1 J^T before inversion so the inverse always exists.
 _LAMBDA_REGULARIZATION = 1e-4
+# The largest task-space inertia the law uses (kg; kg m^2 for rotation). Near a singularity (the
+# arm stretched toward a target beyond its reach) one eigenvalue of Lambda grows without bound, and
+# with it the damping sqrt(K Lambda) and the posture projection's gain: on franky-sim a target at
+# the far top corner of the reach box (0.7, 0.15, 0.6) then set the arm thrashing at 13 rad/s,
+# 0.3 m outside the box, where 1e-4 regularization alone bounds Lambda only at 1e4. Bounding that
+# eigenvalue at 100 (the arm's usual task inertia is 1-10 kg and 0.05-1 kg m^2) left it at rest
+# at the reach limit. The bound acts only there: Lambda is used exactly while trace(Lambda), which
+# is at least its largest eigenvalue, stays below the bound, as it does away from singularities.
+MAX_TASK_INERTIA = 100.0
+
+
+def bounded_task_inertia(task_inertia: np.ndarray, lambda_inv: np.ndarray) -> np.ndarray:
+    """``task_inertia`` (= ``lambda_inv``^-1) with its eigenvalues capped at
+    ``MAX_TASK_INERTIA``; the same array when its trace is within the bound."""
+    if not np.trace(task_inertia) > MAX_TASK_INERTIA:  # a NaN passes through as it was
+        return task_inertia
+    w, v = np.linalg.eigh(lambda_inv)
+    return (v / np.maximum(w, 1.0 / MAX_TASK_INERTIA)) @ v.T
 
 
 @dataclass(frozen=True)
@@ -68,7 +87,7 @@ def cartesian_impedance_torque(
     JMinv = J @ M_inv
     lambda_inv = JMinv @ J.T
     lambda_inv.flat[::7] += _LAMBDA_REGULARIZATION
-    task_inertia = np.linalg.inv(lambda_inv)
+    task_inertia = bounded_task_inertia(np.linalg.inv(lambda_inv), lambda_inv)
 
     damping = 2.0 * gains.damping_ratio * np.sqrt(gains.stiffness * task_inertia.flat[::7])
     twist_error = J @ dq - reference.twist
@@ -112,7 +131,7 @@ def friction_task_wrench(
     JMinv = J @ np.linalg.inv(model.mass_matrix)
     lambda_inv = JMinv @ J.T
     lambda_inv.flat[::7] += _LAMBDA_REGULARIZATION
-    task_inertia = np.linalg.inv(lambda_inv)
+    task_inertia = bounded_task_inertia(np.linalg.inv(lambda_inv), lambda_inv)
     dq_ref = JMinv.T @ (task_inertia @ twist_ref)
     tau_f = fc * np.tanh(dq_ref / gains.friction_velocity_rad_s)
     return task_inertia @ (JMinv @ tau_f)
@@ -198,9 +217,12 @@ class CartesianImpedanceLaw:
         lambda_inv = JMinv.dot(JT)
         lambda_inv += self._reg
         task_inertia = _INV(lambda_inv, signature="d->d")
+        diag = task_inertia.diagonal().tolist()
+        if sum(diag) > MAX_TASK_INERTIA:  # near a singularity (see MAX_TASK_INERTIA)
+            task_inertia = bounded_task_inertia(task_inertia, lambda_inv)
+            diag = task_inertia.diagonal().tolist()
 
         k = self._k
-        diag = task_inertia.diagonal().tolist()
         twist = J.dot(dq).tolist()
         ref_twist = reference.twist.tolist()
         feedforward = task_inertia.dot(reference.accel).tolist()

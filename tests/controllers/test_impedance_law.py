@@ -29,6 +29,9 @@ CONFIGURATIONS = {
     "reach-left": READY_Q + np.array([0.4, 0.3, -0.2, 0.4, 0.3, -0.3, 0.2]),
     "twisted": READY_Q + np.array([-0.5, -0.2, 0.6, -0.3, -0.6, 0.4, -0.8]),
 }
+# Joints 1-5 in line and joint 6 near 0: the wrist over the base axis, near a singularity (the
+# largest eigenvalue of the task inertia is about 3000 here, 12-14 at CONFIGURATIONS).
+NEAR_SINGULAR_Q = np.array([0.0, 0.0, 0.0, -0.5, 0.0, 0.3, 0.785])
 # An arbitrary Coriolis vector, so that a test can tell "passed through" from "happens to be 0".
 FAKE_CORIOLIS_NM = np.array([0.3, -0.2, 0.1, 0.4, -0.05, 0.02, -0.01])
 NO_POSTURE = dataclasses.replace(CartesianGains(), nullspace_natural_freq_rad_s=0.0)
@@ -131,6 +134,32 @@ def test_nullspace_torque_makes_no_task_space_force(module_twin, q):
     eps_lambda = 1e-4 * np.linalg.eigvalsh(task_inertia)[-1]
     assert eps_lambda < 1e-2  # the bound below means something: the arm is far from singular
     assert np.linalg.norm(force) <= 1.01 * eps_lambda * np.linalg.norm(unprojected)
+
+
+def test_task_inertia_is_capped_near_a_singularity_and_exact_elsewhere(module_twin):
+    from robot_rl.controllers.cartesian_impedance import MAX_TASK_INERTIA, bounded_task_inertia
+
+    def task_inertia_at(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        _, model = at(module_twin, q)
+        jm_inv = model.jacobian @ np.linalg.inv(model.mass_matrix)
+        lambda_inv = jm_inv @ model.jacobian.T + 1e-4 * np.eye(6)
+        return np.linalg.inv(lambda_inv), lambda_inv
+
+    for q in CONFIGURATIONS.values():  # away from singularities the law uses Lambda as it is
+        task_inertia, lambda_inv = task_inertia_at(q)
+        assert bounded_task_inertia(task_inertia, lambda_inv) is task_inertia
+    task_inertia, lambda_inv = task_inertia_at(NEAR_SINGULAR_Q)
+    w, v = np.linalg.eigh(task_inertia)
+    assert w[-1] > 10 * MAX_TASK_INERTIA  # precondition: this pose is near a singularity
+    capped = bounded_task_inertia(task_inertia, lambda_inv)
+    np.testing.assert_allclose(capped, capped.T, atol=1e-9)
+    assert np.linalg.eigvalsh(capped).max() <= MAX_TASK_INERTIA * (1 + 1e-9)
+    for i in range(6):  # each eigen-direction keeps its inertia, or has the cap
+        expected = min(w[i], MAX_TASK_INERTIA)
+        assert v[:, i] @ capped @ v[:, i] == pytest.approx(expected, rel=1e-6)
+    # A NaN (a broken model) passes through unchanged, for the law's non-finite handling.
+    nan = np.full((6, 6), math.nan)
+    assert bounded_task_inertia(nan, nan) is nan
 
 
 @configurations
@@ -327,7 +356,7 @@ def test_the_lean_law_gives_the_plain_laws_torque(twin, friction):
         CartesianGains(), friction_coulomb_nm=np.full(7, 0.5 if friction else 0.0)
     )
     law = CartesianImpedanceLaw()
-    for q in CONFIGURATIONS.values():
+    for q in [*CONFIGURATIONS.values(), NEAR_SINGULAR_Q]:
         state, model = at(twin, q, rng.normal(0.0, 0.5, 7))
         model = with_coriolis(model, FAKE_CORIOLIS_NM)
         for _ in range(20):

@@ -36,6 +36,7 @@ from robot_rl.bench.franka import (
     CIRCLE_RADIUS_M,
     hold_and_measure,
     sim_clock,
+    stream,
     track_circle,
 )
 
@@ -147,6 +148,50 @@ def test_target_a_metre_outside_the_workspace_is_rejected_and_never_reached(arm)
     hold_and_measure(arm, near, s0.ee_quat_xyzw, 2.0, 0.3, sim_clock(arm))
     assert arm.state().ee_pos_m[2] <= ws.pos_max_m[2] + 2e-3
     assert np.linalg.norm(arm.state().ee_pos_m - far) > 0.9
+
+
+def test_a_target_beyond_reach_leaves_the_arm_at_rest_at_its_reach_limit(sim):
+    """The box's far top corners lie beyond the arm's reach with the gripper down. Streamed
+    there, the arm must stretch toward them and stop: inside the box (2 cm of slack), and no
+    joint above 90 % of its speed limit (the torque pipeline's velocity guard starts at 85 %).
+    Before the law capped the task inertia near the singularity (``MAX_TASK_INERTIA``), torque
+    mode thrashed at 5-13 rad/s, 0.17-0.33 m outside the box; measured since: 0 mm outside
+    and at rest 55-70 mm short of the corner.
+    Torque mode only: tracker mode's 1 kHz law is franky's own, with no velocity guard, and
+    stretching toward these corners took a joint to 111 % of its limit and the TCP 12-42 mm
+    outside the box (a real arm's reflex would stop it with a fault); see the closing note."""
+    arm = FrankaBackend(_config(sim.ip, "torque"), sim_loop_config())
+    arm.start()
+    try:
+        _toward_the_far_top_corners(arm)
+    finally:
+        arm.close()
+
+
+def _toward_the_far_top_corners(arm: FrankaBackend) -> None:
+    s0 = arm.state()
+    ws = arm.loop_config.reference.workspace
+    lo, hi = np.asarray(ws.pos_min_m), np.asarray(ws.pos_max_m)
+    speed_limit = arm.config.limits.joint_vel_max_rad_s
+    for y in (hi[1], lo[1]):
+        corner = np.array([hi[0], y, hi[2]])
+        worst = {"outside_m": 0.0, "speed_fraction": 0.0}
+
+        def sample(_t: float, worst: dict = worst) -> None:
+            s = arm.state()
+            outside = float(np.max(np.maximum(lo - s.ee_pos_m, s.ee_pos_m - hi)))
+            speed = float(np.max(np.abs(s.dq_rad_s) / speed_limit))
+            worst["outside_m"] = max(worst["outside_m"], outside)
+            worst["speed_fraction"] = max(worst["speed_fraction"], speed)
+
+        stream(arm, lambda _t, c=corner: (c, None), s0.ee_quat_xyzw, 5.0, sample, sim_clock(arm))
+        assert worst["outside_m"] <= 0.02, f"{corner}: TCP {worst['outside_m']:.3f} m outside"
+        assert worst["speed_fraction"] <= 0.9, (
+            f"{corner}: a joint at {worst['speed_fraction']:.0%} of its speed limit"
+        )
+        assert np.abs(arm.state().dq_rad_s).max() < 0.05  # at rest at the limit, not swinging
+        assert arm.status()["fault_text"] == ""
+        hold_and_measure(arm, s0.ee_pos_m, s0.ee_quat_xyzw, 3.0, 0.1, sim_clock(arm))
 
 
 def test_silent_client_holds_within_100_ms_and_damps_by_500_ms(arm):
