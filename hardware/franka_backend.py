@@ -533,6 +533,8 @@ class FrankaBackend:
         ref_gen = self._tref
         if ref_gen is None:
             raise RuntimeError("tracker mode without a reference generator: start() first")
+        if self._tracker_over_speed(state):
+            return
         with self._lock:
             pending, self._tpending = self._tpending, None
             keep_alive, self._tkeep_alive = self._tkeep_alive, False
@@ -550,14 +552,8 @@ class FrankaBackend:
         if mode != ControlMode.ACTIVE:  # hold, damp, stop: no integral force, none stored
             self._tintegral.reset()
         f = self._franky
-        if mode == ControlMode.DAMP and not self._tdamped:  # stiffness 0, damping pinned
-            d = self.loop_config.safety.damping.damping_nm_s_per_rad
-            self._tracker.set_gains(
-                gains=f.CartesianImpedanceGains.diagonal(
-                    np.zeros(6), np.array([4 * d[0]] * 3 + [d[4]] * 3)
-                )
-            )
-            self._tdamped = True
+        if mode == ControlMode.DAMP:
+            self._tracker_damp()
         elif mode != ControlMode.DAMP:
             if self._tdamped:
                 self._tracker.set_gains(gains=f.CartesianImpedanceGains.diagonal(self._tstiffness))
@@ -592,6 +588,41 @@ class FrankaBackend:
             self.timing.mode_changes.append((sent, int(mode)))
         self._tmode = mode
         self._state = state
+
+    def _tracker_damp(self) -> None:
+        """The tracker at stiffness 0 with its damping pinned (once; ``_tdamped`` until undone)."""
+        if self._tdamped:
+            return
+        d = self.loop_config.safety.damping.damping_nm_s_per_rad
+        self._tracker.set_gains(
+            gains=self._franky.CartesianImpedanceGains.diagonal(
+                np.zeros(6), np.array([4 * d[0]] * 3 + [d[4]] * 3)
+            )
+        )
+        self._tdamped = True
+
+    def _tracker_over_speed(self, state: Any) -> bool:
+        """Tracker mode's speed guard. franky's law has no velocity guard of its own (torque mode
+        has ours): streamed toward a target beyond the arm's reach it took a joint on franky-sim
+        to 111 % of its speed limit. A joint over ``velocity_hold_fraction`` of its limit damps
+        the tracker (stiffness 0), ends its motion (the arm's own controller then holds it) and
+        latches a fault, as a reflex would, so that only an explicit recover restarts it. From
+        the stretched posture such a trip leaves, tracking straight back can trip it again: reset
+        (home, a joint move) after the recover. True when it tripped."""
+        limit = self.config.limits.joint_vel_max_rad_s
+        fraction = np.abs(state.dq_rad_s) / limit
+        worst = int(np.argmax(fraction))
+        if not fraction[worst] > self.loop_config.safety.velocity_hold_fraction:
+            return False
+        self._tracker_damp()
+        self._stop_motion_quietly()  # the tracker's motion ends: the arm's own controller holds it
+        self._state = state
+        self._enter_fault(
+            f"tracker speed guard: joint {worst + 1} at {abs(state.dq_rad_s[worst]):.2f} rad/s, "
+            f"{fraction[worst]:.0%} of its limit; the motion is stopped. Recover, then reset "
+            f"(home) before tracking again, and keep targets within the arm's reach"
+        )
+        return True
 
     # -- RobotBackend ----------------------------------------------------------------------------
     def tick(self) -> Any:

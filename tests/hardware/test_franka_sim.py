@@ -194,6 +194,50 @@ def _toward_the_far_top_corners(arm: FrankaBackend) -> None:
         hold_and_measure(arm, s0.ee_pos_m, s0.ee_quat_xyzw, 3.0, 0.1, sim_clock(arm))
 
 
+def test_tracker_speed_guard_stops_a_stretch_beyond_reach_until_recover(sim):
+    """Tracker mode runs franky's law, which has no velocity guard: streamed toward the box's far
+    top corners (beyond reach) it took a joint to 111 % of its speed limit. Our speed guard must
+    keep every joint within its limit: past 95 % it stops the tracker and latches a fault that
+    only ``recover`` clears; after a recover and a reset home the arm tracks again (tracking
+    straight back from the stretched posture trips the guard again). Measured: it tripped at
+    95-97 % (joint 4) in most runs; in the others no joint passed 95 %."""
+    arm = FrankaBackend(_config(sim.ip, "tracker"), sim_loop_config())
+    arm.start()
+    try:
+        s0 = arm.state()
+        hi = np.asarray(arm.loop_config.reference.workspace.pos_max_m)
+        limit = arm.config.limits.joint_vel_max_rad_s
+        worst, tripped = 0.0, False
+        clock = sim_clock(arm)
+        for y in (hi[1], -hi[1]):
+            corner = np.array([hi[0], y, hi[2]])
+            t0 = clock()
+            while clock() - t0 < 5.0 and not tripped:
+                if arm.status()["fault_text"]:
+                    tripped = True
+                    break
+                arm.set_target(CartesianTarget(corner, s0.ee_quat_xyzw), None)
+                worst = max(worst, float(np.max(np.abs(arm.state().dq_rad_s) / limit)))
+                time.sleep(0.01)
+            if tripped:
+                break
+        assert worst <= 1.0, f"a joint at {worst:.0%} of its speed limit"
+        if tripped:
+            assert "tracker speed guard" in arm.status()["fault_text"]
+            _wait_for(lambda: np.abs(arm.robot.read_state().dq_rad_s).max() < 0.05, 3.0, "rest")
+            with pytest.raises(InvalidTargetError, match="fault"):
+                arm.set_target(CartesianTarget(s0.ee_pos_m, s0.ee_quat_xyzw), None)
+            arm.recover()
+        # Home in joint space first: from the stretched posture franky's law may not bring the
+        # TCP back at all (once it sat still 96 mm from the start pose for 4 s).
+        arm.reset({"mode": "home"})
+        assert arm.status()["fault_text"] == ""
+        errors = hold_and_measure(arm, s0.ee_pos_m, s0.ee_quat_xyzw, 4.0, 0.3, sim_clock(arm))
+        assert errors.mean() <= SETTLE_M
+    finally:
+        arm.close()
+
+
 def test_silent_client_holds_within_100_ms_and_damps_by_500_ms(arm):
     """The control thread's own stamps: HOLD 100-110 ms and DAMP 500-510 ms after the last target
     (wall time)."""
