@@ -101,8 +101,9 @@ def test_robot_server_with_franky_sim_backend_serves_the_arm():
 # had set torque mode thrashing; that is fixed in the law (MAX_TASK_INERTIA; test_franka_sim's
 # beyond-reach test). With two training runs on both cores it still failed 3 of 7 runs here: a
 # reset stopped at rest 10.8 mm short (the posture an episode left; 10 mm allowed), and two actor
-# exits whose logs were not kept. Homing in joint space first (as on an arm) failed 2 of 2 there: the joint move went
-# unstable under that load (up to 9 rad/s). Not strict, so a pass still reports; see the note.
+# exits whose logs were not kept. Homing in joint space first (as on an arm) failed 2 of 2 there:
+# the joint move went unstable under that load (up to 9 rad/s). Not strict, so a pass still
+# reports; see the note.
 @pytest.mark.xfail(strict=False, reason="franky-sim resets can miss their settle on a loaded host")
 def test_session_trains_reach_on_franky_sim_and_stops_cleanly(tmp_path):
     """``robot-rl session start session_franka_sim.yaml``: the robot server drives franky-sim
