@@ -554,7 +554,7 @@ class FrankaBackend:
         f = self._franky
         if mode == ControlMode.DAMP:
             self._tracker_damp()
-        elif mode != ControlMode.DAMP:
+        else:
             if self._tdamped:
                 self._tracker.set_gains(gains=f.CartesianImpedanceGains.diagonal(self._tstiffness))
                 self._tdamped = False
