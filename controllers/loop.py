@@ -354,7 +354,7 @@ class ControlLoop:
             tau = damping_torque(np.nan_to_num(state.dq_rad_s), self.config.safety.damping)
         self._mode = mode
 
-        tau, flags = self.safety.process(tau, state.q_rad, state.dq_rad_s)
+        tau, flags = self.safety.process(tau, state.q_rad, state.dq_rad_s, model.mass_matrix)
         wall2 = time.perf_counter()
         self.robot.command_torque(tau)
         if self._lockstep:

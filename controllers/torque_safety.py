@@ -6,16 +6,43 @@ Order, each stage seeing the previous one's output:
 3. joint-velocity guard: on a joint faster than ``velocity_guard_fraction`` of its limit, torque
    that would speed it up further is cut and damping brakes the excess (clamp); when any joint
    passes ``velocity_hold_fraction`` of its limit the whole arm gets pure damping (hold);
-4. per-joint clamp to the torque limits;
-5. torque-rate limit against the torque sent on the previous tick (last, so nothing undoes it).
+4. braking margin, per joint. The rate limit (stage 6) lets a torque fall by at most s = R T Nm
+   a tick (R the arm's torque-rate limit, T the period), so a torque tau, sent now and then
+   ramped away, changes a joint's speed in tau's direction by at most (T / m) (|tau| + s / 2)^2
+   / (2 s) (the tick-by-tick sum; m the joint's effective inertia 1 / (M^-1)_ii). A torque is
+   capped where that would carry the joint past ``braking_target_fraction`` of its limit:
+   (|tau| + s / 2)^2 <= 2 R m (v_target - w), w the joint's speed in tau's direction. A braking
+   torque gets room to spare, which shrinks as the joint comes to rest, so that it cannot throw
+   the joint back the other way;
+5. per-joint clamp to the torque limits;
+6. torque-rate limit against the torque sent on the previous tick;
+7. braking margin, coupled: the same test on all joints at once, speeds gained through M^-1 from
+   every joint's ramp. Where it fails, the output moves toward "every torque one step nearer
+   zero" as far as needed (bisection). Both ends are within the torque and rate limits, so any
+   point between is too, and nothing after this stage can undo it.
 The output is checked once more; if it is still not finite the previous torque is reused.
+
+Why stages 4 and 7: the guard of stage 3 cuts a torque only once the joint is fast, and the rate
+limit then takes |tau| / R to remove it, so a law that pushes hard (a thrash, a bug) carried
+joints past their limit on the twin: full torque on one joint took joints 1-3 to 1.2x their
+limit (the wrist joints to the twin's own 1.0x clamp; a wrist joint, m about 0.007 kg m^2, gains
+0.15 rad/s per Nm in one tick). With them, each joint alone under full, positive-feedback or
+sign-flipping torque stays under 0.98x its limit. M comes from the model the loop passes in;
+without one a diagonal M of ``inertia_floor_kg_m2`` stands in (conservative). Not modelled:
+Coriolis and centrifugal torque, and a joint striking its position limit. With every joint pushed
+at full torque at once, joints still reached 1.0-1.2x their limit on the twin: this bounds a
+runaway joint, not every adversarial law, and franky's own limits stay underneath.
 """
 
 from __future__ import annotations
 
+import math
+import re
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from robot_rl.controllers.cartesian_impedance import _INV
 from robot_rl.controllers.gains import DampingGains
 from robot_rl.controllers.joint_impedance import damping_torque
 
@@ -28,6 +55,17 @@ FLAG_CLAMPED = 4
 FLAG_RATE_LIMITED = 8
 FLAG_VELOCITY = 16  # the velocity guard cut or braked a joint's torque
 FLAG_VELOCITY_HOLD = 32  # a joint neared its speed limit: pure damping this tick
+# The gufunc reports a singular mass matrix as an invalid value; it is checked and replaced.
+warnings.filterwarnings(
+    "ignore", "invalid value encountered in inv", RuntimeWarning, re.escape(__name__)
+)
+_BISECTION_STEPS = 12  # stage 7 finds its point to 1 / 4096 of the way
+FLAG_BRAKING_MARGIN = 64  # a torque along a joint's motion was capped so it can be braked in time
+
+# Lower bounds of the Panda's effective joint inertias 1 / (M^-1)_ii, kg m^2: 0.8 of the least
+# seen over 3 000 random configurations of the twin's model (hand attached, no load; a load only
+# adds inertia). Used only when no mass matrix is given.
+PANDA_INERTIA_FLOOR_KG_M2 = (0.03, 0.32, 0.014, 0.08, 0.0096, 0.019, 0.0039)
 
 
 @dataclass(frozen=True)
@@ -40,6 +78,8 @@ class SafetyConfig:
     velocity_guard_fraction: float = 0.85
     velocity_guard_damping_nm_s_per_rad: float = 20.0
     velocity_hold_fraction: float = 0.95
+    braking_target_fraction: float = 0.9
+    inertia_floor_kg_m2: tuple[float, ...] = PANDA_INERTIA_FLOOR_KG_M2
     damping: DampingGains = field(default_factory=DampingGains)
 
     def __post_init__(self) -> None:
@@ -47,6 +87,16 @@ class SafetyConfig:
             raise ValueError(
                 f"velocity_guard_fraction={self.velocity_guard_fraction}, velocity_hold_fraction="
                 f"{self.velocity_hold_fraction}; need 0 < guard < hold <= 1"
+            )
+        if not 0.0 < self.braking_target_fraction <= self.velocity_hold_fraction:
+            raise ValueError(
+                f"braking_target_fraction={self.braking_target_fraction}; allowed: 0 < it <= "
+                f"velocity_hold_fraction ({self.velocity_hold_fraction})"
+            )
+        floor = self.inertia_floor_kg_m2
+        if len(floor) != 7 or not all(isinstance(m, (int, float)) and m > 0 for m in floor):
+            raise ValueError(
+                f"inertia_floor_kg_m2={floor!r}; allowed: 7 numbers > 0 (kg m^2, joints 1-7)"
             )
 
 
@@ -64,23 +114,52 @@ class TorqueSafety:
         self._soft_max = limits.joint_pos_max_rad - c.joint_margin_rad
         self._vel_guard = c.velocity_guard_fraction * limits.joint_vel_max_rad_s
         self._vel_hold = c.velocity_hold_fraction * limits.joint_vel_max_rad_s
+        # the rate at which stage 6 lets a torque fall, Nm/s
+        self._fall_rate = self.max_step_nm / period_s
+        self._fall_gain = 2.0 * self._fall_rate
+        self._floor_inv = np.diag(1.0 / np.asarray(c.inertia_floor_kg_m2, float))
+        self._period_s = period_s
         # the same limits as Python floats, for ``process``
         self._soft_min_f = tuple(self._soft_min.tolist())
         self._soft_max_f = tuple(self._soft_max.tolist())
         self._vel_guard_f = tuple(self._vel_guard.tolist())
         self._vel_hold_f = tuple(self._vel_hold.tolist())
+        self._vel_brake = c.braking_target_fraction * limits.joint_vel_max_rad_s
+        self._vel_brake_f = tuple(self._vel_brake.tolist())
         self._torque_max_f = tuple(np.asarray(limits.joint_torque_max_nm, float).tolist())
 
     def reset(self, tau_nm: np.ndarray | None = None) -> None:
         """Forget the rate-limit history (only when the arm is known to carry this torque)."""
         self.last_tau_nm = np.zeros_like(self.last_tau_nm) if tau_nm is None else tau_nm.copy()
 
+    def _inverse_inertia(self, mass_matrix: np.ndarray | None) -> np.ndarray:
+        """M^-1 from the mass matrix when given and sound, else the floor's diagonal one."""
+        if mass_matrix is None or np.shape(mass_matrix) != (7, 7):
+            return self._floor_inv
+        try:
+            if _INV is None:  # pragma: no cover - a numpy without the gufunc
+                m_inv = np.linalg.inv(mass_matrix)
+            else:  # a singular matrix comes back as NaN (its warning is filtered), checked below
+                m_inv = _INV(mass_matrix, signature="d->d")
+        except (np.linalg.LinAlgError, ValueError, TypeError):
+            return self._floor_inv
+        total = float(m_inv.sum())
+        if total - total != 0.0 or not all(d > 0.0 for d in m_inv.diagonal().tolist()):
+            return self._floor_inv  # not a mass matrix (NaN, singular, not positive definite)
+        return m_inv
+
     def process(
-        self, tau_nm: np.ndarray, q_rad: np.ndarray, dq_rad_s: np.ndarray
+        self,
+        tau_nm: np.ndarray,
+        q_rad: np.ndarray,
+        dq_rad_s: np.ndarray,
+        mass_matrix: np.ndarray | None = None,
     ) -> tuple[np.ndarray, int]:
-        """Return (safe torque (7,) Nm, flag bits). The stages run per joint on Python floats
-        (seven joints: a numpy call costs more than the arithmetic), in the same operations and
-        order as ``process_reference``, which they match to the bit."""
+        """Return (safe torque (7,) Nm, flag bits). ``mass_matrix`` (7, 7), the arm's inertia
+        now, sizes the braking margin (stage 4); without it a fixed lower bound does. The stages
+        run per joint on Python floats (seven joints: a numpy call costs more than the
+        arithmetic), in the same operations and order as ``process_reference``, which they match
+        to the bit."""
         flags = 0
         c = self.config
         tau = tau_nm.tolist()
@@ -125,6 +204,22 @@ class TorqueSafety:
                 for t, v, g in zip(tau, dq, guard, strict=True)
             ]
 
+        m_inv = self._inverse_inertia(mass_matrix)
+        fall_gain = self._fall_gain
+        gains = [fall_gain / d for d in m_inv.diagonal().tolist()]
+        margin = False
+        step = self.max_step_nm
+        half = 0.5 * step
+        for i, (t, v, k, h) in enumerate(zip(tau, dq, gains, self._vel_brake_f, strict=True)):
+            room = k * (h - (v if t >= 0.0 else -v))  # h minus the speed in tau's direction
+            a = abs(t) + half
+            if a * a > room:
+                margin = True
+                r = math.sqrt(room if room > 0.0 else 0.0) - half
+                tau[i] = math.copysign(r if r > 0.0 else 0.0, t)
+        if margin:
+            flags |= FLAG_BRAKING_MARGIN
+
         # clamp to the torque limits, then the rate limit against the previous torque (a NaN
         # passes both comparisons untouched, as through np.minimum / np.maximum)
         m = self.max_step_nm
@@ -152,11 +247,32 @@ class TorqueSafety:
             flags |= FLAG_NONFINITE
             self.last_tau_nm = self.last_tau_nm.copy()
             return self.last_tau_nm, flags
-        self.last_tau_nm = np.array(out)
+        # stage 7's check (as ``_coupled_margin`` makes it), here on floats where it passes
+        t_s = self._period_s
+        two_step = 2.0 * step
+        impulse = [
+            ((t > 0.0) - (t < 0.0)) * ((abs(t) + half) * (abs(t) + half) / two_step) * t_s
+            for t in out
+        ]
+        gained = m_inv.dot(np.array(impulse)).tolist()
+        if all(
+            abs(v + g) <= _fmax(b, abs(v))
+            for v, g, b in zip(dq, gained, self._vel_brake_f, strict=True)
+        ):
+            self.last_tau_nm = np.array(out)
+            return self.last_tau_nm, flags
+        result, coupled = self._coupled_margin(np.array(out), dq_rad_s, m_inv)
+        if coupled:
+            flags |= FLAG_BRAKING_MARGIN
+        self.last_tau_nm = result
         return self.last_tau_nm, flags
 
     def process_reference(
-        self, tau_nm: np.ndarray, q_rad: np.ndarray, dq_rad_s: np.ndarray
+        self,
+        tau_nm: np.ndarray,
+        q_rad: np.ndarray,
+        dq_rad_s: np.ndarray,
+        mass_matrix: np.ndarray | None = None,
     ) -> tuple[np.ndarray, int]:
         """``process`` written plainly in numpy (the specification ``process`` is checked
         against); same state, same result."""
@@ -188,6 +304,17 @@ class TorqueSafety:
             excess = dq_rad_s - np.clip(dq_rad_s, -self._vel_guard, self._vel_guard)
             tau_nm -= c.velocity_guard_damping_nm_s_per_rad * excess
 
+        along = np.where(tau_nm >= 0.0, dq_rad_s, -dq_rad_s)  # the speed in tau's direction
+        m_inv = self._inverse_inertia(mass_matrix)
+        room = (self._fall_gain / np.diagonal(m_inv)) * (self._vel_brake - along)
+        half = 0.5 * self.max_step_nm
+        a = np.abs(tau_nm) + half
+        over = a * a > room
+        if over.any():
+            flags |= FLAG_BRAKING_MARGIN
+            root = np.sqrt(np.maximum(room, 0.0)) - half
+            tau_nm = np.where(over, np.copysign(np.maximum(root, 0.0), tau_nm), tau_nm)
+
         limit = self.limits.joint_torque_max_nm
         clamped = np.minimum(np.maximum(tau_nm, -limit), limit)
         if (clamped != tau_nm).any():
@@ -201,8 +328,43 @@ class TorqueSafety:
         if not np.isfinite(out).all():  # only reachable if the state itself was not finite
             flags |= FLAG_NONFINITE
             out = self.last_tau_nm.copy()
+        else:
+            out, coupled = self._coupled_margin(out, dq_rad_s, m_inv)
+            if coupled:
+                flags |= FLAG_BRAKING_MARGIN
         self.last_tau_nm = out
         return out, flags
+
+    def _coupled_margin(
+        self, out: np.ndarray, dq_rad_s: np.ndarray, m_inv: np.ndarray
+    ) -> tuple[np.ndarray, bool]:
+        """Stage 7: ``out``, or a point between it and "every torque one step nearer zero", so
+        that ramping it away cannot carry any joint past its hold speed through the coupling
+        of the joints (see the module's docstring)."""
+        if not np.isfinite(dq_rad_s).all():
+            return out, False  # the hold and the NaN guard have already done what can be done
+        s, t = self.max_step_nm, self._period_s
+        bound = np.maximum(self._vel_brake, np.abs(dq_rad_s))
+
+        def ok(tau: np.ndarray) -> bool:
+            a = np.abs(tau) + 0.5 * s
+            after = dq_rad_s + m_inv.dot(np.sign(tau) * (a * a / (2.0 * s)) * t)
+            return bool((np.abs(after) <= bound).all())
+
+        if ok(out):
+            return out, False
+        last = self.last_tau_nm
+        brake = last - np.clip(last, -s, s)
+        if not ok(brake):
+            return brake, True  # the fastest the rate limit allows
+        lo, hi = 0.0, 1.0  # ok(brake + lo * (out - brake)) holds, ok(... hi ...) does not
+        for _ in range(_BISECTION_STEPS):
+            mid = 0.5 * (lo + hi)
+            if ok(brake + mid * (out - brake)):
+                lo = mid
+            else:
+                hi = mid
+        return brake + lo * (out - brake), True
 
 
 def _fmax(a: float, b: float) -> float:

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from robot_rl.controllers.gains import DampingGains
 from robot_rl.controllers.torque_safety import (
+    FLAG_BRAKING_MARGIN,
     FLAG_CLAMPED,
     FLAG_NONFINITE,
     FLAG_RATE_LIMITED,
@@ -31,8 +32,14 @@ Q_MID = 0.5 * (PANDA_LIMITS.joint_pos_min_rad + PANDA_LIMITS.joint_pos_max_rad)
 AT_REST = np.zeros(7)
 
 
-def safety() -> TorqueSafety:
-    return TorqueSafety(PANDA_LIMITS, PERIOD_S)
+# The braking margin (stage 4) scales with the arm's inertia. The tests of the other stages give
+# an inertia so large that the margin never binds (the clamp and the rate limit act first); the
+# margin has its own tests at the end, with the shipped floor and the twin's mass matrix.
+UNBOUND = SafetyConfig(inertia_floor_kg_m2=(1e4,) * 7)
+
+
+def safety(config: SafetyConfig = UNBOUND) -> TorqueSafety:
+    return TorqueSafety(PANDA_LIMITS, PERIOD_S, config)
 
 
 # Torques: anything a broken controller might produce, from tiny to absurd, NaN and inf included.
@@ -71,13 +78,36 @@ def assert_safe(out: np.ndarray, previous: np.ndarray) -> None:
     assert (np.abs(out - previous) / PERIOD_S <= PANDA_LIMITS.torque_rate_max_nm_per_s).all()
 
 
+@st.composite
+def mass_matrices(draw: st.DrawFn) -> np.ndarray | None:
+    """None, a mass matrix (symmetric positive definite, inertias 0.003-3 kg m^2), or not one."""
+    kind = draw(st.sampled_from(["none", "spd", "spd", "singular", "nan", "negative"]))
+    if kind == "none":
+        return None
+    if kind == "singular":
+        return np.zeros((7, 7))
+    if kind == "nan":
+        return np.full((7, 7), math.nan)
+    if kind == "negative":
+        return -np.eye(7)
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(7, 7)) * 0.3
+    return a @ a.T + np.diag(rng.uniform(0.003, 3.0, 7))
+
+
+# A singular or NaN mass matrix makes the inverse warn; the safety replaces it with the floor.
+@pytest.mark.filterwarnings("ignore:invalid value encountered in inv:RuntimeWarning")
 @settings(max_examples=150)
-@given(st.lists(st.tuples(arm_states(), torques), min_size=1, max_size=40))
-def test_output_is_always_within_torque_and_rate_limits(calls):
-    s = safety()
+@given(
+    st.sampled_from([UNBOUND, SafetyConfig()]),
+    st.lists(st.tuples(arm_states(), torques, mass_matrices()), min_size=1, max_size=40),
+)
+def test_output_is_always_within_torque_and_rate_limits(config, calls):
+    s = safety(config)
     previous = np.zeros(7)
-    for (q, dq), tau in calls:
-        out, flags = s.process(tau, q, dq)
+    for (q, dq), tau, mass in calls:
+        out, flags = s.process(tau, q, dq, mass)
         assert_safe(out, previous)
         if not np.isfinite(tau).all():
             assert flags & FLAG_NONFINITE
@@ -251,6 +281,69 @@ def test_velocity_guard_holds_the_whole_arm_near_the_speed_limit():
 def test_velocity_guard_fractions_are_checked():
     with pytest.raises(ValueError, match="need 0 < guard < hold <= 1"):
         SafetyConfig(velocity_guard_fraction=0.96, velocity_hold_fraction=0.95)
+    with pytest.raises(ValueError, match=r"braking_target_fraction=0\.97; allowed"):
+        SafetyConfig(braking_target_fraction=0.97)
+    with pytest.raises(ValueError, match=r"inertia_floor_kg_m2=.*allowed: 7 numbers > 0"):
+        SafetyConfig(inertia_floor_kg_m2=(0.1,) * 6)
+    with pytest.raises(ValueError, match=r"inertia_floor_kg_m2=.*allowed: 7 numbers > 0"):
+        SafetyConfig(inertia_floor_kg_m2=(0.1,) * 6 + (math.nan,))
+
+
+# -- braking margin (stages 4 and 7), on a 1-DoF model: a joint of inertia m, nothing coupled --
+def _ramp_peak(tau: float, v: float, m: float) -> float:
+    """Peak speed in tau's direction when ``tau`` is sent for one tick and then ramped to zero at
+    1 Nm per tick, integrated tick by tick (no formula of the code under test)."""
+    sign = 1.0 if tau >= 0 else -1.0
+    speed, peak, t = sign * v, sign * v, abs(tau)
+    while t > 0.0:
+        speed += t * PERIOD_S / m
+        peak = max(peak, speed)
+        t -= MAX_STEP_NM
+    return peak
+
+
+@settings(max_examples=300)
+@given(
+    st.integers(0, 6),
+    st.floats(-1.0, 1.0),  # speed as a fraction of the joint's limit
+    st.floats(-200.0, 200.0),
+    st.floats(0.003, 3.0),  # the joint's inertia, kg m^2
+)
+def test_a_torque_that_passes_can_be_ramped_away_before_the_joint_passes_the_target(
+    joint, speed_fraction, wanted, inertia
+):
+    """Whatever the law asks, on every tick, the torque that comes out, ramped away from the
+    next tick on, leaves the joint under the braking target in the torque's direction (or no
+    faster than it already was). The state is held while the torque builds up (90 ticks at
+    1 Nm per tick reach any torque the margin allows here)."""
+    config = SafetyConfig()
+    s = safety(config)
+    target = config.braking_target_fraction * PANDA_LIMITS.joint_vel_max_rad_s[joint]
+    dq = np.zeros(7)
+    dq[joint] = speed_fraction * PANDA_LIMITS.joint_vel_max_rad_s[joint]
+    tau = np.zeros(7)
+    tau[joint] = wanted
+    mass = np.eye(7)
+    mass[joint, joint] = inertia
+    for _ in range(90):
+        out, _ = s.process(tau, Q_MID, dq, mass)
+        peak = _ramp_peak(out[joint], dq[joint], inertia)
+        assert peak <= max(target, abs(dq[joint])) * (1 + 1e-9) + 1e-12
+
+
+def test_the_margin_leaves_small_torques_alone_and_caps_a_push_on_a_light_fast_joint():
+    s = safety(SafetyConfig())
+    mass = np.diag([1.0, 1.0, 0.5, 0.5, 0.05, 0.05, 0.007])
+    small = np.array([0.5, -0.5, 0.25, -0.25, 0.1, -0.1, 0.05])
+    out, flags = s.process(small, Q_MID, np.full(7, 0.5), mass)
+    np.testing.assert_array_equal(out, small)
+    assert not flags & FLAG_BRAKING_MARGIN
+    s.reset(np.array([0.0, 0, 0, 0, 0, 0, 2.0]))  # joint 7 already carries 2 Nm
+    dq = np.zeros(7)
+    dq[6] = 0.8 * PANDA_LIMITS.joint_vel_max_rad_s[6]  # under the guard, near the target
+    out, flags = s.process(np.array([0.0, 0, 0, 0, 0, 0, 2.0]), Q_MID, dq, mass)
+    assert flags & FLAG_BRAKING_MARGIN
+    assert 0.0 <= out[6] < 2.0
 
 
 def test_reset_forgets_the_rate_history():
@@ -276,13 +369,20 @@ wild_states = st.tuples(
 @OVERFLOW_OK
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @settings(max_examples=60)
-@given(st.lists(st.tuples(st.one_of(arm_states(), wild_states), torques), min_size=1, max_size=20))
-def test_process_matches_its_plain_numpy_form_to_the_bit(calls):
+@given(
+    st.sampled_from([UNBOUND, SafetyConfig()]),
+    st.lists(
+        st.tuples(st.one_of(arm_states(), wild_states), torques, mass_matrices()),
+        min_size=1,
+        max_size=20,
+    ),
+)
+def test_process_matches_its_plain_numpy_form_to_the_bit(config, calls):
     """``process`` (per joint, on floats) and ``process_reference`` (numpy): the same torque and
     the same flags on every call, for any input, with the same rate-limit history."""
-    fast, plain = safety(), safety()
-    for (q, dq), tau in calls:
-        out, flags = fast.process(tau, q, dq)
-        ref, ref_flags = plain.process_reference(tau, q, dq)
+    fast, plain = safety(config), safety(config)
+    for (q, dq), tau, mass in calls:
+        out, flags = fast.process(tau, q, dq, mass)
+        ref, ref_flags = plain.process_reference(tau, q, dq, mass)
         assert flags == ref_flags
         np.testing.assert_array_equal(out, ref)

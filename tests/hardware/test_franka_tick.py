@@ -2,9 +2,9 @@
 intake, watchdog, reference, impedance law, integral, torque safety) against the same backend
 switched to the plain-numpy stages (``controllers.plain``, the loop as it was before the 1 kHz
 path was made lean), tick by tick over one synthetic franky sequence that passes through every
-limit: a clipped target, joint-limit repulsion, the velocity guard's clamp and hold, the torque
-clamp, the rate limit, a NaN state, a NaN mass matrix, the watchdog's hold and damp, a software
-stop. No simulator: franky is the offline fake of ``robot_rl.bench.franka``."""
+limit: a clipped target, joint-limit repulsion, the velocity guard's clamp and hold, the braking
+margin, the torque clamp, the rate limit, a NaN state, a NaN mass matrix, the watchdog's hold and
+damp, a software stop. No simulator: franky is the offline fake of ``robot_rl.bench.franka``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from robot_rl.controllers.loop import LoopConfig
 from robot_rl.controllers.plain import plain_loop
 from robot_rl.controllers.targets import CartesianTarget
 from robot_rl.controllers.torque_safety import (
+    FLAG_BRAKING_MARGIN,
     FLAG_CLAMPED,
     FLAG_NONFINITE,
     FLAG_RATE_LIMITED,
@@ -43,7 +44,9 @@ WATCHDOG = WatchdogConfig(hold_after_s=0.05, damp_after_s=0.1)  # shorter: fewer
 V_MAX = FR3_LIMITS.joint_vel_max_rad_s
 # Ticks whose franky sample is altered so that one stage acts on them.
 REPULSION_TICKS = range(100, 106)  # joint 7 past its soft limit (3.0159 - 0.1 rad)
-GUARD_TICKS = range(130, 134)  # joint 1 at 90 % of its speed limit: the guard clamps (85 %)
+# joint 1 at 90 % of its speed limit: the guard clamps (85 %), and the braking margin (its target
+# 90 %) lets no torque speed it up
+GUARD_TICKS = range(130, 134)
 HOLD_TICKS = range(160, 163)  # joint 5 at 97 %: pure damping (95 %)
 CLAMP_TICKS = range(180, 196)  # Coriolis 40 Nm on joint 6: over its 12 Nm limit
 NAN_STATE_TICK = 210  # dq[2] NaN
@@ -146,6 +149,7 @@ def test_the_sequence_passes_through_every_limit(runs) -> None:
     assert all(flags[k] & FLAG_VELOCITY and not flags[k] & FLAG_VELOCITY_HOLD for k in GUARD_TICKS)
     assert all(flags[k] & FLAG_VELOCITY_HOLD for k in HOLD_TICKS)
     assert any(flags[k] & FLAG_CLAMPED for k in CLAMP_TICKS)
+    assert all(flags[k] & FLAG_BRAKING_MARGIN for k in GUARD_TICKS)
     assert flags[0] & FLAG_RATE_LIMITED and any(flags[k] & FLAG_RATE_LIMITED for k in CLAMP_TICKS)
     assert flags[NAN_STATE_TICK] & FLAG_NONFINITE
     # a NaN mass matrix: the law fails (LinAlgError) or gives NaN; either way the arm is damped
