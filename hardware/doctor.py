@@ -2,8 +2,9 @@
 
 Each check gives one ``Check`` (pass or fail, what was found, and how to fix a failure):
 the extras installed, the arm's FCI port answering, the kernel (PREEMPT_RT or not), a 1 kHz loop's
-measured jitter on this machine, RealSense cameras, a SpaceMouse, the CURVE keys, and free disk
-for episodes. Checks never raise: a missing package or device is a failed line, not a crash.
+measured jitter on this machine, RealSense cameras, a SpaceMouse, the CURVE keys, free disk
+for episodes, and (given a rig file) that the arm reaches the rig's whole workspace box. Checks
+never raise: a missing package or device is a failed line, not a crash.
 """
 
 from __future__ import annotations
@@ -155,8 +156,34 @@ def check_disk(path: Path, min_free_gb: float) -> Check:
                  f"free space or point runs elsewhere (need {min_free_gb:.0f} GB)")  # fmt: skip
 
 
+def check_workspace_reach(rig_path: Path) -> Check:
+    """The rig's workspace box, probed at its corners, face centres and centre, is within the
+    arm's reach with the tool at the box's nominal orientation (kinematics only)."""
+    from robot_rl.controllers.reachability import check_workspace_reach as probe
+    from robot_rl.hardware.franka import ARM_LIMITS
+    from robot_rl.hardware.franka_backend import FrankaRig
+
+    from robot_rl.config import ConfigError, load_config
+
+    fix = f"shrink the box; robot-rl robot check-workspace --rig {rig_path} lists every point"
+    try:
+        rig = load_config(FrankaRig, rig_path)
+    except ConfigError as exc:
+        return Check("workspace reach", False, str(exc), "fix the rig file")
+    results = probe(rig.workspace, ARM_LIMITS[rig.franka.model], np.asarray(rig.franka.home_q_rad))
+    out = [r for r in results if not r.reachable]
+    if not out:
+        return Check(
+            "workspace reach", True, f"all {len(results)} probe points of the box reachable"
+        )
+    worst = max(out, key=lambda r: r.position_error_m)
+    return Check("workspace reach", False, f"{len(out)} of {len(results)} probe points of the box "
+                 f"out of reach, worst {worst.line()}", fix)  # fmt: skip
+
+
 def run_checks(robot_ip: str | None, keys_dir: Path, key_names: Sequence[str], runs_dir: Path,
-               min_free_gb: float, jitter_s: float) -> list[Check]:  # fmt: skip
+               min_free_gb: float, jitter_s: float,
+               rig_path: Path | None = None) -> list[Check]:  # fmt: skip
     """Every check, in the order a lab fixes them."""
     checks: list[Callable[[], Check]] = [
         lambda: check_extra("franky", "franka", "a Franka arm"),
@@ -173,4 +200,6 @@ def run_checks(robot_ip: str | None, keys_dir: Path, key_names: Sequence[str], r
         lambda: check_keys(keys_dir, key_names),
         lambda: check_disk(runs_dir, min_free_gb),
     ]
+    if rig_path is not None:
+        checks.append(lambda: check_workspace_reach(rig_path))
     return [c() for c in checks]

@@ -23,6 +23,9 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     doctor.add_argument("--runs", type=Path, default=Path("runs"), help="where episodes go")
     doctor.add_argument("--min-free-gb", type=float, default=20.0, help="disk needed (GB)")
     doctor.add_argument("--jitter-s", type=float, default=3.0, help="seconds of 1 kHz loop")
+    doctor.add_argument(
+        "--rig", type=Path, help="rig YAML: also check that the arm reaches its workspace box"
+    )
     doctor.set_defaults(handler=run_doctor)
 
     robot = subparsers.add_parser("robot", help="real-arm tools (capture-pose)")
@@ -32,6 +35,16 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     )
     capture.add_argument("--robot-ip", required=True, help="the arm's FCI address")
     capture.set_defaults(handler=run_capture_pose)
+    reach = actions.add_parser(
+        "check-workspace",
+        help="can the arm reach the whole workspace box with the tool at its nominal "
+        "orientation? (offline: kinematics only, no arm needed)",
+    )
+    source = reach.add_mutually_exclusive_group(required=True)
+    source.add_argument("--rig", type=Path, help="rig YAML (FrankaRig: franka, workspace, reset)")
+    source.add_argument("--franka-sim", action="store_true",
+                        help="franky-sim's rig (its box, the FR3, its home posture)")  # fmt: skip
+    reach.set_defaults(handler=run_check_workspace)
 
 
 def add_backend_flags(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +62,7 @@ def run_doctor(args: argparse.Namespace) -> int:
     from robot_rl.hardware.doctor import run_checks
 
     checks = run_checks(args.robot_ip, args.keys, args.key_names, args.runs, args.min_free_gb,
-                        args.jitter_s)  # fmt: skip
+                        args.jitter_s, args.rig)  # fmt: skip
     for check in checks:
         print(check.line(), flush=True)
     failed = sum(not c.ok for c in checks)
@@ -91,6 +104,44 @@ def run_capture_pose(args: argparse.Namespace) -> int:
     print(f"tcp_quat_xyzw: {fmt(pose.quaternion)}")
     print(f"q_rad: {fmt(state.q)}")
     return 0
+
+
+def run_check_workspace(args: argparse.Namespace) -> int:
+    """One line per probe point of the rig's box (corners, face centres, centre); exit 1 when
+    any is out of the arm's reach."""
+    import numpy as np
+
+    from robot_rl.config import ConfigError, load_config
+    from robot_rl.controllers.reachability import check_workspace_reach
+    from robot_rl.hardware.franka import ARM_LIMITS, FrankaConfig
+    from robot_rl.hardware.franka_backend import FrankaRig
+    from robot_rl.hardware.franka_sim import SIM_HOME_Q_RAD, SIM_WORKSPACE
+
+    if args.franka_sim:
+        rig = FrankaRig(FrankaConfig(robot_ip="127.0.0.1", home_q_rad=SIM_HOME_Q_RAD),
+                        workspace=SIM_WORKSPACE)  # fmt: skip
+    else:
+        try:
+            rig = load_config(FrankaRig, args.rig)
+        except ConfigError as exc:
+            raise CliError(str(exc)) from None
+    results = check_workspace_reach(
+        rig.workspace, ARM_LIMITS[rig.franka.model], np.asarray(rig.franka.home_q_rad, float)
+    )
+    for result in results:
+        print(("ok    " if result.reachable else "FAIL  ") + result.line(), flush=True)
+    out = [r for r in results if not r.reachable]
+    lo, hi = list(rig.workspace.pos_min_m), list(rig.workspace.pos_max_m)
+    if not out:
+        print(f"check-workspace: the {rig.franka.model} reaches all {len(results)} probe points "
+              f"of the box {lo}..{hi} with the tool at its nominal orientation")  # fmt: skip
+        return 0
+    print(f"check-workspace: {len(out)} of {len(results)} probe points of the box {lo}..{hi} "
+          f"are out of the {rig.franka.model}'s reach with the tool at its nominal orientation; "
+          "targets clipped there pull the arm to its reach limit (tracker mode trips its speed "
+          "guard). Shrink workspace.pos_max_m / pos_min_m toward the points that pass."
+          )  # fmt: skip
+    return 1
 
 
 def _rig(args: argparse.Namespace, sim_ip: str | None) -> object:
