@@ -17,9 +17,12 @@ Order, each stage seeing the previous one's output:
 5. per-joint clamp to the torque limits;
 6. torque-rate limit against the torque sent on the previous tick;
 7. braking margin, coupled: the same test on all joints at once, speeds gained through M^-1 from
-   every joint's ramp. Where it fails, the output moves toward "every torque one step nearer
-   zero" as far as needed (bisection). Both ends are within the torque and rate limits, so any
-   point between is too, and nothing after this stage can undo it.
+   every joint's ramp. Where it fails, the output moves toward "every torque one step nearer the
+   hold's pure damping" as far as needed (bisection). Both ends are within the torque and rate
+   limits, so any point between is too, and nothing after this stage can undo it. Toward damping,
+   not toward zero: damping only takes energy out, and with the joints coupled (and the Coriolis
+   torque, which the test does not model, at work) a zero torque let a joint coast past the hold
+   while the test refused the damping that would have braked it.
 The output is checked once more; if it is still not finite the previous torque is reused.
 
 Why stages 4 and 7: the guard of stage 3 cuts a torque only once the joint is fast, and the rate
@@ -27,10 +30,11 @@ limit then takes |tau| / R to remove it, so a law that pushes hard (a thrash, a 
 joints past their limit on the twin: full torque on one joint took joints 1-3 to 1.2x their
 limit (the wrist joints to the twin's own 1.0x clamp; a wrist joint, m about 0.007 kg m^2, gains
 0.15 rad/s per Nm in one tick). With them, each joint alone under full, positive-feedback or
-sign-flipping torque stays under 0.98x its limit. M comes from the model the loop passes in;
+sign-flipping torque stays under 0.91x its limit. M comes from the model the loop passes in;
 without one a diagonal M of ``inertia_floor_kg_m2`` stands in (conservative). Not modelled:
 Coriolis and centrifugal torque, and a joint striking its position limit. With every joint pushed
-at full torque at once, joints still reached 1.0-1.2x their limit on the twin: this bounds a
+at once, sign-flipping pushes reached the twin's own 1.0x clamp on a wrist joint, and constant
+full torque drove joints into their position limits at speed (1.0-1.2x): this bounds a
 runaway joint, not every adversarial law, and franky's own limits stay underneath.
 """
 
@@ -338,8 +342,8 @@ class TorqueSafety:
     def _coupled_margin(
         self, out: np.ndarray, dq_rad_s: np.ndarray, m_inv: np.ndarray
     ) -> tuple[np.ndarray, bool]:
-        """Stage 7: ``out``, or a point between it and "every torque one step nearer zero", so
-        that ramping it away cannot carry any joint past its hold speed through the coupling
+        """Stage 7: ``out``, or a point between it and "one step nearer the damping", so
+        that ramping it away cannot carry any joint past its braking target through the coupling
         of the joints (see the module's docstring)."""
         if not np.isfinite(dq_rad_s).all():
             return out, False  # the hold and the NaN guard have already done what can be done
@@ -354,9 +358,11 @@ class TorqueSafety:
         if ok(out):
             return out, False
         last = self.last_tau_nm
-        brake = last - np.clip(last, -s, s)
+        limit = self.limits.joint_torque_max_nm
+        damping = np.clip(damping_torque(dq_rad_s, self.config.damping), -limit, limit)
+        brake = last + np.clip(damping - last, -s, s)
         if not ok(brake):
-            return brake, True  # the fastest the rate limit allows
+            return brake, True  # as near the damping as the rate limit allows
         lo, hi = 0.0, 1.0  # ok(brake + lo * (out - brake)) holds, ok(... hi ...) does not
         for _ in range(_BISECTION_STEPS):
             mid = 0.5 * (lo + hi)

@@ -4,8 +4,7 @@ allows (a thrash, a sign error, a runaway integral) cannot carry that joint past
 Before the margin, the velocity guard cut such a torque only once the joint was fast, and the
 1000 Nm/s rate limit then took up to 87 ms to remove it: full torque took joints 1-3 to 1.2x their
 limit, and the wrist joints to the twin's own clamp at 1.0x. Measured with the margin (0.9 target):
-at most 0.91x for a constant or positive-feedback push and 0.98x for a push that flips its sign
-every 60 ms (joint 3).
+at most 0.91x, for a constant, a positive-feedback and a sign-flipping push.
 """
 
 from __future__ import annotations
@@ -58,18 +57,11 @@ def peak_speed_fraction(law, joint: int) -> tuple[float, int]:
 
 
 @pytest.mark.parametrize("joint", range(7))
-@pytest.mark.parametrize("law", [constant, feedback])
+@pytest.mark.parametrize("law", [constant, feedback, flip_every_60_ms])
 def test_a_full_torque_push_stays_near_the_braking_target(law, joint):
     peak, margin_ticks = peak_speed_fraction(law, joint)
     assert margin_ticks > 0  # the margin, not something else, bounded it
     assert peak <= 0.93  # the target is 0.9; the hold starts at 0.95
-
-
-@pytest.mark.parametrize("joint", range(7))
-def test_a_full_torque_push_that_flips_its_sign_stays_under_the_limit(joint):
-    peak, margin_ticks = peak_speed_fraction(flip_every_60_ms, joint)
-    assert margin_ticks > 0
-    assert peak < 1.0
 
 
 def test_the_control_loop_sizes_the_margin_with_the_robots_own_mass_matrix(monkeypatch):
@@ -104,3 +96,26 @@ def test_the_control_loop_sizes_the_margin_with_the_robots_own_mass_matrix(monke
         np.testing.assert_allclose(twin.read_state().ee_pos_m, target.pos_m, atol=2e-3)
     finally:
         twin.close()
+
+
+def test_the_coupled_margin_never_refuses_the_holds_damping():
+    """Joints at the hold speed, the coupled test failing for any torque: the output still moves
+    toward the hold's pure damping (braking every fast joint), not to zero. Toward zero, the
+    joints coasted on past the hold (seen on the twin with every joint pushed at once)."""
+    twin = PandaTwin(TwinConfig())
+    try:
+        twin.reset(READY_Q)
+        mass = twin.model().mass_matrix
+    finally:
+        twin.close()
+    limits = PANDA_LIMITS.joint_vel_max_rad_s
+    dq = np.array([-0.06, 0.39, -0.08, 0.92, 0.97, 0.57, 0.69]) * limits
+    safety = TorqueSafety(PANDA_LIMITS, 0.001)
+    margin_ticks = 0
+    for _ in range(20):  # the hold (joint 5 over 0.95) asks for damping; 1 Nm a tick toward it
+        out, flags = safety.process(np.zeros(7), READY_Q, dq, mass)
+        margin_ticks += bool(flags & FLAG_BRAKING_MARGIN)
+    assert margin_ticks > 0  # the coupled test refused the damping itself, at first
+    fast = np.abs(dq) > 0.85 * limits  # joints 4 and 5
+    assert (np.sign(out[fast]) == -np.sign(dq[fast])).all()  # braking them
+    assert (np.abs(out[fast]) >= 5.0).all()  # and not a token torque: 20 ticks of the ramp
