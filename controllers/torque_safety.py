@@ -308,16 +308,10 @@ class TorqueSafety:
             excess = dq_rad_s - np.clip(dq_rad_s, -self._vel_guard, self._vel_guard)
             tau_nm -= c.velocity_guard_damping_nm_s_per_rad * excess
 
-        along = np.where(tau_nm >= 0.0, dq_rad_s, -dq_rad_s)  # the speed in tau's direction
         m_inv = self._inverse_inertia(mass_matrix)
-        room = (self._fall_gain / np.diagonal(m_inv)) * (self._vel_brake - along)
-        half = 0.5 * self.max_step_nm
-        a = np.abs(tau_nm) + half
-        over = a * a > room
-        if over.any():
+        tau_nm, capped = self._per_joint_margin(tau_nm, dq_rad_s, m_inv)
+        if capped:
             flags |= FLAG_BRAKING_MARGIN
-            root = np.sqrt(np.maximum(room, 0.0)) - half
-            tau_nm = np.where(over, np.copysign(np.maximum(root, 0.0), tau_nm), tau_nm)
 
         limit = self.limits.joint_torque_max_nm
         clamped = np.minimum(np.maximum(tau_nm, -limit), limit)
@@ -338,6 +332,20 @@ class TorqueSafety:
                 flags |= FLAG_BRAKING_MARGIN
         self.last_tau_nm = out
         return out, flags
+
+    def _per_joint_margin(
+        self, tau_nm: np.ndarray, dq_rad_s: np.ndarray, m_inv: np.ndarray
+    ) -> tuple[np.ndarray, bool]:
+        """Stage 4 in numpy (``process`` runs it on floats, to the bit the same)."""
+        along = np.where(tau_nm >= 0.0, dq_rad_s, -dq_rad_s)  # the speed in tau's direction
+        room = (self._fall_gain / np.diagonal(m_inv)) * (self._vel_brake - along)
+        half = 0.5 * self.max_step_nm
+        a = np.abs(tau_nm) + half
+        over = a * a > room
+        if not over.any():
+            return tau_nm, False
+        root = np.sqrt(np.maximum(room, 0.0)) - half
+        return np.where(over, np.copysign(np.maximum(root, 0.0), tau_nm), tau_nm), True
 
     def _coupled_margin(
         self, out: np.ndarray, dq_rad_s: np.ndarray, m_inv: np.ndarray
@@ -360,6 +368,9 @@ class TorqueSafety:
         last = self.last_tau_nm
         limit = self.limits.joint_torque_max_nm
         damping = np.clip(damping_torque(dq_rad_s, self.config.damping), -limit, limit)
+        # damping itself within stage 4's cap: held while the rate limit lets it fall, a hard
+        # brake on a light joint would throw it back the other way
+        damping = self._per_joint_margin(damping, dq_rad_s, m_inv)[0]
         brake = last + np.clip(damping - last, -s, s)
         if not ok(brake):
             return brake, True  # as near the damping as the rate limit allows
