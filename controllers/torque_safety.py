@@ -6,41 +6,44 @@ Order, each stage seeing the previous one's output:
 3. joint-velocity guard: on a joint faster than ``velocity_guard_fraction`` of its limit, torque
    that would speed it up further is cut and damping brakes the excess (clamp); when any joint
    passes ``velocity_hold_fraction`` of its limit the whole arm gets pure damping (hold);
-4. braking margin, per joint. The rate limit (stage 6) lets a torque fall by at most s = R T Nm
-   a tick (R the arm's torque-rate limit, T the period), so a torque tau, sent now and then
-   ramped away, changes a joint's speed in tau's direction by at most (T / m) (|tau| + s / 2)^2
-   / (2 s) (the tick-by-tick sum; m the joint's effective inertia 1 / (M^-1)_ii). A torque is
-   capped where that would carry the joint past ``braking_target_fraction`` of its limit:
-   (|tau| + s / 2)^2 <= 2 R m (v_target - w), w the joint's speed in tau's direction. A braking
-   torque gets room to spare, which shrinks as the joint comes to rest, so that it cannot throw
-   the joint back the other way;
-5. per-joint clamp to the torque limits;
-6. torque-rate limit against the torque sent on the previous tick;
-7. braking margin, coupled: the same test on all joints at once, speeds gained through M^-1 from
-   every joint's ramp. Where it fails, the output moves toward "every torque one step nearer the
+4. per-joint clamp to the torque limits;
+5. torque-rate limit against the torque sent on the previous tick;
+6. braking margin. The rate limit lets a torque fall by at most s = R T Nm a tick (R the arm's
+   torque-rate limit, T the period), so a torque cannot be taken away at once: sent now and
+   then ramped to zero, torque tau_j still gives joint j the impulse sign(tau_j) T (|tau_j| +
+   s / 2)^2 / (2 s) (an upper bound of the tick-by-tick sum), and every joint i gains
+   (M^-1 impulse)_i of speed on the way (M the mass matrix: the joints are coupled). When that
+   would carry a joint past ``braking_target_fraction`` of its limit (or, for a joint already
+   past it, faster than it is), the output moves toward "every torque one step nearer the
    hold's pure damping" as far as needed (bisection). Both ends are within the torque and rate
-   limits, so any point between is too, and nothing after this stage can undo it. Toward damping,
-   not toward zero: damping only takes energy out, and with the joints coupled (and the Coriolis
-   torque, which the test does not model, at work) a zero torque let a joint coast past the hold
-   while the test refused the damping that would have braked it.
+   limits, so any point between is too, and nothing after this stage can undo it. Toward
+   damping, not toward zero: damping only takes energy out, and with the joints coupled (and
+   the Coriolis torque, which the test does not model, at work) a zero torque let a joint coast
+   past the hold while the test refused the damping that would have braked it. The damping is
+   itself capped joint by joint (held while the rate limit lets it fall, a hard brake on a
+   light joint would throw it back the other way).
 The output is checked once more; if it is still not finite the previous torque is reused.
 
-Why stages 4 and 7: the guard of stage 3 cuts a torque only once the joint is fast, and the rate
+Why stage 6: the guard of stage 3 cuts a torque only once the joint is fast, and the rate
 limit then takes |tau| / R to remove it, so a law that pushes hard (a thrash, a bug) carried
 joints past their limit on the twin: full torque on one joint took joints 1-3 to 1.2x their
 limit (the wrist joints to the twin's own 1.0x clamp; a wrist joint, m about 0.007 kg m^2, gains
-0.15 rad/s per Nm in one tick). With them, each joint alone under full, positive-feedback or
+0.15 rad/s per Nm in one tick). With it, each joint alone under full, positive-feedback or
 sign-flipping torque stays under 0.91x its limit. M comes from the model the loop passes in;
 without one a diagonal M of ``inertia_floor_kg_m2`` stands in (conservative). Not modelled:
 Coriolis and centrifugal torque, and a joint striking its position limit. With every joint pushed
 at once, sign-flipping pushes reached the twin's own 1.0x clamp on a wrist joint, and constant
 full torque drove joints into their position limits at speed (1.0-1.2x): this bounds a
-runaway joint, not every adversarial law, and franky's own limits stay underneath.
+runaway joint, not every adversarial law, and franky's own limits stay underneath. A cap per
+joint on its own (1 / (M^-1)_ii, ahead of the clamp) was tried and dropped: it treats joints 1
+and 3, nearly parallel at the ready pose, as if each could turn without the other, and it cut
+the scripted reach's ordinary torques on 18 % of its ticks (and BC's reach, cloned from those
+demos, fell to 3 of 6); the coupled test sees their torques cancel and leaves a normal reach
+alone (no tick of the scripted reach touched).
 """
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -208,22 +211,6 @@ class TorqueSafety:
                 for t, v, g in zip(tau, dq, guard, strict=True)
             ]
 
-        m_inv = self._inverse_inertia(mass_matrix)
-        fall_gain = self._fall_gain
-        gains = [fall_gain / d for d in m_inv.diagonal().tolist()]
-        margin = False
-        step = self.max_step_nm
-        half = 0.5 * step
-        for i, (t, v, k, h) in enumerate(zip(tau, dq, gains, self._vel_brake_f, strict=True)):
-            room = k * (h - (v if t >= 0.0 else -v))  # h minus the speed in tau's direction
-            a = abs(t) + half
-            if a * a > room:
-                margin = True
-                r = math.sqrt(room if room > 0.0 else 0.0) - half
-                tau[i] = math.copysign(r if r > 0.0 else 0.0, t)
-        if margin:
-            flags |= FLAG_BRAKING_MARGIN
-
         # clamp to the torque limits, then the rate limit against the previous torque (a NaN
         # passes both comparisons untouched, as through np.minimum / np.maximum)
         m = self.max_step_nm
@@ -251,9 +238,10 @@ class TorqueSafety:
             flags |= FLAG_NONFINITE
             self.last_tau_nm = self.last_tau_nm.copy()
             return self.last_tau_nm, flags
-        # stage 7's check (as ``_coupled_margin`` makes it), here on floats where it passes
-        t_s = self._period_s
-        two_step = 2.0 * step
+        # stage 6's check (as ``_braking_margin`` makes it), here on floats where it passes
+        m_inv = self._inverse_inertia(mass_matrix)
+        t_s, half = self._period_s, 0.5 * m
+        two_step = 2.0 * m
         impulse = [
             ((t > 0.0) - (t < 0.0)) * ((abs(t) + half) * (abs(t) + half) / two_step) * t_s
             for t in out
@@ -265,8 +253,8 @@ class TorqueSafety:
         ):
             self.last_tau_nm = np.array(out)
             return self.last_tau_nm, flags
-        result, coupled = self._coupled_margin(np.array(out), dq_rad_s, m_inv)
-        if coupled:
+        result, braked = self._braking_margin(np.array(out), dq_rad_s, m_inv)
+        if braked:
             flags |= FLAG_BRAKING_MARGIN
         self.last_tau_nm = result
         return self.last_tau_nm, flags
@@ -308,11 +296,6 @@ class TorqueSafety:
             excess = dq_rad_s - np.clip(dq_rad_s, -self._vel_guard, self._vel_guard)
             tau_nm -= c.velocity_guard_damping_nm_s_per_rad * excess
 
-        m_inv = self._inverse_inertia(mass_matrix)
-        tau_nm, capped = self._per_joint_margin(tau_nm, dq_rad_s, m_inv)
-        if capped:
-            flags |= FLAG_BRAKING_MARGIN
-
         limit = self.limits.joint_torque_max_nm
         clamped = np.minimum(np.maximum(tau_nm, -limit), limit)
         if (clamped != tau_nm).any():
@@ -327,30 +310,33 @@ class TorqueSafety:
             flags |= FLAG_NONFINITE
             out = self.last_tau_nm.copy()
         else:
-            out, coupled = self._coupled_margin(out, dq_rad_s, m_inv)
-            if coupled:
+            m_inv = self._inverse_inertia(mass_matrix)
+            out, braked = self._braking_margin(out, dq_rad_s, m_inv)
+            if braked:
                 flags |= FLAG_BRAKING_MARGIN
         self.last_tau_nm = out
         return out, flags
 
-    def _per_joint_margin(
+    def _single_joint_cap(
         self, tau_nm: np.ndarray, dq_rad_s: np.ndarray, m_inv: np.ndarray
-    ) -> tuple[np.ndarray, bool]:
-        """Stage 4 in numpy (``process`` runs it on floats, to the bit the same)."""
+    ) -> np.ndarray:
+        """``tau_nm`` capped joint by joint, each as if the only torque (effective inertia
+        1 / (M^-1)_ii): (|tau| + s / 2)^2 <= 2 R m (v_target - w), w the joint's speed in tau's
+        direction. For the damping that stage 6 falls back on."""
         along = np.where(tau_nm >= 0.0, dq_rad_s, -dq_rad_s)  # the speed in tau's direction
         room = (self._fall_gain / np.diagonal(m_inv)) * (self._vel_brake - along)
         half = 0.5 * self.max_step_nm
         a = np.abs(tau_nm) + half
         over = a * a > room
         if not over.any():
-            return tau_nm, False
+            return tau_nm
         root = np.sqrt(np.maximum(room, 0.0)) - half
-        return np.where(over, np.copysign(np.maximum(root, 0.0), tau_nm), tau_nm), True
+        return np.where(over, np.copysign(np.maximum(root, 0.0), tau_nm), tau_nm)
 
-    def _coupled_margin(
+    def _braking_margin(
         self, out: np.ndarray, dq_rad_s: np.ndarray, m_inv: np.ndarray
     ) -> tuple[np.ndarray, bool]:
-        """Stage 7: ``out``, or a point between it and "one step nearer the damping", so
+        """Stage 6: ``out``, or a point between it and "one step nearer the damping", so
         that ramping it away cannot carry any joint past its braking target through the coupling
         of the joints (see the module's docstring)."""
         if not np.isfinite(dq_rad_s).all():
@@ -370,7 +356,7 @@ class TorqueSafety:
         damping = np.clip(damping_torque(dq_rad_s, self.config.damping), -limit, limit)
         # damping itself within stage 4's cap: held while the rate limit lets it fall, a hard
         # brake on a light joint would throw it back the other way
-        damping = self._per_joint_margin(damping, dq_rad_s, m_inv)[0]
+        damping = self._single_joint_cap(damping, dq_rad_s, m_inv)
         brake = last + np.clip(damping - last, -s, s)
         if not ok(brake):
             return brake, True  # as near the damping as the rate limit allows
