@@ -62,12 +62,13 @@ FLAG_CLAMPED = 4
 FLAG_RATE_LIMITED = 8
 FLAG_VELOCITY = 16  # the velocity guard cut or braked a joint's torque
 FLAG_VELOCITY_HOLD = 32  # a joint neared its speed limit: pure damping this tick
+FLAG_BRAKING_MARGIN = 64  # the output moved toward damping so that it can be ramped away in time
+
+_BISECTION_STEPS = 12  # stage 6 finds its point to 1 / 4096 of the way
 # The gufunc reports a singular mass matrix as an invalid value; it is checked and replaced.
 warnings.filterwarnings(
     "ignore", "invalid value encountered in inv", RuntimeWarning, re.escape(__name__)
 )
-_BISECTION_STEPS = 12  # stage 7 finds its point to 1 / 4096 of the way
-FLAG_BRAKING_MARGIN = 64  # a torque along a joint's motion was capped so it can be braked in time
 
 # Lower bounds of the Panda's effective joint inertias 1 / (M^-1)_ii, kg m^2: 0.8 of the least
 # seen over 3 000 random configurations of the twin's model (hand attached, no load; a load only
@@ -121,9 +122,8 @@ class TorqueSafety:
         self._soft_max = limits.joint_pos_max_rad - c.joint_margin_rad
         self._vel_guard = c.velocity_guard_fraction * limits.joint_vel_max_rad_s
         self._vel_hold = c.velocity_hold_fraction * limits.joint_vel_max_rad_s
-        # the rate at which stage 6 lets a torque fall, Nm/s
-        self._fall_rate = self.max_step_nm / period_s
-        self._fall_gain = 2.0 * self._fall_rate
+        # 2 R, R the rate at which stage 5 lets a torque fall (Nm/s)
+        self._fall_gain = 2.0 * self.max_step_nm / period_s
         self._floor_inv = np.diag(1.0 / np.asarray(c.inertia_floor_kg_m2, float))
         self._period_s = period_s
         # the same limits as Python floats, for ``process``
@@ -163,10 +163,11 @@ class TorqueSafety:
         mass_matrix: np.ndarray | None = None,
     ) -> tuple[np.ndarray, int]:
         """Return (safe torque (7,) Nm, flag bits). ``mass_matrix`` (7, 7), the arm's inertia
-        now, sizes the braking margin (stage 4); without it a fixed lower bound does. The stages
+        now, sizes the braking margin (stage 6); without it a fixed lower bound does. Stages 1-5
         run per joint on Python floats (seven joints: a numpy call costs more than the
         arithmetic), in the same operations and order as ``process_reference``, which they match
-        to the bit."""
+        to the bit; stage 6 checks on floats and, where the check fails, runs the one numpy
+        function both call."""
         flags = 0
         c = self.config
         tau = tau_nm.tolist()
@@ -354,8 +355,8 @@ class TorqueSafety:
         last = self.last_tau_nm
         limit = self.limits.joint_torque_max_nm
         damping = np.clip(damping_torque(dq_rad_s, self.config.damping), -limit, limit)
-        # damping itself within stage 4's cap: held while the rate limit lets it fall, a hard
-        # brake on a light joint would throw it back the other way
+        # the damping itself within a single joint's cap: held while the rate limit lets it
+        # fall, a hard brake on a light joint would throw it back the other way
         damping = self._single_joint_cap(damping, dq_rad_s, m_inv)
         brake = last + np.clip(damping - last, -s, s)
         if not ok(brake):

@@ -32,7 +32,7 @@ Q_MID = 0.5 * (PANDA_LIMITS.joint_pos_min_rad + PANDA_LIMITS.joint_pos_max_rad)
 AT_REST = np.zeros(7)
 
 
-# The braking margin (stage 4) scales with the arm's inertia. The tests of the other stages give
+# The braking margin (stage 6) scales with the arm's inertia. The tests of the other stages give
 # an inertia so large that the margin never binds (the clamp and the rate limit act first); the
 # margin has its own tests at the end, with the shipped floor and the twin's mass matrix.
 UNBOUND = SafetyConfig(inertia_floor_kg_m2=(1e4,) * 7)
@@ -289,7 +289,7 @@ def test_velocity_guard_fractions_are_checked():
         SafetyConfig(inertia_floor_kg_m2=(0.1,) * 6 + (math.nan,))
 
 
-# -- braking margin (stages 4 and 7), on a 1-DoF model: a joint of inertia m, nothing coupled --
+# -- braking margin (stage 6), on a 1-DoF model: a joint of inertia m, nothing coupled --
 def _ramp_peak(tau: float, v: float, m: float) -> float:
     """Peak speed in tau's direction when ``tau`` is sent for one tick and then ramped to zero at
     1 Nm per tick, integrated tick by tick (no formula of the code under test)."""
