@@ -66,6 +66,38 @@ class Workspace:
     rot_bound_rad: tuple[float, float, float] = (0.7, 0.7, math.pi)
     reject_margin_m: float = 0.25
 
+    def __post_init__(self) -> None:
+        """A box every target is clipped to must be one: finite, each minimum under its maximum
+        (a NaN or an inverted box from a hand-edited rig file would clip targets to nonsense)."""
+
+        def numbers(name: str, values: tuple[float, ...], size: int) -> list[float]:
+            try:
+                out = [float(v) for v in values]
+            except (TypeError, ValueError):
+                out = []
+            if len(out) != size or not all(math.isfinite(v) for v in out):
+                raise ValueError(f"{name}={values!r}; allowed: {size} finite numbers")
+            return out
+
+        lo = numbers("pos_min_m", self.pos_min_m, 3)
+        hi = numbers("pos_max_m", self.pos_max_m, 3)
+        for axis, a, b in zip("xyz", lo, hi, strict=True):
+            if not a < b:
+                raise ValueError(
+                    f"pos_min_m {axis}={a} is not below pos_max_m {axis}={b}; "
+                    "the box needs each minimum under its maximum (metres)"
+                )
+        quat = numbers("nominal_quat_xyzw", self.nominal_quat_xyzw, 4)
+        if abs(math.sqrt(sum(v * v for v in quat)) - 1.0) > 1e-3:
+            raise ValueError(
+                f"nominal_quat_xyzw={list(self.nominal_quat_xyzw)}; allowed: a unit "
+                "quaternion (x, y, z, w)"
+            )
+        if any(v < 0.0 for v in numbers("rot_bound_rad", self.rot_bound_rad, 3)):
+            raise ValueError(f"rot_bound_rad={list(self.rot_bound_rad)}; allowed: >= 0")
+        if not (math.isfinite(self.reject_margin_m) and self.reject_margin_m >= 0.0):
+            raise ValueError(f"reject_margin_m={self.reject_margin_m!r}; allowed: a number >= 0")
+
     def clip(self, pos_m: np.ndarray, quat_xyzw: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """(clipped position, clipped quaternion, whether anything was clipped)."""
         lo, hi = np.asarray(self.pos_min_m), np.asarray(self.pos_max_m)

@@ -4,6 +4,8 @@ reach are not, and the box's probe points are its corners, face centres and cent
 from __future__ import annotations
 
 import logging
+import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +106,33 @@ def test_doctor_checks_a_rigs_box_in_one_line_with_the_command_that_lists_every_
     assert "\n" not in check.line()
     good = doctor_check(Path("robot_rl/configs/franka_rig_example.yaml"))
     assert good.ok and "all 15 probe points" in good.detail
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"pos_max_m": (math.nan, 0.2, 0.4)}, "pos_max_m=(nan, 0.2, 0.4); allowed: 3 finite"),
+        ({"pos_min_m": (0.7, -0.2, 0.1)}, "pos_min_m x=0.7 is not below pos_max_m x=0.65"),
+        ({"pos_min_m": (0.3, -0.2)}, "pos_min_m=(0.3, -0.2); allowed: 3 finite"),
+        ({"nominal_quat_xyzw": (1.0, 1.0, 0.0, 0.0)}, "allowed: a unit quaternion"),
+        ({"rot_bound_rad": (0.7, -0.1, 1.0)}, "rot_bound_rad=[0.7, -0.1, 1.0]; allowed: >= 0"),
+        ({"reject_margin_m": math.inf}, "reject_margin_m=inf; allowed: a number >= 0"),
+    ],
+)
+def test_a_workspace_that_is_not_a_box_is_refused_in_one_line(fields, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Workspace(**fields)
+
+
+def test_a_rig_with_an_inverted_box_is_refused_by_every_command_that_loads_it(tmp_path, caplog):
+    rig = tmp_path / "rig.yaml"
+    rig.write_text(
+        "franka:\n  robot_ip: 172.16.0.2\n"
+        "workspace:\n  pos_min_m: [0.6, -0.2, 0.1]\n  pos_max_m: [0.3, 0.2, 0.4]\n"
+    )
+    with caplog.at_level(logging.ERROR):
+        assert main(["robot", "check-workspace", "--rig", str(rig)]) == 2
+        assert main(["robot-server", "--backend", "franka", "--rig", str(rig)]) == 2
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(lines) == 2
+    assert all("pos_min_m x=0.6 is not below pos_max_m x=0.3" in line for line in lines)
