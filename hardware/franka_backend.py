@@ -124,6 +124,19 @@ class ResetConfig:
     settle_pos_m: float = 0.005  # a reset pose needs no more (a sim or a payload sags a few mm)
     timeout_s: float = 15.0
 
+    def __post_init__(self) -> None:
+        box = self.random_box_m
+        try:
+            halves = [float(v) for v in box]
+        except (TypeError, ValueError):
+            halves = []
+        if len(halves) != 3 or not all(math.isfinite(v) and v >= 0.0 for v in halves):
+            raise ValueError(f"random_box_m={box!r}; allowed: 3 half-widths >= 0 (metres)")
+        for name in ("settle_pos_m", "timeout_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0.0):
+                raise ValueError(f"{name}={value!r}; allowed: a number > 0")
+
 
 @dataclass(frozen=True)
 class FrankaRig:

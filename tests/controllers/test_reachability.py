@@ -136,3 +136,20 @@ def test_a_rig_with_an_inverted_box_is_refused_by_every_command_that_loads_it(tm
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(lines) == 2
     assert all("pos_min_m x=0.6 is not below pos_max_m x=0.3" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("reset", "message"),
+    [
+        ("  random_box_m: [.nan, 0.03, 0.02]\n", "random_box_m=(nan, 0.03, 0.02); allowed: 3"),
+        ("  random_box_m: [0.03, -0.01, 0.02]\n", "allowed: 3 half-widths >= 0"),
+        ("  settle_pos_m: 0\n", "settle_pos_m=0.0; allowed: a number > 0"),
+        ("  timeout_s: -3\n", "timeout_s=-3.0; allowed: a number > 0"),
+    ],
+)
+def test_a_rig_with_a_bad_reset_is_refused_in_one_line(tmp_path, caplog, reset, message):
+    rig = tmp_path / "rig.yaml"
+    rig.write_text("franka:\n  robot_ip: 172.16.0.2\nreset:\n" + reset)
+    with caplog.at_level(logging.ERROR):
+        assert main(["robot", "check-workspace", "--rig", str(rig)]) == 2
+    assert message in caplog.text
