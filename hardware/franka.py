@@ -118,6 +118,15 @@ class FrankaConfig:
     def __post_init__(self) -> None:
         if not self.robot_ip:
             raise ValueError("robot_ip is empty; give the FCI address, e.g. 172.16.0.2")
+        # every number finite first: NaN passes the range comparisons below (they are all False)
+        for name in ("collision_torque_nm", "collision_force_n", "home_q_rad", "load_com_m",
+                     "load_inertia_kg_m2"):  # fmt: skip
+            if not all(math.isfinite(v) for v in getattr(self, name)):
+                raise ValueError(f"{name}={list(getattr(self, name))}; every value must be finite")
+        for name in ("home_speed_fraction", "load_mass_kg", "signal_timeout_s",
+                     "max_delta_tau_nm", "tracker_period_s"):  # fmt: skip
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name}={getattr(self, name)}; must be finite")
         if len(self.collision_torque_nm) != 7 or min(self.collision_torque_nm) <= 0:
             raise ValueError(
                 f"collision_torque_nm={self.collision_torque_nm}; need 7 positive values (Nm)"

@@ -153,3 +153,23 @@ def test_a_rig_with_a_bad_reset_is_refused_in_one_line(tmp_path, caplog, reset, 
     with caplog.at_level(logging.ERROR):
         assert main(["robot", "check-workspace", "--rig", str(rig)]) == 2
     assert message in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("home_q_rad: [.nan, 0, 0, -1.5, 0, 1.5, 0.7]", "home_q_rad=[nan, 0.0, 0.0, -1.5"),
+        ("collision_torque_nm: [20, 20, .nan, 18, 16, 14, 12]", "collision_torque_nm=[20.0"),
+        ("load_com_m: [0, .inf, 0]", "load_com_m=[0.0, inf, 0.0]; every value must be finite"),
+        ("signal_timeout_s: .nan", "signal_timeout_s=nan; must be finite"),
+    ],
+)
+def test_a_rig_with_a_non_finite_arm_setting_is_refused_in_one_line(
+    tmp_path, caplog, line, message
+):
+    """NaN passes every range comparison (each is False), so it is refused first, by name."""
+    rig = tmp_path / "rig.yaml"
+    rig.write_text(f"franka:\n  robot_ip: 172.16.0.2\n  {line}\n")
+    with caplog.at_level(logging.ERROR):
+        assert main(["robot", "check-workspace", "--rig", str(rig)]) == 2
+    assert message in caplog.text
