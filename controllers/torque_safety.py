@@ -22,6 +22,14 @@ Order, each stage seeing the previous one's output:
    past the hold while the test refused the damping that would have braked it. The damping is
    itself capped joint by joint (held while the rate limit lets it fall, a hard brake on a
    light joint would throw it back the other way).
+   The same stage keeps joints off their position limits: for a joint moving toward one (within
+   0.6 rad of it), the distance it needs to stop, were the torque sent now and then ramped to
+   full braking at the rate limit (its inertia taken as M_ii, and its braking torque as no more
+   than its single-joint cap allows), must fit before a stop line half the repulsion margin
+   (0.05 rad) inside the limit. A joint that fails this brakes with all it has. The repulsion
+   spring of stage 2 cannot stop a joint at speed: pushed at full torque, every joint struck its
+   limit on the twin at 0.6-0.86x its speed limit; with this test each stops 0.021-0.045 rad
+   short.
 The output is checked once more; if it is still not finite the previous torque is reused.
 
 Why stage 6: the guard of stage 3 cuts a torque only once the joint is fast, and the rate
@@ -31,15 +39,16 @@ limit (the wrist joints to the twin's own 1.0x clamp; a wrist joint, m about 0.0
 0.15 rad/s per Nm in one tick). With it, each joint alone under full, positive-feedback or
 sign-flipping torque stays under 0.91x its limit. M comes from the model the loop passes in;
 without one a diagonal M of ``inertia_floor_kg_m2`` stands in (conservative). Not modelled:
-Coriolis and centrifugal torque, and a joint striking its position limit. With every joint pushed
-at once, sign-flipping pushes reached the twin's own 1.0x clamp on a wrist joint, and constant
-full torque drove joints into their position limits at speed (1.0-1.2x): this bounds a
-runaway joint, not every adversarial law, and franky's own limits stay underneath. A cap per
-joint on its own (1 / (M^-1)_ii, ahead of the clamp) was tried and dropped: it treats joints 1
-and 3, nearly parallel at the ready pose, as if each could turn without the other, and it cut
-the scripted reach's ordinary torques on 18 % of its ticks (and BC's reach, cloned from those
-demos, fell to 3 of 6); the coupled test sees their torques cancel and leaves a normal reach
-alone (no tick of the scripted reach touched).
+Coriolis and centrifugal torque. With every joint pushed at once, joints still reach 0.96-1.1x
+their speed limit on the twin (and the twin's own 1.0x clamp on a wrist joint), though none
+strikes a position limit: this bounds a runaway joint, not every adversarial law, and franky's
+own limits stay underneath. Without a model the position test is off.
+
+A cap per joint on its own (1 / (M^-1)_ii, ahead of the clamp) was tried and dropped: it treats
+joints 1 and 3, nearly parallel at the ready pose, as if each could turn without the other, and
+it cut the scripted reach's ordinary torques on 18 % of its ticks (and BC's reach, cloned from
+those demos, fell to 3 of 6); the coupled test sees their torques cancel and leaves a normal
+reach alone (no tick of the scripted reach touched).
 """
 
 from __future__ import annotations
@@ -65,6 +74,9 @@ FLAG_VELOCITY_HOLD = 32  # a joint neared its speed limit: pure damping this tic
 FLAG_BRAKING_MARGIN = 64  # the output moved toward damping so that it can be ramped away in time
 
 _BISECTION_STEPS = 12  # stage 6 finds its point to 1 / 4096 of the way
+# Stage 6 checks the stopping distance of joints nearer than this to their stop line: from 0.9x
+# its speed limit, joint 1 at 5 kg m^2 with 40 Nm pushing it on stops within 0.3 rad.
+_POSITION_WATCH_RAD = 0.6
 # The gufunc reports a singular mass matrix as an invalid value; it is checked and replaced.
 warnings.filterwarnings(
     "ignore", "invalid value encountered in inv", RuntimeWarning, re.escape(__name__)
@@ -132,6 +144,11 @@ class TorqueSafety:
         self._vel_guard_f = tuple(self._vel_guard.tolist())
         self._vel_hold_f = tuple(self._vel_hold.tolist())
         self._vel_brake = c.braking_target_fraction * limits.joint_vel_max_rad_s
+        # where a joint must be able to stop: inside its hard limit by half the repulsion margin
+        self._stop_min = limits.joint_pos_min_rad + 0.5 * c.joint_margin_rad
+        self._stop_max = limits.joint_pos_max_rad - 0.5 * c.joint_margin_rad
+        self._stop_min_f = tuple(self._stop_min.tolist())
+        self._stop_max_f = tuple(self._stop_max.tolist())
         self._vel_brake_f = tuple(self._vel_brake.tolist())
         self._torque_max_f = tuple(np.asarray(limits.joint_torque_max_nm, float).tolist())
 
@@ -248,13 +265,20 @@ class TorqueSafety:
             for t in out
         ]
         gained = m_inv.dot(np.array(impulse)).tolist()
-        if all(
+        near = mass_matrix is not None and any(
+            (v > 0.0 and hi - qi < _POSITION_WATCH_RAD)
+            or (v < 0.0 and qi - lo < _POSITION_WATCH_RAD)
+            for qi, v, lo, hi in zip(q, dq, self._stop_min_f, self._stop_max_f, strict=True)
+        )
+        if not near and all(
             abs(v + g) <= _fmax(b, abs(v))
             for v, g, b in zip(dq, gained, self._vel_brake_f, strict=True)
         ):
             self.last_tau_nm = np.array(out)
             return self.last_tau_nm, flags
-        result, braked = self._braking_margin(np.array(out), dq_rad_s, m_inv)
+        result, braked = self._braking_margin(
+            np.array(out), q_rad, dq_rad_s, m_inv, _diagonal(mass_matrix)
+        )
         if braked:
             flags |= FLAG_BRAKING_MARGIN
         self.last_tau_nm = result
@@ -312,7 +336,7 @@ class TorqueSafety:
             out = self.last_tau_nm.copy()
         else:
             m_inv = self._inverse_inertia(mass_matrix)
-            out, braked = self._braking_margin(out, dq_rad_s, m_inv)
+            out, braked = self._braking_margin(out, q_rad, dq_rad_s, m_inv, _diagonal(mass_matrix))
             if braked:
                 flags |= FLAG_BRAKING_MARGIN
         self.last_tau_nm = out
@@ -334,29 +358,83 @@ class TorqueSafety:
         root = np.sqrt(np.maximum(room, 0.0)) - half
         return np.where(over, np.copysign(np.maximum(root, 0.0), tau_nm), tau_nm)
 
+    def _stopping_distance(
+        self, speed: np.ndarray, tau_along: np.ndarray, inertia: np.ndarray, torque: np.ndarray
+    ) -> np.ndarray:
+        """How far joints moving at ``speed`` (> 0, toward a limit) travel before they stop, when
+        ``tau_along`` (Nm, positive: pushing them on) is sent for this tick and then ramped at the
+        rate limit to full braking torque and held there. ``inertia``: the joints' M_ii, more
+        than the inertia they show with the other joints free, so the distance is not short;
+        ``torque``: their torque limits."""
+        r = self.max_step_nm / self._period_s
+        dt = self._period_s
+        # this tick at tau_along, then the ramp from there
+        u = speed + tau_along * dt / inertia
+        x0 = speed * dt + tau_along * dt * dt / (2.0 * inertia)
+        u = np.maximum(u, 0.0)
+        t1 = (tau_along + torque) / r  # when the ramp reaches full braking torque
+        t_stop = (tau_along + np.sqrt(tau_along * tau_along + 2.0 * r * u * inertia)) / r
+        early = t_stop <= t1
+        ts = np.where(early, t_stop, t1)
+        u1 = u + (tau_along * ts - 0.5 * r * ts * ts) / inertia
+        x1 = u * ts + (0.5 * tau_along * ts * ts - r * ts * ts * ts / 6.0) / inertia
+        tail = np.where(early, 0.0, np.maximum(u1, 0.0) ** 2 * inertia / (2.0 * torque))
+        return x0 + x1 + tail
+
     def _braking_margin(
-        self, out: np.ndarray, dq_rad_s: np.ndarray, m_inv: np.ndarray
+        self,
+        out: np.ndarray,
+        q_rad: np.ndarray,
+        dq_rad_s: np.ndarray,
+        m_inv: np.ndarray,
+        inertia: np.ndarray | None,
     ) -> tuple[np.ndarray, bool]:
-        """Stage 6: ``out``, or a point between it and "one step nearer the damping", so
-        that ramping it away cannot carry any joint past its braking target through the coupling
-        of the joints (see the module's docstring)."""
-        if not np.isfinite(dq_rad_s).all():
+        """Stage 6: ``out``, or a point between it and "one step nearer the damping" (full
+        braking for a joint that could not stop before its position limit), so that ramping it
+        away cannot carry any joint past its braking target through the coupling of the joints,
+        nor past its position limit (see the module's docstring)."""
+        if not (np.isfinite(dq_rad_s).all() and np.isfinite(q_rad).all()):
             return out, False  # the hold and the NaN guard have already done what can be done
         s, t = self.max_step_nm, self._period_s
         bound = np.maximum(self._vel_brake, np.abs(dq_rad_s))
+        # joints moving toward a limit, and the room left before their stop line
+        toward_max = dq_rad_s > 0.0
+        room = np.where(toward_max, self._stop_max - q_rad, q_rad - self._stop_min)
+        watch = (dq_rad_s != 0.0) & (room < _POSITION_WATCH_RAD)
+        if inertia is None:
+            watch[:] = False  # without a model the position test has no inertia to go on
+        speed = np.abs(dq_rad_s)
+        direction = np.where(toward_max, 1.0, -1.0)
+        limit = self.limits.joint_torque_max_nm
+        if watch.any():
+            w_speed, w_dir, w_room = speed[watch], direction[watch], room[watch]
+            # the braking torque a joint gets: its limit, or less where the single-joint cap
+            # (which keeps a brake from throwing a light joint back) holds it at rest
+            at_rest = np.sqrt(self._fall_gain / np.diagonal(m_inv) * self._vel_brake) - 0.5 * s
+            w_inertia, w_limit = inertia[watch], np.minimum(limit, at_rest)[watch]
 
         def ok(tau: np.ndarray) -> bool:
             a = np.abs(tau) + 0.5 * s
             after = dq_rad_s + m_inv.dot(np.sign(tau) * (a * a / (2.0 * s)) * t)
-            return bool((np.abs(after) <= bound).all())
+            if not (np.abs(after) <= bound).all():
+                return False
+            if not watch.any():
+                return True
+            along = tau[watch] * w_dir
+            return bool(
+                (self._stopping_distance(w_speed, along, w_inertia, w_limit) <= w_room).all()
+            )
 
         if ok(out):
             return out, False
         last = self.last_tau_nm
-        limit = self.limits.joint_torque_max_nm
         damping = np.clip(damping_torque(dq_rad_s, self.config.damping), -limit, limit)
-        # the damping itself within a single joint's cap: held while the rate limit lets it
-        # fall, a hard brake on a light joint would throw it back the other way
+        if watch.any():  # a joint that cannot stop before its limit brakes with all it has
+            d = self._stopping_distance(w_speed, damping[watch] * w_dir, w_inertia, w_limit)
+            target = damping[watch]
+            damping[watch] = np.where(d > w_room, -w_dir * w_limit, target)
+        # the brake itself within a single joint's cap: held while the rate limit lets it fall,
+        # a hard brake on a light joint would throw it back the other way
         damping = self._single_joint_cap(damping, dq_rad_s, m_inv)
         brake = last + np.clip(damping - last, -s, s)
         if not ok(brake):
@@ -379,3 +457,11 @@ def _fmax(a: float, b: float) -> float:
 def _fmin(a: float, b: float) -> float:
     """np.minimum on two floats (a NaN propagates)."""
     return b if (b < a or b != b) else a
+
+
+def _diagonal(mass_matrix: np.ndarray | None) -> np.ndarray | None:
+    """The joints' inertias M_ii from a sound mass matrix, else None."""
+    if mass_matrix is None or np.shape(mass_matrix) != (7, 7):
+        return None
+    diag = np.diagonal(mass_matrix).astype(float)
+    return diag if (np.isfinite(diag).all() and (diag > 0.0).all()) else None
