@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from robot_rl.controllers.kinematics import panda_tcp_transform, rotation_to_quat_xyzw
 from robot_rl.controllers.reference import Workspace
-from robot_rl.controllers.rotations import quat_conj, quat_log, quat_mul
+from robot_rl.controllers.rotations import orientation_error
 
 from robot_rl.interfaces import ArmLimits
 
@@ -70,8 +70,7 @@ def _pose_error(q: np.ndarray, pos_m: np.ndarray, quat_xyzw: np.ndarray) -> np.n
     """(6,) position error (m) and orientation error (rotation vector, rad), base frame."""
     transform = panda_tcp_transform(q)
     now = rotation_to_quat_xyzw(transform[:3, :3])
-    rot = quat_log(quat_mul(quat_xyzw, quat_conj(now)))
-    return np.concatenate([pos_m - transform[:3, 3], rot])
+    return np.concatenate([pos_m - transform[:3, 3], orientation_error(quat_xyzw, now)])
 
 
 def solve_pose(

@@ -256,26 +256,27 @@ class TorqueSafety:
             flags |= FLAG_NONFINITE
             self.last_tau_nm = self.last_tau_nm.copy()
             return self.last_tau_nm, flags
-        # stage 6's check (as ``_braking_margin`` makes it), here on floats where it passes
+        # stage 6's check (as ``_braking_margin`` makes it), here on floats where it passes; a
+        # joint near its position limit goes to the numpy form, which has the stopping distance
         m_inv = self._inverse_inertia(mass_matrix)
-        t_s, half = self._period_s, 0.5 * m
-        two_step = 2.0 * m
-        impulse = [
-            ((t > 0.0) - (t < 0.0)) * ((abs(t) + half) * (abs(t) + half) / two_step) * t_s
-            for t in out
-        ]
-        gained = m_inv.dot(np.array(impulse)).tolist()
         near = mass_matrix is not None and any(
             (v > 0.0 and hi - qi < _POSITION_WATCH_RAD)
             or (v < 0.0 and qi - lo < _POSITION_WATCH_RAD)
             for qi, v, lo, hi in zip(q, dq, self._stop_min_f, self._stop_max_f, strict=True)
         )
-        if not near and all(
-            abs(v + g) <= _fmax(b, abs(v))
-            for v, g, b in zip(dq, gained, self._vel_brake_f, strict=True)
-        ):
-            self.last_tau_nm = np.array(out)
-            return self.last_tau_nm, flags
+        if not near:
+            t_s, half, two_step = self._period_s, 0.5 * m, 2.0 * m
+            impulse = [
+                ((t > 0.0) - (t < 0.0)) * ((abs(t) + half) * (abs(t) + half) / two_step) * t_s
+                for t in out
+            ]
+            gained = m_inv.dot(np.array(impulse)).tolist()
+            if all(
+                abs(v + g) <= _fmax(b, abs(v))
+                for v, g, b in zip(dq, gained, self._vel_brake_f, strict=True)
+            ):
+                self.last_tau_nm = np.array(out)
+                return self.last_tau_nm, flags
         result, braked = self._braking_margin(
             np.array(out), q_rad, dq_rad_s, m_inv, _diagonal(mass_matrix)
         )

@@ -159,8 +159,6 @@ def check_disk(path: Path, min_free_gb: float) -> Check:
 def check_workspace_reach(rig_path: Path) -> Check:
     """The rig's workspace box, probed at its corners, face centres and centre, is within the
     arm's reach with the tool at the box's nominal orientation (kinematics only)."""
-    from robot_rl.controllers.reachability import check_workspace_reach as probe
-    from robot_rl.hardware.franka import ARM_LIMITS
     from robot_rl.hardware.franka_backend import FrankaRig
 
     from robot_rl.config import ConfigError, load_config
@@ -170,7 +168,7 @@ def check_workspace_reach(rig_path: Path) -> Check:
         rig = load_config(FrankaRig, rig_path)
     except ConfigError as exc:
         return Check("workspace reach", False, str(exc), "fix the rig file")
-    results = probe(rig.workspace, ARM_LIMITS[rig.franka.model], np.asarray(rig.franka.home_q_rad))
+    results = rig.workspace_reach()
     out = [r for r in results if not r.reachable]
     if not out:
         return Check(

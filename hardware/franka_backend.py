@@ -42,6 +42,7 @@ import numpy as np
 from robot_rl.controllers.cartesian_impedance import CartesianReference, friction_task_wrench
 from robot_rl.controllers.integral import PositionIntegrator
 from robot_rl.controllers.loop import ControlLoop, LoopConfig
+from robot_rl.controllers.reachability import ProbeResult, check_workspace_reach
 from robot_rl.controllers.reference import (
     CartesianReferenceGenerator,
     ReferenceConfig,
@@ -151,6 +152,13 @@ class FrankaRig:
     def loop_config(self) -> LoopConfig:
         """The control loop's settings with this rig's workspace (the rest are the defaults)."""
         return LoopConfig(reference=ReferenceConfig(workspace=self.workspace))
+
+    def workspace_reach(self) -> list[ProbeResult]:
+        """The workspace box's probe points, solved for this rig's arm from its home posture
+        (``controllers.reachability``: kinematics only, no arm needed)."""
+        return check_workspace_reach(
+            self.workspace, self.franka.limits, np.asarray(self.franka.home_q_rad, float)
+        )
 
 
 @dataclass

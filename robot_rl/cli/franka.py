@@ -109,11 +109,8 @@ def run_capture_pose(args: argparse.Namespace) -> int:
 def run_check_workspace(args: argparse.Namespace) -> int:
     """One line per probe point of the rig's box (corners, face centres, centre); exit 1 when
     any is out of the arm's reach."""
-    import numpy as np
-
     from robot_rl.config import ConfigError, load_config
-    from robot_rl.controllers.reachability import check_workspace_reach
-    from robot_rl.hardware.franka import ARM_LIMITS, FrankaConfig
+    from robot_rl.hardware.franka import FrankaConfig
     from robot_rl.hardware.franka_backend import FrankaRig
     from robot_rl.hardware.franka_sim import SIM_HOME_Q_RAD, SIM_WORKSPACE
 
@@ -125,9 +122,7 @@ def run_check_workspace(args: argparse.Namespace) -> int:
             rig = load_config(FrankaRig, args.rig)
         except ConfigError as exc:
             raise CliError(str(exc)) from None
-    results = check_workspace_reach(
-        rig.workspace, ARM_LIMITS[rig.franka.model], np.asarray(rig.franka.home_q_rad, float)
-    )
+    results = rig.workspace_reach()
     for result in results:
         print(("ok    " if result.reachable else "FAIL  ") + result.line(), flush=True)
     out = [r for r in results if not r.reachable]
