@@ -215,6 +215,11 @@ KNOWN_OPS = OPEN_OPS + OWNER_OPS
 _SESSION = re.compile(r"[0-9a-f]{32}")
 MAX_SESSIONS = 1024  # replay windows kept (least recently heard forgotten first; never the owner)
 MAX_RESTARTS_PER_S = 10  # serving-loop failures within a second before the server gives up
+# A serving loop this many ticks behind its wall-clock schedule re-anchors; less behind, it runs
+# its ticks back to back until it is on time again. A twin's clock (its ticks) can therefore catch
+# up on the wall by as much as this many periods: a target's age, counted on that clock, can reach
+# a threshold up to this much wall time early (20 ms at 1 kHz).
+CATCH_UP_TICKS = 20
 
 
 @dataclass
@@ -371,7 +376,7 @@ class RobotServer:
             delay = next_tick - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            elif delay < -20 * period:  # far behind (a slow host): re-anchor, do not burst
+            elif delay < -CATCH_UP_TICKS * period:  # far behind (a slow host): re-anchor
                 self.stats.late_ticks += 1
                 next_tick = time.monotonic()
 
