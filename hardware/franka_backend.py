@@ -69,6 +69,12 @@ ROBOT_TICK_WAIT_S = 0.0006
 ROBOT_TICK_POLL_S = 0.00005
 # Once a state came, the next tick's deadline is this long before it is due (one period on).
 ROBOT_TICK_LEAD_S = 0.0001
+# The link watchdog: a running motion whose robot clock (libfranka ``RobotState.time``) has not
+# moved for this long of host time is a lost link, a fault. libfranka's own UDP receive gives up
+# after the same 1 s, but a motion that lost the arm while it started can wait on it far longer
+# (seen on franky-sim killed just after a torque motion started: in control, a clock stopped at
+# 15 ms, no error after 15 s), and meanwhile every read answers the last state.
+LINK_TIMEOUT_S = 1.0
 OPERATOR_PROMPT = "reset the scene, then press r"
 _STOPPED = "the arm is under a software stop: clear it (console: Clear stop) before new targets"
 
@@ -293,6 +299,8 @@ class FrankaBackend:
         self.robot_waits = 0  # ticks that waited for a fresh robot state and got one
         self.robot_wait_timeouts = 0  # ticks whose wait ran out (the robot is late or silent)
         self._served_robot_s: float | None = None  # robot clock of the last torque's state
+        # the link watchdog (LINK_TIMEOUT_S): the newest robot clock seen, and when it last moved
+        self._link_clock: tuple[float, float] | None = None
         # tracker mode
         self._tracker: Any = None
         self._tref: CartesianReferenceGenerator | None = None
@@ -397,6 +405,7 @@ class FrankaBackend:
             while not self._quit.is_set():
                 if not self._run.is_set():
                     self._paused.set()
+                    self._link_clock = None  # a pause is not a silent arm
                     self._run.wait(0.05)
                     deadline = time.monotonic()
                     continue
@@ -406,6 +415,8 @@ class FrankaBackend:
                     step()
                 except Exception as exc:  # any franky error is a fault to report, never a crash
                     self._enter_fault(self._fault_reason(exc))
+                    continue
+                if self._link_lost(time.monotonic()):
                     continue
                 ticks += 1
                 deadline += period
@@ -472,6 +483,31 @@ class FrankaBackend:
         if status.mode != previous and len(self.timing.mode_changes) < 1000:
             self.timing.mode_changes.append((now, int(status.mode)))
 
+    def _link_lost(self, now_s: float) -> bool:
+        """The link watchdog (``LINK_TIMEOUT_S``), after each tick: fault, marked disconnected,
+        when the robot clock of the tick's state has not moved for that long. A franky without
+        the clock (None) is never judged."""
+        robot_s = self.robot.robot_time_s()
+        if robot_s is None:
+            return False
+        seen = self._link_clock
+        if seen is None or robot_s != seen[0]:
+            self._link_clock = (robot_s, now_s)
+            return False
+        if now_s - seen[1] < LINK_TIMEOUT_S:
+            return False
+        text = (
+            f"link lost: no new state from the arm for {now_s - seen[1]:.1f} s (its clock "
+            f"stopped at {robot_s:.3f} s); check the network link to the control box and that "
+            f"FCI is on, then send recover"
+        )
+        try:
+            self.robot.poll()  # libfranka's own word, where the motion has ended with one
+        except Exception as exc:
+            text = f"{text} ({exc})"
+        self._enter_fault(text, link_lost=True)
+        return True
+
     def _fault_reason(self, exc: BaseException) -> str:
         """libfranka's reason: the ended motion's own error when there is one (a reflex, a
         signal timeout), else what was raised (a lost link shows as a failed state read)."""
@@ -485,13 +521,14 @@ class FrankaBackend:
             log.debug("poll after a fault: %s", other)
         return text
 
-    def _enter_fault(self, text: str) -> None:
+    def _enter_fault(self, text: str, link_lost: bool = False) -> None:
         self._run.clear()
         self._paused.set()
+        self._link_clock = None
         with self._lock:
             first = not self._fault_text
             self._fault_text = text
-        if "Net" in text or "network" in text.lower() or "UDP" in text or "TCP" in text:
+        if link_lost or any(w in text for w in ("Net", "UDP", "TCP")) or "network" in text.lower():
             self._connected = False
         if first:
             log.error("franka fault: %s (send a recover request to continue)", text)

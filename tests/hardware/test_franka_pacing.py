@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from robot_rl.controllers.watchdog import ControlMode
 from robot_rl.hardware.franka import FrankaConfig
-from robot_rl.hardware.franka_backend import FrankaBackend
+from robot_rl.hardware.franka_backend import LINK_TIMEOUT_S, FrankaBackend
 
 from tests.hardware.test_franka_wrench import _franky, _State
 
@@ -45,6 +45,11 @@ def _clocked_franky(clock: _RobotClock) -> types.ModuleType:
         @state.setter
         def state(self, value) -> None:  # the base class assigns one in __init__
             pass
+
+        has_errors = False
+
+        def recover_from_errors(self) -> bool:
+            return True
 
     module.Robot = Robot
     return module
@@ -104,6 +109,59 @@ def test_a_silent_robot_does_not_stop_the_loop_or_its_watchdog():
     assert backend.robot_wait_timeouts >= 699
     assert np.all(stamps == stamps[0])
     assert [m for _, m in backend.timing.mode_changes][-1] == int(ControlMode.DAMP)
+
+
+def test_a_robot_clock_that_stops_is_a_lost_link_and_one_that_moves_never_is():
+    # franky answers the last state while its motion waits on a dead link; only the robot's
+    # clock tells. It moves for 1.5x the link timeout (no fault), then stops: a fault that names
+    # the lost link, never before the timeout, after the watchdog's own hold and damp; a recover
+    # (the clock moving again) clears it.
+    clock = _RobotClock()
+    config = FrankaConfig(robot_ip="10.0.0.2", realtime="ignore", gripper=False)
+    backend = FrankaBackend(config, franky_module=_clocked_franky(clock))
+    moving = threading.Event()
+    moving.set()
+    done = threading.Event()
+    stopped_at: list[float] = []
+
+    def robot() -> None:
+        while not done.is_set():
+            time.sleep(0.001)
+            if moving.is_set():
+                clock.tick()
+
+    driver = threading.Thread(target=robot, daemon=True)
+    backend.start()
+    driver.start()
+    try:
+        period_s = backend.control_period_s
+        deadline = time.monotonic() + 30.0
+        while clock.ms < 1500 * LINK_TIMEOUT_S and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert clock.ms >= 1500 * LINK_TIMEOUT_S
+        assert backend.status()["fault_text"] == ""
+        assert backend.status()["connected"] is True
+        moving.clear()
+        stopped_at.append(time.monotonic())
+        while backend.status()["mode"] != int(ControlMode.FAULT) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        faulted_after = time.monotonic() - stopped_at[0]
+        status = backend.status()
+        assert status["mode"] == int(ControlMode.FAULT)
+        assert "link lost" in status["fault_text"]
+        assert status["connected"] is False
+        # not before the timeout (less the one tick whose state was already the last)
+        assert faulted_after >= LINK_TIMEOUT_S - 2 * period_s
+        modes = [m for _, m in backend.timing.mode_changes]
+        assert int(ControlMode.DAMP) in modes  # the watchdog damped first (no targets)
+        moving.set()
+        assert backend.recover()["recovered"].startswith("link lost")
+        assert backend.status()["connected"] is True
+        assert backend.status()["mode"] != int(ControlMode.FAULT)
+    finally:
+        done.set()
+        backend.close()
+        driver.join(2.0)
 
 
 def test_tracker_mode_and_wallclock_are_not_paced_and_bad_pacing_is_refused():
