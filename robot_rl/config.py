@@ -35,7 +35,12 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; pass an existing YAML file")
         loaded = _read_yaml(path)
-        if loaded is not None and not isinstance(loaded, dict):
+        if loaded is None:  # blank or comments only: most likely a file cut short or not saved
+            raise ConfigError(
+                f"config file {path} holds no settings (blank or comments only); it would run "
+                "every default silently: write '{}' into it to mean that"
+            )
+        if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         data = loaded or {}
     for item in overrides:

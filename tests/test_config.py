@@ -82,6 +82,13 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
         load_config(Outer, write(tmp_path, "name: [unclosed\n"))
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_config(Outer, write(tmp_path, "- a\n- b\n"))
+    # a blank file (or comments only) is refused: it would run every default without a word
+    for blank in ("", "\n\n", "# all defaults?\n"):
+        with pytest.raises(ConfigError, match="holds no settings"):
+            load_config(Outer, write(tmp_path, blank))
+    # said explicitly: no settings from the file, the overrides and defaults as without one
+    explicit = load_config(Outer, write(tmp_path, "{}\n"), ["name=x"])
+    assert (explicit.name, explicit.mode, explicit.steps) == ("x", "sim", 5)
 
 
 def test_a_bare_off_in_yaml_reaches_a_literal_that_allows_it(tmp_path: Path) -> None:
