@@ -156,3 +156,42 @@ def test_the_cli_saves_an_rrd_and_refuses_a_missing_target(run_dir: Path, tmp_pa
     assert main(["view", str(run_dir), "--save", str(out), "--episode", "0"]) == 0
     assert _entities(out)["/cameras/front"] == 4
     assert main(["view", str(tmp_path / "nothing"), "--save", str(out)]) == 2
+
+
+def test_a_hostile_first_file_is_one_line_before_any_viewer_or_file(tmp_path: Path):
+    from robot_rl.data.episodes import EpisodeFormatError
+    from robot_rl.runtime.view import view
+
+    bad = tmp_path / "episode_000000.npz"
+    bad.write_bytes(b"\x80\x04\x95" + bytes(range(200)))  # a pickle's header
+    out = tmp_path / "bad.rrd"
+    with pytest.raises(EpisodeFormatError, match="never loaded") as info:
+        view(bad, save=out)
+    assert "allow_pickle" not in str(info.value)
+    assert not out.exists()
+
+
+def test_a_damaged_later_episode_is_skipped_with_an_error_line(run_dir: Path, tmp_path: Path,
+                                                               caplog):  # fmt: skip
+    from robot_rl.runtime.view import view
+
+    second = run_dir / "episodes" / "episode_000001.npz"
+    second.write_bytes(second.read_bytes()[:100])  # cut short
+    out = tmp_path / "rest.rrd"
+    with caplog.at_level("ERROR"):
+        assert view(run_dir, save=out) == 1
+    assert any("episode_000001.npz" in r.getMessage() for r in caplog.records)
+    assert _entities(out)["/cameras/front"] == 4  # the whole first episode (3 steps, 4 frames)
+
+
+def test_no_display_is_refused_in_one_line_before_spawning(run_dir: Path, monkeypatch):
+    import sys
+
+    from robot_rl.runtime.view import view
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the display check is for Linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(ValueError, match=r"no display.*--save"):
+        view(run_dir)

@@ -277,6 +277,15 @@ def _check(arr: np.ndarray, path: Path, key: str, dtype: type, shape: tuple) -> 
         raise EpisodeFormatError(f"{path}: key {key!r} has shape {arr.shape}; expected {want}")
 
 
+def _numpy_reason(exc: BaseException) -> str:
+    """numpy's reason a file did not load, without its advice to load pickled data unsafely
+    (a hostile file's pickle runs code; an episode never holds one)."""
+    text = str(exc)
+    if "pickle" in text:
+        return "it is not an archive of plain arrays (numpy reads it as pickled objects, never loaded)"
+    return text
+
+
 def _check_members(path: Path, max_bytes: int) -> None:
     """EpisodeFormatError unless every member is a .npy whose header agrees with the size the
     archive declares for it, and the total stays under ``max_bytes``; reads headers only."""
@@ -399,7 +408,7 @@ def load_episode(
     try:
         data = np.load(path, allow_pickle=False)
     except (ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise EpisodeFormatError(f"{path}: not a readable .npz file: {e}") from None
+        raise EpisodeFormatError(f"{path}: not a readable .npz file: {_numpy_reason(e)}") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise EpisodeFormatError(f"{path}: holds a single array, not an episode .npz")
     with data:

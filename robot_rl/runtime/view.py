@@ -22,7 +22,9 @@ computed here when a detector is given (``--detector``, or a run's ``env.reward_
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,7 @@ import numpy as np
 import yaml
 
 from robot_rl.data.batch import STATE_KEY, image_keys
-from robot_rl.data.episodes import EPISODE_RE, Episode, load_episode
+from robot_rl.data.episodes import EPISODE_RE, Episode, EpisodeFormatError, load_episode
 from robot_rl.extras import require
 
 log = logging.getLogger(__name__)
@@ -197,24 +199,44 @@ def view(
         else:
             log.warning("the run's reward_model %s is not on this machine; no scores", path)
             detector = None
-    rec = rr.RecordingStream("robot-rl", recording_id=re.sub(r"\W", "_", str(target)))
     if save is not None:
         save = Path(save)
         if save.suffix != ".rrd":
             raise ValueError(f"save={save}; rerun files end in .rrd")
+    elif spawn and sys.platform.startswith("linux") and not _has_display():
+        raise ValueError("no display here for the rerun viewer (DISPLAY and WAYLAND_DISPLAY are "
+                         "unset); write a file with --save FILE.rrd and open it with rerun FILE "
+                         "where there is one")  # fmt: skip
+    # The first episode is read before the viewer starts: a damaged or hostile file is one line,
+    # not a viewer opened on nothing. A later one is skipped with an error line.
+    first = load_episode(files[0]) if files else None
+    rec = rr.RecordingStream("robot-rl", recording_id=re.sub(r"\W", "_", str(target)))
+    if save is not None:
         save.parent.mkdir(parents=True, exist_ok=True)
         rec.save(str(save))
     elif spawn:
         rec.spawn()
     rec.log("/", rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
-    step = 0
-    for path in files:
-        transitions, meta = load_episode(path)
+    step = shown = 0
+    for i, path in enumerate(files):
+        if i == 0 and first is not None:
+            transitions, meta = first
+        else:
+            try:
+                transitions, meta = load_episode(path)
+            except (EpisodeFormatError, OSError) as exc:
+                log.error("skipped: %s", exc)
+                continue
         step = log_episode(rec, Episode(path, transitions, meta), step, source, detector)
+        shown += 1
     rec.flush()
     if save is not None:
         rec.disconnect()
-    return len(files)
+    return shown
+
+
+def _has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 __all__ = ["ViewSource", "action_names", "find_episodes", "log_episode", "view"]

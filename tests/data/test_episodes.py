@@ -425,3 +425,25 @@ def test_a_deflate_bomb_is_refused_before_it_is_unpacked(tmp_path: Path):
     finally:
         tracemalloc.stop()
     assert peak < 4 << 20  # the 64 MiB were never unpacked
+
+
+_NOISE = np.random.default_rng(7).bytes(2000)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        _NOISE,  # garbage: numpy takes it for a pickle
+        b"\x80\x04\x95" + _NOISE[:64],  # a pickle's own header
+        np.lib.format.MAGIC_PREFIX + b"\x01\x00" + _NOISE[:32],  # a broken .npy
+    ],
+    ids=["garbage", "pickle-header", "broken-npy"],
+)
+def test_a_hostile_file_is_refused_without_numpys_advice_to_unpickle_it(tmp_path: Path, content):
+    path = tmp_path / "episode_000000.npz"
+    path.write_bytes(content)
+    with pytest.raises(EpisodeFormatError, match=r"episode_000000\.npz") as info:
+        load_episode(path)
+    text = str(info.value)
+    assert "allow_pickle" not in text and "pickle.load" not in text
+    assert "\n" not in text
