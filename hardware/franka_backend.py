@@ -870,10 +870,23 @@ class FrankaBackend:
                 motion = self._franky.JointMotion(
                     q_goal.tolist(), relative_dynamics_factor=self.config.home_speed_fraction
                 )
-                self.robot.franky_robot.move(motion)
+                robot = self.robot.franky_robot
+                clock_before = self.robot.robot_time_s(fresh=True)
+                # Joined with a timeout, never waited on without one: a motion that lost the arm
+                # as it started can wait on it far longer than libfranka's own timeouts (see
+                # LINK_TIMEOUT_S), and this runs on the server's thread.
+                robot.move(motion, asynchronous=True)
+                if not robot.join_motion(self.reset_config.timeout_s):
+                    stalled = self.robot.robot_time_s(fresh=True) == clock_before
+                    text = f"joint move did not finish within {self.reset_config.timeout_s} s" + (
+                        " and the arm's clock did not move: link lost" if stalled else ""
+                    )
+                    self._enter_fault(text, link_lost=stalled)
+                    raise RuntimeError(text)
                 self._start_motion()
             except Exception as exc:
-                self._enter_fault(f"joint move failed: {type(exc).__name__}: {exc}")
+                if not self._fault_text:  # (the timeout above has entered its own)
+                    self._enter_fault(f"joint move failed: {type(exc).__name__}: {exc}")
                 raise RuntimeError(f"joint move failed: {exc}") from None
             self._run.set()
             return
