@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-FCI_PORT = 1337  # libfranka's robot command port on the control box
+from robot_rl.hardware.franka import FCI_PORT, probe_fci
 
 
 @dataclass(frozen=True)
@@ -48,8 +46,7 @@ def check_extra(module: str, extra: str, feature: str) -> Check:
 def check_robot_ip(ip: str, timeout_s: float = 1.0) -> Check:
     """The FCI port answers a TCP connect (no libfranka session is opened)."""
     try:
-        with socket.create_connection((ip, FCI_PORT), timeout=timeout_s):
-            pass
+        probe_fci(ip, timeout_s)
     except OSError as exc:
         return Check("robot ip", False, f"{ip}:{FCI_PORT} does not answer ({exc})",
                      f"power the arm, unlock its joints and activate FCI in Desk; ping {ip}; "

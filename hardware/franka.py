@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -192,6 +193,20 @@ def load_franky() -> ModuleType:
     return franky
 
 
+FCI_PORT = 1337  # libfranka's robot command port on the control box
+# How long connect() gives the FCI port to answer before libfranka is asked: libfranka's own TCP
+# connect waits 60 s for an address that does not answer (an unplugged arm), and spins a core
+# meanwhile; a control box on the same network answers within milliseconds.
+FCI_PROBE_TIMEOUT_S = 2.0
+
+
+def probe_fci(ip: str, timeout_s: float = FCI_PROBE_TIMEOUT_S) -> None:
+    """Open and close a TCP connection to the FCI port (no libfranka session); OSError if it
+    does not answer within ``timeout_s``."""
+    with socket.create_connection((ip, FCI_PORT), timeout=timeout_s):
+        pass
+
+
 def fci_unreachable_message(ip: str, exc: BaseException) -> str:
     """The one line an operator gets when the arm's FCI does not answer."""
     return (
@@ -331,8 +346,12 @@ class _Snapshot:
 class FrankaRobot:
     """A Franka arm as a ``Robot`` (see module docstring). Construct with ``connect``."""
 
-    def __init__(self, config: FrankaConfig, franky_module: ModuleType | None = None) -> None:
+    def __init__(self, config: FrankaConfig, franky_module: ModuleType | None = None,
+                 probe: bool | None = None) -> None:  # fmt: skip
+        """``probe``: check the FCI port answers before libfranka connects (``probe_fci``);
+        default on with the real franky, off with an injected one (a fake has no port)."""
         self.config = config
+        self._probe = franky_module is None if probe is None else probe
         self._franky = franky_module or load_franky()
         self._limits = config.limits
         self._robot: Any = None
@@ -350,6 +369,12 @@ class FrankaRobot:
         """Connect to the FCI and apply the payload and collision thresholds (FrankaError if the
         arm does not answer)."""
         f, c = self._franky, self.config
+        if self._probe:
+            try:
+                probe_fci(c.robot_ip)
+            except OSError as exc:
+                why = OSError(f"port {FCI_PORT} silent for {FCI_PROBE_TIMEOUT_S} s: {exc}")
+                raise FrankaError(fci_unreachable_message(c.robot_ip, why)) from None
         rt = f.RealtimeConfig.Enforce if c.realtime == "enforce" else f.RealtimeConfig.Ignore
         policy = current_scheduling()
         try:

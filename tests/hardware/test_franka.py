@@ -10,6 +10,7 @@ import types
 
 import numpy as np
 import pytest
+from robot_rl.hardware import franka as franka_mod
 from robot_rl.hardware.franka import (
     FR3_LIMITS,
     FrankaConfig,
@@ -197,6 +198,64 @@ def test_unreachable_fci_is_one_line_naming_the_ip_and_what_to_check():
     assert "10.0.0.99" in text and "FCI" in text and "ping 10.0.0.99" in text
     assert "\n" not in text
     assert "\n" not in fci_unreachable_message("1.2.3.4", RuntimeError("x"))
+
+
+def _counting_franky() -> tuple[types.ModuleType, list[str]]:
+    made: list[str] = []
+    module = _fake_franky(_Gripper())
+
+    class Robot(_FrankyRobot):
+        def __init__(self, ip: str, realtime_config=None) -> None:
+            made.append(ip)
+            super().__init__(ip, realtime_config)
+
+    module.Robot = Robot
+    return module, made
+
+
+def test_a_silent_fci_port_is_one_line_before_libfranka_is_asked(monkeypatch):
+    # libfranka waits 60 s on an address that does not answer (an unplugged arm), spinning a
+    # core; the probe gives the port FCI_PROBE_TIMEOUT_S, and libfranka is never called.
+    asked: list[tuple] = []
+
+    def silent(address, timeout=None):
+        asked.append((address, timeout))
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(franka_mod.socket, "create_connection", silent)
+    franky, made = _counting_franky()
+    config = FrankaConfig(robot_ip="172.16.0.2", realtime="ignore")
+    with pytest.raises(FrankaError, match=r"172\.16\.0\.2.*port 1337 silent for 2\.0 s") as info:
+        FrankaRobot(config, franky, probe=True).connect()
+    assert "\n" not in str(info.value)
+    assert asked == [(("172.16.0.2", franka_mod.FCI_PORT), franka_mod.FCI_PROBE_TIMEOUT_S)]
+    assert made == []  # libfranka was not asked
+
+
+def test_an_answering_fci_port_lets_libfranka_connect():
+    import socket
+
+    listener = socket.socket()
+    try:
+        listener.bind(("127.0.0.1", franka_mod.FCI_PORT))
+    except OSError:
+        listener.close()
+        pytest.skip("port 1337 on 127.0.0.1 is taken here")
+    listener.listen(1)
+    try:
+        franky, made = _counting_franky()
+        config = FrankaConfig(robot_ip="127.0.0.1", realtime="ignore")
+        FrankaRobot(config, franky, probe=True).connect()
+        assert made == ["127.0.0.1"]
+    finally:
+        listener.close()
+    franky, made = _counting_franky()  # nothing listens now: refused at once, named
+    with pytest.raises(FrankaError, match=r"127\.0\.0\.1.*port 1337"):
+        FrankaRobot(config, franky, probe=True).connect()
+    assert made == []
+    # an injected franky (a fake, no port to probe) is not probed unless asked
+    FrankaRobot(config, franky).connect()
+    assert made == ["127.0.0.1"]
 
 
 def test_state_twist_is_jacobian_times_joint_velocity_and_model_uses_the_same_sample():
