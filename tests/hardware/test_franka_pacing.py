@@ -5,9 +5,11 @@ are ``robot-rl bench franka``'s)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import types
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -28,6 +30,29 @@ class _RobotClock:
 
     def tick(self) -> None:
         self.ms += 1
+
+
+@contextlib.contextmanager
+def ticking_clock(clock: _RobotClock) -> Iterator[threading.Event]:
+    """A thread that advances ``clock`` every millisecond while the yielded event is set (set at
+    the start; clear it and the robot falls silent)."""
+    ticking = threading.Event()
+    ticking.set()
+    done = threading.Event()
+
+    def robot() -> None:
+        while not done.is_set():
+            time.sleep(0.001)
+            if ticking.is_set():
+                clock.tick()
+
+    driver = threading.Thread(target=robot, daemon=True)
+    driver.start()
+    try:
+        yield ticking
+    finally:
+        done.set()
+        driver.join(2.0)
 
 
 def _clocked_franky(clock: _RobotClock) -> types.ModuleType:
@@ -119,49 +144,36 @@ def test_a_robot_clock_that_stops_is_a_lost_link_and_one_that_moves_never_is():
     clock = _RobotClock()
     config = FrankaConfig(robot_ip="10.0.0.2", realtime="ignore", gripper=False)
     backend = FrankaBackend(config, franky_module=_clocked_franky(clock))
-    moving = threading.Event()
-    moving.set()
-    done = threading.Event()
-    stopped_at: list[float] = []
-
-    def robot() -> None:
-        while not done.is_set():
-            time.sleep(0.001)
-            if moving.is_set():
-                clock.tick()
-
-    driver = threading.Thread(target=robot, daemon=True)
     backend.start()
-    driver.start()
     try:
-        period_s = backend.control_period_s
-        deadline = time.monotonic() + 30.0
-        while clock.ms < 1500 * LINK_TIMEOUT_S and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert clock.ms >= 1500 * LINK_TIMEOUT_S
-        assert backend.status()["fault_text"] == ""
-        assert backend.status()["connected"] is True
-        moving.clear()
-        stopped_at.append(time.monotonic())
-        while backend.status()["mode"] != int(ControlMode.FAULT) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        faulted_after = time.monotonic() - stopped_at[0]
-        status = backend.status()
-        assert status["mode"] == int(ControlMode.FAULT)
-        assert "link lost" in status["fault_text"]
-        assert status["connected"] is False
-        # not before the timeout (less the one tick whose state was already the last)
-        assert faulted_after >= LINK_TIMEOUT_S - 2 * period_s
-        modes = [m for _, m in backend.timing.mode_changes]
-        assert int(ControlMode.DAMP) in modes  # the watchdog damped first (no targets)
-        moving.set()
-        assert backend.recover()["recovered"].startswith("link lost")
-        assert backend.status()["connected"] is True
-        assert backend.status()["mode"] != int(ControlMode.FAULT)
+        with ticking_clock(clock) as moving:
+            period_s = backend.control_period_s
+            deadline = time.monotonic() + 30.0
+            while clock.ms < 1500 * LINK_TIMEOUT_S and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert clock.ms >= 1500 * LINK_TIMEOUT_S
+            assert backend.status()["fault_text"] == ""
+            assert backend.status()["connected"] is True
+            moving.clear()
+            stopped_at = time.monotonic()
+            while (backend.status()["mode"] != int(ControlMode.FAULT)
+                   and time.monotonic() < deadline):  # fmt: skip
+                time.sleep(0.005)
+            faulted_after = time.monotonic() - stopped_at
+            status = backend.status()
+            assert status["mode"] == int(ControlMode.FAULT)
+            assert "link lost" in status["fault_text"]
+            assert status["connected"] is False
+            # not before the timeout (less the one tick whose state was already the last)
+            assert faulted_after >= LINK_TIMEOUT_S - 2 * period_s
+            modes = [m for _, m in backend.timing.mode_changes]
+            assert int(ControlMode.DAMP) in modes  # the watchdog damped first (no targets)
+            moving.set()
+            assert backend.recover()["recovered"].startswith("link lost")
+            assert backend.status()["connected"] is True
+            assert backend.status()["mode"] != int(ControlMode.FAULT)
     finally:
-        done.set()
         backend.close()
-        driver.join(2.0)
 
 
 def test_tracker_mode_and_wallclock_are_not_paced_and_bad_pacing_is_refused():

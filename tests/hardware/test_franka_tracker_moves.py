@@ -16,7 +16,7 @@ from robot_rl.controllers.watchdog import ControlMode
 from robot_rl.hardware.franka import FrankaConfig
 from robot_rl.hardware.franka_backend import FrankaBackend, ResetConfig
 
-from tests.hardware.test_franka_pacing import _clocked_franky, _RobotClock
+from tests.hardware.test_franka_pacing import _clocked_franky, _RobotClock, ticking_clock
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -65,41 +65,28 @@ def test_a_joint_move_that_never_ends_is_a_fault_within_the_reset_timeout(clock_
     franky = _tracker_franky(clock, hang)
     config = FrankaConfig(robot_ip="10.0.0.2", realtime="ignore", gripper=False, control="tracker")
     backend = FrankaBackend(config, reset_config=ResetConfig(timeout_s=0.3), franky_module=franky)
-    done = threading.Event()
-    ticking = threading.Event()
-    ticking.set()
-
-    def robot() -> None:
-        while not done.is_set():
-            time.sleep(0.001)
-            if ticking.is_set():
-                clock.tick()
-
-    driver = threading.Thread(target=robot, daemon=True)
-    driver.start()
     backend.start()
-    try:
-        assert backend.reset({"mode": "home"})["mode"] == "home"  # a move that ends: no fault
-        assert franky.Robot.joins == [0.3]  # joined with the reset's timeout, not forever
-        assert backend.status()["fault_text"] == ""
-        hang.set()
-        if not clock_runs:
-            ticking.clear()
-        with pytest.raises(RuntimeError, match=r"did not finish within 0\.3 s"):
-            backend.reset({"mode": "home"})
-        assert franky.Robot.joins == [0.3, 0.3]
-        status = backend.status()
-        assert status["mode"] == int(ControlMode.FAULT)
-        assert ("link lost" in status["fault_text"]) is (not clock_runs)
-        assert status["connected"] is clock_runs
-        with pytest.raises(RuntimeError, match="fault"):
-            backend.reset({"mode": "home"})  # nothing moves until a recover
-        hang.clear()
-        ticking.set()
-        assert "did not finish" in backend.recover()["recovered"]
-        assert backend.status()["mode"] != int(ControlMode.FAULT)
-        assert backend.status()["connected"] is True
-    finally:
-        done.set()
-        backend.close()
-        driver.join(2.0)
+    with ticking_clock(clock) as ticking:
+        try:
+            assert backend.reset({"mode": "home"})["mode"] == "home"  # a move that ends: no fault
+            assert franky.Robot.joins == [0.3]  # joined with the reset's timeout, not forever
+            assert backend.status()["fault_text"] == ""
+            hang.set()
+            if not clock_runs:
+                ticking.clear()
+            with pytest.raises(RuntimeError, match=r"did not finish within 0\.3 s"):
+                backend.reset({"mode": "home"})
+            assert franky.Robot.joins == [0.3, 0.3]
+            status = backend.status()
+            assert status["mode"] == int(ControlMode.FAULT)
+            assert ("link lost" in status["fault_text"]) is (not clock_runs)
+            assert status["connected"] is clock_runs
+            with pytest.raises(RuntimeError, match="fault"):
+                backend.reset({"mode": "home"})  # nothing moves until a recover
+            hang.clear()
+            ticking.set()
+            assert "did not finish" in backend.recover()["recovered"]
+            assert backend.status()["mode"] != int(ControlMode.FAULT)
+            assert backend.status()["connected"] is True
+        finally:
+            backend.close()
