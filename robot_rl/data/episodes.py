@@ -282,7 +282,7 @@ def _numpy_reason(exc: BaseException) -> str:
     (a hostile file's pickle runs code; an episode never holds one)."""
     text = str(exc)
     if "pickle" in text:
-        return "it is not an archive of plain arrays (numpy reads it as pickled objects, never loaded)"
+        return "not an archive of plain arrays (numpy reads it as pickled objects, never loaded)"
     return text
 
 
