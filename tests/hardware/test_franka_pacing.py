@@ -129,11 +129,26 @@ def test_a_wallclock_loop_computes_twice_from_one_state_when_the_robot_is_slower
 
 def test_a_silent_robot_does_not_stop_the_loop_or_its_watchdog():
     # No new robot state ever: the loop still ticks (each wait runs out and is counted), so the
-    # watchdog still holds and then damps without targets.
-    backend, stamps = _run("robot", None, 700)
-    assert backend.robot_wait_timeouts >= 699
+    # watchdog still holds and then damps without targets, until the link watchdog calls the
+    # silence a lost link (LINK_TIMEOUT_S); only then do the ticks stop.
+    clock = _RobotClock()
+    config = FrankaConfig(robot_ip="10.0.0.2", realtime="ignore", gripper=False, pacing="robot")
+    backend = FrankaBackend(config, franky_module=_clocked_franky(clock))
+    backend.start()
+    try:
+        deadline = time.monotonic() + 30.0
+        while backend.status()["mode"] != int(ControlMode.FAULT) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "link lost" in backend.status()["fault_text"]
+    finally:
+        backend.close()
+    stamps = backend.timing.robot_stamps()
+    ticks = backend.timing.total
+    assert ticks >= 100  # ticked on through the silence (about 1 s of ticks; a slow host has fewer)
+    assert backend.robot_wait_timeouts >= ticks - 1
     assert np.all(stamps == stamps[0])
-    assert [m for _, m in backend.timing.mode_changes][-1] == int(ControlMode.DAMP)
+    modes = [m for _, m in backend.timing.mode_changes]
+    assert modes[-2:] == [int(ControlMode.HOLD), int(ControlMode.DAMP)]  # before the link fault
 
 
 def test_a_robot_clock_that_stops_is_a_lost_link_and_one_that_moves_never_is():
