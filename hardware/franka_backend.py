@@ -298,7 +298,7 @@ class FrankaBackend:
         self.robot_paced = config.control == "torque" and config.pacing == "robot"
         self.robot_waits = 0  # ticks that waited for a fresh robot state and got one
         self.robot_wait_timeouts = 0  # ticks whose wait ran out (the robot is late or silent)
-        self._served_robot_s: float | None = None  # robot clock of the last torque's state
+        self._served_robot_s: float | None = None  # robot clock of the last tick's state
         # the link watchdog (LINK_TIMEOUT_S): the newest robot clock seen, and when it last moved
         self._link_clock: tuple[float, float] | None = None
         # tracker mode
@@ -487,7 +487,7 @@ class FrankaBackend:
         """The link watchdog (``LINK_TIMEOUT_S``), after each tick: fault, marked disconnected,
         when the robot clock of the tick's state has not moved for that long. A franky without
         the clock (None) is never judged."""
-        robot_s = self.robot.robot_time_s()
+        robot_s = self._served_robot_s  # the tick's own read (either mode's step sets it)
         if robot_s is None:
             return False
         seen = self._link_clock
@@ -587,6 +587,7 @@ class FrankaBackend:
 
     def _tracker_step(self) -> None:
         state = self.robot.read_state()
+        self._served_robot_s = self.robot.robot_time_s()  # for the link watchdog
         now = time.monotonic()
         ref_gen = self._tref
         if ref_gen is None:

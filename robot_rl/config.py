@@ -42,7 +42,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
             )
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        data = loaded or {}
+        data = loaded
     for item in overrides:
         apply_override(data, item)
     return from_dict(cls, data)  # a ConfigError is the caller's to report (once)

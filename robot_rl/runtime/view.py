@@ -21,11 +21,12 @@ computed here when a detector is given (``--detector``, or a run's ``env.reward_
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -209,7 +210,7 @@ def view(
                          "where there is one")  # fmt: skip
     # The first episode is read before the viewer starts: a damaged or hostile file is one line,
     # not a viewer opened on nothing. A later one is skipped with an error line.
-    first = load_episode(files[0]) if files else None
+    episodes = [(files[0], load_episode(files[0]))] if files else []
     rec = rr.RecordingStream("robot-rl", recording_id=re.sub(r"\W", "_", str(target)))
     if save is not None:
         save.parent.mkdir(parents=True, exist_ok=True)
@@ -218,21 +219,22 @@ def view(
         rec.spawn()
     rec.log("/", rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
     step = shown = 0
-    for i, path in enumerate(files):
-        if i == 0 and first is not None:
-            transitions, meta = first
-        else:
-            try:
-                transitions, meta = load_episode(path)
-            except (EpisodeFormatError, OSError) as exc:
-                log.error("skipped: %s", exc)
-                continue
+    for path, (transitions, meta) in itertools.chain(episodes, _readable(files[1:])):
         step = log_episode(rec, Episode(path, transitions, meta), step, source, detector)
         shown += 1
     rec.flush()
     if save is not None:
         rec.disconnect()
     return shown
+
+
+def _readable(files: Sequence[Path]) -> Iterator[tuple[Path, Any]]:
+    """Each file's ``load_episode`` result in turn; a damaged one is logged and skipped."""
+    for path in files:
+        try:
+            yield path, load_episode(path)
+        except (EpisodeFormatError, OSError) as exc:
+            log.error("skipped: %s", exc)
 
 
 def _has_display() -> bool:
