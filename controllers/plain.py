@@ -57,6 +57,7 @@ class PlainCartesianReferenceGenerator:
         self._twist = np.zeros(6)
         self._hold_segment(0.0)
         self._last_goal_time_s: float | None = None
+        self._last_target_twist: np.ndarray | None = None
         self._target_period_s = config.nominal_target_period_s
 
     # -- segment bookkeeping -------------------------------------------------------------
@@ -69,6 +70,7 @@ class PlainCartesianReferenceGenerator:
         self._seg_rot = np.zeros(3)
         self._seg_v0 = np.zeros(6)
         self._seg_v1 = np.zeros(6)
+        self._seg_accel = np.zeros(6)
         self._seg_hermite = False
 
     def reset(self, pos_m: np.ndarray, quat_xyzw: np.ndarray, now_s: float) -> None:
@@ -78,6 +80,7 @@ class PlainCartesianReferenceGenerator:
         self._twist = np.zeros(6)
         self._hold_segment(now_s)
         self._last_goal_time_s = None
+        self._last_target_twist = None
 
     def brake_to_rest(self, now_s: float) -> None:
         """Slow from the current speed to rest along a smooth (Hermite) segment, then hold: the
@@ -94,7 +97,9 @@ class PlainCartesianReferenceGenerator:
         self._seg_v1 = np.zeros(6)
         self._seg_p1 = self._pos + 0.5 * duration * v[:3]  # constant deceleration to rest
         self._seg_rot = 0.5 * duration * v[3:]
+        self._seg_accel = -v / duration
         self._last_goal_time_s = None
+        self._last_target_twist = None
 
     def set_goal(self, target: CartesianTarget, now_s: float) -> bool:
         """Start a segment toward a validated target. Returns whether the workspace clipped it."""
@@ -121,6 +126,11 @@ class PlainCartesianReferenceGenerator:
         lo, hi = self._box_lo, self._box_hi
         outward = ((pos >= hi) & (self._seg_v1[:3] > 0)) | ((pos <= lo) & (self._seg_v1[:3] < 0))
         self._seg_v1[:3][outward] = 0.0
+        prev = self._last_target_twist
+        has_twist = target.twist is not None
+        ok = has_twist and prev is not None
+        self._seg_accel = (self._seg_v1 - prev) / self._target_period_s if ok else np.zeros(6)
+        self._last_target_twist = self._seg_v1.copy() if has_twist else None
         if target.stiffness is not None:
             self._stiffness_goal = target.stiffness
         return clipped
@@ -200,10 +210,12 @@ class PlainCartesianReferenceGenerator:
         self._pos = self._pos + lin_step
         self._quat = quat_mul(quat_exp(rot_step), self._quat)
         twist = np.concatenate((lin_step, rot_step)) / dt
-        # Acceleration feedforward along smooth (twist-given) segments and while braking at the
-        # box; a linear segment is followed with a bang-bang acceleration, not fed forward.
+        # Acceleration feedforward: while braking at the box, the braking; along a smooth
+        # (twist-given) segment, the target stream's (never the profile's corrections).
         if braked or self._seg_hermite:
-            accel = (twist - self._twist) / dt
+            accel = (twist - self._twist) / dt if braked else self._seg_accel.copy()
+            if not braked and now_s - self._seg_t0 > 2.0 * self._seg_T:
+                accel = np.zeros(6)
             accel[:3] = np.minimum(
                 np.maximum(accel[:3], -cfg.max_linear_accel_m_s2), cfg.max_linear_accel_m_s2
             )
@@ -280,14 +292,15 @@ class PlainCartesianReferenceGenerator:
         step = np.where(cap > 0.0, lin_step, 0.0)
         ratio = np.abs(step) / np.where(cap > 0.0, cap, 1.0)
         worst = float(ratio.max())
+        # braked (scaled), a component dropped, or stopped at a face; never rounding alone
+        changed = worst > 1.0 or bool((step != lin_step).any())
         if worst > 1.0:
             step = step / worst
-        new = pos + step
+        free = pos + step
         # Never past a face, unless already beyond it (then never further out).
-        new = np.minimum(new, np.maximum(hi, pos))
-        new = np.maximum(new, np.minimum(lo, pos))
+        new = np.maximum(np.minimum(free, np.maximum(hi, pos)), np.minimum(lo, pos))
+        changed = changed or bool((new != free).any())
         step = new - pos
-        changed = bool((step != lin_step).any())
         self.braked_ticks += int(changed)
         return step, changed
 

@@ -160,7 +160,6 @@ def test_the_sequence_passes_through_every_limit(runs) -> None:
     assert modes[LAST_TARGET_TICK + 110] == int(ControlMode.DAMP)
     assert modes[RESUME_TICK + 10] == int(ControlMode.ACTIVE)
     assert modes[STOP_TICK + 10] == int(ControlMode.DAMP)
-    assert backend.loop.cartesian.joint_slowed_ticks + backend.loop.cartesian.braked_ticks > 0
 
 
 def test_the_offline_bench_figures_are_there_and_finite() -> None:
