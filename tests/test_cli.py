@@ -80,7 +80,13 @@ def test_bench_writes_flat_json_and_prints_a_table(tmp_path, capsys, fake):
     out = tmp_path / "new" / "folder" / "fake.json"
     assert cli.main(["bench", "fake", "--json", str(out), "--seed", "7", "--quick"]) == 0
     assert fake == [{"seed": 7, "quick": True}]
-    assert json.loads(out.read_text()) == {**FAKE_RESULTS, "seed": 7}
+    written = json.loads(out.read_text())
+    host = {
+        k: written.pop(k) for k in ("host_cpu_busy_fraction_run", "host_cpu_steal_fraction_run")
+    }
+    assert written == {**FAKE_RESULTS, "seed": 7}
+    # what the host's CPUs did over the run: fractions, or -1 where /proc/stat is not there
+    assert all(v == -1.0 or 0.0 <= v <= 1.0 for v in host.values())
     table = capsys.readouterr().out
     assert "latency_us_p50" in table
     assert "12.500" in table
@@ -165,3 +171,36 @@ def test_format_table_aligns_two_columns_in_order():
     assert len({len(r) for r in rows}) == 1, "values are right-aligned to one width"
     assert rows[1].endswith("123456.789")
     assert rows[2].endswith("7")
+
+
+# -- host CPU window ------------------------------------------------------------------------------
+def _proc_stat(path, user, idle, iowait, steal):
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    path.write_text(f"cpu  {user} 0 0 {idle} {iowait} 0 0 {steal} 7 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+
+
+def test_host_cpu_window_reports_busy_and_stolen_time_between_its_reads(tmp_path):
+    from robot_rl.bench.report import HostCpuWindow
+
+    stat = tmp_path / "stat"
+    _proc_stat(stat, user=1000, idle=5000, iowait=100, steal=50)
+    window = HostCpuWindow(stat)
+    # 400 ticks later: 200 user, 100 idle, 50 iowait, 50 steal (guest time lies inside user)
+    _proc_stat(stat, user=1200, idle=5100, iowait=150, steal=100)
+    assert window.figures("_w") == {
+        "host_cpu_busy_fraction_w": pytest.approx(250 / 400),
+        "host_cpu_steal_fraction_w": pytest.approx(50 / 400),
+    }
+    window.start()  # a new window from here: nothing happened since
+    assert window.figures() == {"host_cpu_busy_fraction": -1.0, "host_cpu_steal_fraction": -1.0}
+
+
+@pytest.mark.parametrize("text", [None, "", "intr 1 2 3\n", "cpu  a b c d e f g h\n", "cpu 1 2\n"])
+def test_host_cpu_window_says_minus_one_without_a_readable_proc_stat(tmp_path, text):
+    from robot_rl.bench.report import HostCpuWindow
+
+    stat = tmp_path / "stat"
+    if text is not None:
+        stat.write_text(text)
+    figures = HostCpuWindow(stat).figures()
+    assert figures == {"host_cpu_busy_fraction": -1.0, "host_cpu_steal_fraction": -1.0}

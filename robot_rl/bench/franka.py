@@ -28,6 +28,9 @@ libfranka protocol, in its own process on its own loopback address) and a ``Fran
    ``torque_missed_period_ratio_idle_vs_wallclock_paced`` compares against;
    ``torque_robot_wait_timeouts_idle`` counts the ticks whose wait for the robot ran out, from
    the backend's start to the end of the idle window.
+Each window, and the circles of each mode, also report what the host's CPUs did meanwhile
+(``host_cpu_busy_fraction_<window>``, ``host_cpu_steal_fraction_<window>``: time a virtual CPU
+was ready while the hypervisor ran something else); a run on a host that steals reads as that.
 The torque-update interval is the wall time between consecutive ``set_torque`` calls (torque
 mode) or tracker reference updates (tracker mode, nominal ``tracker_period_s``).
 
@@ -57,6 +60,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from robot_rl.bench.report import HostCpuWindow
 from robot_rl.controllers.targets import CartesianTarget
 from robot_rl.controllers.watchdog import ControlMode
 from robot_rl.hardware.franka_backend import missed_period_fraction, missed_robot_tick_fraction
@@ -263,6 +267,7 @@ def _bench_mode(mode: str, window_s: float, rt_priority: int) -> dict[str, float
             out[f"{mode}_update_interval_ms_max"] = float(intervals.max())
             center = home.copy()
             start = center + np.array([CIRCLE_RADIUS_M, 0.0, 0.0])
+            cpu = HostCpuWindow()
             for name, circle_clock in (("", None), ("_sim_clock", clock)):
                 hold_and_measure(backend, start, quat, 1.5, 0.1, clock)
                 circle = track_circle(backend, center, quat, 2, clock=circle_clock)
@@ -271,12 +276,15 @@ def _bench_mode(mode: str, window_s: float, rt_priority: int) -> dict[str, float
                 out[f"{mode}_circle_lag_error_mm_mean{name}"] = float(
                     circle.lag_error_m.mean() * 1e3
                 )
+            out.update(cpu.figures(f"_{mode}_circles"))
             out[f"{mode}_watchdog_hold_wall_ms"] = watchdog_hold_ms(backend, quat, home)
             out[f"{mode}_watchdog_hold_vs_config_ratio"] = out[f"{mode}_watchdog_hold_wall_ms"] / (
                 1e3 * backend.loop_config.watchdog.hold_after_s
             )
             if mode == "torque":
+                cpu.start()
                 idle, idle_robot = _quiet_window(backend, window_s, home, quat)
+                out.update(cpu.figures("_idle_window"))
                 out.update(_window_figures("idle", idle, idle_robot))
                 # the loop's own computation per tick (reference, law, safety), same window
                 compute = backend.loop.telemetry.column("compute_us")[-len(idle) :]
@@ -288,7 +296,9 @@ def _bench_mode(mode: str, window_s: float, rt_priority: int) -> dict[str, float
                 paced = backend.robot_paced
                 backend.robot_paced = False
                 try:
+                    cpu.start()
                     wall, wall_robot = _quiet_window(backend, window_s, home, quat)
+                    out.update(cpu.figures("_idle_wallclock_paced_window"))
                 finally:
                     backend.robot_paced = paced
                 peer = _window_figures("idle_wallclock_paced", wall, wall_robot)
@@ -304,7 +314,9 @@ def _bench_mode(mode: str, window_s: float, rt_priority: int) -> dict[str, float
                 )  # fmt: skip
                 try:
                     time.sleep(2.0)  # the learner is importing torch and warming up
+                    cpu.start()
                     loaded, loaded_robot = _quiet_window(backend, window_s, home, quat)
+                    out.update(cpu.figures("_loaded_window"))
                 finally:
                     learner.kill()
                     learner.wait()

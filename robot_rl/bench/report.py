@@ -15,6 +15,51 @@ from typing import TextIO
 
 Scalar = float | int | str | bool
 
+PROC_STAT = Path("/proc/stat")
+
+
+def _cpu_times(path: Path = PROC_STAT) -> tuple[int, int, int] | None:
+    """The host's CPU time over all cores since boot, in clock ticks, from the aggregate ``cpu``
+    line of ``/proc/stat`` (Linux): (total, idle incl. iowait, steal). None where there is no
+    such file or it cannot be read."""
+    try:
+        with open(path) as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    try:  # user nice system idle iowait irq softirq steal [guest guest_nice: inside user, nice]
+        ticks = [int(x) for x in fields[1:9]]
+    except ValueError:
+        return None
+    return sum(ticks), ticks[3] + ticks[4], ticks[7]
+
+
+class HostCpuWindow:
+    """What the host's CPUs did between ``start()`` (or construction) and ``figures()``: the
+    fraction of CPU time busy, and the fraction the hypervisor stole (time a virtual CPU was
+    ready to run while the host ran something else). A benchmark reports both beside its
+    timings, so that a slow host can be told from a slow change. -1 where unavailable."""
+
+    def __init__(self, path: Path = PROC_STAT) -> None:
+        self.path = path
+        self.start()
+
+    def start(self) -> None:
+        self._start = _cpu_times(self.path)
+
+    def figures(self, name: str = "") -> dict[str, float]:
+        """``host_cpu_busy_fraction{name}`` and ``host_cpu_steal_fraction{name}``."""
+        end = _cpu_times(self.path)
+        busy = steal = -1.0
+        if self._start is not None and end is not None and end[0] > self._start[0]:
+            total = end[0] - self._start[0]
+            idle = end[1] - self._start[1]
+            busy = (total - idle) / total
+            steal = (end[2] - self._start[2]) / total
+        return {f"host_cpu_busy_fraction{name}": busy, f"host_cpu_steal_fraction{name}": steal}
+
 
 def check_flat(results: Mapping[str, Scalar]) -> None:
     """Raise ValueError unless ``results`` maps str keys to finite numbers, strings or bools."""

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from robot_rl.bench.report import print_table, write_json
+from robot_rl.bench.report import HostCpuWindow, print_table, write_json
 from robot_rl.cli.errors import CliError
 
 log = logging.getLogger("robot_rl.cli")
@@ -114,10 +114,12 @@ def run(args: argparse.Namespace) -> int:
     ]
     if unknown:
         raise CliError(f"bench {args.name} takes no {', '.join(unknown)}")
+    cpu = HostCpuWindow()
     try:
         results = bench(seed=args.seed, quick=args.quick, **options)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    results = {**results, **cpu.figures("_run")}  # the whole run's, beside any window's own
     print_table(
         results, title=f"bench {args.name} (seed {args.seed}{', quick' if args.quick else ''})"
     )
