@@ -55,6 +55,7 @@ class PlainCartesianReferenceGenerator:
         self._pos = np.zeros(3)
         self._quat = np.array([0.0, 0.0, 0.0, 1.0])
         self._twist = np.zeros(6)
+        self._ff = np.zeros(6)
         self._hold_segment(0.0)
         self._last_goal_time_s: float | None = None
         self._last_target_twist: np.ndarray | None = None
@@ -78,6 +79,7 @@ class PlainCartesianReferenceGenerator:
         self._pos = np.asarray(pos_m, dtype=float).copy()
         self._quat = np.asarray(quat_xyzw, dtype=float).copy()
         self._twist = np.zeros(6)
+        self._ff = np.zeros(6)
         self._hold_segment(now_s)
         self._last_goal_time_s = None
         self._last_target_twist = None
@@ -210,20 +212,20 @@ class PlainCartesianReferenceGenerator:
         self._pos = self._pos + lin_step
         self._quat = quat_mul(quat_exp(rot_step), self._quat)
         twist = np.concatenate((lin_step, rot_step)) / dt
-        # Acceleration feedforward: while braking at the box, the braking; along a smooth
-        # (twist-given) segment, the target stream's (never the profile's corrections).
-        if braked or self._seg_hermite:
-            accel = (twist - self._twist) / dt if braked else self._seg_accel.copy()
-            if not braked and now_s - self._seg_t0 > 2.0 * self._seg_T:
-                accel = np.zeros(6)
-            accel[:3] = np.minimum(
-                np.maximum(accel[:3], -cfg.max_linear_accel_m_s2), cfg.max_linear_accel_m_s2
-            )
-            accel[3:] = np.minimum(
-                np.maximum(accel[3:], -cfg.max_angular_accel_rad_s2), cfg.max_angular_accel_rad_s2
-            )
+        # Acceleration feedforward: along a smooth (twist-given) segment, the target stream's,
+        # also while a late next target is awaited; else the reference's own change of speed.
+        if self._seg_hermite and not braked and now_s - self._seg_t0 <= 2.0 * self._seg_T:
+            accel = self._seg_accel.copy()
         else:
-            accel = np.zeros(6)
+            f = self.period_s / (cfg.accel_feedforward_time_constant_s + self.period_s)
+            accel = self._ff + f * ((twist - self._twist) / dt - self._ff)
+        self._ff = accel.copy()
+        accel[:3] = np.minimum(
+            np.maximum(accel[:3], -cfg.max_linear_accel_m_s2), cfg.max_linear_accel_m_s2
+        )
+        accel[3:] = np.minimum(
+            np.maximum(accel[3:], -cfg.max_angular_accel_rad_s2), cfg.max_angular_accel_rad_s2
+        )
         self._twist = twist
 
         if (self.gains.stiffness != self._stiffness_goal).any():

@@ -41,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 from robot_rl.controllers.cartesian_impedance import CartesianReference, friction_task_wrench
 from robot_rl.controllers.integral import PositionIntegrator
-from robot_rl.controllers.loop import ControlLoop, LoopConfig
+from robot_rl.controllers.loop import ControlLoop, LoopConfig, SmoothedClock
 from robot_rl.controllers.reachability import ProbeResult, check_workspace_reach
 from robot_rl.controllers.reference import (
     CartesianReferenceGenerator,
@@ -372,7 +372,11 @@ class FrankaBackend:
             self.robot.start_torque_motion()
             if self.loop is None:
                 self.loop = ControlLoop(self.robot, self.loop_config)
+                # the reference's time: the wall clock's rate without its tick jitter
+                self.loop.clock = SmoothedClock(self.loop_config.period_s)
             self.loop.restart()
+            if isinstance(self.loop.clock, SmoothedClock):
+                self.loop.clock.reset()
         else:
             self._start_tracker()
         self._state = self.robot.read_state()

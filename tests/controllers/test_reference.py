@@ -508,15 +508,33 @@ def test_a_smooth_path_on_a_jittery_clock_feeds_forward_its_own_acceleration(pla
 
 
 @pytest.mark.parametrize("plain", [False, True], ids=["float", "plain"])
-def test_straight_segments_inside_the_box_feed_forward_nothing_and_never_brake(plain):
-    """Targets without twist are followed along straight segments with no acceleration fed
-    forward; inside the box the box brake never acts (a step changed by float rounding alone,
-    (p + s) - p != s, once counted as braked and fed the profile's bang-bang forward)."""
+def test_straight_segments_feed_forward_the_references_own_acceleration_and_never_brake(plain):
+    """Targets without twist are followed along straight segments, and the acceleration fed
+    forward is the reference's own change of speed (its ramps and brakes) through the
+    first-order filter (``accel_feedforward_time_constant_s``), within the bound.
+    Inside the box the box brake never acts: a step changed by float rounding alone,
+    (p + s) - p != s, once counted as braked on nearly every tick."""
     from robot_rl.controllers.plain import PlainCartesianReferenceGenerator
 
     cls = PlainCartesianReferenceGenerator if plain else CartesianReferenceGenerator
-    gen = cls(ReferenceConfig(), PERIOD_S, CartesianGains())
-    accel, _ = _circle_on_a_jittered_clock(gen, with_twist=False)
-    assert len(accel) > 1000
-    assert not accel.any()
+    cfg = ReferenceConfig()
+    gen = cls(cfg, PERIOD_S, CartesianGains())
+    gen.reset(CENTRE, NOMINAL, 0.0)
+    gen.set_goal(CartesianTarget(CENTRE + np.array([0.05, -0.03, 0.02]), NOMINAL), 0.0)
+    twist, accel = [np.zeros(6)], []
+    for k in range(1, 400):
+        ref = gen.step(k * PERIOD_S)
+        twist.append(ref.twist.copy())
+        accel.append(ref.accel.copy())
+    raw = np.diff(np.array(twist), axis=0) / PERIOD_S  # the reference's own acceleration
+    alpha = PERIOD_S / (cfg.accel_feedforward_time_constant_s + PERIOD_S)
+    bound = np.array([cfg.max_linear_accel_m_s2] * 3 + [cfg.max_angular_accel_rad_s2] * 3)
+    expected, filtered = [], np.zeros(6)
+    for a in raw:  # first-order filter, then the bound
+        filtered = filtered + alpha * (a - filtered)
+        expected.append(np.clip(filtered, -bound, bound))
+    np.testing.assert_allclose(np.array(accel), np.array(expected), rtol=0, atol=1e-6)
+    # it ramped up and braked: both signs fed forward, and it came to rest with nothing fed
+    assert np.array(accel)[:, 0].max() > 0.5 and np.array(accel)[:, 0].min() < -0.5
+    assert np.abs(np.array(accel)[-1]).max() < 1e-3
     assert gen.braked_ticks == 0
