@@ -72,6 +72,7 @@ class PlainCartesianReferenceGenerator:
         self._seg_v0 = np.zeros(6)
         self._seg_v1 = np.zeros(6)
         self._seg_accel = np.zeros(6)
+        self._seg_accel_until_s = 0.0
         self._seg_hermite = False
 
     def reset(self, pos_m: np.ndarray, quat_xyzw: np.ndarray, now_s: float) -> None:
@@ -100,6 +101,7 @@ class PlainCartesianReferenceGenerator:
         self._seg_p1 = self._pos + 0.5 * duration * v[:3]  # constant deceleration to rest
         self._seg_rot = 0.5 * duration * v[3:]
         self._seg_accel = -v / duration
+        self._seg_accel_until_s = duration
         self._last_goal_time_s = None
         self._last_target_twist = None
 
@@ -133,6 +135,7 @@ class PlainCartesianReferenceGenerator:
         ok = has_twist and prev is not None
         self._seg_accel = (self._seg_v1 - prev) / self._target_period_s if ok else np.zeros(6)
         self._last_target_twist = self._seg_v1.copy() if has_twist else None
+        self._seg_accel_until_s = (2.0 if self._seg_v1.any() else 1.0) * self._seg_T
         if target.stiffness is not None:
             self._stiffness_goal = target.stiffness
         return clipped
@@ -214,7 +217,7 @@ class PlainCartesianReferenceGenerator:
         twist = np.concatenate((lin_step, rot_step)) / dt
         # Acceleration feedforward: along a smooth (twist-given) segment, the target stream's,
         # also while a late next target is awaited; else the reference's own change of speed.
-        if self._seg_hermite and not braked and now_s - self._seg_t0 <= 2.0 * self._seg_T:
+        if self._seg_hermite and not braked and now_s - self._seg_t0 <= self._seg_accel_until_s:
             accel = self._seg_accel.copy()
         else:
             f = self.period_s / (cfg.accel_feedforward_time_constant_s + self.period_s)

@@ -299,6 +299,7 @@ class CartesianReferenceGenerator:
         self._seg_v0 = [0.0] * 6
         self._seg_v1 = [0.0] * 6
         self._seg_accel = [0.0] * 6  # fed forward along a Hermite segment
+        self._seg_accel_until_s = 0.0  # ... this long after its start
         self._seg_hermite = False
         self._segment_changed()
 
@@ -339,6 +340,7 @@ class CartesianReferenceGenerator:
         self._seg_p1 = [p + half * vi for p, vi in zip(self._pos, self._seg_v0[:3], strict=True)]
         self._seg_rot = [half * vi for vi in self._seg_v0[3:]]
         self._seg_accel = [-vi / duration for vi in self._seg_v0]
+        self._seg_accel_until_s = duration  # at rest from there on
         self._last_goal_time_s = None
         self._last_target_twist = None
         self._segment_changed()
@@ -381,6 +383,10 @@ class CartesianReferenceGenerator:
         else:
             self._seg_accel = [0.0] * 6
         self._last_target_twist = v1 if target.twist is not None else None
+        # Fed forward over the segment, and while a late next target is awaited as long as the
+        # pose moves on at the goal's velocity (one more period); a goal at rest stays put.
+        moving_on = any(v1)
+        self._seg_accel_until_s = (2.0 if moving_on else 1.0) * self._seg_T
         if target.stiffness is not None:
             self._stiffness_goal = target.stiffness
             self._gains_settling = True
@@ -492,13 +498,13 @@ class CartesianReferenceGenerator:
         self._quat = list(quat_mul_f(quat_exp_f(rx, ry, rz), quat))
         new_twist = [sx / dt, sy / dt, sz / dt, rx / dt, ry / dt, rz / dt]
         # Acceleration feedforward: along a smooth (twist-given) segment, the target stream's
-        # (set_goal), also while a late next target is awaited (as the pose is); else the
+        # (set_goal), also while a late next target is awaited (set_goal says how long); else the
         # reference's own change of speed (its ramps and brakes, and braking at the box). Not the
         # reference's own along a smooth segment: it holds the profile's corrections toward the
         # segment point, bang-bang at the acceleration limit when the tick's clock jitters, and
         # fed forward on franky-sim they swung the torque by 20-40 Nm a tick. (A loop on a
         # jittery clock gives the reference a smoothed one: loop.SmoothedClock.)
-        if self._seg_hermite and not braked and now_s - self._seg_t0 <= 2.0 * self._seg_T:
+        if self._seg_hermite and not braked and now_s - self._seg_t0 <= self._seg_accel_until_s:
             accel = self._seg_accel
         else:
             f = self._ff_alpha

@@ -538,3 +538,36 @@ def test_straight_segments_feed_forward_the_references_own_acceleration_and_neve
     assert np.array(accel)[:, 0].max() > 0.5 and np.array(accel)[:, 0].min() < -0.5
     assert np.abs(np.array(accel)[-1]).max() < 1e-3
     assert gen.braked_ticks == 0
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["float", "plain"])
+def test_a_brake_to_rest_feeds_its_deceleration_forward_until_rest_and_nothing_after(plain):
+    """The watchdog's hold (``brake_to_rest``): the constant deceleration to rest is fed forward
+    while the reference slows; once it is at rest the feedforward eases to nothing through the
+    reference's filter (``accel_feedforward_time_constant_s``), never a step, never a push on."""
+    from robot_rl.controllers.plain import PlainCartesianReferenceGenerator
+
+    cls = PlainCartesianReferenceGenerator if plain else CartesianReferenceGenerator
+    gen = cls(OPEN, PERIOD_S, CartesianGains())
+    gen.reset(CENTRE, NOMINAL, 0.0)
+    v = np.array([0.1, 0.0, 0.0, 0.0, 0.0, 0.0])
+    k = 0
+    for k in range(1, 100):  # a straight run up to 0.1 m/s along x, twist-given
+        t = k * PERIOD_S
+        if k % 10 == 1:
+            gen.set_goal(CartesianTarget(CENTRE + v[:3] * (t + 0.01), NOMINAL, v), t)
+        gen.step(t)
+    gen.brake_to_rest(k * PERIOD_S)
+    accel, speed = [], []
+    for j in range(k + 1, k + 200):
+        ref = gen.step(j * PERIOD_S)
+        accel.append(ref.accel[0])
+        speed.append(ref.twist[0])
+    accel, speed = np.array(accel), np.array(speed)
+    braking = speed > 1e-6
+    assert braking[:5].all() and not braking[-50:].any()  # it slowed and came to rest
+    assert (accel[braking][1:-1] < -0.1).all()  # the deceleration was fed forward
+    at_rest = accel[~braking]
+    assert (np.diff(np.abs(at_rest)) <= 1e-12).all() and (at_rest <= 0.0).all()  # it eases off
+    assert abs(at_rest[10]) < 0.7 * abs(accel).max()  # from the tick it rests (20 ms filter)
+    assert abs(at_rest[-1]) < 0.01 * abs(accel).max()
