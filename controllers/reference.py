@@ -321,7 +321,7 @@ class CartesianReferenceGenerator:
         self._ff = [0.0] * 6
         self._hold_segment(now_s)
         self._last_goal_time_s = None
-        self._last_target_twist: list[float] | None = None
+        self._last_target_twist = None
 
     def brake_to_rest(self, now_s: float) -> None:
         """Slow from the current speed to rest along a smooth (Hermite) segment, then hold: the
