@@ -152,13 +152,15 @@ class ReferenceConfig:
     gain_time_constant_s: float = 0.05
     # The reference's own acceleration (its ramps and brakes), fed forward off smooth segments,
     # passes a first-order filter with this time constant (0: unfiltered). Its profile is
-    # bang-bang, so unfiltered it steps the torque by up to Lambda * accel at each ramp: on
-    # franky-sim, targets without twist along a circle (20 Hz) then rode the torque-rate limit on
-    # 94 % of ticks (83, 76, 69, 58, 44 % at 5, 10, 20, 50, 100 ms; circle mean 2.45, 2.56, 2.05,
-    # 1.77, 1.48, 1.60 mm). The twin's 5 cm step needs the feedforward to overshoot under 5 mm,
-    # and its full-speed run into a box corner to stay within 3 mm of the box: both held up to
-    # 20 ms and failed from 50 ms.
-    accel_feedforward_time_constant_s: float = 0.02
+    # bang-bang, so unfiltered it steps the torque by up to Lambda * accel at each ramp. The twin
+    # (lockstep, exact 1 ms ticks) runs unfiltered: its 5 cm step overshoots under 5 mm and its
+    # full-speed run into a box corner stays within 3 mm of the box, and its reach policy learned
+    # better so (seeds 1-2 at 2k steps: 95/95 % unfiltered, 90/85 % at 20 ms). A loop on a real
+    # arm's clock filters (the Franka backend's FRANKA_ACCEL_FEEDFORWARD_TIME_CONSTANT_S, 20 ms):
+    # on franky-sim, targets without twist along a circle (20 Hz) rode the torque-rate limit on
+    # 94 % of ticks unfiltered (83, 76, 69, 58, 44 % at 5, 10, 20, 50, 100 ms; circle mean 2.45,
+    # 2.56, 2.05, 1.77, 1.48, 1.60 mm); the twin's two tests held up to 20 ms, failed from 50 ms.
+    accel_feedforward_time_constant_s: float = 0.0
     workspace: Workspace = field(default_factory=Workspace)
 
 

@@ -151,6 +151,22 @@ class ResetConfig:
                 raise ValueError(f"{name}={value!r}; allowed: a number > 0")
 
 
+# The reference's own ramps and brakes reach the torque through a 20 ms first-order filter on a
+# real arm's clock (the twin, lockstep, runs unfiltered): see ReferenceConfig.
+FRANKA_ACCEL_FEEDFORWARD_TIME_CONSTANT_S = 0.02
+
+
+def franka_loop_config(workspace: Workspace | None = None) -> LoopConfig:
+    """The control loop's settings for a Franka arm (real or franky-sim): the defaults, the
+    reference's feedforward filter, and ``workspace`` (the default box if None)."""
+    return LoopConfig(
+        reference=ReferenceConfig(
+            workspace=workspace if workspace is not None else Workspace(),
+            accel_feedforward_time_constant_s=FRANKA_ACCEL_FEEDFORWARD_TIME_CONSTANT_S,
+        )
+    )
+
+
 @dataclass(frozen=True)
 class FrankaRig:
     """One rig's file (``robot-rl robot-server --backend franka --rig RIG.yaml``): the arm's site
@@ -162,8 +178,8 @@ class FrankaRig:
     reset: ResetConfig = field(default_factory=ResetConfig)
 
     def loop_config(self) -> LoopConfig:
-        """The control loop's settings with this rig's workspace (the rest are the defaults)."""
-        return LoopConfig(reference=ReferenceConfig(workspace=self.workspace))
+        """The control loop's settings for this rig: its workspace, the Franka defaults."""
+        return franka_loop_config(self.workspace)
 
     def workspace_reach(self) -> list[ProbeResult]:
         """The workspace box's probe points, solved for this rig's arm from its home posture
@@ -267,7 +283,7 @@ class FrankaBackend:
     ) -> None:
         self.config = config
         self.control = config.control
-        base = loop_config or LoopConfig()
+        base = loop_config or franka_loop_config()
         gains = replace(
             base.cartesian_gains,
             friction_coulomb_nm=np.asarray(config.friction_coulomb_nm, dtype=float),

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 from robot_rl.controllers.loop import LoopConfig
-from robot_rl.controllers.reference import ReferenceConfig, Workspace
+from robot_rl.controllers.reference import Workspace
+from robot_rl.hardware.franka_backend import franka_loop_config
 
 # franky-sim's MuJoCo FR3 starts here (franky_sim.DEFAULT_INITIAL_JOINT_POS), its TCP at about
 # (0.554, 0.0, 0.521) m, gripper down.
@@ -40,8 +41,8 @@ SIM_WORKSPACE = Workspace(pos_min_m=(0.3, -0.3, 0.1), pos_max_m=(0.75, 0.3, 0.65
 
 
 def sim_loop_config() -> LoopConfig:
-    """The control loop's settings for franky-sim: the defaults with ``SIM_WORKSPACE``."""
-    return LoopConfig(reference=ReferenceConfig(workspace=SIM_WORKSPACE))
+    """The control loop's settings for franky-sim: the Franka defaults with ``SIM_WORKSPACE``."""
+    return franka_loop_config(SIM_WORKSPACE)
 
 
 def free_loopback_ip() -> str:

@@ -349,15 +349,15 @@ def run_franka_bench(seed: int = 0, quick: bool = False, rt_priority: int = 80) 
     results.update(offline_tick_figures(1000 if quick else 5000, seed))
     for mode in ("torque", "tracker"):
         results.update(bench_mode(mode, window_s, seed, rt_priority))
-    from robot_rl.controllers.loop import LoopConfig
-    from robot_rl.hardware.franka_sim import SIM_FRICTION_COULOMB_NM
+    from robot_rl.hardware.franka_sim import SIM_FRICTION_COULOMB_NM, sim_loop_config
 
-    loop = LoopConfig()  # the gains both modes ran with (the sim's box aside)
+    loop = sim_loop_config()  # the gains both modes ran with
     results["cartesian_stiffness_n_per_m"] = float(loop.cartesian_gains.stiffness[0])
     results["cartesian_stiffness_nm_per_rad"] = float(loop.cartesian_gains.stiffness[3])
     results["cartesian_damping_ratio"] = float(loop.cartesian_gains.damping_ratio[0])
     results["integral_gain_n_per_m_s"] = loop.integral.gain_n_per_m_s
     results["integral_force_max_n"] = loop.integral.force_max_n
+    results["accel_feedforward_time_constant_s"] = loop.reference.accel_feedforward_time_constant_s
     results["friction_coulomb_nm_max"] = max(SIM_FRICTION_COULOMB_NM)
     results["target_torque_missed_fraction_idle_max"] = 0.001
     results["target_circle_error_mm_mean_max"] = 2.0

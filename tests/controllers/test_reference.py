@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -507,8 +508,11 @@ def test_a_smooth_path_on_a_jittery_clock_feeds_forward_its_own_acceleration(pla
     assert np.abs(np.diff(accel[:, :3], axis=0)).max() < 0.1
 
 
+@pytest.mark.parametrize("tau_s", [0.0, 0.02], ids=["twin-unfiltered", "franka-20ms"])
 @pytest.mark.parametrize("plain", [False, True], ids=["float", "plain"])
-def test_straight_segments_feed_forward_the_references_own_acceleration_and_never_brake(plain):
+def test_straight_segments_feed_forward_the_references_own_acceleration_and_never_brake(
+    plain, tau_s
+):
     """Targets without twist are followed along straight segments, and the acceleration fed
     forward is the reference's own change of speed (its ramps and brakes) through the
     first-order filter (``accel_feedforward_time_constant_s``), within the bound.
@@ -517,7 +521,7 @@ def test_straight_segments_feed_forward_the_references_own_acceleration_and_neve
     from robot_rl.controllers.plain import PlainCartesianReferenceGenerator
 
     cls = PlainCartesianReferenceGenerator if plain else CartesianReferenceGenerator
-    cfg = ReferenceConfig()
+    cfg = ReferenceConfig(accel_feedforward_time_constant_s=tau_s)
     gen = cls(cfg, PERIOD_S, CartesianGains())
     gen.reset(CENTRE, NOMINAL, 0.0)
     gen.set_goal(CartesianTarget(CENTRE + np.array([0.05, -0.03, 0.02]), NOMINAL), 0.0)
@@ -544,11 +548,14 @@ def test_straight_segments_feed_forward_the_references_own_acceleration_and_neve
 def test_a_brake_to_rest_feeds_its_deceleration_forward_until_rest_and_nothing_after(plain):
     """The watchdog's hold (``brake_to_rest``): the constant deceleration to rest is fed forward
     while the reference slows; once it is at rest the feedforward eases to nothing through the
-    reference's filter (``accel_feedforward_time_constant_s``), never a step, never a push on."""
+    reference's filter (``accel_feedforward_time_constant_s``, the Franka backend's 20 ms),
+    never a step, never a push on."""
     from robot_rl.controllers.plain import PlainCartesianReferenceGenerator
+    from robot_rl.hardware.franka_backend import FRANKA_ACCEL_FEEDFORWARD_TIME_CONSTANT_S
 
     cls = PlainCartesianReferenceGenerator if plain else CartesianReferenceGenerator
-    gen = cls(OPEN, PERIOD_S, CartesianGains())
+    cfg = replace(OPEN, accel_feedforward_time_constant_s=FRANKA_ACCEL_FEEDFORWARD_TIME_CONSTANT_S)
+    gen = cls(cfg, PERIOD_S, CartesianGains())
     gen.reset(CENTRE, NOMINAL, 0.0)
     v = np.array([0.1, 0.0, 0.0, 0.0, 0.0, 0.0])
     k = 0
