@@ -116,16 +116,9 @@ def test_one_episode_file_and_episode_selection(run_dir: Path, tmp_path: Path):
     assert view(run_dir, save=tmp_path / "last.rrd", last=1) == 1
 
 
-def test_the_runs_position_unit_scales_the_tcp_path(run_dir: Path):
-    """A run recorded before ``position_scale_m`` existed observed its TCP in action steps; a
-    newer run's config names the unit."""
+def test_the_runs_step_size_scales_the_tcp_path(run_dir: Path):
     source = find_episodes(run_dir)
     assert source.xyz_step_m == 0.02 and len(source.episodes) == 2
-    assert source.position_scale_m == 0.02
-    (run_dir / "config.yaml").write_text(
-        yaml.safe_dump({"env": {"xyz_step_m": 0.02, "position_scale_m": 0.25}})
-    )
-    assert find_episodes(run_dir).position_scale_m == 0.25
 
 
 @pytest.mark.parametrize(

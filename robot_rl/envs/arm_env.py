@@ -3,10 +3,9 @@
 arm's robot server behind the latter. 10 Hz end-effector delta actions; the backend runs them.
 
 Observation: Dict with one uint8 (H, W, 3) image per camera (pixel mode) and "state", float32,
-  scaled so that every entry is of order one (the learner does not normalize observations):
-  TCP position relative to the reset pose, in the reset frame, in ``position_scale_m`` (3: a
-  workspace's scale, not the action's step, since a reach carries the TCP 10-20 steps from its
-  reset pose, and inputs that large drown the small ones in the state encoder's LayerNorm); TCP
+  in units of the action's step so that every entry is of order one (the learner does not
+  normalize observations):
+  TCP position relative to the reset pose, in the reset frame, in ``xyz_step_m`` (3); TCP
   rotation relative to the reset orientation (3, rotation vector, in ``rot_step_rad``); TCP twist
   in the reset frame (6, steps per policy period); gripper opening (1, fraction of fully open);
   optionally the external TCP wrench (6, reset frame, in ``wrench_scale_n``); in "state" mode
@@ -124,7 +123,7 @@ def state_vector(
     rot_t = reset.rot.T
     per_period = cfg.policy_period_s
     parts = [
-        rot_t @ (state.ee_pos_m - reset.pos_m) / cfg.position_scale_m,
+        rot_t @ (state.ee_pos_m - reset.pos_m) / cfg.xyz_step_m,
         rot_t @ orientation_error(state.ee_quat_xyzw, reset.quat_xyzw) / cfg.rot_step_rad,
         rot_t @ state.ee_twist[:3] * (per_period / cfg.xyz_step_m),
         rot_t @ state.ee_twist[3:] * (per_period / cfg.rot_step_rad),

@@ -80,12 +80,6 @@ class EnvConfig:
     policy_period_s: float = 0.1
     max_episode_steps: int | None = None  # None: the task's episode length / policy_period_s
     xyz_step_m: float = 0.03
-    # The observed TCP position (relative to the reset pose) is in units of this length. In action
-    # steps (3 cm) it reached 10-20 on a long reach, and the state encoder's LayerNorm then scaled
-    # the goal offset's last centimetres down by as much: reach policies (from state, seed 0 at 2k
-    # steps) stopped 16-25 mm short of 3 goals in 20, in the 3 of the 4 episodes that ended
-    # farthest from the reset pose (9.9-12.3 steps; the successes 4.5-10.5).
-    position_scale_m: float = 0.2
     rotation_actions: bool = False
     rot_step_rad: float = 0.1
     gripper_penalty: float = 0.0  # charged to the gripper critic per open/close toggle
@@ -121,8 +115,6 @@ class EnvConfig:
                              "env.remote.episode_s (and reset_pos_m, reward, ...)")  # fmt: skip
         if not 0.0 < self.xyz_step_m <= 0.05:
             raise ValueError(f"xyz_step_m={self.xyz_step_m}; allowed (0, 0.05] m per step")
-        if not 0.01 <= self.position_scale_m <= 2.0:  # also rejects NaN
-            raise ValueError(f"position_scale_m={self.position_scale_m}; allowed [0.01, 2] m")
         if self.reward_k < 1:
             raise ValueError(f"reward_k={self.reward_k}; need at least one frame")
         if self.max_episode_steps is not None and self.max_episode_steps < 1:

@@ -14,8 +14,7 @@ What is logged, per episode step t (timelines ``step``, counted over every episo
   ``episode``               TextLog   its file, task, length, end (terminated/truncated/open)
 
 The TCP position is read from the twin's state vector (its first three entries, in
-``position_scale_m`` units of the reset frame; see ``robot_rl.envs.arm_env``; a run recorded
-before that setting existed used ``xyz_step_m``), so it is logged only
+``xyz_step_m`` units of the reset frame; see ``robot_rl.envs.twin_env``), so it is logged only
 for episodes of the twin's tasks. The detector's score is not stored in episode files: it is
 computed here when a detector is given (``--detector``, or a run's ``env.reward_model``).
 """
@@ -43,7 +42,6 @@ log = logging.getLogger(__name__)
 
 TWIN_TASKS = ("reach", "pick_cube", "peg_insert")
 DEFAULT_XYZ_STEP_M = 0.03  # TwinEnvConfig's default, for episodes without their run's config
-DEFAULT_POSITION_SCALE_M = 0.2  # EnvConfig.position_scale_m's default: the observed TCP's unit
 DEFAULT_POLICY_PERIOD_S = 0.1
 
 
@@ -61,7 +59,6 @@ class ViewSource:
 
     episodes: list[Path]
     xyz_step_m: float = DEFAULT_XYZ_STEP_M
-    position_scale_m: float = DEFAULT_POSITION_SCALE_M
     policy_period_s: float = DEFAULT_POLICY_PERIOD_S
     rotation_actions: bool = False
     reward_model: str | None = None
@@ -82,13 +79,9 @@ def find_episodes(target: str | Path, demos: bool = False) -> ViewSource:
     if config.is_file():
         folder = target / ("demos" if demos else "episodes")
         env = (yaml.safe_load(config.read_text()) or {}).get("env", {}) or {}
-        keys = ("xyz_step_m", "position_scale_m", "policy_period_s", "rotation_actions",
-                "reward_model")  # fmt: skip
-        for key in keys:
+        for key in ("xyz_step_m", "policy_period_s", "rotation_actions", "reward_model"):
             if key in env:
                 settings[key] = env[key]
-        if "position_scale_m" not in env:  # recorded before it existed: positions in steps
-            settings["position_scale_m"] = env.get("xyz_step_m", DEFAULT_XYZ_STEP_M)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist")
     files = sorted(p for p in folder.iterdir() if EPISODE_RE.match(p.name))
@@ -122,8 +115,7 @@ def log_episode(
     twin = task in TWIN_TASKS
     tcp = None
     if twin:
-        tcp = np.stack([f[STATE_KEY][:3] for f in frames]).astype(np.float64)
-        tcp *= source.position_scale_m
+        tcp = np.stack([f[STATE_KEY][:3] for f in frames]).astype(np.float64) * source.xyz_step_m
     names = action_names(len(steps[0].action), source.rotation_actions)
     if detector is not None:
         detector.reset()

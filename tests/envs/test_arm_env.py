@@ -73,8 +73,7 @@ def test_actions_become_clipped_targets_and_gripper_commands() -> None:
     env.reset(seed=0)
     obs, *_ = env.step(np.array([1.0, -0.5, 0.0, 0.0], np.float32))
     np.testing.assert_allclose(arm.pos, [0.52, -0.01, 0.2])  # 1 and -0.5 steps of 2 cm
-    # the TCP relative to its reset pose, in position_scale_m (0.2 m): 2 cm, -1 cm
-    np.testing.assert_allclose(obs["state"][:3], [0.1, -0.05, 0.0], atol=1e-6)
+    np.testing.assert_allclose(obs["state"][:3], [1.0, -0.5, 0.0], atol=1e-6)  # in steps
     for _ in range(30):  # pushing up past the box stops at its top
         env.step(np.array([0.0, 0.0, 1.0, 0.0], np.float32))
     assert arm.pos[2] == pytest.approx(0.45)

@@ -62,7 +62,7 @@ def test_action_moves_the_tcp_by_the_scaled_delta() -> None:
     env.close()
 
 
-def test_state_is_in_its_units_and_in_the_reset_frame() -> None:
+def test_state_is_in_step_units_and_in_the_reset_frame() -> None:
     cfg = TwinEnvConfig(task="reach", obs="state", xyz_step_m=0.02)
     env = TwinEnv(cfg)
     obs, _ = env.reset(seed=3)
@@ -71,10 +71,7 @@ def test_state_is_in_its_units_and_in_the_reset_frame() -> None:
         obs, *_ = env.step(np.array([1.0, -0.5, 0.5, 0.0], dtype=np.float32))
     tcp = env.scene.state().ee_pos_m
     rot_t = env._reset.rot.T
-    # the TCP's position relative to the reset pose in position_scale_m (a workspace's scale)
-    relative = rot_t @ (tcp - env._reset.pos_m)
-    np.testing.assert_allclose(obs["state"][:3], relative / cfg.position_scale_m, atol=1e-4)
-    assert np.abs(obs["state"][:3]).max() > 0.1  # it moved: 4 steps of 2 cm are 0.4 units
+    np.testing.assert_allclose(obs["state"][:3], rot_t @ (tcp - env._reset.pos_m) / 0.02, atol=1e-4)
     # The goal offset is seen in the same frame and units, so the two add up to the goal.
     goal_offset = obs["state"][PROPRIO_DIM:]
     np.testing.assert_allclose(goal_offset, rot_t @ (env.task.goal_m - tcp) / 0.02, atol=1e-4)
