@@ -13,6 +13,7 @@ import torch
 MAX_CRITIC_ENSEMBLE_SIZE = 10
 ENCODERS = ("conv", "resnet10")
 CONV_PRESETS = ("standard", "lean")  # layers: robot_rl.agents.encoders.CONV_PRESET_LAYERS
+STATE_INPUTS = ("symlog", "raw")  # robot_rl.agents.encoders.StateEncoder
 FEATURE_CACHE_MODES = ("float16", "float32", "off")
 
 
@@ -36,6 +37,10 @@ class SACConfig:
     hidden_dims: hidden layer widths of the actor, each critic and the gripper critic.
     latent_dim: width of each camera's embedding (spatial embedding -> Linear -> LayerNorm -> Tanh).
     state_latent_dim: width of the proprioception embedding of ``obs["state"]``.
+    state_input: "symlog" (default) squashes each state entry, sign(x) log(1 + |x|), before the
+        state embedding's Linear -> LayerNorm, so that large entries (a TCP offset of 10-20 action
+        steps on a long reach) do not drown small ones (the last centimetre to a goal) in the
+        LayerNorm; "raw" feeds the state as it is (``agents.encoders.StateEncoder``).
     num_spatial_features: learned spatial kernels per feature-map channel (SERL uses 8).
     encoder: per-camera image backbone: "conv" (small strided CNN, fast on CPU) or "resnet10".
     conv_preset: the "conv" backbone's layers: "standard" (default; (32, 16, 16) feature maps at
@@ -88,6 +93,7 @@ class SACConfig:
     hidden_dims: tuple[int, ...] = (256, 256)
     latent_dim: int = 256
     state_latent_dim: int = 64
+    state_input: Literal["symlog", "raw"] = "symlog"
     num_spatial_features: int = 8
     encoder: Literal["conv", "resnet10"] = "conv"
     conv_preset: Literal["standard", "lean"] = "standard"
@@ -133,6 +139,10 @@ class SACConfig:
             )
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder={self.encoder!r}; allowed: {', '.join(ENCODERS)}")
+        if self.state_input not in STATE_INPUTS:
+            raise ValueError(
+                f"state_input={self.state_input!r}; allowed: {', '.join(STATE_INPUTS)}"
+            )
         if self.conv_preset not in CONV_PRESETS:
             raise ValueError(
                 f"conv_preset={self.conv_preset!r}; allowed: {', '.join(CONV_PRESETS)}"

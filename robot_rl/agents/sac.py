@@ -52,7 +52,10 @@ ARCHITECTURE_FIELDS = (
     "encoder",
     "conv_preset",
     "hybrid_gripper",
+    "state_input",  # no shape of its own, but the same weights compute another function
 )
+# What a checkpoint saved before a field existed ran with (where that differs from its default).
+_SAVED_BEFORE_THE_FIELD = {"state_input": "raw"}
 
 
 class SACAgent:
@@ -386,10 +389,14 @@ class SACAgent:
         """Restore ``state_dict`` output; the agent must have been built with the same
         architecture fields (ValueError naming the fields that differ otherwise)."""
         saved = state["config"]
+
+        def saved_value(f: str) -> Any:
+            return saved.get(f, _SAVED_BEFORE_THE_FIELD.get(f, _DEFAULTS[f]))
+
         differ = [
-            f"{f}: saved {saved.get(f, _DEFAULTS[f])!r}, this agent {getattr(self.config, f)!r}"
+            f"{f}: saved {saved_value(f)!r}, this agent {getattr(self.config, f)!r}"
             for f in ARCHITECTURE_FIELDS
-            if _plain(saved.get(f, _DEFAULTS[f])) != _plain(getattr(self.config, f))
+            if _plain(saved_value(f)) != _plain(getattr(self.config, f))
         ]
         if differ:
             raise ValueError(

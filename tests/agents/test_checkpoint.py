@@ -152,6 +152,18 @@ def test_conv_preset_is_part_of_the_architecture():
         make_agent().load_state_dict(make_agent(conv_preset="lean").state_dict())
 
 
+def test_state_input_is_part_of_the_architecture_and_older_checkpoints_fed_it_raw():
+    """Same weights, another function: a symlog agent refuses a raw checkpoint and back. A
+    checkpoint saved before the field existed fed its state raw, so it loads only where asked."""
+    with pytest.raises(ValueError, match="state_input: saved 'raw', this agent 'symlog'"):
+        make_agent().load_state_dict(make_agent(state_input="raw").state_dict())
+    old_state = make_agent(state_input="raw").state_dict()
+    del old_state["config"]["state_input"]
+    make_agent(seed=1, state_input="raw").load_state_dict(old_state)
+    with pytest.raises(ValueError, match="state_input: saved 'raw', this agent 'symlog'"):
+        make_agent(seed=1).load_state_dict(old_state)
+
+
 def test_random_streams_of_another_device_type_are_not_restored(tmp_path, caplog):
     agent = make_agent()
     state = agent.state_dict()

@@ -38,6 +38,7 @@ def test_defaults():
         ("hidden_dims", (256, 0)),
         ("encoder", "vit"),
         ("conv_preset", "tiny"),
+        ("state_input", "tanh"),
         ("image_augmentation_pad", -1),
         ("gripper_penalty_weight", -0.1),
         ("device", "tpu"),

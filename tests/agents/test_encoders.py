@@ -273,3 +273,54 @@ def test_spatial_embedding_hands_a_channels_last_map_its_gradient_in_that_layout
 def _plain_spatial(spatial: encoders.SpatialLearnedEmbedding, maps: torch.Tensor) -> torch.Tensor:
     """By hand: out[b, c * F + f] = sum over (h, w) of maps[b, c] * kernel[c, :, :, f]."""
     return torch.einsum("bchw,chwf->bcf", maps, spatial.kernel).reshape(maps.shape[0], -1)
+
+
+def test_symlog_is_odd_about_the_identity_near_zero_and_logarithmic_far_out():
+    x = torch.linspace(-50.0, 50.0, 1001, dtype=torch.float64)
+    y = encoders.symlog(x)
+    torch.testing.assert_close(encoders.symlog(-x), -y)  # odd
+    assert (torch.diff(y) > 0).all()  # strictly increasing: no two states collapse
+    small = torch.tensor([1e-4, -1e-3], dtype=torch.float64)
+    torch.testing.assert_close(encoders.symlog(small), small, rtol=1e-3, atol=0)
+    # a decade out costs about ln 10 more, not 10x
+    assert encoders.symlog(torch.tensor(100.0)) - encoders.symlog(torch.tensor(10.0)) < 2.4
+
+
+def _latent_shift_from_a_small_entry(state_input: str, big: float) -> float:
+    """How far a half-step change of one entry moves the state latent when another entry is
+    ``big``, averaged over random encoders (their LayerNorm's scale is set by the big entry)."""
+    shifts = []
+    for seed in range(20):
+        torch.manual_seed(seed)
+        net = encoders.StateEncoder(16, 64, state_input)
+        x = torch.zeros(1, 16)
+        x[0, 1] = big  # the TCP's offset from its reset pose, in action steps
+        x[0, 14] = 0.5  # the last half step to the goal
+        moved = x.clone()
+        moved[0, 14] = 0.0
+        with torch.no_grad():
+            shifts.append((net(x) - net(moved)).norm().item())
+    return float(np.mean(shifts))
+
+
+def test_symlog_state_keeps_a_small_entry_visible_beside_a_large_one():
+    """The reach failure: a TCP 11 steps from its reset pose, a goal half a step away. Raw, the
+    LayerNorm divides the goal offset's effect by the large entry's spread; squashed first, the
+    small entry moves the latent several times more."""
+    raw_far = _latent_shift_from_a_small_entry("raw", 11.0)
+    raw_near = _latent_shift_from_a_small_entry("raw", 1.0)
+    sym_far = _latent_shift_from_a_small_entry("symlog", 11.0)
+    assert raw_far < 0.3 * raw_near  # the drowning, raw
+    assert sym_far > 2.5 * raw_far  # squashed, the last half step still shows
+
+
+def test_raw_state_input_feeds_the_state_unchanged_and_bad_names_are_rejected():
+    torch.manual_seed(0)
+    net = encoders.StateEncoder(3, 8, "raw")
+    x = torch.tensor([[11.0, -0.5, 0.2]])
+    torch.testing.assert_close(net(x), net.net(x))
+    squashed = encoders.StateEncoder(3, 8, "symlog")
+    squashed.load_state_dict(net.state_dict())  # no parameters of its own: same checkpoints
+    torch.testing.assert_close(squashed(x), net.net(encoders.symlog(x)))
+    with pytest.raises(ValueError, match="state_input='tanh'; allowed: symlog, raw"):
+        encoders.StateEncoder(3, 8, "tanh")
