@@ -24,6 +24,7 @@ from robot_rl.actions import gripper_index_to_value, gripper_value_to_index
 from robot_rl.agents.config import SACConfig
 from robot_rl.agents.encoders import build_observation_encoder, random_shift
 from robot_rl.agents.networks import mlp
+from robot_rl.agents.sac import architecture_differences
 from robot_rl.agents.spaces import check_spaces
 from robot_rl.data.batch import STATE_KEY, Batch
 from robot_rl.data.replay import ReplayBuffer
@@ -128,6 +129,9 @@ class BCAgent:
         state = torch.load(Path(path), map_location=self.device, weights_only=True)
         if not isinstance(state, dict) or state.get("kind") != "bc":
             raise ValueError(f"{path} is not a behaviour-cloning checkpoint (kind: bc)")
+        differ = architecture_differences(state.get("config", {}), self.config)
+        if differ:
+            raise ValueError(f"{path} does not fit this BC agent: " + "; ".join(differ))
         try:
             self.encoder.load_state_dict(state["networks"]["encoder"])
             self.head.load_state_dict(state["networks"]["head"])

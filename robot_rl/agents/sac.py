@@ -388,16 +388,7 @@ class SACAgent:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict`` output; the agent must have been built with the same
         architecture fields (ValueError naming the fields that differ otherwise)."""
-        saved = state["config"]
-
-        def saved_value(f: str) -> Any:
-            return saved.get(f, _SAVED_BEFORE_THE_FIELD.get(f, _DEFAULTS[f]))
-
-        differ = [
-            f"{f}: saved {saved_value(f)!r}, this agent {getattr(self.config, f)!r}"
-            for f in ARCHITECTURE_FIELDS
-            if _plain(saved_value(f)) != _plain(getattr(self.config, f))
-        ]
+        differ = architecture_differences(state["config"], self.config)
         if differ:
             raise ValueError(
                 "checkpoint architecture differs from this agent: " + "; ".join(differ)
@@ -665,6 +656,20 @@ def _split(batch: Batch, parts: int) -> list[Batch]:
     if batch.obs_features is not None and batch.next_obs_features is not None:
         fields += (split_obs(batch.obs_features), split_obs(batch.next_obs_features))
     return [Batch(*(f[i] for f in fields)) for i in range(parts)]
+
+
+def architecture_differences(saved: dict[str, Any], config: SACConfig) -> list[str]:
+    """The ARCHITECTURE_FIELDS where a checkpoint's saved config and ``config`` disagree, each as
+    "field: saved X, this agent Y" (a field the checkpoint predates counts as what it ran with)."""
+
+    def saved_value(f: str) -> Any:
+        return saved.get(f, _SAVED_BEFORE_THE_FIELD.get(f, _DEFAULTS[f]))
+
+    return [
+        f"{f}: saved {saved_value(f)!r}, this agent {getattr(config, f)!r}"
+        for f in ARCHITECTURE_FIELDS
+        if _plain(saved_value(f)) != _plain(getattr(config, f))
+    ]
 
 
 def _plain(value: Any) -> Any:
