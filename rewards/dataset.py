@@ -12,7 +12,6 @@ operator labels frames with the console's marks (``robot_rl.runtime.record.colle
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import tempfile
@@ -133,13 +132,10 @@ def collect_twin(
     miss_m: float = 0.04,
 ) -> FrameDataset:
     """Frames of ``episodes`` twin episodes labelled by the success predicate (see module doc)."""
-    from robot_rl.sim.cameras import DEFAULT_CAMERAS
+    from robot_rl.sim.cameras import twin_cameras
     from robot_rl.sim.scene import SceneConfig, TwinScene
 
-    specs = tuple(dataclasses.replace(c, width=size, height=size) for c in DEFAULT_CAMERAS
-                  if c.camera_id in cameras)  # fmt: skip
-    if len(specs) != len(cameras):
-        raise ValueError(f"cameras {cameras}; known: {[c.camera_id for c in DEFAULT_CAMERAS]}")
+    specs = twin_cameras(tuple(cameras), size, size)
     scene = TwinScene(SceneConfig(task=task, cameras=specs))
     box_lo, box_hi = np.asarray(Workspace().pos_min_m), np.asarray(Workspace().pos_max_m)
     rng = np.random.default_rng(seed)

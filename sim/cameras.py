@@ -1,4 +1,5 @@
-"""Rendered cameras of the twin: a fixed ``front`` view and a ``wrist`` view riding on the hand.
+"""Rendered cameras of the twin: fixed ``front`` and ``side`` views and a ``wrist`` view riding on
+the hand (``front`` and ``wrist`` by default).
 
 Frames are uint8 (H, W, 3) RGB rendered with PyBullet's TinyRenderer (CPU, no display needed),
 stamped with the twin's simulated time. Implements ``robot_rl.interfaces.Camera``.
@@ -6,6 +7,7 @@ stamped with the twin's simulated time. Implements ``robot_rl.interfaces.Camera`
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,7 +58,25 @@ WRIST = CameraSpec(
     near_m=0.01,
     far_m=2.0,
 )
+# Side camera: a second fixed view from the robot's right, looking across the workspace, so x and
+# height show directly where the front camera sees them along its line of sight. Off by default.
+SIDE = CameraSpec("side", eye_m=(0.5, -0.75, 0.5), target_m=(0.5, 0.0, 0.25), fov_deg=45.0)
 DEFAULT_CAMERAS = (FRONT, WRIST)
+TWIN_CAMERAS = (FRONT, WRIST, SIDE)  # every camera the twin knows, by name
+
+
+def twin_cameras(
+    names: tuple[str, ...] | list[str], width: int, height: int
+) -> tuple[CameraSpec, ...]:
+    """The twin's cameras called ``names``, in that order, rendering ``width`` x ``height``.
+    Raises ValueError naming an unknown camera."""
+    known = {c.camera_id: c for c in TWIN_CAMERAS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"cameras {unknown} unknown; allowed: {sorted(known)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"cameras {list(names)} name a camera twice")
+    return tuple(dataclasses.replace(known[n], width=width, height=height) for n in names)
 
 
 class SimCamera:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from robot_rl.endpoints import DEFAULT_ENDPOINTS
 from robot_rl.envs.gym_adapter import GymAdapterConfig
-from robot_rl.sim.cameras import DEFAULT_CAMERAS
+from robot_rl.sim.cameras import TWIN_CAMERAS
 from robot_rl.sim.tasks import TASKS
 
 Vec3 = tuple[float, float, float]
@@ -106,7 +106,7 @@ class EnvConfig:
             if self.task not in TASKS:
                 raise ValueError(f"task {self.task!r} unknown; known tasks: {sorted(TASKS)} "
                                  "(a real task needs env.remote)")  # fmt: skip
-            known = {spec.camera_id for spec in DEFAULT_CAMERAS}
+            known = {spec.camera_id for spec in TWIN_CAMERAS}
             unknown = sorted(set(self.cameras) - known)
             if unknown:
                 raise ValueError(f"cameras {unknown} unknown; allowed: {sorted(known)}")

@@ -9,7 +9,6 @@ has: the scene, the task's scripted expert (``expert_action``) and rendering in 
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -34,7 +33,7 @@ from robot_rl.envs.arm_env import (
 from robot_rl.envs.config import EnvConfig, RemoteRobotConfig
 from robot_rl.envs.gym_adapter import make_gym_env
 from robot_rl.interfaces import RobotState
-from robot_rl.sim.cameras import DEFAULT_CAMERAS
+from robot_rl.sim.cameras import twin_cameras
 from robot_rl.sim.scene import SceneConfig, TwinScene
 from robot_rl.sim.tasks import GripperAction
 from robot_rl.sim.tasks.base import ExpertAction
@@ -130,10 +129,10 @@ class TwinEnv(ArmEnv):
         config = config or EnvConfig()
         if detector is not None and config.obs != "pixels":
             raise ValueError("a success detector scores camera frames: use obs 'pixels'")
-        specs = tuple(
-            dataclasses.replace(spec, width=config.image_width, height=config.image_height)
-            for spec in DEFAULT_CAMERAS
-            if spec.camera_id in config.cameras and config.obs == "pixels"
+        specs = (
+            twin_cameras(config.cameras, config.image_width, config.image_height)
+            if config.obs == "pixels"
+            else ()
         )
         self.scene = TwinScene(
             SceneConfig(task=config.task, policy_period_s=config.policy_period_s, cameras=specs)
