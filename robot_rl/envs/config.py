@@ -110,6 +110,8 @@ class EnvConfig:
             unknown = sorted(set(self.cameras) - known)
             if unknown:
                 raise ValueError(f"cameras {unknown} unknown; allowed: {sorted(known)}")
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"cameras {list(self.cameras)} name a camera twice")
         elif self.task not in TASKS and self.remote.episode_s is None:
             raise ValueError(f"task {self.task!r} is not a twin task: define it with "
                              "env.remote.episode_s (and reset_pos_m, reward, ...)")  # fmt: skip

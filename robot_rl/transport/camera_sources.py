@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
 from robot_rl.interfaces import Frame
-from robot_rl.sim.cameras import DEFAULT_CAMERAS, CameraSpec
+from robot_rl.sim.cameras import DEFAULT_CAMERAS, TWIN_CAMERAS, CameraSpec, twin_cameras
 from robot_rl.sim.mirror import TwinMirror
 from robot_rl.sim.scene import SceneConfig, TwinScene
 from robot_rl.transport.camera_stream import CameraPublisher
@@ -65,7 +65,7 @@ def publish_frames(publisher: CameraPublisher, source: FrameSource, duration_s: 
 
 
 def square_cameras(size_px: int) -> tuple[CameraSpec, ...]:
-    """The twin's front and wrist cameras, rendering ``size_px`` square images."""
+    """The twin's default cameras (front and wrist), rendering ``size_px`` square images."""
     return tuple(dataclasses.replace(c, width=size_px, height=size_px) for c in DEFAULT_CAMERAS)
 
 
@@ -117,12 +117,12 @@ class MirrorFrames:
                  cameras: Sequence[str] | None = None) -> None:  # fmt: skip
         self.client = client
         specs = square_cameras(size_px)
-        known = [spec.camera_id for spec in specs]
-        if cameras is not None:
+        if cameras is not None:  # any of the twin's cameras, the opt-in side view included
+            known = [spec.camera_id for spec in TWIN_CAMERAS]
             unknown = [c for c in cameras if c not in known]
             if unknown or not cameras or len(set(cameras)) != len(cameras):
                 raise ValueError(f"cameras {list(cameras)}; expected distinct names among {known}")
-            specs = tuple(spec for spec in specs if spec.camera_id in cameras)
+            specs = twin_cameras(cameras, size_px, size_px)
         self.mirror = TwinMirror(SceneConfig(task=task, cameras=specs))
         self.camera_ids = list(self.mirror.scene.cameras)
         self.state_timeout_s = state_timeout_s

@@ -91,6 +91,8 @@ def test_bad_actions_are_rejected(bad: list[float]) -> None:
 def test_bad_config_is_rejected() -> None:
     with pytest.raises(ValueError, match="cameras"):
         TwinEnvConfig(cameras=("top",))
+    with pytest.raises(ValueError, match="twice"):
+        TwinEnvConfig(cameras=("front", "front"))
     with pytest.raises(ValueError, match="xyz_step_m"):
         TwinEnvConfig(xyz_step_m=0.5)
 
@@ -146,4 +148,14 @@ def test_scripted_intervener_takes_over_a_straying_policy_and_hands_back() -> No
             break
     # patience 3: steps 1-2 stray, step 3 triggers a takeover of 5 steps, then the policy again.
     assert flags[:8] == [False, False, True, True, True, True, True, False]
+    env.close()
+
+
+def test_side_camera_joins_the_observation_when_named() -> None:
+    env = TwinEnv(TwinEnvConfig(task="reach", obs="pixels", cameras=("side", "front"),
+                                image_width=32, image_height=32))  # fmt: skip
+    obs, _ = env.reset(seed=0)
+    assert {"side", "front"} <= set(obs) and "wrist" not in obs
+    assert env.observation_space["side"].shape == obs["side"].shape == (32, 32, 3)
+    assert env.observation_space.contains(obs)
     env.close()

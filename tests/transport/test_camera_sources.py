@@ -79,16 +79,26 @@ def test_a_state_stamp_falls_back_to_its_arrival_and_never_follows_it() -> None:
     assert sent < arrived and sent == pytest.approx(time.monotonic() - 2.0, abs=0.05)
 
 
-@pytest.mark.parametrize("cameras", [["side"], [], ["front", "front"]])
+@pytest.mark.parametrize("cameras", [["top"], [], ["front", "front"]])
 def test_a_mirror_refuses_cameras_the_task_does_not_have(cameras: list[str]) -> None:
-    with pytest.raises(ValueError, match=r"expected distinct names among \['front', 'wrist'\]"):
+    with pytest.raises(
+        ValueError, match=r"expected distinct names among \['front', 'wrist', 'side'\]"
+    ):
         MirrorFrames(None, "reach", 16, cameras=cameras)  # type: ignore[arg-type]
+
+
+def test_a_mirror_renders_the_opt_in_side_camera_when_named() -> None:
+    source = MirrorFrames(None, "reach", 16, cameras=["side", "front"])  # type: ignore[arg-type]
+    try:
+        assert source.camera_ids == ["side", "front"]
+    finally:
+        source.close()
 
 
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--camera", "side"], "expected distinct names"),
+        (["--camera", "top"], "expected distinct names"),
         (["--fps", "0"], "--fps 0.0; expected > 0"),
     ],
 )
