@@ -102,6 +102,8 @@ class EnvConfig:
             return  # the external env checks its own spaces (GymAdapter)
         if self.obs not in ("pixels", "state"):
             raise ValueError(f"obs {self.obs!r}; allowed: pixels, state")
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"cameras {list(self.cameras)} name a camera twice")
         if self.remote is None:  # the twin: its task and camera names
             if self.task not in TASKS:
                 raise ValueError(f"task {self.task!r} unknown; known tasks: {sorted(TASKS)} "
@@ -110,8 +112,6 @@ class EnvConfig:
             unknown = sorted(set(self.cameras) - known)
             if unknown:
                 raise ValueError(f"cameras {unknown} unknown; allowed: {sorted(known)}")
-        if len(set(self.cameras)) != len(self.cameras):
-            raise ValueError(f"cameras {list(self.cameras)} name a camera twice")
         elif self.task not in TASKS and self.remote.episode_s is None:
             raise ValueError(f"task {self.task!r} is not a twin task: define it with "
                              "env.remote.episode_s (and reset_pos_m, reward, ...)")  # fmt: skip

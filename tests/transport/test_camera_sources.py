@@ -91,6 +91,11 @@ def test_a_mirror_renders_the_opt_in_side_camera_when_named() -> None:
     source = MirrorFrames(None, "reach", 16, cameras=["side", "front"])  # type: ignore[arg-type]
     try:
         assert source.camera_ids == ["side", "front"]
+        images = source.mirror.render()
+        assert list(images) == ["side", "front"]
+        assert all(image.shape == (16, 16, 3) for image in images.values())
+        # two different viewpoints of one scene: the side image is not the front one
+        assert not np.array_equal(images["side"], images["front"])
     finally:
         source.close()
 
