@@ -22,8 +22,10 @@ report then names them (``overrides``) beside the settings it always gives (UTD,
 
 ``jobs`` > 1 trains that many seeds at once, each in a process of its own pinned to its share of
 the cores this process may use (a seed's run is deterministic, so the figures are the same as one
-after another; only the wall time changes). Each worker writes its figures as JSON (no pickle) and
-its log to ``<run_dir>/bench-<task>-<obs>-<seed>.log``; the times are still summed over seeds.
+after another; only the wall time changes). More jobs than cores share all of them, one torch
+thread each: three seeds on two cores then take about 1.5 seed-times, not two rounds. Each worker
+writes its figures as JSON (no pickle) and its log to ``<run_dir>/bench-<task>-<obs>-<seed>.log``;
+the times are still summed over seeds.
 """
 
 from __future__ import annotations
@@ -118,11 +120,15 @@ def run_learning_bench(
     return result
 
 
-def cpu_groups(cpus: list[int], jobs: int) -> list[set[int]]:
-    """``cpus`` split into ``min(jobs, len(cpus))`` disjoint groups (round robin), at least one
-    core each: one group per parallel seed. More jobs than cores share them in turn."""
-    n = max(1, min(jobs, len(cpus)))
-    return [set(cpus[i::n]) for i in range(n)]
+def cpu_groups(cpus: list[int], jobs: int) -> list[tuple[set[int], int]]:
+    """One ``(cores, torch threads)`` slot per seed trained at once. ``jobs`` <= cores: the cores
+    split into ``jobs`` disjoint groups (round robin), each seed its group's size in threads.
+    More jobs than cores: every seed may run on all of them with one thread (the OS shares them;
+    pinning would leave one core with two seeds while another finishes and idles)."""
+    if len(cpus) >= jobs:
+        groups = [set(cpus[i::jobs]) for i in range(max(1, jobs))]
+        return [(g, len(g)) for g in groups]
+    return [(set(cpus), 1) for _ in range(jobs)]
 
 
 def _parallel_seeds(spec: dict[str, Any], seeds: list[int], jobs: int,
@@ -145,12 +151,14 @@ def _parallel_seeds(spec: dict[str, Any], seeds: list[int], jobs: int,
                 with open(log_path, "wb") as log_file:
                     proc = subprocess.Popen(
                         [sys.executable, "-m", "robot_rl.bench.learning",
-                         json.dumps({**spec, "seed": s, "root": str(root)}), str(out)],
+                         json.dumps({**spec, "seed": s, "root": str(root),
+                                    "threads": groups[group][1]}), str(out)],
                         stdout=log_file, stderr=subprocess.STDOUT,
-                        preexec_fn=_pin(groups[group]),
+                        preexec_fn=_pin(groups[group][0]),
                     )  # fmt: skip
-                print(f"bench learning: seed {s} started on cpus {sorted(groups[group])}; "
-                      f"log {log_path}", flush=True)  # fmt: skip
+                cores, threads = groups[group]
+                print(f"bench learning: seed {s} started on cpus {sorted(cores)}, {threads} torch "
+                      f"thread(s); log {log_path}", flush=True)  # fmt: skip
                 running[group] = (proc, s, out, log_path)
             time.sleep(0.5)
             for group, (proc, s, out, log_path) in list(running.items()):
@@ -184,16 +192,18 @@ def _worker(spec_json: str, out: str) -> None:
     spec = json.loads(spec_json)
     base = bench_config(spec["task"], spec["obs"], spec["steps"], spec["quick"],
                         spec.get("overrides", []))  # fmt: skip
-    run = _one_seed(_seed_config(base, spec["task"], spec["obs"], spec["seed"], Path(spec["root"])))
+    config = _seed_config(base, spec["task"], spec["obs"], spec["seed"], Path(spec["root"]))
+    run = _one_seed(config, spec.get("threads"))
     tmp = Path(out + ".tmp")
     tmp.write_text(json.dumps(run, default=float))
     tmp.replace(out)
 
 
-def _one_seed(config: TrainConfig) -> dict[str, Any]:
-    """One session, with its time split into setup, updating, evaluating and acting."""
+def _one_seed(config: TrainConfig, cpus: int | None = None) -> dict[str, Any]:
+    """One session (its torch threads budgeted on ``cpus`` cores, default those it may run on),
+    with its time split into setup, updating, evaluating and acting."""
     start = time.perf_counter()
-    session = TrainingSession(config)
+    session = TrainingSession(config, cpus=cpus)
     setup_s = time.perf_counter() - start
     spent = {"update": 0.0, "eval": 0.0}
 

@@ -51,8 +51,9 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--run-dir", help="keep the training run here (learning)")
     parser.add_argument("--seeds", type=int, help="seeds to run, from --seed on (learning)")
     parser.add_argument("--jobs", type=int,
-                        help="seeds trained at once, each pinned to its share of the cores "
-                             "(learning; default 1)")  # fmt: skip
+                        help="seeds trained at once, each pinned to its share of the cores; "
+                             "more than the cores share them, one torch thread each (learning; "
+                             "default 1)")  # fmt: skip
     parser.add_argument("--set", action="append", dest="overrides", metavar="KEY=VALUE",
                         help="override a field of the task's config for an ablation, e.g. --set "
                              "demo_pretrain_updates=2000 (learning; repeatable)")  # fmt: skip

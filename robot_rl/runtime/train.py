@@ -44,7 +44,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from robot_rl.agents.threads import apply_thread_budget, thread_budget_scope
+from robot_rl.agents.threads import apply_thread_budget, thread_budget, thread_budget_scope
 from robot_rl.agents.warm_start import pretrain_on_demos
 from robot_rl.config import from_dict, to_dict
 from robot_rl.console.bridge import AppliedMark, episode_success, operator_setup
@@ -69,8 +69,11 @@ __all__ = ["TrainConfig", "TrainingSession", "evaluate_policy", "load_train_conf
 class TrainingSession:
     """Builds everything for a ``TrainConfig`` and runs it (``run()``); resumable from its dir."""
 
-    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+    def __init__(self, config: TrainConfig, resume: bool = False, cpus: int | None = None) -> None:
+        """``cpus``: the cores the torch thread budget counts (default: those this process may
+        run on); ``bench learning`` gives 1 to each of more seeds than cores sharing them."""
         self.config = config
+        self.threads = thread_budget(cpus)
         self.dir = config.run_path
         self._prepare_dir(resume)
         torch.manual_seed(config.seed)
@@ -142,7 +145,7 @@ class TrainingSession:
         self.metrics = self.core.metrics = make_sink(self.config.logger, self.dir, self.config)
         # Concurrent: this thread acts, the learner thread has its own budget (set after this
         # one); in step, this thread does both.
-        with thread_budget_scope("actor" if self.config.concurrent else "alone"):
+        with thread_budget_scope("actor" if self.config.concurrent else "alone", self.threads):
             return self._run()
 
     def _run(self) -> dict[str, float]:
@@ -299,7 +302,7 @@ class TrainingSession:
             time.sleep(0.001)
 
     def _learner_thread(self) -> None:
-        apply_thread_budget("learner")
+        apply_thread_budget("learner", self.threads)
         try:
             while not self._stop.is_set():
                 if not self._learn_once():

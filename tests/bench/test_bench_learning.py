@@ -56,12 +56,39 @@ def test_two_quick_seeds_report_mean_min_max_times_and_a_curve(tmp_path):
 def test_cores_split_into_disjoint_groups_one_per_parallel_seed():
     from robot_rl.bench.learning import cpu_groups
 
-    assert cpu_groups([0, 1], 2) == [{0}, {1}]
-    assert cpu_groups([0, 1, 2, 3, 4], 2) == [{0, 2, 4}, {1, 3}]
-    assert cpu_groups([0, 1], 5) == [{0}, {1}]  # more jobs than cores: they take turns
-    assert cpu_groups([7], 1) == [{7}]
+    assert cpu_groups([0, 1], 2) == [({0}, 1), ({1}, 1)]
+    assert cpu_groups([0, 1, 2, 3, 4], 2) == [({0, 2, 4}, 3), ({1, 3}, 2)]
+    assert cpu_groups([7], 1) == [({7}, 1)]
+    # More seeds at once than cores: all of them run, sharing every core, one torch thread each.
+    assert cpu_groups([0, 1], 3) == [({0, 1}, 1)] * 3
     with pytest.raises(ValueError, match="jobs=0"):
         run_learning_bench(quick=True, jobs=0)
+
+
+def test_a_seed_computes_on_the_torch_threads_it_is_given(tmp_path):
+    # The worker of a parallel seed passes its slot's thread count to the session; the learner's
+    # updates must run on exactly that many threads, and the caller's count comes back after.
+    import torch
+
+    from robot_rl.bench.learning import _seed_config, bench_config
+    from robot_rl.runtime.train import TrainingSession
+
+    base = bench_config("reach", "state", steps=30, quick=True)
+    before = torch.get_num_threads()
+    for cpus in (1, 2):
+        session = TrainingSession(_seed_config(base, "reach", "state", 0, tmp_path / str(cpus)),
+                                  cpus=cpus)  # fmt: skip
+        seen: list[int] = []
+        learn = session.core.learn_once
+
+        def counting(*args, _learn=learn, _seen=seen, **kwargs):
+            _seen.append(torch.get_num_threads())
+            return _learn(*args, **kwargs)
+
+        session.core.learn_once = counting
+        session.run()
+        assert seen and set(seen) == {cpus}
+        assert torch.get_num_threads() == before
 
 
 @pytest.mark.integration
