@@ -126,7 +126,7 @@ def cpu_groups(cpus: list[int], jobs: int) -> list[tuple[set[int], int]]:
     More jobs than cores: every seed may run on all of them with one thread (the OS shares them;
     pinning would leave one core with two seeds while another finishes and idles)."""
     if len(cpus) >= jobs:
-        groups = [set(cpus[i::jobs]) for i in range(max(1, jobs))]
+        groups = [set(cpus[i::jobs]) for i in range(jobs)]
         return [(g, len(g)) for g in groups]
     return [(set(cpus), 1) for _ in range(jobs)]
 
@@ -148,15 +148,14 @@ def _parallel_seeds(spec: dict[str, Any], seeds: list[int], jobs: int,
                 s = pending.pop(0)
                 out = root / f"bench-{spec['task']}-{spec['obs']}-{s}.result.json"
                 log_path = root / f"bench-{spec['task']}-{spec['obs']}-{s}.log"
+                cores, threads = groups[group]
                 with open(log_path, "wb") as log_file:
                     proc = subprocess.Popen(
                         [sys.executable, "-m", "robot_rl.bench.learning",
-                         json.dumps({**spec, "seed": s, "root": str(root),
-                                    "threads": groups[group][1]}), str(out)],
-                        stdout=log_file, stderr=subprocess.STDOUT,
-                        preexec_fn=_pin(groups[group][0]),
+                         json.dumps({**spec, "seed": s, "root": str(root), "threads": threads}),
+                         str(out)],
+                        stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_pin(cores),
                     )  # fmt: skip
-                cores, threads = groups[group]
                 print(f"bench learning: seed {s} started on cpus {sorted(cores)}, {threads} torch "
                       f"thread(s); log {log_path}", flush=True)  # fmt: skip
                 running[group] = (proc, s, out, log_path)
