@@ -7,6 +7,9 @@ the executed action, so the learner and the demo buffer see what the arm actuall
 ``ScriptedIntervener`` stands in for the operator in sim: it watches the task's scripted expert and
 takes over when the policy strays (moves against the expert's direction, or works the gripper
 against it, for ``patience`` steps in a row), drives for ``takeover_steps`` steps, then hands back.
+With ``episode_fraction`` below 1 it watches only that share of the episodes (a seeded draw at each
+reset), as an operator who does not rescue every attempt: in the rest the policy acts alone and its
+buffer meets the states a rescue cuts short (where it ends up when it strays and nobody steps in).
 """
 
 from __future__ import annotations
@@ -34,25 +37,38 @@ class ScriptedIntervenerConfig:
     patience: int = 3  # straying steps in a row before taking over
     takeover_steps: int = 5
     min_expert_step: float = 0.2  # ignore direction when the expert barely moves (|a| below this)
+    episode_fraction: float = 1.0  # the share of episodes it watches (a seeded draw per episode)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.episode_fraction <= 1.0:
+            raise ValueError(
+                f"intervener.episode_fraction must be in [0, 1], got {self.episode_fraction}"
+            )
 
 
 class ScriptedIntervener:
     """Takes over from a straying policy with the task's scripted expert (see module docstring)."""
 
-    def __init__(self, config: ScriptedIntervenerConfig | None = None) -> None:
+    def __init__(self, config: ScriptedIntervenerConfig | None = None, seed: int = 0) -> None:
         self.config = config or ScriptedIntervenerConfig()
+        self._rng = np.random.default_rng(seed)
         self._expert: Expert | None = None
         self._straying = 0
         self._driving = 0
+        self.watching = True  # whether it may take over in this episode
 
     def reset(self, env: TwinEnv) -> None:
         self._expert = env.task.expert()
         self._straying = 0
         self._driving = 0
+        fraction = self.config.episode_fraction
+        self.watching = fraction >= 1.0 or bool(self._rng.random() < fraction)
 
     def action(self, env: TwinEnv, policy_action: np.ndarray) -> np.ndarray | None:
         if self._expert is None:
             raise RuntimeError("ScriptedIntervener.action before reset: wrap the env first")
+        if not self.watching:
+            return None
         expert = env.expert_action(self._expert.act(env.scene.twin))
         if self._driving > 0:
             self._driving -= 1

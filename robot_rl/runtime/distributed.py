@@ -195,7 +195,7 @@ class Actor:
                     "the scripted intervener needs the in-process twin; with env.remote set "
                     "interventions: false (the operator intervenes through the console)"
                 )
-            scripted = ScriptedIntervener(train.intervener)
+            scripted = ScriptedIntervener(train.intervener, train.seed)
         self.env = make_env(train.env)
         self.policy = Policy(self.env.observation_space, self.env.action_space, train.agent,
                              train.seed)  # fmt: skip

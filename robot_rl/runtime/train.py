@@ -209,7 +209,7 @@ class TrainingSession:
         """The env the actor steps (with its interveners) and the console bridge, if any."""
         cfg = self.config
         cameras = list(cfg.env.cameras) if cfg.env.obs == "pixels" else []
-        scripted = ScriptedIntervener(cfg.intervener) if cfg.interventions else None
+        scripted = ScriptedIntervener(cfg.intervener, cfg.seed) if cfg.interventions else None
         setup = operator_setup(self.env, cfg.console, cfg.teleop, scripted, cameras)
         self.hub, self.console = setup.hub, setup.server
         self._operator = setup

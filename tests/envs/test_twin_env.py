@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robot_rl.envs.intervention import InterventionWrapper, ScriptedIntervener
+from robot_rl.envs.intervention import (
+    InterventionWrapper,
+    ScriptedIntervener,
+    ScriptedIntervenerConfig,
+)
 from robot_rl.envs.twin_env import PROPRIO_DIM, TwinEnv, TwinEnvConfig
 from robot_rl.runtime.record import record_expert_episode
 
@@ -149,6 +153,51 @@ def test_scripted_intervener_takes_over_a_straying_policy_and_hands_back() -> No
     # patience 3: steps 1-2 stray, step 3 triggers a takeover of 5 steps, then the policy again.
     assert flags[:8] == [False, False, True, True, True, True, True, False]
     env.close()
+
+
+def _straying_takeovers(env: InterventionWrapper, steps: int) -> int:
+    """Steps taken over while the policy always moves against the expert."""
+    base = env.unwrapped
+    for _ in range(steps):
+        wrong = -base.expert_action(base.task.expert().act(base.scene.twin))
+        wrong[-1] = 0.0
+        _, _, terminated, truncated, _ = env.step(wrong)
+        if terminated or truncated:
+            break
+    return env.interventions
+
+
+def test_scripted_intervener_watches_only_its_share_of_episodes() -> None:
+    env = InterventionWrapper(
+        TwinEnv(TwinEnvConfig(task="reach", obs="state")),
+        ScriptedIntervener(ScriptedIntervenerConfig(episode_fraction=0.0)),
+    )
+    env.reset(seed=0)
+    assert not env.intervener.watching
+    assert _straying_takeovers(env, 8) == 0  # a straying policy is left to itself
+    env.intervener.config = ScriptedIntervenerConfig(episode_fraction=1.0)
+    env.reset(seed=0)
+    assert env.intervener.watching and _straying_takeovers(env, 8) > 0
+
+    def draws(seed: int, fraction: float) -> list[bool]:
+        intervener = ScriptedIntervener(ScriptedIntervenerConfig(episode_fraction=fraction), seed)
+        out = []
+        for _ in range(200):
+            intervener.reset(env.unwrapped)
+            out.append(intervener.watching)
+        return out
+
+    half = draws(0, 0.5)
+    assert 70 <= sum(half) <= 130  # binomial(200, 0.5): 6 sd either side
+    assert draws(0, 0.5) == half and draws(1, 0.5) != half  # seeded: reproducible per seed
+    assert all(draws(0, 1.0)) and not any(draws(0, 0.0))
+    env.close()
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5, float("nan")])
+def test_intervener_episode_fraction_outside_0_1_is_refused(fraction: float) -> None:
+    with pytest.raises(ValueError, match="episode_fraction must be in"):
+        ScriptedIntervenerConfig(episode_fraction=fraction)
 
 
 def test_side_camera_joins_the_observation_when_named() -> None:
