@@ -25,7 +25,8 @@ the cores this process may use (a seed's run is deterministic, so the figures ar
 after another; only the wall time changes). More jobs than cores share all of them, one torch
 thread each: three seeds on two cores then take about 1.5 seed-times, not two rounds. Each worker
 writes its figures as JSON (no pickle) and its log to ``<run_dir>/bench-<task>-<obs>-<seed>.log``;
-the times are still summed over seeds.
+the times are still summed over seeds (``wall_s`` is seed-seconds), and ``elapsed_s`` is the
+bench's own wall time from start to finish, the one figure that ``jobs`` changes.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def run_learning_bench(
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs={jobs!r}; allowed: an integer >= 1")
     overrides = list(overrides)
+    started = time.perf_counter()
     base = bench_config(task, obs, steps, quick, overrides)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(run_dir or tmp)
@@ -113,6 +115,7 @@ def run_learning_bench(
             runs = _parallel_seeds(spec, list(range(seed, seed + seeds)), jobs, root)
         result: dict[str, float | str] = {**_summary(runs, base, task, obs, seed, seeds)}
         result["jobs"] = float(min(jobs, seeds))
+        result["elapsed_s"] = time.perf_counter() - started
         result["overrides"] = " ".join(overrides)
         if run_dir is not None:
             title = f"{task} ({obs}), {seeds} seeds" + "".join(f", {o}" for o in overrides)

@@ -47,6 +47,8 @@ def test_two_quick_seeds_report_mean_min_max_times_and_a_curve(tmp_path):
         assert 0.0 <= lo <= mean <= hi <= 1.0
     for key in ("setup_s", "act_s", "update_s", "eval_s"):
         assert result[key] > 0.0, key
+    # One seed after another: the bench's wall time holds every seed's setup and run.
+    assert result["elapsed_s"] >= result["wall_s"] > 0.0
     assert (tmp_path / "bench-reach-state-3").is_dir() and (
         tmp_path / "bench-reach-state-4"
     ).is_dir()
@@ -100,7 +102,8 @@ def test_parallel_seeds_give_the_figures_of_one_after_another(tmp_path):
                   overrides=["agent.utd_ratio=2"])  # fmt: skip
     alone = run_learning_bench(**kwargs, run_dir=str(tmp_path / "alone"))
     together = run_learning_bench(**kwargs, run_dir=str(tmp_path / "together"), jobs=2)
-    timing = ("wall_s", "setup_s", "act_s", "update_s", "eval_s", "act_s_per_env_step", "jobs")
+    timing = ("wall_s", "setup_s", "act_s", "update_s", "eval_s", "act_s_per_env_step", "jobs",
+              "elapsed_s")  # fmt: skip
     assert together["jobs"] == 2 and alone["jobs"] == 1
     assert together["utd_ratio"] == 2 and together["overrides"] == "agent.utd_ratio=2"
     assert {k: v for k, v in together.items() if k not in timing} == {
