@@ -61,8 +61,7 @@ class ScriptedIntervener:
         self._expert = env.task.expert()
         self._straying = 0
         self._driving = 0
-        fraction = self.config.episode_fraction
-        self.watching = fraction >= 1.0 or bool(self._rng.random() < fraction)
+        self.watching = bool(self._rng.random() < self.config.episode_fraction)  # random() < 1
 
     def action(self, env: TwinEnv, policy_action: np.ndarray) -> np.ndarray | None:
         if self._expert is None:
