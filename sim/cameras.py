@@ -1,5 +1,5 @@
-"""Rendered cameras of the twin: fixed ``front`` and ``side`` views and a ``wrist`` view riding on
-the hand (``front`` and ``wrist`` by default).
+"""Rendered cameras of the twin: fixed ``front``, ``side`` and ``top`` views and a ``wrist`` view
+riding on the hand (``front`` and ``wrist`` by default).
 
 Frames are uint8 (H, W, 3) RGB rendered with PyBullet's TinyRenderer (CPU, no display needed),
 stamped with the twin's simulated time. Implements ``robot_rl.interfaces.Camera``.
@@ -61,8 +61,16 @@ WRIST = CameraSpec(
 # Side camera: a second fixed view from the robot's right, looking across the workspace, so x and
 # height show directly where the front camera sees them along its line of sight. Off by default.
 SIDE = CameraSpec("side", eye_m=(0.5, -0.75, 0.5), target_m=(0.5, 0.0, 0.25), fov_deg=45.0)
+# Top camera: a fixed view from 1.1 m over the goal box, looking down, so the hand's x and y show
+# at every height of the reach goal box (the front view loses the hand at the top of the box,
+# where its y reads nowhere else). Beyond the goal box it is weaker: at the workspace box's far low
+# corners the forearm hides the hand from above, and its near corners reach the image's edge.
+# Off by default.
+TOP = CameraSpec(
+    "top", eye_m=(0.6, 0.0, 1.3), target_m=(0.5, 0.0, 0.2), up=(-1.0, 0.0, 0.0), fov_deg=38.0
+)
 DEFAULT_CAMERAS = (FRONT, WRIST)
-TWIN_CAMERAS = (FRONT, WRIST, SIDE)  # every camera the twin knows, by name
+TWIN_CAMERAS = (FRONT, WRIST, SIDE, TOP)  # every camera the twin knows, by name
 
 
 def twin_cameras(

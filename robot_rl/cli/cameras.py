@@ -47,7 +47,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     mirror.add_argument("--size", type=int, default=128, help="square image side (default 128)")
     mirror.add_argument("--fps", type=float, default=10.0)
     mirror.add_argument("--camera", action="append", metavar="NAME",
-                        help="render this camera: front, wrist or side (repeatable; default "
+                        help="render this camera: front, wrist, side or top (repeatable; default "
                         "front and wrist, one stamp per round, synchronized as a pixel policy "
                         "needs). One process per camera models a rig's separate devices: no "
                         "camera waits for another's render, but their frames are not "

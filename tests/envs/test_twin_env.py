@@ -94,7 +94,7 @@ def test_bad_actions_are_rejected(bad: list[float]) -> None:
 
 def test_bad_config_is_rejected() -> None:
     with pytest.raises(ValueError, match="cameras"):
-        TwinEnvConfig(cameras=("top",))
+        TwinEnvConfig(cameras=("roof",))
     with pytest.raises(ValueError, match="twice"):
         TwinEnvConfig(cameras=("front", "front"))
     with pytest.raises(ValueError, match="xyz_step_m"):

@@ -79,10 +79,10 @@ def test_a_state_stamp_falls_back_to_its_arrival_and_never_follows_it() -> None:
     assert sent < arrived and sent == pytest.approx(time.monotonic() - 2.0, abs=0.05)
 
 
-@pytest.mark.parametrize("cameras", [["top"], [], ["front", "front"]])
+@pytest.mark.parametrize("cameras", [["roof"], [], ["front", "front"]])
 def test_a_mirror_refuses_cameras_the_task_does_not_have(cameras: list[str]) -> None:
     with pytest.raises(
-        ValueError, match=r"expected distinct names among \['front', 'wrist', 'side'\]"
+        ValueError, match=r"expected distinct names among \['front', 'wrist', 'side', 'top'\]"
     ):
         MirrorFrames(None, "reach", 16, cameras=cameras)  # type: ignore[arg-type]
 
@@ -103,7 +103,7 @@ def test_a_mirror_renders_the_opt_in_side_camera_when_named() -> None:
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--camera", "top"], "expected distinct names"),
+        (["--camera", "roof"], "expected distinct names"),
         (["--fps", "0"], "--fps 0.0; expected > 0"),
     ],
 )
