@@ -61,11 +61,11 @@ WRIST = CameraSpec(
 # Side camera: a second fixed view from the robot's right, looking across the workspace, so x and
 # height show directly where the front camera sees them along its line of sight. Off by default.
 SIDE = CameraSpec("side", eye_m=(0.5, -0.75, 0.5), target_m=(0.5, 0.0, 0.25), fov_deg=45.0)
-# Top camera: a fixed view from 1.1 m over the goal box, looking down, so the hand's x and y show
-# at every height of the reach goal box (the front view loses the hand at the top of the box,
-# where its y reads nowhere else). Beyond the goal box it is weaker: at the workspace box's far low
-# corners the forearm hides the hand from above, and its near corners reach the image's edge.
-# Off by default.
+# Top camera: a fixed view from 1.3 m up, over the goal box, looking down, so the hand's x and
+# y show at every height of the reach goal box (the front view loses the hand at the top of the
+# box, where its y reads nowhere else). Beyond the goal box it is weaker: at the workspace box's
+# far low corners the forearm hides the hand from above, and its near corners reach the image's
+# edge. Off by default.
 TOP = CameraSpec(
     "top", eye_m=(0.6, 0.0, 1.3), target_m=(0.5, 0.0, 0.2), up=(-1.0, 0.0, 0.0), fov_deg=38.0
 )
